@@ -1,0 +1,19 @@
+//! The in-kernel port filter: events on other ports never reach the ring buffer.
+
+use aya_ebpf::{macros::map, maps::Array};
+use tracer_common::PORTS_WORDS;
+
+/// Bit `port % 64` of word `port / 64` is set for every traced port.
+#[map(name = "PORTS")]
+static PORTS: Array<u64> = Array::with_max_entries(PORTS_WORDS, 0);
+
+fn is_traced(port: u16) -> bool {
+    PORTS
+        .get(u32::from(port / 64))
+        .is_some_and(|word| word & (1 << (port % 64)) != 0)
+}
+
+/// A connection is traced when either end's port is.
+pub fn is_traced_connection(local_port: u16, remote_port: u16) -> bool {
+    is_traced(local_port) || is_traced(remote_port)
+}

@@ -1,0 +1,70 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser};
+
+/// Kernel-level TCP event tracer: every state change of the TCP connections on the
+/// given ports, as JSON lines.
+#[derive(Debug, Parser)]
+#[command(name = "tracer", version)]
+pub struct Cli {
+    #[command(flatten)]
+    pub trace: TraceArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// Trace TCP connections with this local or remote port; repeat for several ports.
+    #[arg(
+        long = "port",
+        short = 'p',
+        value_name = "PORT",
+        required = true,
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    pub port: Vec<u16>,
+
+    /// Write JSON lines to FILE instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+impl TraceArgs {
+    /// The ports, sorted, without repeats.
+    pub fn ports(&self) -> Vec<u16> {
+        let mut ports = self.port.clone();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, error::ErrorKind};
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("tracer").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn ports_repeat_and_dedup() {
+        let cli = parse(&["--port", "8191", "-p", "80", "--port", "8191"]).unwrap();
+        assert_eq!(cli.trace.ports(), vec![80, 8191]);
+    }
+
+    #[test]
+    fn port_zero_and_out_of_range_are_refused() {
+        assert_eq!(parse(&["--port", "0"]).unwrap_err().kind(), ErrorKind::ValueValidation);
+        assert_eq!(parse(&["--port", "65536"]).unwrap_err().kind(), ErrorKind::ValueValidation);
+        assert_eq!(parse(&[]).unwrap_err().kind(), ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

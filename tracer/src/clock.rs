@@ -1,0 +1,72 @@
+//! Kernel boot-clock timestamps -> wall-clock time.
+//!
+//! eBPF stamps events with `CLOCK_BOOTTIME` (monotonic, counts suspend). The offset to
+//! `CLOCK_REALTIME` moves when NTP steps or slews the wall clock, so the daemon samples it
+//! at start and again every second ([`WallClock::sample`]).
+
+use std::time::{Duration, SystemTime};
+
+use rustix::time::{ClockId, clock_gettime};
+
+/// Maps boot-clock nanoseconds to wall-clock time with one sampled offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WallClock {
+    /// Realtime minus boottime, nanoseconds.
+    offset_ns: i128,
+}
+
+fn nanos(clock: ClockId) -> i128 {
+    let ts = clock_gettime(clock);
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+}
+
+impl WallClock {
+    /// Reads both clocks now. The realtime read sits between two boottime reads and is
+    /// paired with their midpoint, halving the error a preemption could add.
+    pub fn sample() -> Self {
+        let before = nanos(ClockId::Boottime);
+        let real = nanos(ClockId::Realtime);
+        let after = nanos(ClockId::Boottime);
+        Self::from_offset_ns(real - (before + after) / 2)
+    }
+
+    pub fn from_offset_ns(offset_ns: i128) -> Self {
+        Self { offset_ns }
+    }
+
+    /// The wall-clock time of a boot-clock instant (clamped to the epoch).
+    pub fn to_system_time(self, boot_ns: u64) -> SystemTime {
+        let unix_ns = (i128::from(boot_ns) + self.offset_ns).max(0);
+        let secs = (unix_ns / 1_000_000_000) as u64;
+        let nanos = (unix_ns % 1_000_000_000) as u32;
+        SystemTime::UNIX_EPOCH + Duration::new(secs, nanos)
+    }
+
+    /// RFC 3339 UTC with nanoseconds, e.g. `2026-11-26T03:04:05.123456789Z`.
+    pub fn rfc3339(self, boot_ns: u64) -> String {
+        humantime::format_rfc3339_nanos(self.to_system_time(boot_ns)).to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adds_the_offset_with_nanosecond_precision() {
+        // 2026-11-26T03:04:05Z is 1795662245 s after the epoch.
+        let clock = WallClock::from_offset_ns(1_795_662_245_000_000_000 - 1_000);
+        assert_eq!(clock.rfc3339(123_457_789), "2026-11-26T03:04:05.123456789Z");
+    }
+
+    #[test]
+    fn sampled_clock_maps_now_to_now() {
+        let clock = WallClock::sample();
+        let boot_now = nanos(ClockId::Boottime) as u64;
+        let wall = clock.to_system_time(boot_now);
+        let skew = SystemTime::now()
+            .duration_since(wall)
+            .unwrap_or_else(|e| e.duration());
+        assert!(skew < Duration::from_millis(100), "skew {skew:?}");
+    }
+}

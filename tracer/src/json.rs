@@ -1,0 +1,198 @@
+//! The JSON lines sink: one object per line, `ts` and `event` first. Every field is
+//! documented in `docs/events.md`.
+
+use std::{
+    io::{self, Write},
+    net::SocketAddr,
+    time::SystemTime,
+};
+
+use serde::Serialize;
+
+use crate::{
+    clock::WallClock,
+    event::{EventMeta, StateChange, TraceEvent},
+    probes::AttachPlan,
+};
+
+#[derive(Serialize)]
+struct TracerStartLine<'a> {
+    ts: String,
+    event: &'static str,
+    version: &'static str,
+    kernel: &'a str,
+    attach: &'a AttachPlan,
+    ports: &'a [u16],
+}
+
+#[derive(Serialize)]
+struct StateChangeLine<'a> {
+    ts: String,
+    event: &'static str,
+    sock: String,
+    family: &'static str,
+    local: SocketAddr,
+    remote: SocketAddr,
+    old_state: String,
+    new_state: String,
+    pid: Option<u32>,
+    comm: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct CountLine<'a> {
+    ts: String,
+    event: &'static str,
+    count: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_nanos(SystemTime::now()).to_string()
+}
+
+fn family(addr: &SocketAddr) -> &'static str {
+    if addr.is_ipv4() { "ipv4" } else { "ipv6" }
+}
+
+/// Writes JSON lines to `out`; the caller flushes after each batch.
+pub struct JsonSink<W: Write> {
+    out: W,
+}
+
+impl<W: Write> JsonSink<W> {
+    pub fn new(out: W) -> Self {
+        Self { out }
+    }
+
+    fn line(&mut self, line: &impl Serialize) -> io::Result<()> {
+        serde_json::to_writer(&mut self.out, line)?;
+        self.out.write_all(b"\n")
+    }
+
+    /// The first line: what was attached how, on which kernel, for which ports.
+    pub fn tracer_start(&mut self, kernel: &str, plan: &AttachPlan, ports: &[u16]) -> io::Result<()> {
+        self.line(&TracerStartLine {
+            ts: now(),
+            event: "tracer_start",
+            version: env!("CARGO_PKG_VERSION"),
+            kernel,
+            attach: plan,
+            ports,
+        })
+    }
+
+    pub fn event(&mut self, clock: WallClock, event: &TraceEvent) -> io::Result<()> {
+        match event {
+            TraceEvent::StateChange(change) => self.state_change(clock, change),
+        }
+    }
+
+    fn state_change(&mut self, clock: WallClock, change: &StateChange) -> io::Result<()> {
+        let EventMeta { boot_ns, sock, process } = &change.meta;
+        self.line(&StateChangeLine {
+            ts: clock.rfc3339(*boot_ns),
+            event: "state_change",
+            sock: format!("{sock:#018x}"),
+            family: family(&change.local),
+            local: change.local,
+            remote: change.remote,
+            old_state: change.old_state.to_string(),
+            new_state: change.new_state.to_string(),
+            pid: process.as_ref().map(|p| p.pid),
+            comm: process.as_ref().map(|p| p.comm.as_str()),
+        })
+    }
+
+    /// `count` events the kernel could not put in the ring buffer since the last report.
+    pub fn lost(&mut self, count: u64) -> io::Result<()> {
+        self.line(&CountLine { ts: now(), event: "lost", count, reason: None })
+    }
+
+    /// `count` records that reached userspace but could not be decoded.
+    pub fn undecodable(&mut self, count: u64, reason: &str) -> io::Result<()> {
+        self.line(&CountLine { ts: now(), event: "undecodable", count, reason: Some(reason) })
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::event::{Process, TcpState};
+
+    fn render(event: &TraceEvent) -> Value {
+        let mut sink = JsonSink::new(Vec::new());
+        sink.event(WallClock::from_offset_ns(1_795_662_245_000_000_000), event).unwrap();
+        let text = String::from_utf8(sink.out).unwrap();
+        assert_eq!(text.matches('\n').count(), 1, "one line: {text:?}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn change(process: Option<Process>, local: &str, remote: &str) -> TraceEvent {
+        TraceEvent::StateChange(StateChange {
+            meta: EventMeta { boot_ns: 123_456_789, sock: 0xffff_8880_0abc_d000, process },
+            local: local.parse().unwrap(),
+            remote: remote.parse().unwrap(),
+            old_state: TcpState::SynSent,
+            new_state: TcpState::Established,
+        })
+    }
+
+    #[test]
+    fn renders_the_documented_state_change_line() {
+        let event = change(Some(Process { pid: 1234, comm: "curl".into() }), "127.0.0.1:43014", "127.0.0.1:8191");
+        assert_eq!(
+            render(&event),
+            json!({
+                "ts": "2026-11-26T03:04:05.123456789Z",
+                "event": "state_change",
+                "sock": "0xffff88800abcd000",
+                "family": "ipv4",
+                "local": "127.0.0.1:43014",
+                "remote": "127.0.0.1:8191",
+                "old_state": "SYN_SENT",
+                "new_state": "ESTABLISHED",
+                "pid": 1234,
+                "comm": "curl",
+            })
+        );
+    }
+
+    #[test]
+    fn ipv6_endpoints_are_bracketed_and_softirq_has_null_process() {
+        let line = render(&change(None, "[::1]:8191", "[::1]:50000"));
+        assert_eq!(line["family"], "ipv6");
+        assert_eq!(line["local"], "[::1]:8191");
+        assert_eq!(line["remote"], "[::1]:50000");
+        assert_eq!(line["pid"], Value::Null);
+        assert_eq!(line["comm"], Value::Null);
+    }
+
+    #[test]
+    fn hostile_comm_renders_as_valid_json() {
+        let comm = "a\"b\\c\n\u{1}\u{fffd}".to_string();
+        let line = render(&change(Some(Process { pid: 1, comm: comm.clone() }), "127.0.0.1:1", "127.0.0.1:2"));
+        assert_eq!(line["comm"], comm.as_str());
+    }
+
+    #[test]
+    fn counts_render_with_their_reason() {
+        let mut sink = JsonSink::new(Vec::new());
+        sink.lost(7).unwrap();
+        sink.undecodable(2, "unknown record kind 9").unwrap();
+        let text = String::from_utf8(sink.out).unwrap();
+        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines[0]["event"], "lost");
+        assert_eq!(lines[0]["count"], 7);
+        assert!(lines[0].get("reason").is_none());
+        assert_eq!(lines[1]["event"], "undecodable");
+        assert_eq!(lines[1]["reason"], "unknown record kind 9");
+    }
+}

@@ -1,0 +1,30 @@
+use std::{io, process::ExitCode};
+
+use clap::Parser as _;
+use tracer::{cli::Cli, daemon};
+
+/// A reader that closed our stdout (`tracer ... | head`) is a normal way to stop.
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<io::Error>())
+        .any(|io| io.kind() == io::ErrorKind::BrokenPipe)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(daemon::run(cli.trace)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("tracer: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -27,7 +27,10 @@ static SET_STATE_LAYOUT: SetStateLayout = SetStateLayout {
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     if try_inet_sock_set_state(&ctx).is_err() {
-        warn!(&ctx, "inet_sock_set_state: could not read the tracepoint record");
+        warn!(
+            &ctx,
+            "inet_sock_set_state: could not read the tracepoint record"
+        );
     }
     0
 }

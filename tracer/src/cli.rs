@@ -58,9 +58,18 @@ mod tests {
 
     #[test]
     fn port_zero_and_out_of_range_are_refused() {
-        assert_eq!(parse(&["--port", "0"]).unwrap_err().kind(), ErrorKind::ValueValidation);
-        assert_eq!(parse(&["--port", "65536"]).unwrap_err().kind(), ErrorKind::ValueValidation);
-        assert_eq!(parse(&[]).unwrap_err().kind(), ErrorKind::MissingRequiredArgument);
+        assert_eq!(
+            parse(&["--port", "0"]).unwrap_err().kind(),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            parse(&["--port", "65536"]).unwrap_err().kind(),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            parse(&[]).unwrap_err().kind(),
+            ErrorKind::MissingRequiredArgument
+        );
     }
 
     #[test]

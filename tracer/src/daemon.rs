@@ -77,7 +77,8 @@ impl<W: Write> Pipeline<W> {
 fn watch<T: AsRawFd>(map: T) -> io::Result<AsyncFd<T>> {
     // SAFETY: `map` owns its file descriptor, and AsyncFd owns `map` until it is dropped,
     // so the descriptor stays open and unreplaced while registered.
-    unsafe { AsyncFd::register_with_interest(map, Interest::READABLE) }.map_err(|e| e.into_parts().1)
+    unsafe { AsyncFd::register_with_interest(map, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
 }
 
 pub async fn run(args: TraceArgs) -> Result<()> {
@@ -87,7 +88,13 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     let kernel = preflight::kernel_release();
     preflight::check_kernel(&kernel)?;
 
-    let Probes { events, lost, logger, plan, ebpf: _attached } = probes::attach(&ports)?;
+    let Probes {
+        events,
+        lost,
+        logger,
+        plan,
+        ebpf: _attached,
+    } = probes::attach(&ports)?;
     let mut losses = LossCounter::new(lost);
     let mut ring = watch(events)?;
     let mut logger = logger.map(watch).transpose()?;
@@ -95,13 +102,23 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING_PERIOD);
 
-    let plan_text: Vec<String> = plan.iter().map(|(hook, how)| format!("{hook}: {how}")).collect();
+    let plan_text: Vec<String> = plan
+        .iter()
+        .map(|(hook, how)| format!("{hook}: {how}"))
+        .collect();
     eprintln!(
         "tracer: tracing TCP port(s) {} on kernel {kernel} ({})",
-        ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", "),
+        ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
         plan_text.join(", ")
     );
-    let mut pipeline = Pipeline { sink: JsonSink::new(BufWriter::new(out)), clock: WallClock::sample() };
+    let mut pipeline = Pipeline {
+        sink: JsonSink::new(BufWriter::new(out)),
+        clock: WallClock::sample(),
+    };
     pipeline.sink.tracer_start(&kernel, &plan, &ports)?;
     pipeline.sink.flush()?;
 

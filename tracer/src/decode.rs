@@ -8,7 +8,8 @@ use std::{
 };
 
 use tracer_common::{
-    AF_INET, AF_INET6, Event, EventHeader, EventKind, FLAG_PROCESS_CONTEXT, StateChange as RawStateChange,
+    AF_INET, AF_INET6, Event, EventHeader, EventKind, FLAG_PROCESS_CONTEXT,
+    StateChange as RawStateChange,
 };
 
 use crate::event::{EventMeta, Process, StateChange, TcpState, TraceEvent};
@@ -27,7 +28,9 @@ pub enum DecodeError {
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Truncated { kind, len } => write!(f, "record of kind {kind} truncated to {len} bytes"),
+            Self::Truncated { kind, len } => {
+                write!(f, "record of kind {kind} truncated to {len} bytes")
+            }
             Self::UnknownKind(kind) => write!(f, "unknown record kind {kind}"),
             Self::UnknownFamily(family) => write!(f, "unknown address family {family}"),
         }
@@ -109,7 +112,10 @@ mod tests {
     pub(crate) fn record<T: Copy>(event: &Event<T>) -> Vec<u8> {
         // SAFETY: reading the bytes of a plain #[repr(C)] value with explicit padding.
         unsafe {
-            std::slice::from_raw_parts((event as *const Event<T>).cast::<u8>(), size_of::<Event<T>>())
+            std::slice::from_raw_parts(
+                (event as *const Event<T>).cast::<u8>(),
+                size_of::<Event<T>>(),
+            )
         }
         .to_vec()
     }
@@ -159,7 +165,10 @@ mod tests {
         assert_eq!(change.meta.sock, 0xffff_8880_1234_5678);
         assert_eq!(
             change.meta.process,
-            Some(Process { pid: 1234, comm: "curl".into() })
+            Some(Process {
+                pid: 1234,
+                comm: "curl".into()
+            })
         );
     }
 
@@ -193,14 +202,26 @@ mod tests {
         let bytes = record(&v4_state_change(0));
         assert_eq!(
             decode(&bytes[..bytes.len() - 1]),
-            Err(DecodeError::Truncated { kind: 1, len: bytes.len() - 1 })
+            Err(DecodeError::Truncated {
+                kind: 1,
+                len: bytes.len() - 1
+            })
         );
-        assert!(matches!(decode(&bytes[..3]), Err(DecodeError::Truncated { .. })));
-        assert!(matches!(decode(&[]), Err(DecodeError::Truncated { kind: 0, len: 0 })));
+        assert!(matches!(
+            decode(&bytes[..3]),
+            Err(DecodeError::Truncated { .. })
+        ));
+        assert!(matches!(
+            decode(&[]),
+            Err(DecodeError::Truncated { kind: 0, len: 0 })
+        ));
 
         let mut unknown = v4_state_change(0);
         unknown.header.kind = 200;
-        assert_eq!(decode(&record(&unknown)), Err(DecodeError::UnknownKind(200)));
+        assert_eq!(
+            decode(&record(&unknown)),
+            Err(DecodeError::UnknownKind(200))
+        );
 
         let mut unix = v4_state_change(0);
         unix.payload.family = 1;

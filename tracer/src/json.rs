@@ -72,7 +72,12 @@ impl<W: Write> JsonSink<W> {
     }
 
     /// The first line: what was attached how, on which kernel, for which ports.
-    pub fn tracer_start(&mut self, kernel: &str, plan: &AttachPlan, ports: &[u16]) -> io::Result<()> {
+    pub fn tracer_start(
+        &mut self,
+        kernel: &str,
+        plan: &AttachPlan,
+        ports: &[u16],
+    ) -> io::Result<()> {
         self.line(&TracerStartLine {
             ts: now(),
             event: "tracer_start",
@@ -90,7 +95,11 @@ impl<W: Write> JsonSink<W> {
     }
 
     fn state_change(&mut self, clock: WallClock, change: &StateChange) -> io::Result<()> {
-        let EventMeta { boot_ns, sock, process } = &change.meta;
+        let EventMeta {
+            boot_ns,
+            sock,
+            process,
+        } = &change.meta;
         self.line(&StateChangeLine {
             ts: clock.rfc3339(*boot_ns),
             event: "state_change",
@@ -107,12 +116,22 @@ impl<W: Write> JsonSink<W> {
 
     /// `count` events the kernel could not put in the ring buffer since the last report.
     pub fn lost(&mut self, count: u64) -> io::Result<()> {
-        self.line(&CountLine { ts: now(), event: "lost", count, reason: None })
+        self.line(&CountLine {
+            ts: now(),
+            event: "lost",
+            count,
+            reason: None,
+        })
     }
 
     /// `count` records that reached userspace but could not be decoded.
     pub fn undecodable(&mut self, count: u64, reason: &str) -> io::Result<()> {
-        self.line(&CountLine { ts: now(), event: "undecodable", count, reason: Some(reason) })
+        self.line(&CountLine {
+            ts: now(),
+            event: "undecodable",
+            count,
+            reason: Some(reason),
+        })
     }
 
     pub fn flush(&mut self) -> io::Result<()> {
@@ -129,7 +148,8 @@ mod tests {
 
     fn render(event: &TraceEvent) -> Value {
         let mut sink = JsonSink::new(Vec::new());
-        sink.event(WallClock::from_offset_ns(1_795_662_245_000_000_000), event).unwrap();
+        sink.event(WallClock::from_offset_ns(1_795_662_245_000_000_000), event)
+            .unwrap();
         let text = String::from_utf8(sink.out).unwrap();
         assert_eq!(text.matches('\n').count(), 1, "one line: {text:?}");
         serde_json::from_str(&text).unwrap()
@@ -137,7 +157,11 @@ mod tests {
 
     fn change(process: Option<Process>, local: &str, remote: &str) -> TraceEvent {
         TraceEvent::StateChange(StateChange {
-            meta: EventMeta { boot_ns: 123_456_789, sock: 0xffff_8880_0abc_d000, process },
+            meta: EventMeta {
+                boot_ns: 123_456_789,
+                sock: 0xffff_8880_0abc_d000,
+                process,
+            },
             local: local.parse().unwrap(),
             remote: remote.parse().unwrap(),
             old_state: TcpState::SynSent,
@@ -147,7 +171,14 @@ mod tests {
 
     #[test]
     fn renders_the_documented_state_change_line() {
-        let event = change(Some(Process { pid: 1234, comm: "curl".into() }), "127.0.0.1:43014", "127.0.0.1:8191");
+        let event = change(
+            Some(Process {
+                pid: 1234,
+                comm: "curl".into(),
+            }),
+            "127.0.0.1:43014",
+            "127.0.0.1:8191",
+        );
         assert_eq!(
             render(&event),
             json!({
@@ -178,7 +209,14 @@ mod tests {
     #[test]
     fn hostile_comm_renders_as_valid_json() {
         let comm = "a\"b\\c\n\u{1}\u{fffd}".to_string();
-        let line = render(&change(Some(Process { pid: 1, comm: comm.clone() }), "127.0.0.1:1", "127.0.0.1:2"));
+        let line = render(&change(
+            Some(Process {
+                pid: 1,
+                comm: comm.clone(),
+            }),
+            "127.0.0.1:1",
+            "127.0.0.1:2",
+        ));
         assert_eq!(line["comm"], comm.as_str());
     }
 
@@ -188,7 +226,10 @@ mod tests {
         sink.lost(7).unwrap();
         sink.undecodable(2, "unknown record kind 9").unwrap();
         let text = String::from_utf8(sink.out).unwrap();
-        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines[0]["event"], "lost");
         assert_eq!(lines[0]["count"], 7);
         assert!(lines[0].get("reason").is_none());

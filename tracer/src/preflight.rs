@@ -33,12 +33,16 @@ impl KernelVersion {
 
 /// The running kernel's release string (`uname -r`).
 pub fn kernel_release() -> String {
-    rustix::system::uname().release().to_string_lossy().into_owned()
+    rustix::system::uname()
+        .release()
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Effective capabilities of this process, from `/proc/self/status`.
 fn effective_capabilities() -> Result<u64> {
-    let status = fs::read_to_string("/proc/self/status").context("cannot read /proc/self/status")?;
+    let status =
+        fs::read_to_string("/proc/self/status").context("cannot read /proc/self/status")?;
     let hex = status
         .lines()
         .find_map(|line| line.strip_prefix("CapEff:"))
@@ -69,7 +73,9 @@ pub fn check_kernel(release: &str) -> Result<()> {
         );
     }
     if !Path::new(VMLINUX_BTF).exists() {
-        bail!("kernel {release} has no BTF ({VMLINUX_BTF} is missing): tracer needs CONFIG_DEBUG_INFO_BTF=y");
+        bail!(
+            "kernel {release} has no BTF ({VMLINUX_BTF} is missing): tracer needs CONFIG_DEBUG_INFO_BTF=y"
+        );
     }
     Ok(())
 }
@@ -80,16 +86,34 @@ mod tests {
 
     #[test]
     fn parses_distro_release_strings() {
-        assert_eq!(KernelVersion::parse("6.18.44-fc-v782"), Some(KernelVersion { major: 6, minor: 18 }));
-        assert_eq!(KernelVersion::parse("5.10.0-32-cloud-amd64"), Some(KernelVersion { major: 5, minor: 10 }));
-        assert_eq!(KernelVersion::parse("6.1"), Some(KernelVersion { major: 6, minor: 1 }));
+        assert_eq!(
+            KernelVersion::parse("6.18.44-fc-v782"),
+            Some(KernelVersion {
+                major: 6,
+                minor: 18
+            })
+        );
+        assert_eq!(
+            KernelVersion::parse("5.10.0-32-cloud-amd64"),
+            Some(KernelVersion {
+                major: 5,
+                minor: 10
+            })
+        );
+        assert_eq!(
+            KernelVersion::parse("6.1"),
+            Some(KernelVersion { major: 6, minor: 1 })
+        );
         assert_eq!(KernelVersion::parse("garbage"), None);
     }
 
     #[test]
     fn old_kernels_are_refused_by_name() {
         let err = check_kernel("4.19.0-27-amd64").unwrap_err().to_string();
-        assert_eq!(err, "kernel 4.19.0-27-amd64 is too old: tracer needs 5.8 or newer (BPF ring buffer)");
+        assert_eq!(
+            err,
+            "kernel 4.19.0-27-amd64 is too old: tracer needs 5.8 or newer (BPF ring buffer)"
+        );
         assert!(check_kernel(&kernel_release()).is_ok());
     }
 }

@@ -85,7 +85,11 @@ fn attach_tracepoint(ebpf: &mut Ebpf, program: &str, category: &str, name: &str)
 /// first state change already carry the right process context.
 pub fn attach(ports: &[u16]) -> Result<Probes> {
     let tracefs = tracefs::root()?;
-    let layout = set_state_layout(&TracepointFormat::read(&tracefs, "sock", "inet_sock_set_state")?)?;
+    let layout = set_state_layout(&TracepointFormat::read(
+        &tracefs,
+        "sock",
+        "inet_sock_set_state",
+    )?)?;
     // Fail on a missing softirq tracepoint by name before the kernel says ENOENT.
     TracepointFormat::read(&tracefs, "irq", "softirq_entry")?;
 
@@ -96,22 +100,36 @@ pub fn attach(ports: &[u16]) -> Result<Probes> {
     let logger = EbpfLogger::init(&mut ebpf).ok();
 
     let mut filter: Array<_, u64> = Array::try_from(
-        ebpf.map_mut(PORTS_MAP).context("the eBPF object has no port filter map")?,
+        ebpf.map_mut(PORTS_MAP)
+            .context("the eBPF object has no port filter map")?,
     )?;
     let mut words: BTreeMap<u32, u64> = BTreeMap::new();
     for &port in ports {
         *words.entry(u32::from(port / 64)).or_default() |= 1 << (port % 64);
     }
     for (index, word) in words {
-        filter.set(index, word, 0).context("cannot set the port filter")?;
+        filter
+            .set(index, word, 0)
+            .context("cannot set the port filter")?;
     }
 
     attach_tracepoint(&mut ebpf, "softirq_entry", "irq", "softirq_entry")?;
     attach_tracepoint(&mut ebpf, "softirq_exit", "irq", "softirq_exit")?;
-    attach_tracepoint(&mut ebpf, "inet_sock_set_state", "sock", "inet_sock_set_state")?;
+    attach_tracepoint(
+        &mut ebpf,
+        "inet_sock_set_state",
+        "sock",
+        "inet_sock_set_state",
+    )?;
 
-    let events = RingBuf::try_from(ebpf.take_map(EVENTS_MAP).context("the eBPF object has no ring buffer")?)?;
-    let lost = PerCpuArray::try_from(ebpf.take_map(LOST_MAP).context("the eBPF object has no loss counter")?)?;
+    let events = RingBuf::try_from(
+        ebpf.take_map(EVENTS_MAP)
+            .context("the eBPF object has no ring buffer")?,
+    )?;
+    let lost = PerCpuArray::try_from(
+        ebpf.take_map(LOST_MAP)
+            .context("the eBPF object has no loss counter")?,
+    )?;
     Ok(Probes {
         events,
         lost,
@@ -136,12 +154,14 @@ mod tests {
 
     #[test]
     fn a_changed_field_size_is_refused_by_name() {
-        let format = TracepointFormat::parse(
-            "field:const void * skaddr;\toffset:8;\tsize:4;\tsigned:0;",
-        )
-        .unwrap();
+        let format =
+            TracepointFormat::parse("field:const void * skaddr;\toffset:8;\tsize:4;\tsigned:0;")
+                .unwrap();
         let err = set_state_layout(&format).unwrap_err().to_string();
-        assert_eq!(err, "sock:inet_sock_set_state field skaddr is 4 bytes on this kernel, expected 8");
+        assert_eq!(
+            err,
+            "sock:inet_sock_set_state field skaddr is 4 bytes on this kernel, expected 8"
+        );
     }
 
     #[test]

@@ -41,19 +41,31 @@ pub struct TracepointFormat {
 impl TracepointFormat {
     /// Reads `events/CATEGORY/NAME/format` under the tracefs root.
     pub fn read(tracefs: &Path, category: &str, name: &str) -> Result<Self> {
-        let path = tracefs.join("events").join(category).join(name).join("format");
+        let path = tracefs
+            .join("events")
+            .join(category)
+            .join(name)
+            .join("format");
         if !path.exists() {
-            bail!("this kernel has no {category}:{name} tracepoint ({} is missing)", path.display());
+            bail!(
+                "this kernel has no {category}:{name} tracepoint ({} is missing)",
+                path.display()
+            );
         }
-        let text = fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
         Self::parse(&text).with_context(|| format!("cannot parse {}", path.display()))
     }
 
     /// Parses lines such as
-    /// `field:__u8 saddr[4];	offset:32;	size:4;	signed:0;`.
+    /// `field:__u8 saddr[4];<TAB>offset:32;<TAB>size:4;<TAB>signed:0;`.
     pub fn parse(text: &str) -> Result<Self> {
         let mut fields = HashMap::new();
-        for line in text.lines().map(str::trim).filter(|l| l.starts_with("field:")) {
+        for line in text
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("field:"))
+        {
             let mut declaration = None;
             let mut offset = None;
             let mut size = None;
@@ -112,10 +124,31 @@ print fmt: \"family=%s\", REC->family
     fn parses_names_offsets_and_sizes() {
         let format = TracepointFormat::parse(INET_SOCK_SET_STATE_6_18).unwrap();
         assert_eq!(format.field("skaddr"), Some(Field { offset: 8, size: 8 }));
-        assert_eq!(format.field("oldstate"), Some(Field { offset: 16, size: 4 }));
-        assert_eq!(format.field("sport"), Some(Field { offset: 24, size: 2 }));
-        assert_eq!(format.field("saddr_v6"), Some(Field { offset: 40, size: 16 }));
-        assert_eq!(format.field("common_pid"), Some(Field { offset: 4, size: 4 }));
+        assert_eq!(
+            format.field("oldstate"),
+            Some(Field {
+                offset: 16,
+                size: 4
+            })
+        );
+        assert_eq!(
+            format.field("sport"),
+            Some(Field {
+                offset: 24,
+                size: 2
+            })
+        );
+        assert_eq!(
+            format.field("saddr_v6"),
+            Some(Field {
+                offset: 40,
+                size: 16
+            })
+        );
+        assert_eq!(
+            format.field("common_pid"),
+            Some(Field { offset: 4, size: 4 })
+        );
         assert_eq!(format.field("family"), None);
     }
 
@@ -131,6 +164,10 @@ print fmt: \"family=%s\", REC->family
         let format = TracepointFormat::read(&root, "sock", "inet_sock_set_state").unwrap();
         assert_eq!(format.field("skaddr").map(|f| f.size), Some(8));
         let missing = TracepointFormat::read(&root, "sock", "no_such_tracepoint").unwrap_err();
-        assert!(missing.to_string().contains("no sock:no_such_tracepoint tracepoint"));
+        assert!(
+            missing
+                .to_string()
+                .contains("no sock:no_such_tracepoint tracepoint")
+        );
     }
 }

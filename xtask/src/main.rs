@@ -1,1 +1,117 @@
-fn main() {}
+//! `cargo xtask`: set up, build, run and test tracer on a fresh Debian/Ubuntu machine.
+
+mod setup;
+
+use std::{
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need (idempotent; says what it installs).
+    Setup,
+    /// Build the eBPF object and the release binary `target/release/tracer`.
+    Build,
+    /// Build, then run the tracer with ARGS (e.g. `cargo xtask run -- --port 8191`).
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Everything CI checks: formatting, clippy on both toolchains, unit and integration
+    /// tests against the running kernel (needs root).
+    Test,
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// Runs `command` in the workspace root, failing with its command line when it fails.
+pub fn run(command: &mut Command) -> Result<()> {
+    let status = command
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("cannot start {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed ({status})");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn build() -> Result<PathBuf> {
+    setup::ensure()?;
+    run(cargo().args(["build", "--release", "--package", "tracer"]))?;
+    Ok(workspace_root().join("target/release/tracer"))
+}
+
+fn test() -> Result<()> {
+    setup::ensure()?;
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "tracer-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(Command::new("rustup").args([
+        "run",
+        "nightly",
+        "cargo",
+        "clippy",
+        "--package",
+        "tracer-ebpf",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "--release",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(cargo().args(["test", "--workspace", "--exclude", "tracer-ebpf"]))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = setup::with_tool_path().and_then(|()| match cli.command {
+        Task::Setup => setup::ensure(),
+        Task::Build => build().map(|binary| println!("built {}", binary.display())),
+        Task::Run { args } => build().and_then(|binary| {
+            // Replace this process so Ctrl-C and the exit status belong to the tracer.
+            Err(Command::new(&binary).args(args).exec())
+                .with_context(|| format!("cannot run {}", binary.display()))
+        }),
+        Task::Test => test(),
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! Drives the real `tracer` binary against real sockets: start it on a port, wait for the
+//! lines it prints, stop it. Everything waits on a condition with a deadline, never on a
+//! fixed sleep.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::{
+    io::{BufRead, BufReader, Read},
+    net::{SocketAddr, TcpListener},
+    path::PathBuf,
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{
+        Arc, Mutex,
+        mpsc::{Receiver, RecvTimeoutError, channel},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use rustix::process::{Pid, Signal, kill_process};
+use serde_json::Value;
+
+/// Generous: the host may be busy building, and guests run under TCG.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The tracer binary: `TRACER_BIN` when set (the VM suite), else the one cargo built.
+pub fn tracer_bin() -> PathBuf {
+    std::env::var_os("TRACER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_tracer").into())
+}
+
+/// A port nobody listens on right now, on `ip`.
+pub fn free_port(ip: &str) -> u16 {
+    TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Tracer {
+    child: Child,
+    lines: Receiver<Value>,
+    stderr: Arc<Mutex<String>>,
+    /// Every line received so far, in order.
+    pub seen: Vec<Value>,
+}
+
+impl Tracer {
+    /// Starts `tracer --port P ...` and waits for its `tracer_start` line.
+    pub fn start(ports: &[u16]) -> Self {
+        let mut command = Command::new(tracer_bin());
+        for port in ports {
+            command.args(["--port", &port.to_string()]);
+        }
+        Self::spawn(command)
+    }
+
+    pub fn spawn(mut command: Command) -> Self {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start tracer");
+        let (send, lines) = channel();
+        let stdout = child.stdout.take().unwrap();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("tracer printed invalid JSON ({e}): {line}"));
+                if send.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let mut pipe = child.stderr.take().unwrap();
+        thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n @ 1..) = pipe.read(&mut buffer) {
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buffer[..n]));
+            }
+        });
+        let mut tracer = Self {
+            child,
+            lines,
+            stderr,
+            seen: Vec::new(),
+        };
+        tracer.wait_for("the tracer_start line", |line| {
+            line["event"] == "tracer_start"
+        });
+        tracer
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Reads lines until one satisfies `condition`, and returns it.
+    pub fn wait_for(&mut self, what: &str, condition: impl Fn(&Value) -> bool) -> Value {
+        if let Some(line) = self.seen.iter().find(|line| condition(line)) {
+            return line.clone();
+        }
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if condition(&line) {
+                        return line;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "no line with {what} within {DEADLINE:?}\nlines: {:#?}\nstderr: {}",
+                    self.seen,
+                    self.stderr()
+                ),
+                Err(RecvTimeoutError::Disconnected) => panic!(
+                    "tracer exited before printing {what} ({:?})\nlines: {:#?}\nstderr: {}",
+                    self.child.wait(),
+                    self.seen,
+                    self.stderr()
+                ),
+            }
+        }
+    }
+
+    /// Sends SIGTERM, collects the remaining lines and returns the exit status.
+    pub fn stop(mut self) -> (ExitStatus, Vec<Value>) {
+        let pid = Pid::from_raw(self.child.id() as i32).expect("child pid");
+        kill_process(pid, Signal::TERM).expect("cannot signal tracer");
+        let status = self.child.wait().unwrap();
+        while let Ok(line) = self.lines.recv_timeout(DEADLINE) {
+            self.seen.push(line);
+        }
+        (status, std::mem::take(&mut self.seen))
+    }
+
+    /// State changes seen so far of the socket with this `sock` id.
+    pub fn transitions_of(&self, sock: &Value) -> Vec<(String, String)> {
+        state_changes(&self.seen)
+            .filter(|line| &line["sock"] == sock)
+            .map(|line| {
+                (
+                    line["old_state"].as_str().unwrap().to_owned(),
+                    line["new_state"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn state_changes(lines: &[Value]) -> impl Iterator<Item = &Value> {
+    lines.iter().filter(|line| line["event"] == "state_change")
+}
+
+/// Is `line` a state change of a socket at `local` -> `remote` into `new_state`?
+pub fn is_change(line: &Value, local: SocketAddr, remote: SocketAddr, new_state: &str) -> bool {
+    line["event"] == "state_change"
+        && line["local"] == local.to_string()
+        && line["remote"] == remote.to_string()
+        && line["new_state"] == new_state
+}
+
+pub fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
+    expected
+        .iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect()
+}

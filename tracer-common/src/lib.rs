@@ -1,8 +1,10 @@
 //! Types shared by the eBPF programs (`tracer-ebpf`) and the daemon (`tracer`).
 //!
-//! Every record in the ring buffer starts with an [`EventHeader`]; its `kind` says which
-//! payload follows. All types are `#[repr(C)]` with explicit padding so both sides agree
-//! on the layout byte for byte.
+//! Every record in the ring buffer is an [`Event`]: an [`EventHeader`] whose `kind` says
+//! which payload follows. The `*Layout` types carry what the programs must know about the
+//! running kernel (tracepoint record offsets from tracefs, struct field offsets from
+//! BTF); the daemon sets them as read-only globals before load. All types are
+//! `#[repr(C)]` with explicit padding so both sides agree byte for byte.
 #![no_std]
 
 /// Name of the BPF ring buffer carrying events to userspace.
@@ -13,31 +15,36 @@ pub const LOST_MAP: &str = "LOST";
 pub const PORTS_MAP: &str = "PORTS";
 /// Words in [`PORTS_MAP`]: one bit for each of the 65536 ports.
 pub const PORTS_WORDS: u32 = 65536 / 64;
-/// Name of the per-CPU flag set while the CPU serves a softirq.
-pub const IN_SOFTIRQ_MAP: &str = "IN_SOFTIRQ";
-
-/// Name of the global holding [`SetStateLayout`].
-pub const SET_STATE_LAYOUT_GLOBAL: &str = "SET_STATE_LAYOUT";
 
 /// Address families as the kernel numbers them.
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 /// `IPPROTO_TCP`.
 pub const IPPROTO_TCP: u16 = 6;
+/// `TCP_CLOSE` in the kernel's `include/net/tcp_states.h`.
+pub const TCP_CLOSE: u8 = 7;
 
 /// What follows the header.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
     StateChange = 1,
+    Reset = 2,
+    Retransmit = 3,
+    KeepaliveProbe = 4,
+    KeepaliveTimeout = 5,
 }
 
 impl EventKind {
     pub fn from_u8(value: u8) -> Option<Self> {
-        match value {
-            1 => Some(Self::StateChange),
-            _ => None,
-        }
+        Some(match value {
+            1 => Self::StateChange,
+            2 => Self::Reset,
+            3 => Self::Retransmit,
+            4 => Self::KeepaliveProbe,
+            5 => Self::KeepaliveTimeout,
+            _ => return None,
+        })
     }
 }
 
@@ -52,7 +59,8 @@ pub const FLAG_PROCESS_CONTEXT: u8 = 1;
 pub struct EventHeader {
     /// `CLOCK_BOOTTIME` in nanoseconds (`bpf_ktime_get_boot_ns`).
     pub timestamp_ns: u64,
-    /// Kernel address of the `struct sock`: the socket's identity while it lives.
+    /// Kernel address of the `struct sock`: the socket's identity while it lives; 0 when
+    /// the kernel acted without a socket (a reset answering a segment for no socket).
     pub sock: u64,
     /// `bpf_get_current_pid_tgid()`: tgid in the high 32 bits, thread id in the low.
     pub pid_tgid: u64,
@@ -65,21 +73,95 @@ pub struct EventHeader {
     pub _pad: [u8; 6],
 }
 
-/// A TCP socket changed state (`sock:inet_sock_set_state`).
+/// Both ends of a connection, from the socket's point of view.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StateChange {
-    /// `TCP_*` state numbers as in the kernel's `include/net/tcp_states.h`.
-    pub old_state: u8,
-    pub new_state: u8,
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Endpoints {
     /// [`AF_INET`] or [`AF_INET6`].
     pub family: u16,
     /// Host byte order.
     pub local_port: u16,
     pub remote_port: u16,
+    pub _pad: u16,
     /// IPv4 in the first 4 bytes (network order), or IPv6.
     pub local_addr: [u8; 16],
     pub remote_addr: [u8; 16],
+}
+
+/// A TCP socket changed state.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateChange {
+    pub endpoints: Endpoints,
+    /// `TCP_*` state numbers as in the kernel's `include/net/tcp_states.h`.
+    pub old_state: u8,
+    pub new_state: u8,
+    pub _pad: [u8; 6],
+}
+
+/// `Reset::direction`.
+pub const RESET_SENT: u8 = 0;
+pub const RESET_RECEIVED: u8 = 1;
+/// `Reset::reason` when the kernel gives none.
+pub const NO_REASON: u32 = u32::MAX;
+/// A state field the kernel did not provide.
+pub const NO_STATE: u8 = 0;
+
+/// A TCP reset sent (`tcp:tcp_send_reset`) or received (`tcp:tcp_receive_reset`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reset {
+    pub endpoints: Endpoints,
+    /// `enum sk_rst_reason` where the tracepoint has it, else [`NO_REASON`].
+    pub reason: u32,
+    /// [`RESET_SENT`] or [`RESET_RECEIVED`].
+    pub direction: u8,
+    /// The socket's state, or [`NO_STATE`].
+    pub state: u8,
+    pub _pad: [u8; 2],
+}
+
+/// `Retransmit::what`.
+pub const RETRANSMIT_SEGMENT: u8 = 0;
+pub const RETRANSMIT_SYNACK: u8 = 1;
+
+/// A segment retransmitted (`tcp:tcp_retransmit_skb`, `tcp:tcp_retransmit_synack`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retransmit {
+    pub endpoints: Endpoints,
+    /// [`RETRANSMIT_SEGMENT`] or [`RETRANSMIT_SYNACK`].
+    pub what: u8,
+    /// The socket's state, or [`NO_STATE`].
+    pub state: u8,
+    /// TCP header flags of the segment (`TCPHDR_*`), 0 when unknown.
+    pub tcp_flags: u8,
+    pub _pad: [u8; 5],
+}
+
+/// The keepalive settings in force for a socket: its own (`TCP_KEEPIDLE`,
+/// `TCP_KEEPINTVL`, `TCP_KEEPCNT`) or the namespace's sysctl defaults.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeepaliveSettings {
+    /// Idle time before the first probe, in jiffies.
+    pub time_jiffies: u32,
+    /// Time between probes, in jiffies.
+    pub interval_jiffies: u32,
+    /// Probes without answer before the connection is killed.
+    pub probes: u8,
+    pub _pad: [u8; 7],
+}
+
+/// The keepalive timer sent a probe (`probe` is its number, 1-based) or killed the
+/// connection because `probe` probes went unanswered.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keepalive {
+    pub endpoints: Endpoints,
+    pub settings: KeepaliveSettings,
+    pub probe: u8,
+    pub _pad: [u8; 7],
 }
 
 /// A ring buffer record: header plus payload.
@@ -90,30 +172,139 @@ pub struct Event<T> {
     pub payload: T,
 }
 
-/// Byte offsets of the `sock:inet_sock_set_state` fields in the tracepoint record, read
-/// from tracefs at start-up because they differ between kernels.
+/// A layout offset for a field the running kernel does not have.
+pub const FIELD_ABSENT: u16 = u16::MAX;
+
+/// `EndpointLayout::style`: `sport`, `dport`, `family`, `saddr[4]`, `daddr[4]`,
+/// `saddr_v6[16]`, `daddr_v6[16]` fields, ports in host order.
+pub const ENDPOINTS_SPLIT: u16 = 0;
+/// `saddr`/`daddr` each a `struct sockaddr_in6`-sized copy of the address (6.8+
+/// `tcp_send_reset`): family, port in network order, then the IPv4 or IPv6 address.
+pub const ENDPOINTS_SOCKADDR: u16 = 1;
+
+/// Where a tracepoint record keeps the connection's addresses.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SetStateLayout {
-    pub skaddr: u16,
-    pub oldstate: u16,
-    pub newstate: u16,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EndpointLayout {
+    pub style: u16,
     pub sport: u16,
     pub dport: u16,
     pub family: u16,
-    /// [`FIELD_ABSENT`] on kernels whose tracepoint has no `protocol` field (TCP only).
-    pub protocol: u16,
     pub saddr: u16,
     pub daddr: u16,
     pub saddr_v6: u16,
     pub daddr_v6: u16,
 }
 
-/// A layout offset for a field the running kernel does not have.
-pub const FIELD_ABSENT: u16 = u16::MAX;
+/// Byte offsets of a tracepoint record's fields, read from tracefs at start-up because
+/// they differ between kernels. Fields a tracepoint lacks are [`FIELD_ABSENT`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TracepointLayout {
+    pub skaddr: u16,
+    pub skbaddr: u16,
+    pub oldstate: u16,
+    pub newstate: u16,
+    pub state: u16,
+    pub protocol: u16,
+    pub reason: u16,
+    /// `tcp_retransmit_synack`'s request socket.
+    pub req: u16,
+    pub endpoints: EndpointLayout,
+}
+
+impl TracepointLayout {
+    /// Every field absent: what the programs see before the daemon sets the layout.
+    pub const ABSENT: Self = Self {
+        skaddr: FIELD_ABSENT,
+        skbaddr: FIELD_ABSENT,
+        oldstate: FIELD_ABSENT,
+        newstate: FIELD_ABSENT,
+        state: FIELD_ABSENT,
+        protocol: FIELD_ABSENT,
+        reason: FIELD_ABSENT,
+        req: FIELD_ABSENT,
+        endpoints: EndpointLayout {
+            style: ENDPOINTS_SPLIT,
+            sport: FIELD_ABSENT,
+            dport: FIELD_ABSENT,
+            family: FIELD_ABSENT,
+            saddr: FIELD_ABSENT,
+            daddr: FIELD_ABSENT,
+            saddr_v6: FIELD_ABSENT,
+            daddr_v6: FIELD_ABSENT,
+        },
+    };
+}
+
+/// A kernel struct field the programs read: byte offset and size (1, 2, 4 or 8 for
+/// integers), resolved from BTF. `size == 0` means absent on this kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelField {
+    pub offset: u32,
+    pub size: u32,
+}
+
+/// Offsets of the kernel struct fields the programs read, from the running kernel's BTF.
+/// All offsets are from the start of `struct sock` (which starts `inet_connection_sock`
+/// and `tcp_sock`), except `net_*` (from `struct net`) and the timer and skb ones.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelLayout {
+    pub skc_family: KernelField,
+    pub skc_state: KernelField,
+    pub skc_num: KernelField,
+    pub skc_dport: KernelField,
+    pub skc_rcv_saddr: KernelField,
+    pub skc_daddr: KernelField,
+    pub skc_v6_rcv_saddr: KernelField,
+    pub skc_v6_daddr: KernelField,
+    /// `sock.__sk_common.skc_net.net`: the `struct net *`.
+    pub skc_net: KernelField,
+    pub sk_protocol: KernelField,
+    /// `sock.sk_timer`: the keepalive timer (`timer_list`) inside the socket.
+    pub sk_timer: KernelField,
+    pub icsk_probes_out: KernelField,
+    pub keepalive_time: KernelField,
+    pub keepalive_intvl: KernelField,
+    pub keepalive_probes: KernelField,
+    pub net_keepalive_time: KernelField,
+    pub net_keepalive_intvl: KernelField,
+    pub net_keepalive_probes: KernelField,
+    /// `sk_buff.cb` + `tcp_skb_cb.tcp_flags`: a segment's TCP flags.
+    pub skb_tcp_flags: KernelField,
+}
+
+/// Where the timer tracepoints keep the `timer_list` pointer and its callback.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimerLayout {
+    /// `timer:timer_expire_entry`'s `timer` and `function` fields.
+    pub entry_timer: u16,
+    pub entry_function: u16,
+    /// `timer:timer_expire_exit`'s `timer` field.
+    pub exit_timer: u16,
+    pub _pad: u16,
+    /// Address of `tcp_keepalive_timer` (from `/proc/kallsyms`).
+    pub keepalive_timer_fn: u64,
+}
+
+/// Names of the globals the daemon sets before load.
+pub mod globals {
+    pub const SET_STATE: &str = "SET_STATE_LAYOUT";
+    pub const SEND_RESET: &str = "SEND_RESET_LAYOUT";
+    pub const RECEIVE_RESET: &str = "RECEIVE_RESET_LAYOUT";
+    pub const RETRANSMIT_SKB: &str = "RETRANSMIT_SKB_LAYOUT";
+    pub const RETRANSMIT_SYNACK: &str = "RETRANSMIT_SYNACK_LAYOUT";
+    pub const TIMER: &str = "TIMER_LAYOUT";
+    pub const KERNEL: &str = "KERNEL_LAYOUT";
+}
 
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain `#[repr(C)]` data with explicit padding, valid for any bit pattern.
-    unsafe impl aya::Pod for super::SetStateLayout {}
+    unsafe impl aya::Pod for super::TracepointLayout {}
+    unsafe impl aya::Pod for super::KernelLayout {}
+    unsafe impl aya::Pod for super::TimerLayout {}
 }

@@ -1,7 +1,7 @@
 //! The in-kernel port filter: events on other ports never reach the ring buffer.
 
 use aya_ebpf::{macros::map, maps::Array};
-use tracer_common::PORTS_WORDS;
+use tracer_common::{Endpoints, PORTS_WORDS};
 
 /// Bit `port % 64` of word `port / 64` is set for every traced port.
 #[map(name = "PORTS")]
@@ -14,6 +14,6 @@ fn is_traced(port: u16) -> bool {
 }
 
 /// A connection is traced when either end's port is.
-pub fn is_traced_connection(local_port: u16, remote_port: u16) -> bool {
-    is_traced(local_port) || is_traced(remote_port)
+pub fn is_traced_connection(endpoints: &Endpoints) -> bool {
+    is_traced(endpoints.local_port) || is_traced(endpoints.remote_port)
 }

@@ -1,11 +1,19 @@
 //! tracer's eBPF programs: they watch TCP sockets in the kernel, keep only those on the
 //! traced ports, and send one record per event through the `EVENTS` ring buffer.
+//!
+//! Each hook comes in the variants the daemon's attach plan chooses from: a tracepoint
+//! (stable, always there) and, where the kernel allows, a kprobe or fentry program.
 #![no_std]
 #![no_main]
 
 mod context;
 mod filter;
+mod keepalive;
+mod kernel;
 mod output;
+mod record;
+mod reset;
+mod retransmit;
 mod state_change;
 
 #[cfg(not(test))]

@@ -1,88 +1,105 @@
-//! `sock:inet_sock_set_state`: every TCP state transition.
+//! State changes: the `sock:inet_sock_set_state` tracepoint, or probes on the two kernel
+//! functions that fire it: `tcp_set_state` (every TCP transition) and
+//! `inet_sk_set_state` (a new child socket entering SYN_RECV).
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use aya_log_ebpf::warn;
-use tracer_common::{
-    AF_INET, AF_INET6, EventKind, FIELD_ABSENT, IPPROTO_TCP, SetStateLayout, StateChange,
+use aya_ebpf::{
+    macros::{fentry, kprobe, tracepoint},
+    programs::{FEntryContext, ProbeContext, TracePointContext},
+};
+use tracer_common::{EventKind, IPPROTO_TCP, StateChange, TracepointLayout};
+
+use crate::{
+    filter::is_traced_connection,
+    kernel::{self, read_uint, sock_endpoints, sock_state},
+    output::emit,
+    record,
 };
 
-use crate::{filter::is_traced_connection, output::emit};
-
-/// Field offsets of this kernel's tracepoint record, set by the daemon before load.
 #[unsafe(no_mangle)]
-static SET_STATE_LAYOUT: SetStateLayout = SetStateLayout {
-    skaddr: 0,
-    oldstate: 0,
-    newstate: 0,
-    sport: 0,
-    dport: 0,
-    family: 0,
-    protocol: FIELD_ABSENT,
-    saddr: 0,
-    daddr: 0,
-    saddr_v6: 0,
-    daddr_v6: 0,
-};
+static SET_STATE_LAYOUT: TracepointLayout = TracepointLayout::ABSENT;
 
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    if try_inet_sock_set_state(&ctx).is_err() {
-        warn!(
-            &ctx,
-            "inet_sock_set_state: could not read the tracepoint record"
+    let layout = record::layout(&SET_STATE_LAYOUT);
+    if record::field::<u16>(&ctx, layout.protocol).is_some_and(|p| p != IPPROTO_TCP) {
+        return 0;
+    }
+    let Some(endpoints) = record::endpoints(&ctx, &layout.endpoints) else {
+        return 0;
+    };
+    if !is_traced_connection(&endpoints) {
+        return 0;
+    }
+    let (Some(sock), Some(old_state), Some(new_state)) = (
+        record::field::<u64>(&ctx, layout.skaddr),
+        record::field::<i32>(&ctx, layout.oldstate),
+        record::field::<i32>(&ctx, layout.newstate),
+    ) else {
+        return 0;
+    };
+    emit(
+        EventKind::StateChange,
+        sock,
+        StateChange {
+            endpoints,
+            old_state: old_state as u8,
+            new_state: new_state as u8,
+            _pad: [0; 6],
+        },
+    );
+    0
+}
+
+/// What the tracepoint would report for `sk` about to enter `new_state`.
+fn state_change(sk: u64, new_state: i32, check_protocol: bool) {
+    let layout = kernel::layout();
+    if check_protocol
+        && read_uint(sk, layout.sk_protocol).is_some_and(|p| p != u64::from(IPPROTO_TCP))
+    {
+        return;
+    }
+    let (Some(endpoints), Some(old_state)) = (sock_endpoints(&layout, sk), sock_state(&layout, sk))
+    else {
+        return;
+    };
+    if is_traced_connection(&endpoints) {
+        emit(
+            EventKind::StateChange,
+            sk,
+            StateChange {
+                endpoints,
+                old_state,
+                new_state: new_state as u8,
+                _pad: [0; 6],
+            },
         );
+    }
+}
+
+#[kprobe]
+pub fn tcp_set_state_kprobe(ctx: ProbeContext) -> u32 {
+    if let (Some(sk), Some(state)) = (ctx.arg::<u64>(0), ctx.arg::<i32>(1)) {
+        state_change(sk, state, false);
     }
     0
 }
 
-fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i32> {
-    // SAFETY: a global the loader wrote before load; volatile so the compiler does not
-    // fold the placeholder values.
-    let layout = unsafe { core::ptr::read_volatile(&SET_STATE_LAYOUT) };
-    let field = |offset: u16| usize::from(offset);
-    // SAFETY (all reads): offsets come from this kernel's tracepoint format; read_at
-    // goes through bpf_probe_read_kernel.
-    unsafe {
-        if layout.protocol != FIELD_ABSENT
-            && ctx.read_at::<u16>(field(layout.protocol))? != IPPROTO_TCP
-        {
-            return Ok(());
-        }
-        let local_port = ctx.read_at::<u16>(field(layout.sport))?;
-        let remote_port = ctx.read_at::<u16>(field(layout.dport))?;
-        if !is_traced_connection(local_port, remote_port) {
-            return Ok(());
-        }
-        let family = ctx.read_at::<u16>(field(layout.family))?;
-        let mut local_addr = [0u8; 16];
-        let mut remote_addr = [0u8; 16];
-        match family {
-            AF_INET => {
-                local_addr[..4].copy_from_slice(&ctx.read_at::<[u8; 4]>(field(layout.saddr))?);
-                remote_addr[..4].copy_from_slice(&ctx.read_at::<[u8; 4]>(field(layout.daddr))?);
-            }
-            AF_INET6 => {
-                local_addr = ctx.read_at::<[u8; 16]>(field(layout.saddr_v6))?;
-                remote_addr = ctx.read_at::<[u8; 16]>(field(layout.daddr_v6))?;
-            }
-            _ => return Ok(()),
-        }
-        let sock = ctx.read_at::<u64>(field(layout.skaddr))?;
-        let old_state = ctx.read_at::<i32>(field(layout.oldstate))? as u8;
-        let new_state = ctx.read_at::<i32>(field(layout.newstate))? as u8;
-        emit(
-            EventKind::StateChange,
-            sock,
-            StateChange {
-                old_state,
-                new_state,
-                family,
-                local_port,
-                remote_port,
-                local_addr,
-                remote_addr,
-            },
-        );
+#[kprobe]
+pub fn inet_sk_set_state_kprobe(ctx: ProbeContext) -> u32 {
+    if let (Some(sk), Some(state)) = (ctx.arg::<u64>(0), ctx.arg::<i32>(1)) {
+        state_change(sk, state, true);
     }
-    Ok(())
+    0
+}
+
+#[fentry(function = "tcp_set_state")]
+pub fn tcp_set_state_fentry(ctx: FEntryContext) -> u32 {
+    state_change(ctx.arg::<u64>(0), ctx.arg::<i32>(1), false);
+    0
+}
+
+#[fentry(function = "inet_sk_set_state")]
+pub fn inet_sk_set_state_fentry(ctx: FEntryContext) -> u32 {
+    state_change(ctx.arg::<u64>(0), ctx.arg::<i32>(1), true);
+    0
 }

@@ -2,15 +2,36 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser};
+use clap::{Args, Parser, Subcommand};
 
-/// Kernel-level TCP event tracer: every state change of the TCP connections on the
-/// given ports, as JSON lines.
+use crate::attach::AttachMode;
+
+/// Kernel-level TCP event tracer: state changes, resets, retransmits and keepalive
+/// probes of the TCP connections on the given ports, as JSON lines.
 #[derive(Debug, Parser)]
-#[command(name = "tracer", version)]
+#[command(
+    name = "tracer",
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     #[command(flatten)]
     pub trace: TraceArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Report what this kernel lets tracer do (hooks, mechanisms, why not); exit 0 when
+    /// tracing can run.
+    Check {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -24,6 +45,11 @@ pub struct TraceArgs {
         value_parser = clap::value_parser!(u16).range(1..)
     )]
     pub port: Vec<u16>,
+
+    /// How to attach to the kernel: the best each hook can have (auto), or one mechanism
+    /// for every hook that has it.
+    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
+    pub attach: AttachMode,
 
     /// Write JSON lines to FILE instead of standard output.
     #[arg(long, short = 'o', value_name = "FILE")]
@@ -54,6 +80,7 @@ mod tests {
     fn ports_repeat_and_dedup() {
         let cli = parse(&["--port", "8191", "-p", "80", "--port", "8191"]).unwrap();
         assert_eq!(cli.trace.ports(), vec![80, 8191]);
+        assert_eq!(cli.trace.attach, AttachMode::Auto);
     }
 
     #[test]
@@ -70,6 +97,27 @@ mod tests {
             parse(&[]).unwrap_err().kind(),
             ErrorKind::MissingRequiredArgument
         );
+    }
+
+    #[test]
+    fn attach_modes_and_check() {
+        assert_eq!(
+            parse(&["-p", "1", "--attach", "kprobe"])
+                .unwrap()
+                .trace
+                .attach,
+            AttachMode::Kprobe
+        );
+        assert_eq!(
+            parse(&["-p", "1", "--attach", "uprobe"])
+                .unwrap_err()
+                .kind(),
+            ErrorKind::InvalidValue
+        );
+        assert!(matches!(
+            parse(&["check", "--json"]).unwrap().command,
+            Some(Command::Check { json: true })
+        ));
     }
 
     #[test]

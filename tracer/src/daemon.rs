@@ -16,12 +16,12 @@ use tokio::{
 };
 
 use crate::{
+    attach::{self, Probes},
     cli::TraceArgs,
     clock::WallClock,
-    decode::decode,
+    decode::Decoder,
     json::JsonSink,
     preflight,
-    probes::{self, Probes},
     reader::{LossCounter, drain},
 };
 
@@ -39,6 +39,7 @@ fn open_output(args: &TraceArgs) -> Result<Box<dyn Write>> {
 
 /// Decodes records and writes them out, counting the ones that cannot be decoded.
 struct Pipeline<W: Write> {
+    decoder: Decoder,
     sink: JsonSink<W>,
     clock: WallClock,
 }
@@ -51,7 +52,7 @@ impl<W: Write> Pipeline<W> {
             if result.is_err() {
                 return;
             }
-            match decode(record) {
+            match self.decoder.decode(record) {
                 Ok(event) => result = self.sink.event(self.clock, &event),
                 Err(error) => *undecodable.entry(error.to_string()).or_default() += 1,
             }
@@ -93,8 +94,9 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         lost,
         logger,
         plan,
+        units,
         ebpf: _attached,
-    } = probes::attach(&ports)?;
+    } = attach::attach(args.attach, &ports)?;
     let mut losses = LossCounter::new(lost);
     let mut ring = watch(events)?;
     let mut logger = logger.map(watch).transpose()?;
@@ -103,6 +105,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING_PERIOD);
 
     let plan_text: Vec<String> = plan
+        .attach
         .iter()
         .map(|(hook, how)| format!("{hook}: {how}"))
         .collect();
@@ -116,6 +119,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         plan_text.join(", ")
     );
     let mut pipeline = Pipeline {
+        decoder: Decoder::new(units),
         sink: JsonSink::new(BufWriter::new(out)),
         clock: WallClock::sample(),
     };

@@ -1,18 +1,21 @@
-//! Ring buffer records -> [`TraceEvent`]s. A record that cannot be decoded is an error
-//! the daemon counts and reports, never a panic.
+//! Ring buffer records -> [`TraceEvent`]s, in human units: kernel numbers (jiffies, enum
+//! values, flag bits) become milliseconds and names here. A record that cannot be
+//! decoded is an error the daemon counts and reports, never a panic.
 
 use std::{
+    collections::BTreeMap,
     fmt,
     mem::size_of,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
 
-use tracer_common::{
-    AF_INET, AF_INET6, Event, EventHeader, EventKind, FLAG_PROCESS_CONTEXT,
-    StateChange as RawStateChange,
-};
+use tracer_common as raw;
 
-use crate::event::{EventMeta, Process, StateChange, TcpState, TraceEvent};
+use crate::event::{
+    EventMeta, Keepalive, KeepaliveSettings, Process, Reset, ResetDirection, Retransmit,
+    RetransmitKind, StateChange, TcpState, TraceEvent,
+};
+use crate::{btf::KernelBtf, kconfig};
 
 /// Why a record could not be decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +42,56 @@ impl fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
+/// What turning kernel numbers into units and names takes, read once at start-up.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelUnits {
+    /// The kernel's `CONFIG_HZ` (jiffies per second), when known.
+    pub hz: Option<u32>,
+    /// `enum sk_rst_reason` from BTF: value -> name without `SK_RST_REASON_`.
+    pub reset_reasons: BTreeMap<u32, String>,
+}
+
+impl KernelUnits {
+    /// The running kernel's: HZ from its build configuration, reset reasons from BTF.
+    /// Both are conveniences, so what is missing is a warning: keepalive times are then
+    /// null, reset reasons numbers.
+    pub fn read(btf: Option<&KernelBtf>, release: &str) -> Self {
+        let hz = kconfig::hz(release);
+        if hz.is_none() {
+            eprintln!(
+                "tracer: warning: the kernel's CONFIG_HZ is unknown (no /proc/config.gz or /boot/config-{release}): keepalive times will be null"
+            );
+        }
+        // Kernels before 6.10 have no reasons; their resets carry none to name.
+        let reset_reasons = btf
+            .and_then(|btf| btf.enum_values("sk_rst_reason").ok())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, value)| {
+                (
+                    value,
+                    name.strip_prefix("SK_RST_REASON_")
+                        .unwrap_or(&name)
+                        .to_owned(),
+                )
+            })
+            .collect();
+        Self { hz, reset_reasons }
+    }
+}
+
+/// TCP header flag bits (`TCPHDR_*`) in wire order.
+const TCP_FLAGS: [(u8, &str); 8] = [
+    (0x01, "FIN"),
+    (0x02, "SYN"),
+    (0x04, "RST"),
+    (0x08, "PSH"),
+    (0x10, "ACK"),
+    (0x20, "URG"),
+    (0x40, "ECE"),
+    (0x80, "CWR"),
+];
+
 /// Reads a `T` from the start of `bytes` (ring buffer records are only 8-byte aligned
 /// by luck, so never by reference).
 fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
@@ -46,37 +99,6 @@ fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
         // SAFETY: length checked; T is a plain #[repr(C)] type from tracer-common, valid
         // for any bit pattern.
         .then(|| unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
-}
-
-/// Decodes one ring buffer record.
-pub fn decode(record: &[u8]) -> Result<TraceEvent, DecodeError> {
-    let header: EventHeader = read(record).ok_or(DecodeError::Truncated {
-        kind: record.first().copied().unwrap_or(0),
-        len: record.len(),
-    })?;
-    let truncated = DecodeError::Truncated {
-        kind: header.kind,
-        len: record.len(),
-    };
-    match EventKind::from_u8(header.kind) {
-        Some(EventKind::StateChange) => {
-            let event: Event<RawStateChange> = read(record).ok_or(truncated)?;
-            decode_state_change(&event).map(TraceEvent::StateChange)
-        }
-        None => Err(DecodeError::UnknownKind(header.kind)),
-    }
-}
-
-fn meta(header: &EventHeader) -> EventMeta {
-    let process = (header.flags & FLAG_PROCESS_CONTEXT != 0).then(|| Process {
-        pid: (header.pid_tgid >> 32) as u32,
-        comm: comm(&header.comm),
-    });
-    EventMeta {
-        boot_ns: header.timestamp_ns,
-        sock: header.sock,
-        process,
-    }
 }
 
 /// The bytes before the first NUL, lossily decoded.
@@ -87,25 +109,147 @@ fn comm(raw: &[u8; 16]) -> String {
 
 fn ip(family: u16, raw: &[u8; 16]) -> Result<IpAddr, DecodeError> {
     match family {
-        AF_INET => Ok(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]).into()),
-        AF_INET6 => Ok(Ipv6Addr::from(*raw).into()),
+        raw::AF_INET => Ok(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]).into()),
+        raw::AF_INET6 => Ok(Ipv6Addr::from(*raw).into()),
         other => Err(DecodeError::UnknownFamily(other)),
     }
 }
 
-fn decode_state_change(event: &Event<RawStateChange>) -> Result<StateChange, DecodeError> {
-    let raw = &event.payload;
-    Ok(StateChange {
-        meta: meta(&event.header),
-        local: SocketAddr::new(ip(raw.family, &raw.local_addr)?, raw.local_port),
-        remote: SocketAddr::new(ip(raw.family, &raw.remote_addr)?, raw.remote_port),
-        old_state: TcpState::from_kernel(raw.old_state),
-        new_state: TcpState::from_kernel(raw.new_state),
+fn meta(header: &raw::EventHeader, endpoints: &raw::Endpoints) -> Result<EventMeta, DecodeError> {
+    let process = (header.flags & raw::FLAG_PROCESS_CONTEXT != 0).then(|| Process {
+        pid: (header.pid_tgid >> 32) as u32,
+        comm: comm(&header.comm),
+    });
+    Ok(EventMeta {
+        boot_ns: header.timestamp_ns,
+        sock: header.sock,
+        process,
+        local: SocketAddr::new(
+            ip(endpoints.family, &endpoints.local_addr)?,
+            endpoints.local_port,
+        ),
+        remote: SocketAddr::new(
+            ip(endpoints.family, &endpoints.remote_addr)?,
+            endpoints.remote_port,
+        ),
     })
 }
 
+fn state(value: u8) -> Option<TcpState> {
+    (value != raw::NO_STATE).then(|| TcpState::from_kernel(value))
+}
+
+/// Decodes records with this kernel's units.
+#[derive(Clone, Debug, Default)]
+pub struct Decoder {
+    units: KernelUnits,
+}
+
+impl Decoder {
+    pub fn new(units: KernelUnits) -> Self {
+        Self { units }
+    }
+
+    /// Decodes one ring buffer record.
+    pub fn decode(&self, record: &[u8]) -> Result<TraceEvent, DecodeError> {
+        let header: raw::EventHeader = read(record).ok_or(DecodeError::Truncated {
+            kind: record
+                .get(std::mem::offset_of!(raw::EventHeader, kind))
+                .copied()
+                .unwrap_or(0),
+            len: record.len(),
+        })?;
+        let kind =
+            raw::EventKind::from_u8(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
+        let truncated = DecodeError::Truncated {
+            kind: header.kind,
+            len: record.len(),
+        };
+        Ok(match kind {
+            raw::EventKind::StateChange => {
+                let event: raw::Event<raw::StateChange> = read(record).ok_or(truncated)?;
+                let p = event.payload;
+                TraceEvent::StateChange(StateChange {
+                    meta: meta(&event.header, &p.endpoints)?,
+                    old_state: TcpState::from_kernel(p.old_state),
+                    new_state: TcpState::from_kernel(p.new_state),
+                })
+            }
+            raw::EventKind::Reset => {
+                let event: raw::Event<raw::Reset> = read(record).ok_or(truncated)?;
+                let p = event.payload;
+                TraceEvent::Reset(Reset {
+                    meta: meta(&event.header, &p.endpoints)?,
+                    direction: if p.direction == raw::RESET_RECEIVED {
+                        ResetDirection::Received
+                    } else {
+                        ResetDirection::Sent
+                    },
+                    reason: (p.reason != raw::NO_REASON).then(|| {
+                        self.units
+                            .reset_reasons
+                            .get(&p.reason)
+                            .cloned()
+                            .unwrap_or_else(|| p.reason.to_string())
+                    }),
+                    state: state(p.state),
+                })
+            }
+            raw::EventKind::Retransmit => {
+                let event: raw::Event<raw::Retransmit> = read(record).ok_or(truncated)?;
+                let p = event.payload;
+                TraceEvent::Retransmit(Retransmit {
+                    meta: meta(&event.header, &p.endpoints)?,
+                    kind: if p.what == raw::RETRANSMIT_SYNACK {
+                        RetransmitKind::SynAck
+                    } else {
+                        RetransmitKind::Segment
+                    },
+                    state: state(p.state),
+                    tcp_flags: (p.tcp_flags != 0).then(|| {
+                        TCP_FLAGS
+                            .iter()
+                            .filter(|(bit, _)| p.tcp_flags & bit != 0)
+                            .map(|(_, name)| *name)
+                            .collect()
+                    }),
+                })
+            }
+            raw::EventKind::KeepaliveProbe | raw::EventKind::KeepaliveTimeout => {
+                let event: raw::Event<raw::Keepalive> = read(record).ok_or(truncated)?;
+                let p = event.payload;
+                let keepalive = Keepalive {
+                    meta: meta(&event.header, &p.endpoints)?,
+                    probe: p.probe,
+                    settings: self.settings(&p.settings),
+                };
+                if kind == raw::EventKind::KeepaliveProbe {
+                    TraceEvent::KeepaliveProbe(keepalive)
+                } else {
+                    TraceEvent::KeepaliveTimeout(keepalive)
+                }
+            }
+        })
+    }
+
+    fn settings(&self, settings: &raw::KeepaliveSettings) -> KeepaliveSettings {
+        let ms = |jiffies: u32| {
+            self.units
+                .hz
+                .map(|hz| u64::from(jiffies) * 1000 / u64::from(hz.max(1)))
+        };
+        KeepaliveSettings {
+            idle_ms: ms(settings.time_jiffies),
+            interval_ms: ms(settings.interval_jiffies),
+            probes: settings.probes,
+        }
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use raw::{Endpoints, Event, EventHeader, EventKind, FLAG_PROCESS_CONTEXT};
+
     use super::*;
 
     /// The bytes the eBPF side would write for `event`.
@@ -120,7 +264,7 @@ mod tests {
         .to_vec()
     }
 
-    fn header(flags: u8, comm: &[u8]) -> EventHeader {
+    pub(crate) fn header(kind: EventKind, flags: u8, comm: &[u8]) -> EventHeader {
         let mut raw_comm = [0u8; 16];
         raw_comm[..comm.len()].copy_from_slice(comm);
         EventHeader {
@@ -128,37 +272,49 @@ mod tests {
             sock: 0xffff_8880_1234_5678,
             pid_tgid: (1234 << 32) | 1240,
             comm: raw_comm,
-            kind: EventKind::StateChange as u8,
+            kind: kind as u8,
             flags,
             _pad: [0; 6],
         }
     }
 
-    fn v4_state_change(flags: u8) -> Event<RawStateChange> {
-        let mut local_addr = [0u8; 16];
-        local_addr[..4].copy_from_slice(&[127, 0, 0, 1]);
-        let mut remote_addr = [0u8; 16];
-        remote_addr[..4].copy_from_slice(&[10, 1, 2, 3]);
+    pub(crate) fn v4_endpoints() -> Endpoints {
+        let mut endpoints = Endpoints {
+            family: raw::AF_INET,
+            local_port: 43014,
+            remote_port: 8191,
+            ..Endpoints::default()
+        };
+        endpoints.local_addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        endpoints.remote_addr[..4].copy_from_slice(&[10, 1, 2, 3]);
+        endpoints
+    }
+
+    fn v4_state_change(flags: u8) -> Event<raw::StateChange> {
         Event {
-            header: header(flags, b"curl"),
-            payload: RawStateChange {
+            header: header(EventKind::StateChange, flags, b"curl"),
+            payload: raw::StateChange {
+                endpoints: v4_endpoints(),
                 old_state: 2,
                 new_state: 1,
-                family: AF_INET,
-                local_port: 43014,
-                remote_port: 8191,
-                local_addr,
-                remote_addr,
+                _pad: [0; 6],
             },
         }
     }
 
+    fn decode(record: &[u8]) -> Result<TraceEvent, DecodeError> {
+        Decoder::default().decode(record)
+    }
+
     #[test]
     fn decodes_an_ipv4_state_change_in_process_context() {
-        let event = decode(&record(&v4_state_change(FLAG_PROCESS_CONTEXT))).unwrap();
-        let TraceEvent::StateChange(change) = event;
-        assert_eq!(change.local, "127.0.0.1:43014".parse().unwrap());
-        assert_eq!(change.remote, "10.1.2.3:8191".parse().unwrap());
+        let TraceEvent::StateChange(change) =
+            decode(&record(&v4_state_change(FLAG_PROCESS_CONTEXT))).unwrap()
+        else {
+            panic!("not a state change");
+        };
+        assert_eq!(change.meta.local, "127.0.0.1:43014".parse().unwrap());
+        assert_eq!(change.meta.remote, "10.1.2.3:8191".parse().unwrap());
         assert_eq!(change.old_state, TcpState::SynSent);
         assert_eq!(change.new_state, TcpState::Established);
         assert_eq!(change.meta.boot_ns, 42);
@@ -174,27 +330,27 @@ mod tests {
 
     #[test]
     fn softirq_events_name_no_process() {
-        let TraceEvent::StateChange(change) = decode(&record(&v4_state_change(0))).unwrap();
-        assert_eq!(change.meta.process, None);
+        let event = decode(&record(&v4_state_change(0))).unwrap();
+        assert_eq!(event.meta().process, None);
     }
 
     #[test]
     fn decodes_ipv6_addresses() {
         let mut event = v4_state_change(0);
-        event.payload.family = AF_INET6;
-        event.payload.local_addr = "::1".parse::<Ipv6Addr>().unwrap().octets();
-        event.payload.remote_addr = "fe80::1".parse::<Ipv6Addr>().unwrap().octets();
-        let TraceEvent::StateChange(change) = decode(&record(&event)).unwrap();
-        assert_eq!(change.local.to_string(), "[::1]:43014");
-        assert_eq!(change.remote.to_string(), "[fe80::1]:8191");
+        event.payload.endpoints.family = raw::AF_INET6;
+        event.payload.endpoints.local_addr = "::1".parse::<Ipv6Addr>().unwrap().octets();
+        event.payload.endpoints.remote_addr = "fe80::1".parse::<Ipv6Addr>().unwrap().octets();
+        let event = decode(&record(&event)).unwrap();
+        assert_eq!(event.meta().local.to_string(), "[::1]:43014");
+        assert_eq!(event.meta().remote.to_string(), "[fe80::1]:8191");
     }
 
     #[test]
     fn invalid_utf8_comm_is_decoded_lossily() {
         let mut event = v4_state_change(FLAG_PROCESS_CONTEXT);
-        event.header = header(FLAG_PROCESS_CONTEXT, b"a\xffb");
-        let TraceEvent::StateChange(change) = decode(&record(&event)).unwrap();
-        assert_eq!(change.meta.process.unwrap().comm, "a\u{fffd}b");
+        event.header = header(EventKind::StateChange, FLAG_PROCESS_CONTEXT, b"a\xffb");
+        let event = decode(&record(&event)).unwrap();
+        assert_eq!(event.meta().process.as_ref().unwrap().comm, "a\u{fffd}b");
     }
 
     #[test]
@@ -224,7 +380,7 @@ mod tests {
         );
 
         let mut unix = v4_state_change(0);
-        unix.payload.family = 1;
+        unix.payload.endpoints.family = 1;
         assert_eq!(decode(&record(&unix)), Err(DecodeError::UnknownFamily(1)));
     }
 
@@ -232,9 +388,114 @@ mod tests {
     fn unknown_states_are_kept_by_number() {
         let mut event = v4_state_change(0);
         event.payload.new_state = 77;
-        let TraceEvent::StateChange(change) = decode(&record(&event)).unwrap();
+        let TraceEvent::StateChange(change) = decode(&record(&event)).unwrap() else {
+            panic!("not a state change");
+        };
         assert_eq!(change.new_state, TcpState::Unknown(77));
         assert_eq!(change.new_state.to_string(), "UNKNOWN_77");
+    }
+
+    #[test]
+    fn resets_name_their_reason_from_btf_or_by_number() {
+        let units = KernelUnits {
+            hz: None,
+            reset_reasons: BTreeMap::from([(2, "NO_SOCKET".to_owned())]),
+        };
+        let reset = |reason: u32, direction: u8| Event {
+            header: header(EventKind::Reset, 0, b""),
+            payload: raw::Reset {
+                endpoints: v4_endpoints(),
+                reason,
+                direction,
+                state: raw::NO_STATE,
+                _pad: [0; 2],
+            },
+        };
+        let decoder = Decoder::new(units);
+        let decoded = |event| match decoder.decode(&record(&event)).unwrap() {
+            TraceEvent::Reset(reset) => reset,
+            other => panic!("not a reset: {other:?}"),
+        };
+        let sent = decoded(reset(2, raw::RESET_SENT));
+        assert_eq!(
+            (sent.direction, sent.reason.as_deref(), sent.state),
+            (ResetDirection::Sent, Some("NO_SOCKET"), None)
+        );
+        let received = decoded(reset(raw::NO_REASON, raw::RESET_RECEIVED));
+        assert_eq!(
+            (received.direction, received.reason),
+            (ResetDirection::Received, None)
+        );
+        assert_eq!(
+            decoded(reset(99, raw::RESET_SENT)).reason.as_deref(),
+            Some("99")
+        );
+    }
+
+    #[test]
+    fn retransmits_list_their_tcp_flags() {
+        let event = Event {
+            header: header(EventKind::Retransmit, 0, b""),
+            payload: raw::Retransmit {
+                endpoints: v4_endpoints(),
+                what: raw::RETRANSMIT_SEGMENT,
+                state: 1,
+                tcp_flags: 0x18,
+                _pad: [0; 5],
+            },
+        };
+        let TraceEvent::Retransmit(retransmit) = decode(&record(&event)).unwrap() else {
+            panic!("not a retransmit");
+        };
+        assert_eq!(retransmit.kind, RetransmitKind::Segment);
+        assert_eq!(retransmit.state, Some(TcpState::Established));
+        assert_eq!(retransmit.tcp_flags, Some(vec!["PSH", "ACK"]));
+    }
+
+    #[test]
+    fn keepalive_settings_convert_jiffies_with_hz() {
+        let event = |kind| Event {
+            header: header(kind, 0, b""),
+            payload: raw::Keepalive {
+                endpoints: v4_endpoints(),
+                settings: raw::KeepaliveSettings {
+                    time_jiffies: 250,
+                    interval_jiffies: 500,
+                    probes: 9,
+                    _pad: [0; 7],
+                },
+                probe: 3,
+                _pad: [0; 7],
+            },
+        };
+        let decoder = Decoder::new(KernelUnits {
+            hz: Some(250),
+            ..KernelUnits::default()
+        });
+        let TraceEvent::KeepaliveProbe(probe) = decoder
+            .decode(&record(&event(EventKind::KeepaliveProbe)))
+            .unwrap()
+        else {
+            panic!("not a probe");
+        };
+        assert_eq!(probe.probe, 3);
+        assert_eq!(
+            probe.settings,
+            KeepaliveSettings {
+                idle_ms: Some(1000),
+                interval_ms: Some(2000),
+                probes: 9
+            }
+        );
+        let TraceEvent::KeepaliveTimeout(timeout) =
+            decode(&record(&event(EventKind::KeepaliveTimeout))).unwrap()
+        else {
+            panic!("not a timeout");
+        };
+        assert_eq!(
+            timeout.settings.idle_ms, None,
+            "unknown HZ gives no milliseconds"
+        );
     }
 
     proptest::proptest! {

@@ -84,24 +84,97 @@ pub struct Process {
 pub struct EventMeta {
     /// `CLOCK_BOOTTIME`, nanoseconds.
     pub boot_ns: u64,
-    /// Kernel address of the socket.
+    /// Kernel address of the socket; 0 for a reset sent without one.
     pub sock: u64,
     /// `None` when the kernel was serving a softirq.
     pub process: Option<Process>,
+    /// The connection's ends from this host's side.
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
 }
 
 /// A TCP socket changed state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StateChange {
     pub meta: EventMeta,
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
     pub old_state: TcpState,
     pub new_state: TcpState,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResetDirection {
+    Sent,
+    Received,
+}
+
+/// A reset sent or received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reset {
+    pub meta: EventMeta,
+    pub direction: ResetDirection,
+    /// The kernel's `enum sk_rst_reason` name without its prefix (6.10+), or its number
+    /// when BTF does not name it.
+    pub reason: Option<String>,
+    /// The socket's state when it happened, where known.
+    pub state: Option<TcpState>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetransmitKind {
+    /// A data or control segment of a connection.
+    Segment,
+    /// The SYN-ACK of a connection still in its handshake.
+    SynAck,
+}
+
+/// A retransmitted segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Retransmit {
+    pub meta: EventMeta,
+    pub kind: RetransmitKind,
+    pub state: Option<TcpState>,
+    /// The segment's TCP flags, e.g. `["SYN", "ACK"]`, where the kernel exposes them.
+    pub tcp_flags: Option<Vec<&'static str>>,
+}
+
+/// The keepalive settings in force for a socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeepaliveSettings {
+    /// Idle time before the first probe and time between probes, in milliseconds; `None`
+    /// when the kernel's HZ is unknown (the kernel counts them in jiffies).
+    pub idle_ms: Option<u64>,
+    pub interval_ms: Option<u64>,
+    /// Unanswered probes before the connection is killed.
+    pub probes: u8,
+}
+
+/// A keepalive probe sent (`probe` counts from 1; back at 1 means the previous one was
+/// answered), or the connection killed after `probe` unanswered probes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Keepalive {
+    pub meta: EventMeta,
+    pub probe: u8,
+    pub settings: KeepaliveSettings,
 }
 
 /// One decoded kernel event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TraceEvent {
     StateChange(StateChange),
+    Reset(Reset),
+    Retransmit(Retransmit),
+    KeepaliveProbe(Keepalive),
+    KeepaliveTimeout(Keepalive),
+}
+
+impl TraceEvent {
+    pub fn meta(&self) -> &EventMeta {
+        match self {
+            Self::StateChange(StateChange { meta, .. })
+            | Self::Reset(Reset { meta, .. })
+            | Self::Retransmit(Retransmit { meta, .. })
+            | Self::KeepaliveProbe(Keepalive { meta, .. })
+            | Self::KeepaliveTimeout(Keepalive { meta, .. }) => meta,
+        }
+    }
 }

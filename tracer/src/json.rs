@@ -10,9 +10,12 @@ use std::{
 use serde::Serialize;
 
 use crate::{
+    attach::AttachPlan,
     clock::WallClock,
-    event::{EventMeta, StateChange, TraceEvent},
-    probes::AttachPlan,
+    event::{
+        EventMeta, Keepalive, KeepaliveSettings, Reset, ResetDirection, Retransmit, RetransmitKind,
+        StateChange, TcpState, TraceEvent,
+    },
 };
 
 #[derive(Serialize)]
@@ -21,22 +24,73 @@ struct TracerStartLine<'a> {
     event: &'static str,
     version: &'static str,
     kernel: &'a str,
-    attach: &'a AttachPlan,
+    #[serde(flatten)]
+    plan: &'a AttachPlan,
     ports: &'a [u16],
 }
 
+/// Fields every event line has, in this order.
 #[derive(Serialize)]
-struct StateChangeLine<'a> {
+struct EventLine<'a, T: Serialize> {
     ts: String,
     event: &'static str,
     sock: String,
     family: &'static str,
     local: SocketAddr,
     remote: SocketAddr,
-    old_state: String,
-    new_state: String,
+    #[serde(flatten)]
+    details: T,
     pid: Option<u32>,
     comm: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct StateChangeDetails {
+    old_state: String,
+    new_state: String,
+}
+
+#[derive(Serialize)]
+struct ResetDetails<'a> {
+    direction: &'static str,
+    reason: Option<&'a str>,
+    state: Option<String>,
+}
+
+#[derive(Serialize)]
+struct RetransmitDetails<'a> {
+    what: &'static str,
+    state: Option<String>,
+    tcp_flags: Option<&'a [&'static str]>,
+}
+
+#[derive(Serialize)]
+struct KeepaliveProbeDetails {
+    probe: u8,
+    keepalive: KeepaliveSettingsJson,
+}
+
+#[derive(Serialize)]
+struct KeepaliveTimeoutDetails {
+    probes_sent: u8,
+    keepalive: KeepaliveSettingsJson,
+}
+
+#[derive(Serialize)]
+struct KeepaliveSettingsJson {
+    idle_ms: Option<u64>,
+    interval_ms: Option<u64>,
+    probes: u8,
+}
+
+impl From<KeepaliveSettings> for KeepaliveSettingsJson {
+    fn from(settings: KeepaliveSettings) -> Self {
+        Self {
+            idle_ms: settings.idle_ms,
+            interval_ms: settings.interval_ms,
+            probes: settings.probes,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -52,8 +106,8 @@ fn now() -> String {
     humantime::format_rfc3339_nanos(SystemTime::now()).to_string()
 }
 
-fn family(addr: &SocketAddr) -> &'static str {
-    if addr.is_ipv4() { "ipv4" } else { "ipv6" }
+fn state_name(state: Option<TcpState>) -> Option<String> {
+    state.map(|state| state.to_string())
 }
 
 /// Writes JSON lines to `out`; the caller flushes after each batch.
@@ -83,35 +137,116 @@ impl<W: Write> JsonSink<W> {
             event: "tracer_start",
             version: env!("CARGO_PKG_VERSION"),
             kernel,
-            attach: plan,
+            plan,
             ports,
+        })
+    }
+
+    fn event_line(
+        &mut self,
+        clock: WallClock,
+        event: &'static str,
+        meta: &EventMeta,
+        details: impl Serialize,
+    ) -> io::Result<()> {
+        let EventMeta {
+            boot_ns,
+            sock,
+            process,
+            local,
+            remote,
+        } = meta;
+        self.line(&EventLine {
+            ts: clock.rfc3339(*boot_ns),
+            event,
+            sock: format!("{sock:#018x}"),
+            family: if local.is_ipv4() { "ipv4" } else { "ipv6" },
+            local: *local,
+            remote: *remote,
+            details,
+            pid: process.as_ref().map(|p| p.pid),
+            comm: process.as_ref().map(|p| p.comm.as_str()),
         })
     }
 
     pub fn event(&mut self, clock: WallClock, event: &TraceEvent) -> io::Result<()> {
         match event {
-            TraceEvent::StateChange(change) => self.state_change(clock, change),
+            TraceEvent::StateChange(StateChange {
+                meta,
+                old_state,
+                new_state,
+            }) => self.event_line(
+                clock,
+                "state_change",
+                meta,
+                StateChangeDetails {
+                    old_state: old_state.to_string(),
+                    new_state: new_state.to_string(),
+                },
+            ),
+            TraceEvent::Reset(Reset {
+                meta,
+                direction,
+                reason,
+                state,
+            }) => self.event_line(
+                clock,
+                "reset",
+                meta,
+                ResetDetails {
+                    direction: match direction {
+                        ResetDirection::Sent => "sent",
+                        ResetDirection::Received => "received",
+                    },
+                    reason: reason.as_deref(),
+                    state: state_name(*state),
+                },
+            ),
+            TraceEvent::Retransmit(Retransmit {
+                meta,
+                kind,
+                state,
+                tcp_flags,
+            }) => self.event_line(
+                clock,
+                "retransmit",
+                meta,
+                RetransmitDetails {
+                    what: match kind {
+                        RetransmitKind::Segment => "segment",
+                        RetransmitKind::SynAck => "synack",
+                    },
+                    state: state_name(*state),
+                    tcp_flags: tcp_flags.as_deref(),
+                },
+            ),
+            TraceEvent::KeepaliveProbe(Keepalive {
+                meta,
+                probe,
+                settings,
+            }) => self.event_line(
+                clock,
+                "keepalive_probe",
+                meta,
+                KeepaliveProbeDetails {
+                    probe: *probe,
+                    keepalive: (*settings).into(),
+                },
+            ),
+            TraceEvent::KeepaliveTimeout(Keepalive {
+                meta,
+                probe,
+                settings,
+            }) => self.event_line(
+                clock,
+                "keepalive_timeout",
+                meta,
+                KeepaliveTimeoutDetails {
+                    probes_sent: *probe,
+                    keepalive: (*settings).into(),
+                },
+            ),
         }
-    }
-
-    fn state_change(&mut self, clock: WallClock, change: &StateChange) -> io::Result<()> {
-        let EventMeta {
-            boot_ns,
-            sock,
-            process,
-        } = &change.meta;
-        self.line(&StateChangeLine {
-            ts: clock.rfc3339(*boot_ns),
-            event: "state_change",
-            sock: format!("{sock:#018x}"),
-            family: family(&change.local),
-            local: change.local,
-            remote: change.remote,
-            old_state: change.old_state.to_string(),
-            new_state: change.new_state.to_string(),
-            pid: process.as_ref().map(|p| p.pid),
-            comm: process.as_ref().map(|p| p.comm.as_str()),
-        })
     }
 
     /// `count` events the kernel could not put in the ring buffer since the last report.
@@ -144,7 +279,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::event::{Process, TcpState};
+    use crate::event::Process;
 
     fn render(event: &TraceEvent) -> Value {
         let mut sink = JsonSink::new(Vec::new());
@@ -155,15 +290,19 @@ mod tests {
         serde_json::from_str(&text).unwrap()
     }
 
-    fn change(process: Option<Process>, local: &str, remote: &str) -> TraceEvent {
-        TraceEvent::StateChange(StateChange {
-            meta: EventMeta {
-                boot_ns: 123_456_789,
-                sock: 0xffff_8880_0abc_d000,
-                process,
-            },
+    fn meta(process: Option<Process>, local: &str, remote: &str) -> EventMeta {
+        EventMeta {
+            boot_ns: 123_456_789,
+            sock: 0xffff_8880_0abc_d000,
+            process,
             local: local.parse().unwrap(),
             remote: remote.parse().unwrap(),
+        }
+    }
+
+    fn change(process: Option<Process>, local: &str, remote: &str) -> TraceEvent {
+        TraceEvent::StateChange(StateChange {
+            meta: meta(process, local, remote),
             old_state: TcpState::SynSent,
             new_state: TcpState::Established,
         })
@@ -218,6 +357,69 @@ mod tests {
             "127.0.0.1:2",
         ));
         assert_eq!(line["comm"], comm.as_str());
+    }
+
+    #[test]
+    fn renders_resets_retransmits_and_keepalive() {
+        let reset = render(&TraceEvent::Reset(Reset {
+            meta: meta(None, "127.0.0.1:8191", "127.0.0.1:50000"),
+            direction: ResetDirection::Sent,
+            reason: Some("NO_SOCKET".into()),
+            state: None,
+        }));
+        assert_eq!(
+            (
+                &reset["event"],
+                &reset["direction"],
+                &reset["reason"],
+                &reset["state"]
+            ),
+            (
+                &json!("reset"),
+                &json!("sent"),
+                &json!("NO_SOCKET"),
+                &Value::Null
+            )
+        );
+        let retransmit = render(&TraceEvent::Retransmit(Retransmit {
+            meta: meta(None, "127.0.0.1:8191", "127.0.0.1:50000"),
+            kind: RetransmitKind::SynAck,
+            state: Some(TcpState::SynRecv),
+            tcp_flags: Some(vec!["SYN", "ACK"]),
+        }));
+        assert_eq!(
+            (
+                &retransmit["what"],
+                &retransmit["state"],
+                &retransmit["tcp_flags"]
+            ),
+            (&json!("synack"), &json!("SYN_RECV"), &json!(["SYN", "ACK"]))
+        );
+        let settings = KeepaliveSettings {
+            idle_ms: Some(1000),
+            interval_ms: None,
+            probes: 3,
+        };
+        let probe = render(&TraceEvent::KeepaliveProbe(Keepalive {
+            meta: meta(None, "[::1]:1", "[::1]:2"),
+            probe: 2,
+            settings,
+        }));
+        assert_eq!(probe["event"], "keepalive_probe");
+        assert_eq!(probe["probe"], 2);
+        assert_eq!(
+            probe["keepalive"],
+            json!({"idle_ms": 1000, "interval_ms": null, "probes": 3})
+        );
+        let timeout = render(&TraceEvent::KeepaliveTimeout(Keepalive {
+            meta: meta(None, "[::1]:1", "[::1]:2"),
+            probe: 3,
+            settings,
+        }));
+        assert_eq!(
+            (&timeout["event"], &timeout["probes_sent"]),
+            (&json!("keepalive_timeout"), &json!(3))
+        );
     }
 
     #[test]

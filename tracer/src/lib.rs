@@ -1,16 +1,22 @@
 //! tracer: TCP connections seen from inside the kernel.
 //!
-//! Data flow, one module a stage: [`probes`] (load and attach the eBPF programs) ->
-//! [`reader`] (ring buffer records) -> [`decode`] (records to [`event`]s) -> [`json`]
-//! (the JSON lines sink). [`daemon`] runs the loop.
+//! Data flow, one module a stage: [`attach`] (the attach plan: load and attach the eBPF
+//! programs, with [`layout`] from [`tracefs`] and [`btf`]) -> [`reader`] (ring buffer
+//! records) -> [`decode`] (records to [`event`]s) -> [`json`] (the JSON lines sink).
+//! [`daemon`] runs the loop; [`check`] reports what the kernel allows.
 
+pub mod attach;
+pub mod btf;
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod daemon;
 pub mod decode;
 pub mod event;
 pub mod json;
+pub mod kallsyms;
+pub mod kconfig;
+pub mod layout;
 pub mod preflight;
-pub mod probes;
 pub mod reader;
 pub mod tracefs;

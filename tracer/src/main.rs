@@ -1,7 +1,11 @@
 use std::{io, process::ExitCode};
 
 use clap::Parser as _;
-use tracer::{cli::Cli, daemon};
+use tracer::{
+    check,
+    cli::{Cli, Command},
+    daemon,
+};
 
 /// A reader that closed our stdout (`tracer ... | head`) is a normal way to stop.
 fn is_broken_pipe(error: &anyhow::Error) -> bool {
@@ -14,6 +18,16 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    if let Some(Command::Check { json }) = cli.command {
+        return match check::run(json) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(error) => {
+                eprintln!("tracer: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -47,11 +47,15 @@ pub struct Tracer {
 }
 
 impl Tracer {
-    /// Starts `tracer --port P ...` and waits for its `tracer_start` line.
+    /// Starts `tracer --port P ...` and waits for its `tracer_start` line. With
+    /// `TRACER_ATTACH` set (the kernel matrix), the tracer runs with `--attach` that mode.
     pub fn start(ports: &[u16]) -> Self {
         let mut command = Command::new(tracer_bin());
         for port in ports {
             command.args(["--port", &port.to_string()]);
+        }
+        if let Some(mode) = std::env::var_os("TRACER_ATTACH") {
+            command.arg("--attach").arg(mode);
         }
         Self::spawn(command)
     }
@@ -142,6 +146,15 @@ impl Tracer {
         (status, std::mem::take(&mut self.seen))
     }
 
+    /// Lines seen so far with this `event` and `sock`.
+    pub fn events_of(&self, event: &str, sock: &Value) -> Vec<Value> {
+        self.seen
+            .iter()
+            .filter(|line| line["event"] == event && &line["sock"] == sock)
+            .cloned()
+            .collect()
+    }
+
     /// State changes seen so far of the socket with this `sock` id.
     pub fn transitions_of(&self, sock: &Value) -> Vec<(String, String)> {
         state_changes(&self.seen)
@@ -180,4 +193,53 @@ pub fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
         .iter()
         .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
         .collect()
+}
+
+/// Is `line` an `event` line for the connection `local` -> `remote`?
+pub fn is_event(line: &Value, event: &str, local: SocketAddr, remote: SocketAddr) -> bool {
+    line["event"] == event
+        && line["local"] == local.to_string()
+        && line["remote"] == remote.to_string()
+}
+
+/// An nftables table of this test's own that drops loopback segments matching `rule`
+/// (e.g. `tcp sport 8191`) on input, so the sender has sent them and must retransmit
+/// (dropped on output, TCP would see the send fail). Removed on drop, also when the test
+/// fails.
+pub struct PacketDrop {
+    table: String,
+}
+
+fn nft(script: &str) {
+    use std::io::Write as _;
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("cannot run nft (install nftables)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "nft failed on:\n{script}");
+}
+
+impl PacketDrop {
+    pub fn new(rule: &str) -> Self {
+        static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let table = format!("tracer_test_{}_{n}", std::process::id());
+        nft(&format!(
+            "table inet {table} {{\n chain input {{\n type filter hook input priority 0; policy accept;\n {rule} drop\n }}\n}}\n"
+        ));
+        Self { table }
+    }
+}
+
+impl Drop for PacketDrop {
+    fn drop(&mut self) {
+        nft(&format!("delete table inet {}\n", self.table));
+    }
 }

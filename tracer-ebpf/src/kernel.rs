@@ -1,0 +1,102 @@
+//! Reading kernel structs (socket, network namespace, skb) at the offsets the daemon
+//! resolved from the running kernel's BTF: nothing here knows a struct layout.
+
+use aya_ebpf::helpers::bpf_probe_read_kernel;
+use tracer_common::{AF_INET, AF_INET6, Endpoints, KeepaliveSettings, KernelField, KernelLayout};
+
+/// Set by the daemon before load.
+#[unsafe(no_mangle)]
+static KERNEL_LAYOUT: KernelLayout = KernelLayout {
+    skc_family: ABSENT,
+    skc_state: ABSENT,
+    skc_num: ABSENT,
+    skc_dport: ABSENT,
+    skc_rcv_saddr: ABSENT,
+    skc_daddr: ABSENT,
+    skc_v6_rcv_saddr: ABSENT,
+    skc_v6_daddr: ABSENT,
+    skc_net: ABSENT,
+    sk_protocol: ABSENT,
+    sk_timer: ABSENT,
+    icsk_probes_out: ABSENT,
+    keepalive_time: ABSENT,
+    keepalive_intvl: ABSENT,
+    keepalive_probes: ABSENT,
+    net_keepalive_time: ABSENT,
+    net_keepalive_intvl: ABSENT,
+    net_keepalive_probes: ABSENT,
+    skb_tcp_flags: ABSENT,
+};
+
+const ABSENT: KernelField = KernelField { offset: 0, size: 0 };
+
+pub fn layout() -> KernelLayout {
+    // SAFETY: a global the loader wrote before load; volatile so the compiler does not
+    // fold the placeholder values.
+    unsafe { core::ptr::read_volatile(&KERNEL_LAYOUT) }
+}
+
+/// An unsigned integer field of the struct at `base`; `None` when absent or unreadable.
+pub fn read_uint(base: u64, field: KernelField) -> Option<u64> {
+    let at = (base + u64::from(field.offset)) as *const u8;
+    // SAFETY (all arms): bpf_probe_read_kernel checks the address.
+    unsafe {
+        match field.size {
+            1 => bpf_probe_read_kernel(at).ok().map(u64::from),
+            2 => bpf_probe_read_kernel(at.cast::<u16>()).ok().map(u64::from),
+            4 => bpf_probe_read_kernel(at.cast::<u32>()).ok().map(u64::from),
+            8 => bpf_probe_read_kernel(at.cast::<u64>()).ok(),
+            _ => None,
+        }
+    }
+}
+
+fn read_bytes<const N: usize>(base: u64, field: KernelField) -> Option<[u8; N]> {
+    let at = (base + u64::from(field.offset)) as *const [u8; N];
+    // SAFETY: bpf_probe_read_kernel checks the address.
+    unsafe { bpf_probe_read_kernel(at).ok() }
+}
+
+/// The socket's `TCP_*` state.
+pub fn sock_state(layout: &KernelLayout, sk: u64) -> Option<u8> {
+    read_uint(sk, layout.skc_state).map(|state| state as u8)
+}
+
+/// The socket's addresses and ports.
+pub fn sock_endpoints(layout: &KernelLayout, sk: u64) -> Option<Endpoints> {
+    let family = read_uint(sk, layout.skc_family)? as u16;
+    let mut endpoints = Endpoints {
+        family,
+        local_port: read_uint(sk, layout.skc_num)? as u16,
+        remote_port: u16::from_be(read_uint(sk, layout.skc_dport)? as u16),
+        ..Endpoints::default()
+    };
+    match family {
+        AF_INET => {
+            endpoints.local_addr[..4].copy_from_slice(&read_bytes::<4>(sk, layout.skc_rcv_saddr)?);
+            endpoints.remote_addr[..4].copy_from_slice(&read_bytes::<4>(sk, layout.skc_daddr)?);
+        }
+        AF_INET6 => {
+            endpoints.local_addr = read_bytes(sk, layout.skc_v6_rcv_saddr)?;
+            endpoints.remote_addr = read_bytes(sk, layout.skc_v6_daddr)?;
+        }
+        _ => return None,
+    }
+    Some(endpoints)
+}
+
+/// The socket's keepalive settings: its own where set (non-zero), else its network
+/// namespace's sysctls, as the kernel's `keepalive_time_when()` and friends decide.
+pub fn keepalive_settings(layout: &KernelLayout, sk: u64) -> KeepaliveSettings {
+    let net = read_uint(sk, layout.skc_net).unwrap_or(0);
+    let own_or_default = |own: KernelField, default: KernelField| match read_uint(sk, own) {
+        Some(value) if value != 0 => value,
+        _ => read_uint(net, default).unwrap_or(0),
+    };
+    KeepaliveSettings {
+        time_jiffies: own_or_default(layout.keepalive_time, layout.net_keepalive_time) as u32,
+        interval_jiffies: own_or_default(layout.keepalive_intvl, layout.net_keepalive_intvl) as u32,
+        probes: own_or_default(layout.keepalive_probes, layout.net_keepalive_probes) as u8,
+        _pad: [0; 7],
+    }
+}

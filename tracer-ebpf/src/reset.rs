@@ -1,0 +1,52 @@
+//! Resets: `tcp:tcp_send_reset` (this host sent an RST, with or without a socket) and
+//! `tcp:tcp_receive_reset` (an RST arrived for a socket).
+
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use tracer_common::{
+    EventKind, NO_REASON, NO_STATE, RESET_RECEIVED, RESET_SENT, Reset, TracepointLayout,
+};
+
+use crate::{filter::is_traced_connection, kernel, output::emit, record};
+
+#[unsafe(no_mangle)]
+static SEND_RESET_LAYOUT: TracepointLayout = TracepointLayout::ABSENT;
+#[unsafe(no_mangle)]
+static RECEIVE_RESET_LAYOUT: TracepointLayout = TracepointLayout::ABSENT;
+
+fn reset(ctx: &TracePointContext, layout: &TracepointLayout, direction: u8) {
+    let Some(endpoints) = record::endpoints(ctx, &layout.endpoints) else {
+        return;
+    };
+    if !is_traced_connection(&endpoints) {
+        return;
+    }
+    let sock = record::field::<u64>(ctx, layout.skaddr).unwrap_or(0);
+    let state = match record::field::<i32>(ctx, layout.state) {
+        Some(state) => state as u8,
+        None if sock != 0 => kernel::sock_state(&kernel::layout(), sock).unwrap_or(NO_STATE),
+        None => NO_STATE,
+    };
+    emit(
+        EventKind::Reset,
+        sock,
+        Reset {
+            endpoints,
+            reason: record::field::<u32>(ctx, layout.reason).unwrap_or(NO_REASON),
+            direction,
+            state,
+            _pad: [0; 2],
+        },
+    );
+}
+
+#[tracepoint]
+pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
+    reset(&ctx, &record::layout(&SEND_RESET_LAYOUT), RESET_SENT);
+    0
+}
+
+#[tracepoint]
+pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
+    reset(&ctx, &record::layout(&RECEIVE_RESET_LAYOUT), RESET_RECEIVED);
+    0
+}

@@ -1,0 +1,588 @@
+//! The attach plan: for each hook (state changes, keepalive, resets, retransmits), which
+//! mechanism carries it on this kernel, then loading and attaching those programs.
+//!
+//! `--attach auto` tries each hook's mechanisms in a fixed order and keeps the first that
+//! loads and attaches:
+//! - state changes: tracepoint (`sock:inet_sock_set_state`, a stable ABI), then fentry,
+//!   then kprobe (on `tcp_set_state` and `inet_sk_set_state`);
+//! - keepalive: fentry/fexit, then kprobe/kretprobe on `tcp_keepalive_timer`, then the
+//!   `timer:timer_expire_entry`/`exit` tracepoints (they fire for every timer in the
+//!   system, so they are the fallback);
+//! - resets and retransmits: their `tcp:` tracepoints, the only mechanism they have.
+//!
+//! A forced mode (`--attach kprobe`) uses that mechanism for every hook that has it and
+//! the tracepoint for the others; if the kernel cannot do it, that is an error naming
+//! what is missing.
+
+use std::{collections::BTreeMap, fmt, path::Path};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    maps::{Array, MapData, PerCpuArray, RingBuf},
+    programs::{FEntry, FExit, KProbe, TracePoint},
+};
+use aya_log::EbpfLogger;
+use serde::Serialize;
+use tracer_common::{
+    EVENTS_MAP, KernelLayout, LOST_MAP, PORTS_MAP, TimerLayout, TracepointLayout, globals,
+};
+
+use crate::{
+    btf::KernelBtf,
+    decode::KernelUnits,
+    layout::{kernel_layout, timer_layout, tracepoint_layout},
+    preflight,
+    tracefs::{self, TracepointFormat},
+};
+
+/// The eBPF object built by `build.rs`, embedded so the binary is self-contained.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+
+/// `--attach`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachMode {
+    Auto,
+    Tracepoint,
+    Kprobe,
+    Fentry,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hook {
+    StateChange,
+    Keepalive,
+    Reset,
+    Retransmit,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mechanism {
+    Tracepoint,
+    Kprobe,
+    Fentry,
+}
+
+impl fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use clap::ValueEnum as _;
+        match self.to_possible_value() {
+            Some(value) => f.write_str(value.get_name()),
+            None => Ok(()),
+        }
+    }
+}
+
+impl fmt::Display for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.serialize(f)
+    }
+}
+
+impl fmt::Display for Mechanism {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.serialize(f)
+    }
+}
+
+/// One program of the eBPF object and where it attaches.
+#[derive(Clone, Copy, Debug)]
+enum Program {
+    Tracepoint {
+        program: &'static str,
+        category: &'static str,
+        name: &'static str,
+    },
+    Kprobe {
+        program: &'static str,
+        function: &'static str,
+    },
+    FEntry {
+        program: &'static str,
+        function: &'static str,
+    },
+    FExit {
+        program: &'static str,
+        function: &'static str,
+    },
+}
+
+impl Program {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Tracepoint { program, .. }
+            | Self::Kprobe { program, .. }
+            | Self::FEntry { program, .. }
+            | Self::FExit { program, .. } => program,
+        }
+    }
+}
+
+const fn tp(program: &'static str, category: &'static str) -> Program {
+    Program::Tracepoint {
+        program,
+        category,
+        name: program,
+    }
+}
+
+const SOFTIRQ_TRACKING: &[Program] = &[tp("softirq_entry", "irq"), tp("softirq_exit", "irq")];
+
+impl Hook {
+    pub const ALL: [Hook; 4] = [
+        Hook::StateChange,
+        Hook::Keepalive,
+        Hook::Reset,
+        Hook::Retransmit,
+    ];
+
+    /// `--attach auto`'s order of preference (see the module docs for why).
+    pub fn preference(self) -> &'static [Mechanism] {
+        use Mechanism::*;
+        match self {
+            Hook::StateChange => &[Tracepoint, Fentry, Kprobe],
+            Hook::Keepalive => &[Fentry, Kprobe, Tracepoint],
+            Hook::Reset | Hook::Retransmit => &[Tracepoint],
+        }
+    }
+
+    /// The mechanisms to try for this hook in `mode`.
+    fn candidates(self, mode: AttachMode) -> Vec<Mechanism> {
+        let forced = match mode {
+            AttachMode::Auto => return self.preference().to_vec(),
+            AttachMode::Tracepoint => Mechanism::Tracepoint,
+            AttachMode::Kprobe => Mechanism::Kprobe,
+            AttachMode::Fentry => Mechanism::Fentry,
+        };
+        vec![if self.preference().contains(&forced) {
+            forced
+        } else {
+            Mechanism::Tracepoint
+        }]
+    }
+
+    fn programs(self, mechanism: Mechanism) -> &'static [Program] {
+        use Mechanism::*;
+        match (self, mechanism) {
+            (Hook::StateChange, Tracepoint) => STATE_CHANGE_TRACEPOINT,
+            (Hook::StateChange, Kprobe) => STATE_CHANGE_KPROBE,
+            (Hook::StateChange, Fentry) => STATE_CHANGE_FENTRY,
+            (Hook::Keepalive, Tracepoint) => KEEPALIVE_TRACEPOINT,
+            (Hook::Keepalive, Kprobe) => KEEPALIVE_KPROBE,
+            (Hook::Keepalive, Fentry) => KEEPALIVE_FENTRY,
+            (Hook::Reset, _) => RESET_TRACEPOINT,
+            (Hook::Retransmit, _) => RETRANSMIT_TRACEPOINT,
+        }
+    }
+}
+
+const STATE_CHANGE_TRACEPOINT: &[Program] = &[tp("inet_sock_set_state", "sock")];
+const STATE_CHANGE_KPROBE: &[Program] = &[
+    Program::Kprobe {
+        program: "tcp_set_state_kprobe",
+        function: "tcp_set_state",
+    },
+    Program::Kprobe {
+        program: "inet_sk_set_state_kprobe",
+        function: "inet_sk_set_state",
+    },
+];
+const STATE_CHANGE_FENTRY: &[Program] = &[
+    Program::FEntry {
+        program: "tcp_set_state_fentry",
+        function: "tcp_set_state",
+    },
+    Program::FEntry {
+        program: "inet_sk_set_state_fentry",
+        function: "inet_sk_set_state",
+    },
+];
+const KEEPALIVE_TRACEPOINT: &[Program] = &[
+    tp("timer_expire_entry", "timer"),
+    tp("timer_expire_exit", "timer"),
+];
+const KEEPALIVE_KPROBE: &[Program] = &[
+    Program::Kprobe {
+        program: "tcp_keepalive_timer_kprobe",
+        function: "tcp_keepalive_timer",
+    },
+    Program::Kprobe {
+        program: "tcp_keepalive_timer_kretprobe",
+        function: "tcp_keepalive_timer",
+    },
+];
+const KEEPALIVE_FENTRY: &[Program] = &[
+    Program::FEntry {
+        program: "tcp_keepalive_timer_fentry",
+        function: "tcp_keepalive_timer",
+    },
+    Program::FExit {
+        program: "tcp_keepalive_timer_fexit",
+        function: "tcp_keepalive_timer",
+    },
+];
+const RESET_TRACEPOINT: &[Program] = &[tp("tcp_send_reset", "tcp"), tp("tcp_receive_reset", "tcp")];
+const RETRANSMIT_TRACEPOINT: &[Program] = &[
+    tp("tcp_retransmit_skb", "tcp"),
+    tp("tcp_retransmit_synack", "tcp"),
+];
+
+/// How each hook is attached, and why the ones that are not could not be.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct AttachPlan {
+    pub attach: BTreeMap<Hook, Mechanism>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub unsupported: BTreeMap<Hook, String>,
+}
+
+/// What the running kernel offers the programs: layouts, BTF, symbol addresses. Each is
+/// a result, so a hook that does not need a missing piece still attaches.
+pub struct KernelFacts {
+    /// For the decoder: HZ and reset reason names.
+    pub units: KernelUnits,
+    pub kernel: Result<KernelLayout, String>,
+    pub tracepoints: BTreeMap<&'static str, Result<TracepointLayout, String>>,
+    pub timer: Result<TimerLayout, String>,
+    btf: Result<Btf, String>,
+    tracefs: std::path::PathBuf,
+}
+
+/// The layout global of each TCP tracepoint, with the fields its program needs.
+const TCP_TRACEPOINTS: &[(&str, &str, &str, &[&str])] = &[
+    (
+        globals::SET_STATE,
+        "sock",
+        "inet_sock_set_state",
+        &["skaddr", "oldstate", "newstate"],
+    ),
+    (globals::SEND_RESET, "tcp", "tcp_send_reset", &[]),
+    (
+        globals::RECEIVE_RESET,
+        "tcp",
+        "tcp_receive_reset",
+        &["skaddr"],
+    ),
+    (
+        globals::RETRANSMIT_SKB,
+        "tcp",
+        "tcp_retransmit_skb",
+        &["skaddr"],
+    ),
+    (
+        globals::RETRANSMIT_SYNACK,
+        "tcp",
+        "tcp_retransmit_synack",
+        &["req"],
+    ),
+];
+
+fn describe(error: anyhow::Error) -> String {
+    format!("{error:#}")
+}
+
+impl KernelFacts {
+    pub fn gather() -> Result<Self> {
+        let tracefs = tracefs::root()?;
+        let tracepoints = TCP_TRACEPOINTS
+            .iter()
+            .map(|&(global, category, name, required)| {
+                let layout = TracepointFormat::read(&tracefs, category, name)
+                    .and_then(|format| {
+                        tracepoint_layout(&format!("{category}:{name}"), &format, required)
+                    })
+                    .map_err(describe);
+                (global, layout)
+            })
+            .collect();
+        let timer = TracepointFormat::read(&tracefs, "timer", "timer_expire_entry")
+            .and_then(|entry| {
+                Ok((
+                    entry,
+                    TracepointFormat::read(&tracefs, "timer", "timer_expire_exit")?,
+                ))
+            })
+            .and_then(|(entry, exit)| timer_layout(&entry, &exit))
+            .map_err(describe);
+        let kernel_btf = KernelBtf::from_sys_fs();
+        let kernel = match &kernel_btf {
+            Ok(btf) => kernel_layout(btf).map_err(describe),
+            Err(error) => Err(format!("{error:#}")),
+        };
+        let units = KernelUnits::read(kernel_btf.as_ref().ok(), &preflight::kernel_release());
+        let btf = Btf::from_sys_fs().map_err(|e| describe(e.into()));
+        Ok(Self {
+            units,
+            kernel,
+            tracepoints,
+            timer,
+            btf,
+            tracefs,
+        })
+    }
+
+    fn tracepoint(&self, global: &str) -> Result<TracepointLayout, String> {
+        self.tracepoints[global].clone()
+    }
+
+    /// Why `mechanism` cannot carry `hook` before even trying, if the kernel lacks
+    /// something it needs.
+    fn missing(&self, hook: Hook, mechanism: Mechanism) -> Option<String> {
+        let needs_kernel_layout = hook == Hook::Keepalive
+            || (hook == Hook::StateChange && mechanism != Mechanism::Tracepoint);
+        if needs_kernel_layout && let Err(why) = &self.kernel {
+            return Some(why.clone());
+        }
+        match (hook, mechanism) {
+            (Hook::StateChange, Mechanism::Tracepoint) => self.tracepoint(globals::SET_STATE).err(),
+            (Hook::Keepalive, Mechanism::Tracepoint) => self.timer.as_ref().err().cloned(),
+            (Hook::Reset, _) => self
+                .tracepoint(globals::SEND_RESET)
+                .and(self.tracepoint(globals::RECEIVE_RESET))
+                .err(),
+            (Hook::Retransmit, _) => self
+                .tracepoint(globals::RETRANSMIT_SKB)
+                .and(self.tracepoint(globals::RETRANSMIT_SYNACK))
+                .err(),
+            (_, Mechanism::Kprobe) => (!has_kprobes(&self.tracefs)).then(|| {
+                "this kernel has no kprobes (no kprobe PMU and no kprobe_events)".to_owned()
+            }),
+            (_, Mechanism::Fentry) => self.btf.as_ref().err().cloned(),
+        }
+    }
+}
+
+fn has_kprobes(tracefs: &Path) -> bool {
+    Path::new("/sys/bus/event_source/devices/kprobe").exists()
+        || tracefs.join("kprobe_events").exists()
+}
+
+/// Loads the eBPF object with every layout set (placeholders for what this kernel
+/// lacks: the hooks that need those are not attached).
+fn load(facts: &KernelFacts) -> Result<Ebpf> {
+    let mut loader = EbpfLoader::new();
+    let tracepoint_layouts: Vec<(&str, TracepointLayout)> = facts
+        .tracepoints
+        .iter()
+        .map(|(global, layout)| (*global, layout.clone().unwrap_or(TracepointLayout::ABSENT)))
+        .collect();
+    for (global, layout) in &tracepoint_layouts {
+        loader.override_global(global, layout, true);
+    }
+    let kernel = facts.kernel.clone().unwrap_or_default();
+    loader.override_global(globals::KERNEL, &kernel, true);
+    let timer = facts.timer.clone().unwrap_or(TimerLayout {
+        entry_timer: 0,
+        entry_function: 0,
+        exit_timer: 0,
+        _pad: 0,
+        keepalive_timer_fn: 0,
+    });
+    loader.override_global(globals::TIMER, &timer, true);
+    loader
+        .load(EBPF_OBJECT)
+        .context("the kernel refused the eBPF object")
+}
+
+fn attach_program(ebpf: &mut Ebpf, btf: Option<&Btf>, program: Program) -> Result<()> {
+    let name = program.name();
+    let loaded = ebpf
+        .program_mut(name)
+        .with_context(|| format!("the eBPF object has no program {name}"))?;
+    let no_btf = || anyhow!("fentry needs the kernel's BTF");
+    match program {
+        Program::Tracepoint { category, name, .. } => {
+            let tracepoint: &mut TracePoint = loaded.try_into()?;
+            tracepoint
+                .load()
+                .with_context(|| format!("the kernel refused the {category}:{name} program"))?;
+            tracepoint
+                .attach(category, name)
+                .with_context(|| format!("cannot attach to {category}:{name}"))?;
+        }
+        Program::Kprobe { function, .. } => {
+            let kprobe: &mut KProbe = loaded.try_into()?;
+            kprobe
+                .load()
+                .with_context(|| format!("the kernel refused the {name} program"))?;
+            kprobe
+                .attach(function, 0)
+                .with_context(|| format!("cannot attach a kprobe to {function}"))?;
+        }
+        Program::FEntry { function, .. } => {
+            let fentry: &mut FEntry = loaded.try_into()?;
+            fentry
+                .load(function, btf.ok_or_else(no_btf)?)
+                .with_context(|| format!("the kernel refused the fentry program for {function}"))?;
+            fentry
+                .attach()
+                .with_context(|| format!("cannot attach fentry to {function}"))?;
+        }
+        Program::FExit { function, .. } => {
+            let fexit: &mut FExit = loaded.try_into()?;
+            fexit
+                .load(function, btf.ok_or_else(no_btf)?)
+                .with_context(|| format!("the kernel refused the fexit program for {function}"))?;
+            fexit
+                .attach()
+                .with_context(|| format!("cannot attach fexit to {function}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Attaches every program of `hook` by `mechanism`, or none of them.
+fn attach_hook(
+    ebpf: &mut Ebpf,
+    facts: &KernelFacts,
+    hook: Hook,
+    mechanism: Mechanism,
+) -> Result<(), String> {
+    if let Some(why) = facts.missing(hook, mechanism) {
+        return Err(why);
+    }
+    let programs = hook.programs(mechanism);
+    let result = programs
+        .iter()
+        .try_for_each(|&program| attach_program(ebpf, facts.btf.as_ref().ok(), program));
+    if let Err(error) = result {
+        detach_hook(ebpf, hook, mechanism);
+        return Err(describe(error));
+    }
+    Ok(())
+}
+
+/// Unloads `program` (which detaches it), if it was loaded.
+fn unload_program(ebpf: &mut Ebpf, program: Program) -> Result<()> {
+    let loaded = ebpf
+        .program_mut(program.name())
+        .context("no such program")?;
+    match program {
+        Program::Tracepoint { .. } => <&mut TracePoint>::try_from(loaded)?.unload()?,
+        Program::Kprobe { .. } => <&mut KProbe>::try_from(loaded)?.unload()?,
+        Program::FEntry { .. } => <&mut FEntry>::try_from(loaded)?.unload()?,
+        Program::FExit { .. } => <&mut FExit>::try_from(loaded)?.unload()?,
+    }
+    Ok(())
+}
+
+fn detach_hook(ebpf: &mut Ebpf, hook: Hook, mechanism: Mechanism) {
+    for &program in hook.programs(mechanism) {
+        // A program that never loaded has nothing to unload.
+        let _ = unload_program(ebpf, program);
+    }
+}
+
+/// The programs, loaded and attached, and the maps the daemon reads. Dropping it detaches
+/// everything.
+pub struct Probes {
+    pub events: RingBuf<MapData>,
+    pub lost: PerCpuArray<MapData, u64>,
+    /// eBPF-side diagnostics (aya-log); `None` when the object logs nothing.
+    pub logger: Option<EbpfLogger<&'static dyn log::Log>>,
+    pub plan: AttachPlan,
+    pub units: KernelUnits,
+    /// Keeps the programs attached while it lives.
+    pub ebpf: Ebpf,
+}
+
+fn set_port_filter(ebpf: &mut Ebpf, ports: &[u16]) -> Result<()> {
+    let mut filter: Array<_, u64> = Array::try_from(
+        ebpf.map_mut(PORTS_MAP)
+            .context("the eBPF object has no port filter map")?,
+    )?;
+    let mut words: BTreeMap<u32, u64> = BTreeMap::new();
+    for &port in ports {
+        *words.entry(u32::from(port / 64)).or_default() |= 1 << (port % 64);
+    }
+    for (index, word) in words {
+        filter
+            .set(index, word, 0)
+            .context("cannot set the port filter")?;
+    }
+    Ok(())
+}
+
+/// Loads the programs, sets the port filter and attaches each hook as `mode` says. The
+/// state-change hook is required; another hook this kernel cannot carry in auto mode is
+/// reported in the plan's `unsupported`.
+pub fn attach(mode: AttachMode, ports: &[u16]) -> Result<Probes> {
+    let facts = KernelFacts::gather()?;
+    let mut ebpf = load(&facts)?;
+    let logger = EbpfLogger::init(&mut ebpf).ok();
+    set_port_filter(&mut ebpf, ports)?;
+    // Before any hook, so the first events already know their context.
+    for &program in SOFTIRQ_TRACKING {
+        attach_program(&mut ebpf, None, program)?;
+    }
+
+    let mut plan = AttachPlan::default();
+    for hook in Hook::ALL {
+        let mut why_not = Vec::new();
+        for mechanism in hook.candidates(mode) {
+            match attach_hook(&mut ebpf, &facts, hook, mechanism) {
+                Ok(()) => {
+                    plan.attach.insert(hook, mechanism);
+                    break;
+                }
+                Err(why) => why_not.push(format!("{mechanism}: {why}")),
+            }
+        }
+        if plan.attach.contains_key(&hook) {
+            continue;
+        }
+        let why_not = why_not.join("; ");
+        if mode != AttachMode::Auto {
+            bail!(
+                "--attach {}: cannot attach the {hook} hook ({why_not})",
+                mode
+            );
+        }
+        if hook == Hook::StateChange {
+            bail!("cannot attach the {hook} hook on this kernel ({why_not})");
+        }
+        plan.unsupported.insert(hook, why_not);
+    }
+
+    let events = RingBuf::try_from(
+        ebpf.take_map(EVENTS_MAP)
+            .context("the eBPF object has no ring buffer")?,
+    )?;
+    let lost = PerCpuArray::try_from(
+        ebpf.take_map(LOST_MAP)
+            .context("the eBPF object has no loss counter")?,
+    )?;
+    Ok(Probes {
+        events,
+        lost,
+        logger,
+        plan,
+        units: facts.units,
+        ebpf,
+    })
+}
+
+/// Whether a mechanism can carry a hook here, or why not.
+pub type Availability = (Mechanism, Result<(), String>);
+
+/// For `tracer check`: whether each mechanism of each hook loads and attaches here,
+/// trying each one and detaching it again.
+pub fn probe_all() -> Result<BTreeMap<Hook, Vec<Availability>>> {
+    let facts = KernelFacts::gather()?;
+    let mut ebpf = load(&facts)?;
+    let mut report = BTreeMap::new();
+    for hook in Hook::ALL {
+        let results = hook
+            .preference()
+            .iter()
+            .map(|&mechanism| {
+                let result = attach_hook(&mut ebpf, &facts, hook, mechanism);
+                detach_hook(&mut ebpf, hook, mechanism);
+                (mechanism, result)
+            })
+            .collect();
+        report.insert(hook, results);
+    }
+    Ok(report)
+}

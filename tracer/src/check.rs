@@ -1,0 +1,139 @@
+//! `tracer check`: what this kernel lets tracer do, found by trying. Each hook's
+//! mechanisms are loaded and attached for a moment, in auto mode's order, so the report
+//! says what `--attach auto` will choose and why the others were not.
+
+use std::{collections::BTreeMap, io::Write, path::Path};
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::{
+    attach::{self, Hook, Mechanism},
+    preflight, tracefs,
+};
+
+#[derive(Serialize)]
+struct MechanismReport {
+    mechanism: Mechanism,
+    available: bool,
+    chosen: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    why_not: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    kernel: String,
+    btf: bool,
+    tracefs: Option<String>,
+    kprobes: bool,
+    fentry: bool,
+    hooks: BTreeMap<Hook, Vec<MechanismReport>>,
+    /// Tracing runs when the state-change hook can attach.
+    can_trace: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problem: Option<String>,
+}
+
+fn report() -> Report {
+    let kernel = preflight::kernel_release();
+    let mut report = Report {
+        btf: Path::new(preflight::VMLINUX_BTF).exists(),
+        tracefs: tracefs::root().ok().map(|p| p.display().to_string()),
+        kernel,
+        kprobes: false,
+        fentry: false,
+        hooks: BTreeMap::new(),
+        can_trace: false,
+        problem: None,
+    };
+    let probed = preflight::check_privileges()
+        .and_then(|()| preflight::check_kernel(&report.kernel))
+        .and_then(|()| attach::probe_all());
+    let results = match probed {
+        Ok(results) => results,
+        Err(error) => {
+            report.problem = Some(format!("{error:#}"));
+            return report;
+        }
+    };
+    for (hook, mechanisms) in results {
+        let mut chosen = false;
+        let entries = mechanisms
+            .into_iter()
+            .map(|(mechanism, result)| {
+                let available = result.is_ok();
+                let this_chosen = available && !chosen;
+                chosen |= available;
+                report.kprobes |= available && mechanism == Mechanism::Kprobe;
+                report.fentry |= available && mechanism == Mechanism::Fentry;
+                MechanismReport {
+                    mechanism,
+                    available,
+                    chosen: this_chosen,
+                    why_not: result.err(),
+                }
+            })
+            .collect();
+        if hook == Hook::StateChange {
+            report.can_trace = chosen;
+        }
+        report.hooks.insert(hook, entries);
+    }
+    report
+}
+
+fn yes_no(value: bool) -> &'static str {
+    if value { "yes" } else { "no" }
+}
+
+fn write_human(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(out, "kernel   {}", report.kernel)?;
+    writeln!(out, "BTF      {}", yes_no(report.btf))?;
+    writeln!(
+        out,
+        "tracefs  {}",
+        report
+            .tracefs
+            .as_deref()
+            .unwrap_or("not mounted, cannot mount")
+    )?;
+    writeln!(out, "kprobes  {}", yes_no(report.kprobes))?;
+    writeln!(out, "fentry   {}", yes_no(report.fentry))?;
+    for (hook, mechanisms) in &report.hooks {
+        writeln!(out, "{hook}:")?;
+        for m in mechanisms {
+            let status = match (m.chosen, m.available) {
+                (true, _) => "chosen".to_owned(),
+                (false, true) => "available".to_owned(),
+                (false, false) => format!("unavailable: {}", m.why_not.as_deref().unwrap_or("")),
+            };
+            writeln!(out, "  {:<11} {status}", m.mechanism.to_string())?;
+        }
+    }
+    if let Some(problem) = &report.problem {
+        writeln!(out, "problem: {problem}")?;
+    }
+    writeln!(
+        out,
+        "tracing {}",
+        if report.can_trace {
+            "can run"
+        } else {
+            "cannot run"
+        }
+    )
+}
+
+/// Prints the report; `Ok(false)` when tracing cannot run here.
+pub fn run(json: bool) -> Result<bool> {
+    let report = report();
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        write_human(&report, &mut out)?;
+    }
+    Ok(report.can_trace)
+}

@@ -1,0 +1,209 @@
+//! What the eBPF programs must know about the running kernel, found at start-up: the
+//! record layout of each tracepoint (from tracefs) and the offsets of the kernel struct
+//! fields they read (from BTF). Nothing is compiled in.
+
+use anyhow::{Context as _, Result, bail};
+use tracer_common::{
+    ENDPOINTS_SOCKADDR, ENDPOINTS_SPLIT, EndpointLayout, FIELD_ABSENT, KernelField, KernelLayout,
+    TimerLayout, TracepointLayout,
+};
+
+use crate::{btf::KernelBtf, kallsyms, tracefs::TracepointFormat};
+
+/// Record fields the programs read, with the sizes they expect.
+const KNOWN_FIELDS: &[(&str, &[u16])] = &[
+    ("skaddr", &[8]),
+    ("skbaddr", &[8]),
+    ("req", &[8]),
+    ("oldstate", &[4]),
+    ("newstate", &[4]),
+    ("state", &[4]),
+    ("protocol", &[2]),
+    ("reason", &[4]),
+    ("sport", &[2]),
+    ("dport", &[2]),
+    ("family", &[2]),
+    // IPv4 in split records; a `sockaddr_in6`-sized copy in 6.8+ tcp_send_reset.
+    ("saddr", &[4, 28]),
+    ("daddr", &[4, 28]),
+    ("saddr_v6", &[16]),
+    ("daddr_v6", &[16]),
+    ("timer", &[8]),
+    ("function", &[8]),
+];
+
+/// Offsets of a tracepoint's fields, by name.
+struct Fields<'a> {
+    tracepoint: &'a str,
+    format: &'a TracepointFormat,
+}
+
+impl Fields<'_> {
+    fn optional(&self, name: &str) -> Result<u16> {
+        let Some(field) = self.format.field(name) else {
+            return Ok(FIELD_ABSENT);
+        };
+        let sizes = KNOWN_FIELDS
+            .iter()
+            .find_map(|(known, sizes)| (*known == name).then_some(*sizes))
+            .with_context(|| format!("{name} is not a field tracer reads"))?;
+        if !sizes.contains(&field.size) {
+            bail!(
+                "{} field {name} is {} bytes on this kernel, expected {}",
+                self.tracepoint,
+                field.size,
+                sizes
+                    .iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            );
+        }
+        Ok(field.offset)
+    }
+
+    fn required(&self, name: &str) -> Result<u16> {
+        match self.optional(name)? {
+            FIELD_ABSENT => bail!("{} has no {name} field on this kernel", self.tracepoint),
+            offset => Ok(offset),
+        }
+    }
+
+    fn size(&self, name: &str) -> Option<u16> {
+        self.format.field(name).map(|field| field.size)
+    }
+
+    fn endpoints(&self) -> Result<EndpointLayout> {
+        if self.size("saddr") == Some(28) {
+            return Ok(EndpointLayout {
+                style: ENDPOINTS_SOCKADDR,
+                saddr: self.required("saddr")?,
+                daddr: self.required("daddr")?,
+                ..TracepointLayout::ABSENT.endpoints
+            });
+        }
+        Ok(EndpointLayout {
+            style: ENDPOINTS_SPLIT,
+            sport: self.required("sport")?,
+            dport: self.required("dport")?,
+            // Older kernels' records have no family; the programs infer it.
+            family: self.optional("family")?,
+            saddr: self.required("saddr")?,
+            daddr: self.required("daddr")?,
+            saddr_v6: self.required("saddr_v6")?,
+            daddr_v6: self.required("daddr_v6")?,
+        })
+    }
+}
+
+/// The layout of a TCP tracepoint's record: `required` names the fields this hook cannot
+/// do without (the endpoints always are); every other known field is taken when present.
+pub fn tracepoint_layout(
+    tracepoint: &str,
+    format: &TracepointFormat,
+    required: &[&str],
+) -> Result<TracepointLayout> {
+    let fields = Fields { tracepoint, format };
+    let field = |name: &str| {
+        if required.contains(&name) {
+            fields.required(name)
+        } else {
+            fields.optional(name)
+        }
+    };
+    Ok(TracepointLayout {
+        skaddr: field("skaddr")?,
+        skbaddr: field("skbaddr")?,
+        oldstate: field("oldstate")?,
+        newstate: field("newstate")?,
+        state: field("state")?,
+        protocol: field("protocol")?,
+        reason: field("reason")?,
+        req: field("req")?,
+        endpoints: fields.endpoints()?,
+    })
+}
+
+/// The timer tracepoints' layouts and the keepalive callback's address.
+pub fn timer_layout(entry: &TracepointFormat, exit: &TracepointFormat) -> Result<TimerLayout> {
+    let entry = Fields {
+        tracepoint: "timer:timer_expire_entry",
+        format: entry,
+    };
+    let exit = Fields {
+        tracepoint: "timer:timer_expire_exit",
+        format: exit,
+    };
+    Ok(TimerLayout {
+        entry_timer: entry.required("timer")?,
+        entry_function: entry.required("function")?,
+        exit_timer: exit.required("timer")?,
+        _pad: 0,
+        keepalive_timer_fn: kallsyms::address_of("tcp_keepalive_timer")?,
+    })
+}
+
+/// Resolves `path` in `struct_name`, checking it has one of `sizes` (bytes).
+fn kernel_field(
+    btf: &KernelBtf,
+    struct_name: &str,
+    path: &str,
+    sizes: &[u32],
+) -> Result<KernelField> {
+    let field = btf.field(struct_name, path)?;
+    if !sizes.contains(&field.size) {
+        bail!(
+            "kernel BTF: {struct_name}.{path} is {} bytes, tracer reads {sizes:?}",
+            field.size
+        );
+    }
+    Ok(KernelField {
+        offset: field.offset,
+        size: field.size,
+    })
+}
+
+const INTEGER: &[u32] = &[1, 2, 4, 8];
+
+/// The struct fields the programs read, from the running kernel's BTF. A missing field
+/// is an error naming it, except the two documented as optional (reported absent with
+/// `size == 0`): `sock.sk_protocol` (a bitfield before 5.6; state changes by probe then
+/// skip the protocol check) and the segment flags of retransmits.
+pub fn kernel_layout(btf: &KernelBtf) -> Result<KernelLayout> {
+    let sock = |path: &str, sizes: &[u32]| kernel_field(btf, "sock", path, sizes);
+    let common = |name: &str, sizes: &[u32]| sock(&format!("__sk_common.{name}"), sizes);
+    let tcp = |path: &str| kernel_field(btf, "tcp_sock", path, INTEGER);
+    let net = |name: &str| kernel_field(btf, "net", &format!("ipv4.{name}"), INTEGER);
+    let skb_tcp_flags = btf
+        .field("sk_buff", "cb")
+        .and_then(|cb| Ok((cb, btf.field("tcp_skb_cb", "tcp_flags")?)))
+        .map(|(cb, flags)| KernelField {
+            offset: cb.offset + flags.offset,
+            size: flags.size,
+        })
+        .unwrap_or_default();
+    Ok(KernelLayout {
+        skc_family: common("skc_family", &[2])?,
+        skc_state: common("skc_state", &[1])?,
+        skc_num: common("skc_num", &[2])?,
+        skc_dport: common("skc_dport", &[2])?,
+        skc_rcv_saddr: common("skc_rcv_saddr", &[4])?,
+        skc_daddr: common("skc_daddr", &[4])?,
+        skc_v6_rcv_saddr: common("skc_v6_rcv_saddr", &[16])?,
+        skc_v6_daddr: common("skc_v6_daddr", &[16])?,
+        skc_net: common("skc_net.net", &[8])?,
+        sk_protocol: sock("sk_protocol", &[1, 2]).unwrap_or_default(),
+        sk_timer: btf.field("sock", "sk_timer").map(|f| KernelField {
+            offset: f.offset,
+            size: f.size,
+        })?,
+        icsk_probes_out: kernel_field(btf, "inet_connection_sock", "icsk_probes_out", INTEGER)?,
+        keepalive_time: tcp("keepalive_time")?,
+        keepalive_intvl: tcp("keepalive_intvl")?,
+        keepalive_probes: tcp("keepalive_probes")?,
+        net_keepalive_time: net("sysctl_tcp_keepalive_time")?,
+        net_keepalive_intvl: net("sysctl_tcp_keepalive_intvl")?,
+        net_keepalive_probes: net("sysctl_tcp_keepalive_probes")?,
+        skb_tcp_flags,
+    })
+}

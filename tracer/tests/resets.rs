@@ -1,0 +1,102 @@
+//! Resets sent and received, on real loopback connections.
+
+mod support;
+
+use std::{
+    io::{ErrorKind, Read, Write},
+    net::{TcpListener, TcpStream},
+    time::Duration,
+};
+
+use support::{Tracer, free_port, is_event};
+
+/// Whether this kernel's `tcp_send_reset` also fires for resets sent without a socket
+/// (6.10+, the version whose record holds sockaddr-sized addresses).
+fn traces_socketless_resets() -> bool {
+    let format =
+        std::fs::read_to_string("/sys/kernel/tracing/events/tcp/tcp_send_reset/format").unwrap();
+    format.contains("saddr[28]")
+}
+
+#[test]
+fn connecting_to_a_closed_port_is_refused_by_reset() {
+    let port = free_port("127.0.0.1");
+    let mut tracer = Tracer::start(&[port]);
+    let error = TcpStream::connect(("127.0.0.1", port)).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::ConnectionRefused);
+
+    let received = tracer.wait_for("the client's reset", |l| {
+        l["event"] == "reset"
+            && l["direction"] == "received"
+            && l["remote"] == format!("127.0.0.1:{port}")
+    });
+    assert_eq!(received["state"], "SYN_SENT");
+    if traces_socketless_resets() {
+        let sent = tracer.wait_for("the kernel's reset", |l| {
+            l["event"] == "reset" && l["direction"] == "sent"
+        });
+        assert_eq!(sent["local"], format!("127.0.0.1:{port}"));
+        assert_eq!(sent["remote"], received["local"]);
+        assert_eq!(sent["sock"], "0x0000000000000000", "no socket sent it");
+        assert!(sent["reason"].is_string(), "{sent}");
+    }
+}
+
+/// A connected pair on a traced port: (client, accepted).
+fn connected_pair(port: u16) -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (accepted, _) = listener.accept().unwrap();
+    (client, accepted)
+}
+
+#[test]
+fn linger_zero_close_sends_a_reset() {
+    let port = free_port("127.0.0.1");
+    let mut tracer = Tracer::start(&[port]);
+    let (client, mut accepted) = connected_pair(port);
+    let (client_addr, server_addr) = (client.local_addr().unwrap(), client.peer_addr().unwrap());
+    rustix::net::sockopt::set_socket_linger(&client, Some(Duration::ZERO)).unwrap();
+    drop(client);
+    let error = accepted.read(&mut [0u8; 1]).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::ConnectionReset);
+
+    let sent = tracer.wait_for("the client's reset", |l| {
+        is_event(l, "reset", client_addr, server_addr)
+    });
+    // tcp_disconnect() enters CLOSE before it sends the reset.
+    assert_eq!(
+        (&sent["direction"], &sent["state"]),
+        (&"sent".into(), &"CLOSE".into())
+    );
+    let received = tracer.wait_for("the server's reset", |l| {
+        is_event(l, "reset", server_addr, client_addr)
+    });
+    assert_eq!(received["direction"], "received");
+}
+
+#[test]
+fn closing_with_unread_data_sends_a_reset() {
+    let port = free_port("127.0.0.1");
+    let mut tracer = Tracer::start(&[port]);
+    let (client, mut accepted) = connected_pair(port);
+    let (client_addr, server_addr) = (client.local_addr().unwrap(), client.peer_addr().unwrap());
+    accepted.write_all(b"never read").unwrap();
+    // The data is in the client's receive queue once the client has ACKed it.
+    let mut peek = [0u8; 1];
+    client.peek(&mut peek).unwrap();
+    drop(client);
+
+    let sent = tracer.wait_for("the client's reset", |l| {
+        is_event(l, "reset", client_addr, server_addr)
+    });
+    // tcp_close() enters CLOSE before it sends the reset, as tcp_disconnect() does above.
+    assert_eq!(
+        (&sent["direction"], &sent["state"]),
+        (&"sent".into(), &"CLOSE".into())
+    );
+    let received = tracer.wait_for("the server's reset", |l| {
+        is_event(l, "reset", server_addr, client_addr)
+    });
+    assert_eq!(received["direction"], "received");
+}

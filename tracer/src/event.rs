@@ -157,6 +157,55 @@ pub struct Keepalive {
     pub settings: KeepaliveSettings,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataDirection {
+    Sent,
+    Received,
+}
+
+/// The socket's data changed direction: the first data in `direction` after data went
+/// the other way (or the first data at all). The kernel aggregates per socket and sends
+/// only these boundaries, so a request/response exchange costs two events however many
+/// segments it has.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataTurn {
+    pub meta: EventMeta,
+    pub direction: DataDirection,
+}
+
+/// What the kernel's `tcp_sock` says about a connection as it closes (sent just before
+/// its state change to CLOSE).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionSummary {
+    pub meta: EventMeta,
+    /// `bytes_acked`: bytes sent and acknowledged by the peer.
+    pub bytes_sent: u64,
+    /// `bytes_received`.
+    pub bytes_received: u64,
+    /// `total_retrans`.
+    pub retransmits: u32,
+    /// Smoothed round-trip time, microseconds.
+    pub srtt_us: u32,
+    /// Network namespace inode number (as in `/proc/PID/ns/net`).
+    pub netns: u32,
+    /// Boot-clock time of the last data sent or received, if any.
+    pub last_data_ns: Option<u64>,
+}
+
+/// A process accepted the connection (`meta.process` is the acceptor).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Accepted {
+    pub meta: EventMeta,
+}
+
+/// A connection already open when tracing started, read from the kernel (sock_diag).
+/// `meta.boot_ns` is when it was read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Existing {
+    pub meta: EventMeta,
+    pub state: TcpState,
+}
+
 /// One decoded kernel event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TraceEvent {
@@ -165,6 +214,10 @@ pub enum TraceEvent {
     Retransmit(Retransmit),
     KeepaliveProbe(Keepalive),
     KeepaliveTimeout(Keepalive),
+    DataTurn(DataTurn),
+    Summary(ConnectionSummary),
+    Accepted(Accepted),
+    Existing(Existing),
 }
 
 impl TraceEvent {
@@ -174,7 +227,11 @@ impl TraceEvent {
             | Self::Reset(Reset { meta, .. })
             | Self::Retransmit(Retransmit { meta, .. })
             | Self::KeepaliveProbe(Keepalive { meta, .. })
-            | Self::KeepaliveTimeout(Keepalive { meta, .. }) => meta,
+            | Self::KeepaliveTimeout(Keepalive { meta, .. })
+            | Self::DataTurn(DataTurn { meta, .. })
+            | Self::Summary(ConnectionSummary { meta, .. })
+            | Self::Accepted(Accepted { meta })
+            | Self::Existing(Existing { meta, .. }) => meta,
         }
     }
 }

@@ -13,8 +13,9 @@ use crate::{
     attach::AttachPlan,
     clock::WallClock,
     event::{
-        EventMeta, Keepalive, KeepaliveSettings, Reset, ResetDirection, Retransmit, RetransmitKind,
-        StateChange, TcpState, TraceEvent,
+        Accepted, ConnectionSummary, DataDirection, DataTurn, EventMeta, Existing, Keepalive,
+        KeepaliveSettings, Reset, ResetDirection, Retransmit, RetransmitKind, StateChange,
+        TcpState, TraceEvent,
     },
 };
 
@@ -91,6 +92,29 @@ impl From<KeepaliveSettings> for KeepaliveSettingsJson {
             probes: settings.probes,
         }
     }
+}
+
+#[derive(Serialize)]
+struct DataTurnDetails {
+    direction: &'static str,
+}
+
+#[derive(Serialize)]
+struct SummaryDetails {
+    bytes_sent: u64,
+    bytes_received: u64,
+    retransmits: u32,
+    srtt_us: u32,
+    netns: u32,
+    last_data_ts: Option<String>,
+}
+
+#[derive(Serialize)]
+struct NoDetails {}
+
+#[derive(Serialize)]
+struct ExistingDetails {
+    state: String,
 }
 
 #[derive(Serialize)]
@@ -246,7 +270,45 @@ impl<W: Write> JsonSink<W> {
                     keepalive: (*settings).into(),
                 },
             ),
+            TraceEvent::DataTurn(turn) => self.data_turn(clock, turn),
+            TraceEvent::Summary(summary) => self.summary(clock, summary),
+            TraceEvent::Accepted(Accepted { meta }) => {
+                self.event_line(clock, "accepted", meta, NoDetails {})
+            }
+            TraceEvent::Existing(Existing { meta, state }) => self.event_line(
+                clock,
+                "existing",
+                meta,
+                ExistingDetails {
+                    state: state.to_string(),
+                },
+            ),
         }
+    }
+
+    fn data_turn(&mut self, clock: WallClock, turn: &DataTurn) -> io::Result<()> {
+        let direction = match turn.direction {
+            DataDirection::Sent => "sent",
+            DataDirection::Received => "received",
+        };
+        self.event_line(
+            clock,
+            "data_turn",
+            &turn.meta,
+            DataTurnDetails { direction },
+        )
+    }
+
+    fn summary(&mut self, clock: WallClock, summary: &ConnectionSummary) -> io::Result<()> {
+        let details = SummaryDetails {
+            bytes_sent: summary.bytes_sent,
+            bytes_received: summary.bytes_received,
+            retransmits: summary.retransmits,
+            srtt_us: summary.srtt_us,
+            netns: summary.netns,
+            last_data_ts: summary.last_data_ns.map(|ns| clock.rfc3339(ns)),
+        };
+        self.event_line(clock, "close_summary", &summary.meta, details)
     }
 
     /// `count` events the kernel could not put in the ring buffer since the last report.
@@ -419,6 +481,44 @@ mod tests {
         assert_eq!(
             (&timeout["event"], &timeout["probes_sent"]),
             (&json!("keepalive_timeout"), &json!(3))
+        );
+    }
+
+    #[test]
+    fn renders_lifecycle_inputs() {
+        let accepted = render(&TraceEvent::Accepted(Accepted {
+            meta: meta(
+                Some(Process {
+                    pid: 7,
+                    comm: "srv".into(),
+                }),
+                "127.0.0.1:8191",
+                "127.0.0.1:5",
+            ),
+        }));
+        assert_eq!(
+            (&accepted["event"], &accepted["pid"]),
+            (&json!("accepted"), &json!(7))
+        );
+        let summary = render(&TraceEvent::Summary(ConnectionSummary {
+            meta: meta(None, "127.0.0.1:8191", "127.0.0.1:5"),
+            bytes_sent: 10,
+            bytes_received: 20,
+            retransmits: 1,
+            srtt_us: 50,
+            netns: 4026531840,
+            last_data_ns: Some(123_456_789),
+        }));
+        assert_eq!(summary["event"], "close_summary");
+        assert_eq!(summary["bytes_received"], 20);
+        assert_eq!(summary["last_data_ts"], "2026-11-26T03:04:05.123456789Z");
+        let turn = render(&TraceEvent::DataTurn(DataTurn {
+            meta: meta(None, "127.0.0.1:8191", "127.0.0.1:5"),
+            direction: DataDirection::Received,
+        }));
+        assert_eq!(
+            (&turn["event"], &turn["direction"]),
+            (&json!("data_turn"), &json!("received"))
         );
     }
 

@@ -33,6 +33,9 @@ pub enum EventKind {
     Retransmit = 3,
     KeepaliveProbe = 4,
     KeepaliveTimeout = 5,
+    DataTurn = 6,
+    Summary = 7,
+    Accepted = 8,
 }
 
 impl EventKind {
@@ -43,6 +46,9 @@ impl EventKind {
             3 => Self::Retransmit,
             4 => Self::KeepaliveProbe,
             5 => Self::KeepaliveTimeout,
+            6 => Self::DataTurn,
+            7 => Self::Summary,
+            8 => Self::Accepted,
             _ => return None,
         })
     }
@@ -164,6 +170,46 @@ pub struct Keepalive {
     pub _pad: [u8; 7],
 }
 
+/// `DataTurn::direction`.
+pub const DATA_SENT: u8 = 0;
+pub const DATA_RECEIVED: u8 = 1;
+
+/// The socket's data changed direction (or flowed for the first time).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataTurn {
+    pub endpoints: Endpoints,
+    /// [`DATA_SENT`] or [`DATA_RECEIVED`].
+    pub direction: u8,
+    pub _pad: [u8; 7],
+}
+
+/// `Summary::last_data_ns` when the socket never carried data.
+pub const NO_DATA: u64 = 0;
+
+/// The socket's `tcp_sock` counters as it enters CLOSE.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Summary {
+    pub endpoints: Endpoints,
+    pub bytes_acked: u64,
+    pub bytes_received: u64,
+    /// Boot-clock time of the last data sent or received, or [`NO_DATA`].
+    pub last_data_ns: u64,
+    pub total_retrans: u32,
+    /// `srtt_us` as the kernel keeps it: eight times the smoothed RTT in microseconds.
+    pub srtt_us_x8: u32,
+    pub netns: u32,
+    pub _pad: u32,
+}
+
+/// A process accepted the socket: the header names it; the payload is the socket's ends.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Accepted {
+    pub endpoints: Endpoints,
+}
+
 /// A ring buffer record: header plus payload.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -210,6 +256,9 @@ pub struct TracepointLayout {
     pub reason: u16,
     /// `tcp_retransmit_synack`'s request socket.
     pub req: u16,
+    /// `sock:sock_send_length`/`sock_recv_length`: the socket and the call's result.
+    pub sk: u16,
+    pub ret: u16,
     pub endpoints: EndpointLayout,
 }
 
@@ -224,6 +273,8 @@ impl TracepointLayout {
         protocol: FIELD_ABSENT,
         reason: FIELD_ABSENT,
         req: FIELD_ABSENT,
+        sk: FIELD_ABSENT,
+        ret: FIELD_ABSENT,
         endpoints: EndpointLayout {
             style: ENDPOINTS_SPLIT,
             sport: FIELD_ABSENT,
@@ -274,6 +325,12 @@ pub struct KernelLayout {
     pub net_keepalive_probes: KernelField,
     /// `sk_buff.cb` + `tcp_skb_cb.tcp_flags`: a segment's TCP flags.
     pub skb_tcp_flags: KernelField,
+    pub bytes_acked: KernelField,
+    pub bytes_received: KernelField,
+    pub total_retrans: KernelField,
+    pub srtt_us: KernelField,
+    /// `net.ns.inum`: the network namespace's inode number.
+    pub net_inum: KernelField,
 }
 
 /// Where the timer tracepoints keep the `timer_list` pointer and its callback.
@@ -298,6 +355,8 @@ pub mod globals {
     pub const RETRANSMIT_SKB: &str = "RETRANSMIT_SKB_LAYOUT";
     pub const RETRANSMIT_SYNACK: &str = "RETRANSMIT_SYNACK_LAYOUT";
     pub const TIMER: &str = "TIMER_LAYOUT";
+    pub const SEND_LENGTH: &str = "SEND_LENGTH_LAYOUT";
+    pub const RECV_LENGTH: &str = "RECV_LENGTH_LAYOUT";
     pub const KERNEL: &str = "KERNEL_LAYOUT";
 }
 

@@ -55,17 +55,16 @@ fn timer_layout() -> TimerLayout {
 
 /// `tcp_keepalive_timer(timer)` is starting.
 fn begin(timer: u64) {
-    let layout = kernel::layout();
-    let sock = timer - u64::from(layout.sk_timer.offset);
-    let Some(endpoints) = sock_endpoints(&layout, sock) else {
+    let sock = timer - u64::from(kernel::field!(sk_timer).offset);
+    let Some(endpoints) = sock_endpoints(sock) else {
         return;
     };
     if !is_traced_connection(&endpoints) {
         return;
     }
     let (Some(probes_out), Some(state)) = (
-        read_uint(sock, layout.icsk_probes_out),
-        sock_state(&layout, sock),
+        read_uint(sock, kernel::field!(icsk_probes_out)),
+        sock_state(sock),
     ) else {
         return;
     };
@@ -78,7 +77,7 @@ fn begin(timer: u64) {
                 probes_out: probes_out as u8,
                 state,
                 endpoints,
-                settings: keepalive_settings(&layout, sock),
+                settings: keepalive_settings(sock),
             }
         };
     }
@@ -97,10 +96,9 @@ fn end(timer: Option<u64>) {
     }
     // SAFETY: as above.
     unsafe { (*slot).timer = 0 };
-    let layout = kernel::layout();
     // The socket stays allocated: the timer holds a reference until after this point.
-    let probes_out = read_uint(pending.sock, layout.icsk_probes_out).unwrap_or(0) as u8;
-    let state = sock_state(&layout, pending.sock).unwrap_or(pending.state);
+    let probes_out = read_uint(pending.sock, kernel::field!(icsk_probes_out)).unwrap_or(0) as u8;
+    let state = sock_state(pending.sock).unwrap_or(pending.state);
     let (kind, probe) = if pending.state != TCP_CLOSE && state == TCP_CLOSE {
         (EventKind::KeepaliveTimeout, pending.probes_out)
     } else if probes_out > pending.probes_out {

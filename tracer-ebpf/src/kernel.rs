@@ -6,7 +6,7 @@ use tracer_common::{AF_INET, AF_INET6, Endpoints, KeepaliveSettings, KernelField
 
 /// Set by the daemon before load.
 #[unsafe(no_mangle)]
-static KERNEL_LAYOUT: KernelLayout = KernelLayout {
+pub(crate) static KERNEL_LAYOUT: KernelLayout = KernelLayout {
     skc_family: ABSENT,
     skc_state: ABSENT,
     skc_num: ABSENT,
@@ -26,15 +26,25 @@ static KERNEL_LAYOUT: KernelLayout = KernelLayout {
     net_keepalive_intvl: ABSENT,
     net_keepalive_probes: ABSENT,
     skb_tcp_flags: ABSENT,
+    bytes_acked: ABSENT,
+    bytes_received: ABSENT,
+    total_retrans: ABSENT,
+    srtt_us: ABSENT,
+    net_inum: ABSENT,
 };
 
 const ABSENT: KernelField = KernelField { offset: 0, size: 0 };
 
-pub fn layout() -> KernelLayout {
-    // SAFETY: a global the loader wrote before load; volatile so the compiler does not
-    // fold the placeholder values.
-    unsafe { core::ptr::read_volatile(&KERNEL_LAYOUT) }
+/// One field of the kernel layout. Read field by field, not as a whole: a copy of the
+/// whole layout would take a large share of the 512-byte BPF stack.
+macro_rules! field {
+    ($name:ident) => {
+        // SAFETY: a global the loader wrote before load; volatile so the compiler does
+        // not fold the placeholder values.
+        unsafe { core::ptr::read_volatile(&raw const $crate::kernel::KERNEL_LAYOUT.$name) }
+    };
 }
+pub(crate) use field;
 
 /// An unsigned integer field of the struct at `base`; `None` when absent or unreadable.
 pub fn read_uint(base: u64, field: KernelField) -> Option<u64> {
@@ -58,27 +68,27 @@ fn read_bytes<const N: usize>(base: u64, field: KernelField) -> Option<[u8; N]> 
 }
 
 /// The socket's `TCP_*` state.
-pub fn sock_state(layout: &KernelLayout, sk: u64) -> Option<u8> {
-    read_uint(sk, layout.skc_state).map(|state| state as u8)
+pub fn sock_state(sk: u64) -> Option<u8> {
+    read_uint(sk, field!(skc_state)).map(|state| state as u8)
 }
 
 /// The socket's addresses and ports.
-pub fn sock_endpoints(layout: &KernelLayout, sk: u64) -> Option<Endpoints> {
-    let family = read_uint(sk, layout.skc_family)? as u16;
+pub fn sock_endpoints(sk: u64) -> Option<Endpoints> {
+    let family = read_uint(sk, field!(skc_family))? as u16;
     let mut endpoints = Endpoints {
         family,
-        local_port: read_uint(sk, layout.skc_num)? as u16,
-        remote_port: u16::from_be(read_uint(sk, layout.skc_dport)? as u16),
+        local_port: read_uint(sk, field!(skc_num))? as u16,
+        remote_port: u16::from_be(read_uint(sk, field!(skc_dport))? as u16),
         ..Endpoints::default()
     };
     match family {
         AF_INET => {
-            endpoints.local_addr[..4].copy_from_slice(&read_bytes::<4>(sk, layout.skc_rcv_saddr)?);
-            endpoints.remote_addr[..4].copy_from_slice(&read_bytes::<4>(sk, layout.skc_daddr)?);
+            endpoints.local_addr[..4].copy_from_slice(&read_bytes::<4>(sk, field!(skc_rcv_saddr))?);
+            endpoints.remote_addr[..4].copy_from_slice(&read_bytes::<4>(sk, field!(skc_daddr))?);
         }
         AF_INET6 => {
-            endpoints.local_addr = read_bytes(sk, layout.skc_v6_rcv_saddr)?;
-            endpoints.remote_addr = read_bytes(sk, layout.skc_v6_daddr)?;
+            endpoints.local_addr = read_bytes(sk, field!(skc_v6_rcv_saddr))?;
+            endpoints.remote_addr = read_bytes(sk, field!(skc_v6_daddr))?;
         }
         _ => return None,
     }
@@ -87,16 +97,24 @@ pub fn sock_endpoints(layout: &KernelLayout, sk: u64) -> Option<Endpoints> {
 
 /// The socket's keepalive settings: its own where set (non-zero), else its network
 /// namespace's sysctls, as the kernel's `keepalive_time_when()` and friends decide.
-pub fn keepalive_settings(layout: &KernelLayout, sk: u64) -> KeepaliveSettings {
-    let net = read_uint(sk, layout.skc_net).unwrap_or(0);
+pub fn keepalive_settings(sk: u64) -> KeepaliveSettings {
+    let net = read_uint(sk, field!(skc_net)).unwrap_or(0);
     let own_or_default = |own: KernelField, default: KernelField| match read_uint(sk, own) {
         Some(value) if value != 0 => value,
         _ => read_uint(net, default).unwrap_or(0),
     };
     KeepaliveSettings {
-        time_jiffies: own_or_default(layout.keepalive_time, layout.net_keepalive_time) as u32,
-        interval_jiffies: own_or_default(layout.keepalive_intvl, layout.net_keepalive_intvl) as u32,
-        probes: own_or_default(layout.keepalive_probes, layout.net_keepalive_probes) as u8,
+        time_jiffies: own_or_default(field!(keepalive_time), field!(net_keepalive_time)) as u32,
+        interval_jiffies: own_or_default(field!(keepalive_intvl), field!(net_keepalive_intvl))
+            as u32,
+        probes: own_or_default(field!(keepalive_probes), field!(net_keepalive_probes)) as u8,
         _pad: [0; 7],
     }
+}
+
+/// The socket's network namespace inode, 0 when unreadable.
+pub fn netns(sk: u64) -> u32 {
+    read_uint(sk, field!(skc_net))
+        .and_then(|net| read_uint(net, field!(net_inum)))
+        .unwrap_or(0) as u32
 }

@@ -6,7 +6,9 @@
 #![no_std]
 #![no_main]
 
+mod accept;
 mod context;
+mod data;
 mod filter;
 mod keepalive;
 mod kernel;

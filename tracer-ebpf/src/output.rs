@@ -47,10 +47,14 @@ fn header(kind: EventKind, sock: u64) -> EventHeader {
 pub fn emit<T: 'static>(kind: EventKind, sock: u64, payload: T) {
     match EVENTS.reserve::<Event<T>>(0) {
         Some(mut entry) => {
-            entry.write(Event {
-                header: header(kind, sock),
-                payload,
-            });
+            // Field by field into the reservation: building the whole event first would
+            // put a second copy on the 512-byte BPF stack.
+            let event = entry.as_mut_ptr();
+            // SAFETY: `event` points to a reservation sized for Event<T>.
+            unsafe {
+                (&raw mut (*event).header).write(header(kind, sock));
+                (&raw mut (*event).payload).write(payload);
+            }
             entry.submit(0);
         }
         None => {

@@ -23,7 +23,7 @@ fn reset(ctx: &TracePointContext, layout: &TracepointLayout, direction: u8) {
     let sock = record::field::<u64>(ctx, layout.skaddr).unwrap_or(0);
     let state = match record::field::<i32>(ctx, layout.state) {
         Some(state) => state as u8,
-        None if sock != 0 => kernel::sock_state(&kernel::layout(), sock).unwrap_or(NO_STATE),
+        None if sock != 0 => kernel::sock_state(sock).unwrap_or(NO_STATE),
         None => NO_STATE,
     };
     emit(

@@ -21,7 +21,7 @@ fn retransmit(ctx: &TracePointContext, layout: &TracepointLayout, what: u8, sock
         return;
     }
     let tcp_flags = record::field::<u64>(ctx, layout.skbaddr)
-        .and_then(|skb| kernel::read_uint(skb, kernel::layout().skb_tcp_flags))
+        .and_then(|skb| kernel::read_uint(skb, kernel::field!(skb_tcp_flags)))
         .unwrap_or(0) as u8;
     emit(
         EventKind::Retransmit,

@@ -6,14 +6,48 @@ use aya_ebpf::{
     macros::{fentry, kprobe, tracepoint},
     programs::{FEntryContext, ProbeContext, TracePointContext},
 };
-use tracer_common::{EventKind, IPPROTO_TCP, StateChange, TracepointLayout};
+use tracer_common::{
+    Endpoints, EventKind, IPPROTO_TCP, StateChange, Summary, TCP_CLOSE, TracepointLayout,
+};
 
 use crate::{
+    data::take_last_data_ns,
     filter::is_traced_connection,
-    kernel::{self, read_uint, sock_endpoints, sock_state},
+    kernel::{self, netns, read_uint, sock_endpoints, sock_state},
     output::emit,
     record,
 };
+
+/// Emits the state change, preceded by the socket's summary when it is closing.
+fn report(sk: u64, endpoints: Endpoints, old_state: u8, new_state: u8) {
+    if new_state == TCP_CLOSE {
+        let counter = |field| read_uint(sk, field).unwrap_or(0);
+        emit(
+            EventKind::Summary,
+            sk,
+            Summary {
+                endpoints,
+                bytes_acked: counter(kernel::field!(bytes_acked)),
+                bytes_received: counter(kernel::field!(bytes_received)),
+                last_data_ns: take_last_data_ns(sk),
+                total_retrans: counter(kernel::field!(total_retrans)) as u32,
+                srtt_us_x8: counter(kernel::field!(srtt_us)) as u32,
+                netns: netns(sk),
+                _pad: 0,
+            },
+        );
+    }
+    emit(
+        EventKind::StateChange,
+        sk,
+        StateChange {
+            endpoints,
+            old_state,
+            new_state,
+            _pad: [0; 6],
+        },
+    );
+}
 
 #[unsafe(no_mangle)]
 static SET_STATE_LAYOUT: TracepointLayout = TracepointLayout::ABSENT;
@@ -37,42 +71,22 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     ) else {
         return 0;
     };
-    emit(
-        EventKind::StateChange,
-        sock,
-        StateChange {
-            endpoints,
-            old_state: old_state as u8,
-            new_state: new_state as u8,
-            _pad: [0; 6],
-        },
-    );
+    report(sock, endpoints, old_state as u8, new_state as u8);
     0
 }
 
 /// What the tracepoint would report for `sk` about to enter `new_state`.
 fn state_change(sk: u64, new_state: i32, check_protocol: bool) {
-    let layout = kernel::layout();
     if check_protocol
-        && read_uint(sk, layout.sk_protocol).is_some_and(|p| p != u64::from(IPPROTO_TCP))
+        && read_uint(sk, kernel::field!(sk_protocol)).is_some_and(|p| p != u64::from(IPPROTO_TCP))
     {
         return;
     }
-    let (Some(endpoints), Some(old_state)) = (sock_endpoints(&layout, sk), sock_state(&layout, sk))
-    else {
+    let (Some(endpoints), Some(old_state)) = (sock_endpoints(sk), sock_state(sk)) else {
         return;
     };
     if is_traced_connection(&endpoints) {
-        emit(
-            EventKind::StateChange,
-            sk,
-            StateChange {
-                endpoints,
-                old_state,
-                new_state: new_state as u8,
-                _pad: [0; 6],
-            },
-        );
+        report(sk, endpoints, old_state, new_state as u8);
     }
 }
 

@@ -55,6 +55,10 @@ pub enum Hook {
     Keepalive,
     Reset,
     Retransmit,
+    /// Data direction turns, for exchanges and idle time.
+    Data,
+    /// Who accepted a connection.
+    Accept,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -131,11 +135,13 @@ const fn tp(program: &'static str, category: &'static str) -> Program {
 const SOFTIRQ_TRACKING: &[Program] = &[tp("softirq_entry", "irq"), tp("softirq_exit", "irq")];
 
 impl Hook {
-    pub const ALL: [Hook; 4] = [
+    pub const ALL: [Hook; 6] = [
         Hook::StateChange,
         Hook::Keepalive,
         Hook::Reset,
         Hook::Retransmit,
+        Hook::Data,
+        Hook::Accept,
     ];
 
     /// `--attach auto`'s order of preference (see the module docs for why).
@@ -145,6 +151,8 @@ impl Hook {
             Hook::StateChange => &[Tracepoint, Fentry, Kprobe],
             Hook::Keepalive => &[Fentry, Kprobe, Tracepoint],
             Hook::Reset | Hook::Retransmit => &[Tracepoint],
+            Hook::Data => &[Tracepoint, Fentry, Kprobe],
+            Hook::Accept => &[Kprobe],
         }
     }
 
@@ -174,6 +182,10 @@ impl Hook {
             (Hook::Keepalive, Fentry) => KEEPALIVE_FENTRY,
             (Hook::Reset, _) => RESET_TRACEPOINT,
             (Hook::Retransmit, _) => RETRANSMIT_TRACEPOINT,
+            (Hook::Data, Tracepoint) => DATA_TRACEPOINT,
+            (Hook::Data, Kprobe) => DATA_KPROBE,
+            (Hook::Data, Fentry) => DATA_FENTRY,
+            (Hook::Accept, _) => ACCEPT_KPROBE,
         }
     }
 }
@@ -229,6 +241,35 @@ const RETRANSMIT_TRACEPOINT: &[Program] = &[
     tp("tcp_retransmit_synack", "tcp"),
 ];
 
+const DATA_TRACEPOINT: &[Program] = &[
+    tp("sock_send_length", "sock"),
+    tp("sock_recv_length", "sock"),
+];
+const DATA_KPROBE: &[Program] = &[
+    Program::Kprobe {
+        program: "tcp_sendmsg_kprobe",
+        function: "tcp_sendmsg",
+    },
+    Program::Kprobe {
+        program: "tcp_cleanup_rbuf_kprobe",
+        function: "tcp_cleanup_rbuf",
+    },
+];
+const DATA_FENTRY: &[Program] = &[
+    Program::FEntry {
+        program: "tcp_sendmsg_fentry",
+        function: "tcp_sendmsg",
+    },
+    Program::FEntry {
+        program: "tcp_cleanup_rbuf_fentry",
+        function: "tcp_cleanup_rbuf",
+    },
+];
+const ACCEPT_KPROBE: &[Program] = &[Program::Kprobe {
+    program: "inet_csk_accept_kretprobe",
+    function: "inet_csk_accept",
+}];
+
 /// How each hook is attached, and why the ones that are not could not be.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct AttachPlan {
@@ -255,26 +296,39 @@ const TCP_TRACEPOINTS: &[(&str, &str, &str, &[&str])] = &[
         globals::SET_STATE,
         "sock",
         "inet_sock_set_state",
-        &["skaddr", "oldstate", "newstate"],
+        &["skaddr", "oldstate", "newstate", "endpoints"],
     ),
-    (globals::SEND_RESET, "tcp", "tcp_send_reset", &[]),
+    (globals::SEND_RESET, "tcp", "tcp_send_reset", &["endpoints"]),
     (
         globals::RECEIVE_RESET,
         "tcp",
         "tcp_receive_reset",
-        &["skaddr"],
+        &["skaddr", "endpoints"],
     ),
     (
         globals::RETRANSMIT_SKB,
         "tcp",
         "tcp_retransmit_skb",
-        &["skaddr"],
+        &["skaddr", "endpoints"],
     ),
     (
         globals::RETRANSMIT_SYNACK,
         "tcp",
         "tcp_retransmit_synack",
-        &["req"],
+        &["req", "endpoints"],
+    ),
+    // Added in 6.3; the programs read the socket's ends through BTF.
+    (
+        globals::SEND_LENGTH,
+        "sock",
+        "sock_send_length",
+        &["sk", "protocol", "ret"],
+    ),
+    (
+        globals::RECV_LENGTH,
+        "sock",
+        "sock_recv_length",
+        &["sk", "protocol", "ret"],
     ),
 ];
 
@@ -329,8 +383,14 @@ impl KernelFacts {
     /// Why `mechanism` cannot carry `hook` before even trying, if the kernel lacks
     /// something it needs.
     fn missing(&self, hook: Hook, mechanism: Mechanism) -> Option<String> {
-        let needs_kernel_layout = hook == Hook::Keepalive
-            || (hook == Hook::StateChange && mechanism != Mechanism::Tracepoint);
+        // Only the tracepoints that carry the connection's ends do without BTF offsets.
+        let needs_kernel_layout = !matches!(
+            (hook, mechanism),
+            (
+                Hook::StateChange | Hook::Reset | Hook::Retransmit,
+                Mechanism::Tracepoint
+            )
+        );
         if needs_kernel_layout && let Err(why) = &self.kernel {
             return Some(why.clone());
         }
@@ -345,10 +405,17 @@ impl KernelFacts {
                 .tracepoint(globals::RETRANSMIT_SKB)
                 .and(self.tracepoint(globals::RETRANSMIT_SYNACK))
                 .err(),
+            (Hook::Data, Mechanism::Tracepoint) => self
+                .tracepoint(globals::SEND_LENGTH)
+                .and(self.tracepoint(globals::RECV_LENGTH))
+                .err(),
             (_, Mechanism::Kprobe) => (!has_kprobes(&self.tracefs)).then(|| {
                 "this kernel has no kprobes (no kprobe PMU and no kprobe_events)".to_owned()
             }),
             (_, Mechanism::Fentry) => self.btf.as_ref().err().cloned(),
+            (Hook::Accept, Mechanism::Tracepoint) => {
+                Some("no tracepoint fires on accept".to_owned())
+            }
         }
     }
 }

@@ -108,6 +108,11 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         .attach
         .iter()
         .map(|(hook, how)| format!("{hook}: {how}"))
+        .chain(
+            plan.unsupported
+                .keys()
+                .map(|hook| format!("{hook}: unsupported")),
+        )
         .collect();
     eprintln!(
         "tracer: tracing TCP port(s) {} on kernel {kernel} ({})",
@@ -118,6 +123,9 @@ pub async fn run(args: TraceArgs) -> Result<()> {
             .join(", "),
         plan_text.join(", ")
     );
+    for (hook, why) in &plan.unsupported {
+        eprintln!("tracer: warning: no {hook} events on this kernel ({why})");
+    }
     let mut pipeline = Pipeline {
         decoder: Decoder::new(units),
         sink: JsonSink::new(BufWriter::new(out)),

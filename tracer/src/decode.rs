@@ -12,8 +12,8 @@ use std::{
 use tracer_common as raw;
 
 use crate::event::{
-    EventMeta, Keepalive, KeepaliveSettings, Process, Reset, ResetDirection, Retransmit,
-    RetransmitKind, StateChange, TcpState, TraceEvent,
+    Accepted, ConnectionSummary, DataDirection, DataTurn, EventMeta, Keepalive, KeepaliveSettings,
+    Process, Reset, ResetDirection, Retransmit, RetransmitKind, StateChange, TcpState, TraceEvent,
 };
 use crate::{btf::KernelBtf, kconfig};
 
@@ -166,6 +166,36 @@ impl Decoder {
             len: record.len(),
         };
         Ok(match kind {
+            raw::EventKind::DataTurn => {
+                let event: raw::Event<raw::DataTurn> = read(record).ok_or(truncated)?;
+                TraceEvent::DataTurn(DataTurn {
+                    meta: meta(&event.header, &event.payload.endpoints)?,
+                    direction: if event.payload.direction == raw::DATA_RECEIVED {
+                        DataDirection::Received
+                    } else {
+                        DataDirection::Sent
+                    },
+                })
+            }
+            raw::EventKind::Summary => {
+                let event: raw::Event<raw::Summary> = read(record).ok_or(truncated)?;
+                let p = event.payload;
+                TraceEvent::Summary(ConnectionSummary {
+                    meta: meta(&event.header, &p.endpoints)?,
+                    bytes_sent: p.bytes_acked,
+                    bytes_received: p.bytes_received,
+                    retransmits: p.total_retrans,
+                    srtt_us: p.srtt_us_x8 >> 3,
+                    netns: p.netns,
+                    last_data_ns: (p.last_data_ns != raw::NO_DATA).then_some(p.last_data_ns),
+                })
+            }
+            raw::EventKind::Accepted => {
+                let event: raw::Event<raw::Accepted> = read(record).ok_or(truncated)?;
+                TraceEvent::Accepted(Accepted {
+                    meta: meta(&event.header, &event.payload.endpoints)?,
+                })
+            }
             raw::EventKind::StateChange => {
                 let event: raw::Event<raw::StateChange> = read(record).ok_or(truncated)?;
                 let p = event.payload;

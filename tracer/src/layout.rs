@@ -29,6 +29,8 @@ const KNOWN_FIELDS: &[(&str, &[u16])] = &[
     ("saddr_v6", &[16]),
     ("daddr_v6", &[16]),
     ("timer", &[8]),
+    ("sk", &[8]),
+    ("ret", &[4]),
     ("function", &[8]),
 ];
 
@@ -97,7 +99,8 @@ impl Fields<'_> {
 }
 
 /// The layout of a TCP tracepoint's record: `required` names the fields this hook cannot
-/// do without (the endpoints always are); every other known field is taken when present.
+/// do without (`"endpoints"` for the connection's addresses); every other known field is
+/// taken when present.
 pub fn tracepoint_layout(
     tracepoint: &str,
     format: &TracepointFormat,
@@ -120,7 +123,13 @@ pub fn tracepoint_layout(
         protocol: field("protocol")?,
         reason: field("reason")?,
         req: field("req")?,
-        endpoints: fields.endpoints()?,
+        sk: field("sk")?,
+        ret: field("ret")?,
+        endpoints: if required.contains(&"endpoints") {
+            fields.endpoints()?
+        } else {
+            TracepointLayout::ABSENT.endpoints
+        },
     })
 }
 
@@ -205,5 +214,10 @@ pub fn kernel_layout(btf: &KernelBtf) -> Result<KernelLayout> {
         net_keepalive_intvl: net("sysctl_tcp_keepalive_intvl")?,
         net_keepalive_probes: net("sysctl_tcp_keepalive_probes")?,
         skb_tcp_flags,
+        bytes_acked: tcp("bytes_acked")?,
+        bytes_received: tcp("bytes_received")?,
+        total_retrans: tcp("total_retrans")?,
+        srtt_us: tcp("srtt_us")?,
+        net_inum: kernel_field(btf, "net", "ns.inum", INTEGER)?,
     })
 }

@@ -1,0 +1,22 @@
+//! Who accepted a connection: a kretprobe on `inet_csk_accept`, which returns the new
+//! socket in the accepting process's context. (No tracepoint fires on accept; without
+//! kprobes the daemon falls back to the listener's owner.)
+
+use aya_ebpf::{macros::kretprobe, programs::RetProbeContext};
+use tracer_common::{Accepted, EventKind};
+
+use crate::{filter::is_traced_connection, kernel::sock_endpoints, output::emit};
+
+#[kretprobe]
+pub fn inet_csk_accept_kretprobe(ctx: RetProbeContext) -> u32 {
+    let sk = ctx.ret::<u64>();
+    if sk == 0 {
+        return 0;
+    }
+    if let Some(endpoints) = sock_endpoints(sk)
+        && is_traced_connection(&endpoints)
+    {
+        emit(EventKind::Accepted, sk, Accepted { endpoints });
+    }
+    0
+}

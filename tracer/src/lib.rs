@@ -13,6 +13,7 @@ pub mod clock;
 pub mod daemon;
 pub mod decode;
 pub mod event;
+pub mod existing;
 pub mod json;
 pub mod kallsyms;
 pub mod kconfig;

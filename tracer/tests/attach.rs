@@ -44,7 +44,14 @@ fn auto_picks_what_check_reports() {
     command.args(["--port", &free_port("127.0.0.1").to_string()]);
     let tracer = Tracer::spawn(command);
     let start = &tracer.seen[0];
-    for hook in ["state_change", "keepalive", "reset", "retransmit", "data", "accept"] {
+    for hook in [
+        "state_change",
+        "keepalive",
+        "reset",
+        "retransmit",
+        "data",
+        "accept",
+    ] {
         let attached = start["attach"][hook].as_str().unwrap_or("unsupported");
         assert_eq!(
             attached,

@@ -719,8 +719,39 @@ struct Run {
     binaries: Vec<BinaryRun>,
     /// From `TRACER-VM-RESULT` lines.
     cells: Vec<(String, Cell)>,
-    /// Why the guest ended without `TRACER-VM-DONE` (panic, hang, early exit).
-    problem: Option<String>,
+    /// Why the guest ended without `TRACER-VM-DONE`.
+    problem: Option<Problem>,
+}
+
+enum Problem {
+    Panic,
+    Hang(Duration),
+    /// qemu exited (with this status) before the guest finished the suite.
+    Stopped(String),
+}
+
+impl Problem {
+    /// For the matrix.
+    fn label(&self) -> &'static str {
+        match self {
+            Problem::Panic => "KERNEL PANIC",
+            Problem::Hang(_) => "HUNG",
+            Problem::Stopped(_) => "STOPPED EARLY",
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Problem::Panic => "the kernel panicked".to_owned(),
+            Problem::Hang(timeout) => format!(
+                "the guest hung: it did not power off within {} s",
+                timeout.as_secs()
+            ),
+            Problem::Stopped(status) => {
+                format!("the guest stopped before it finished the suite (qemu {status})")
+            }
+        }
+    }
 }
 
 /// One test binary in one mode: where its output starts and ends on the console.
@@ -841,10 +872,7 @@ fn boot(image: &KernelImage, initrd: &Path, work: &Path, modes: &[Mode]) -> Resu
         let line = match receive.recv_timeout(timeout.saturating_sub(started.elapsed())) {
             Ok(line) => line,
             Err(RecvTimeoutError::Timeout) => {
-                run.problem = Some(format!(
-                    "the guest hung: it did not power off within {} s",
-                    timeout.as_secs()
-                ));
+                run.problem = Some(Problem::Hang(timeout));
                 // Killing qemu ends its pipes, and so the forwarding threads.
                 child.kill().context("cannot kill qemu")?;
                 break;
@@ -897,11 +925,9 @@ fn boot(image: &KernelImage, initrd: &Path, work: &Path, modes: &[Mode]) -> Resu
         .iter()
         .any(|line| line.contains("Kernel panic - not syncing"))
     {
-        run.problem = Some("the kernel panicked".to_owned());
+        run.problem = Some(Problem::Panic);
     } else if run.problem.is_none() && !done {
-        run.problem = Some(format!(
-            "the guest stopped before it finished the suite (qemu {status})"
-        ));
+        run.problem = Some(Problem::Stopped(status.to_string()));
     }
     println!(
         "xtask: kernel {name} finished in {} s",
@@ -939,9 +965,7 @@ fn report_failures(run: &Run) {
             format!("failed {}", tests.join(", "))
         };
         eprintln!(
-            "
-vm-test: {kernel}, mode {}, {}: {what}
-{}",
+            "\nvm-test: {kernel}, mode {}, {}: {what}\n{}",
             binary.mode,
             binary.binary,
             excerpt.join("\n")
@@ -973,9 +997,8 @@ vm-test: {kernel}, mode {}, {}: {what}
         };
         let last = run.lines.len().saturating_sub(1);
         eprintln!(
-            "
-vm-test: {kernel}: {problem}{running}; the console's last lines:
-{}",
+            "\nvm-test: {kernel}: {}{running}; the console's last lines:\n{}",
+            problem.describe(),
             run.excerpt(0, last).join("\n")
         );
     }
@@ -991,7 +1014,7 @@ fn print_matrix(runs: &[Run], modes: &[Mode], total: Duration) {
     let mut rows = vec![{
         let mut header = vec!["kernel".to_owned()];
         header.extend(modes.iter().map(|mode| mode.name().to_owned()));
-        header.push("time".to_owned());
+        header.extend(["guest".to_owned(), "time".to_owned()]);
         header
     }];
     for run in runs {
@@ -1008,6 +1031,7 @@ fn print_matrix(runs: &[Run], modes: &[Mode], total: Duration) {
                 None => "NO RESULT".to_owned(),
             });
         }
+        row.push(run.problem.as_ref().map_or("ok", Problem::label).to_owned());
         row.push(format!("{} s", run.elapsed.as_secs()));
         rows.push(row);
     }

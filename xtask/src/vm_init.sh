@@ -6,7 +6,9 @@
 # kernel modules to load, dependencies first.
 
 /bin/busybox --install -s /bin
-# The host's iproute2/nftables tools (in /usr/sbin) win over busybox's smaller applets.
+# The tests find the host's iproute2/nftables tools (in /usr/sbin) before busybox's
+# smaller applets. (This shell runs its own applets first: name /usr/sbin/ip here for
+# what busybox's `ip` lacks.)
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root TMPDIR=/tmp
 # Panics in the tests print where they happened.

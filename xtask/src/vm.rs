@@ -14,9 +14,13 @@ use std::{
     fmt::Write as _,
     fs,
     io::{BufRead as _, BufReader, Read, Write as _},
+    num::NonZero,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::mpsc::{RecvTimeoutError, Sender, channel},
+    sync::{
+        Mutex,
+        mpsc::{RecvTimeoutError, Sender, channel},
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -105,7 +109,7 @@ impl Mode {
     }
 }
 
-/// Fetches the kernels, builds and packs the tests, boots every kernel in turn, prints
+/// Fetches the kernels, builds and packs the tests, boots every kernel, prints
 /// the matrix and fails when any cell failed.
 pub fn vm_test(kernels: &[Kernel], modes: &[Mode]) -> Result<()> {
     let kernels: BTreeSet<Kernel> = if kernels.is_empty() {
@@ -133,11 +137,38 @@ pub fn vm_test(kernels: &[Kernel], modes: &[Mode]) -> Result<()> {
     let binaries = build_binaries()?;
     let work = workspace_root().join("target/vm");
     let common = pack_common(&work, &binaries, &modes)?;
-    let mut runs = Vec::new();
-    for image in &images {
-        let initrd = pack_kernel(&work, image, &common)?;
-        runs.push(boot(image, &initrd, &work, &modes)?);
-    }
+    let guests = images
+        .iter()
+        .map(|image| Ok((image, pack_kernel(&work, image, &common)?)))
+        .collect::<Result<Vec<_>>>()?;
+    // A guest's vCPUs share one host thread (see `qemu`), so guests boot side by side,
+    // one per host core.
+    let jobs = thread::available_parallelism().map_or(1, NonZero::get);
+    let queue = Mutex::new(guests.iter());
+    let mut runs: Vec<Run> = thread::scope(|scope| {
+        let workers: Vec<_> = (0..jobs)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut runs = Vec::new();
+                    loop {
+                        let next = queue.lock().expect("no boot thread panics").next();
+                        let Some((image, initrd)) = next else {
+                            return Ok(runs);
+                        };
+                        runs.push(boot(image, initrd, &work, &modes)?);
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| worker.join().expect("no boot thread panics"))
+            .collect::<Result<Vec<Vec<Run>>>>()
+    })?
+    .into_iter()
+    .flatten()
+    .collect();
+    runs.sort_by_key(|run| run.kernel);
 
     for run in &runs {
         report_failures(run);
@@ -819,8 +850,20 @@ fn forward(pipe: impl Read + Send + 'static, lines: Sender<String>) {
 
 fn qemu(image: &KernelImage, initrd: &Path) -> Result<Child> {
     Command::new("qemu-system-x86_64")
-        // KVM is present on these machines but crashes guests: emulate.
-        .args(["-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "1024"])
+        // KVM is present on these machines but crashes guests: emulate. Multi-threaded
+        // TCG lets a vCPU run stale code while the kernel patches a jump label (attaching
+        // a tracepoint does) and the guest dies with "Oops: int3"; one thread for both
+        // vCPUs keeps code patching atomic for the guest.
+        .args([
+            "-accel",
+            "tcg,thread=single",
+            "-cpu",
+            "max",
+            "-smp",
+            "2",
+            "-m",
+            "1024",
+        ])
         .args(["-nographic", "-no-reboot"])
         .arg("-kernel")
         .arg(image.dir.join("vmlinuz"))

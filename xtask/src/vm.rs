@@ -300,36 +300,34 @@ fn debian_mirror() -> Result<String> {
         let Ok(text) = fs::read_to_string(&file) else {
             continue;
         };
-        for line in text.lines() {
-            let urls: Vec<&str> = if deb822 {
-                match line.strip_prefix("URIs:") {
-                    Some(uris) => uris.split_whitespace().collect(),
-                    None => continue,
-                }
-            } else if line.trim_start().starts_with("deb ") {
-                // `deb [options] URL suite components`
-                line.split_whitespace()
-                    .skip(1)
-                    .skip_while(|word| word.starts_with('['))
-                    .skip_while(|word| word.contains(']') && !word.contains("://"))
-                    .take(1)
-                    .collect()
-            } else {
-                continue;
-            };
-            if let Some(url) = urls
-                .into_iter()
-                .map(|url| url.trim_end_matches('/'))
-                .find(|url| url.contains("://") && url.ends_with("/debian"))
-            {
-                return Ok(url.to_owned());
-            }
+        if let Some(mirror) = mirror_in(&text, deb822) {
+            return Ok(mirror);
         }
     }
     bail!(
         "no Debian mirror (a URL ending in /debian) in /etc/apt/sources.list or \
          /etc/apt/sources.list.d: vm-test fetches kernels from the machine's own mirror"
     )
+}
+
+/// The first Debian mirror URL in an apt sources file, deb822 (`URIs: ...`) or one-line
+/// (`deb [options] URL suite components`) format.
+fn mirror_in(text: &str, deb822: bool) -> Option<String> {
+    text.lines()
+        .flat_map(|line| {
+            let urls = if deb822 {
+                line.strip_prefix("URIs:")
+            } else {
+                line.trim_start().strip_prefix("deb ")
+            };
+            // Options and suites hold no "://", URLs always do.
+            urls.into_iter()
+                .flat_map(str::split_whitespace)
+                .filter(|word| word.contains("://"))
+        })
+        .map(|url| url.trim_end_matches('/'))
+        .find(|url| url.ends_with("/debian"))
+        .map(str::to_owned)
 }
 
 /// An extracted kernel: `vmlinuz` and `lib/modules/<release>` (with `modules.dep`) in `dir`.
@@ -448,9 +446,14 @@ fn module_load_order(image: &KernelImage) -> Result<Vec<String>> {
         fs::read_to_string(dir.join(name))
             .with_context(|| format!("cannot read {}", dir.join(name).display()))
     };
-    let dep = read("modules.dep")?;
-    let builtin = read("modules.builtin")?;
-    // `kernel/net/core/foo.ko.xz: kernel/a.ko.xz kernel/b.ko.xz`; b is loaded before a.
+    load_order(&read("modules.dep")?, &read("modules.builtin")?, MODULES)
+        .with_context(|| format!("kernel {}", image.release))
+}
+
+/// The module files to load for `modules`, given `modules.dep` and `modules.builtin`.
+fn load_order(dep: &str, builtin: &str, modules: &[&str]) -> Result<Vec<String>> {
+    // `kernel/net/core/foo.ko.xz: kernel/a.ko.xz kernel/b.ko.xz` lists all of foo's
+    // dependencies, each after those it depends on: b is loaded first.
     let entries: Vec<(&str, Vec<&str>)> = dep
         .lines()
         .filter_map(|line| line.split_once(':'))
@@ -461,14 +464,14 @@ fn module_load_order(image: &KernelImage) -> Result<Vec<String>> {
         file.split(".ko").next().unwrap_or(file).replace('-', "_")
     };
     let mut order = Vec::new();
-    for &module in MODULES {
+    for &module in modules {
         if builtin.lines().any(|path| module_name(path) == module) {
             continue;
         }
-        let (path, deps) = entries
-            .iter()
-            .find(|(path, _)| module_name(path) == module)
-            .with_context(|| format!("kernel {} has no module {module}", image.release))?;
+        let Some((path, deps)) = entries.iter().find(|(path, _)| module_name(path) == module)
+        else {
+            bail!("no module {module} in modules.dep");
+        };
         for path in deps.iter().rev().chain([path]) {
             if !order.iter().any(|known| known == path) {
                 order.push((*path).to_owned());
@@ -1091,4 +1094,69 @@ fn print_matrix(runs: &[Run], modes: &[Mode], total: Duration) {
         println!("  {}", cells.join("  ").trim_end());
     }
     println!("total {} s", total.as_secs());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_debian_mirror_in_both_source_formats() {
+        let deb822 = "Types: deb\n\
+                      # http://snapshot.debian.org/archive/debian/20250520T000000Z\n\
+                      URIs: http://deb.debian.org/debian\n\
+                      Suites: bookworm bookworm-updates\n\n\
+                      Types: deb\n\
+                      URIs: http://deb.debian.org/debian-security\n";
+        assert_eq!(
+            mirror_in(deb822, true).as_deref(),
+            Some("http://deb.debian.org/debian")
+        );
+        let list = "deb http://security.debian.org/debian-security bookworm-security main\n\
+                    deb [arch=amd64 signed-by=/usr/share/keyrings/k.gpg] http://ftp.de.debian.org/debian/ bookworm main\n";
+        assert_eq!(
+            mirror_in(list, false).as_deref(),
+            Some("http://ftp.de.debian.org/debian")
+        );
+        assert_eq!(
+            mirror_in("deb https://example.org/apt stable main\n", false),
+            None
+        );
+    }
+
+    #[test]
+    fn loads_dependencies_first_and_skips_builtin_modules() {
+        let dep = "kernel/drivers/net/veth.ko.xz:\n\
+                   kernel/net/netfilter/nf_tables.ko.xz: kernel/net/netfilter/nfnetlink.ko.xz kernel/lib/libcrc32c.ko.xz\n\
+                   kernel/net/sched/sch_netem.ko.xz:\n";
+        let builtin = "kernel/net/ipv6/ipv6.ko\n";
+        assert_eq!(
+            load_order(dep, builtin, &["nf_tables", "ipv6", "veth"]).unwrap(),
+            [
+                "kernel/lib/libcrc32c.ko.xz",
+                "kernel/net/netfilter/nfnetlink.ko.xz",
+                "kernel/net/netfilter/nf_tables.ko.xz",
+                "kernel/drivers/net/veth.ko.xz",
+            ]
+        );
+        let error = load_order(dep, builtin, &["vxlan"]).unwrap_err();
+        assert_eq!(error.to_string(), "no module vxlan in modules.dep");
+    }
+
+    #[test]
+    fn reads_the_guest_result_lines() {
+        let line = "TRACER-VM-END mode=kprobe binary=test-state_changes exit=101 passed=5 failed=2";
+        assert_eq!(field(line, "binary"), Some("test-state_changes"));
+        assert_eq!(field(line, "exit"), Some("101"));
+        assert_eq!(count(line, "failed"), 2);
+        assert_eq!(field(line, "mod"), None);
+        let output: Vec<String> = [
+            "test a ... ok",
+            "test b::c ... FAILED",
+            "test d has been running for over 60 seconds",
+        ]
+        .map(str::to_owned)
+        .into();
+        assert_eq!(failed_tests(&output), ["b::c"]);
+    }
 }

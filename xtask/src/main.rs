@@ -1,6 +1,7 @@
 //! `cargo xtask`: set up, build, run and test tracer on a fresh Debian/Ubuntu machine.
 
 mod setup;
+mod vm;
 
 use std::{
     os::unix::process::CommandExt as _,
@@ -32,6 +33,16 @@ enum Task {
     /// Everything CI checks: formatting, clippy on both toolchains, unit and integration
     /// tests against the running kernel (needs root).
     Test,
+    /// Boot Debian's 5.10, 6.1 and 6.12 cloud kernels under qemu and run the tracer's
+    /// tests in each, once per attach mode; prints a kernel x mode matrix.
+    VmTest {
+        /// A kernel to test (repeat for several; default: all).
+        #[arg(long = "kernel", value_enum)]
+        kernels: Vec<vm::Kernel>,
+        /// An attach mode to test (repeat for several).
+        #[arg(long = "mode", value_enum, default_values_t = [vm::Mode::Tracepoint])]
+        modes: Vec<vm::Mode>,
+    },
 }
 
 pub fn workspace_root() -> PathBuf {
@@ -41,10 +52,13 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Runs `command` in the workspace root, failing with its command line when it fails.
+/// Runs `command` (in the workspace root unless it names a directory), failing with its
+/// command line when it fails.
 pub fn run(command: &mut Command) -> Result<()> {
+    if command.get_current_dir().is_none() {
+        command.current_dir(workspace_root());
+    }
     let status = command
-        .current_dir(workspace_root())
         .status()
         .with_context(|| format!("cannot start {command:?}"))?;
     if !status.success() {
@@ -106,6 +120,7 @@ fn main() -> ExitCode {
                 .with_context(|| format!("cannot run {}", binary.display()))
         }),
         Task::Test => test(),
+        Task::VmTest { kernels, modes } => vm::vm_test(&kernels, &modes),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

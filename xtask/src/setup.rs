@@ -63,8 +63,8 @@ fn is_root() -> bool {
         .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
 }
 
-fn missing_packages() -> Vec<&'static str> {
-    APT_PACKAGES
+fn missing_packages(packages: &[&'static str]) -> Vec<&'static str> {
+    packages
         .iter()
         .copied()
         .filter(|package| {
@@ -78,8 +78,9 @@ fn missing_packages() -> Vec<&'static str> {
         .collect()
 }
 
-fn ensure_packages() -> Result<()> {
-    let missing = missing_packages();
+/// Installs those of `packages` (Debian packages) that are missing, saying which.
+pub fn ensure_packages(packages: &[&'static str]) -> Result<()> {
+    let missing = missing_packages(packages);
     if missing.is_empty() {
         return Ok(());
     }
@@ -149,7 +150,7 @@ fn ensure_bpf_linker() -> Result<()> {
 
 /// Installs whatever is missing; quick when nothing is.
 pub fn ensure() -> Result<()> {
-    ensure_packages()?;
+    ensure_packages(APT_PACKAGES)?;
     ensure_nightly()?;
     ensure_bpf_linker()?;
     if !succeeds(Command::new("bpf-linker").arg("--version")) {

@@ -1,0 +1,78 @@
+#!/bin/busybox sh
+# PID 1 of a `cargo xtask vm-test` guest: prepare the kernel interfaces the tracer needs,
+# run every test binary once per attach mode, print machine-readable result lines on the
+# serial console (xtask parses the TRACER-VM-* lines), power off.
+# /etc/tracer-vm/config (written by xtask) sets MODES; /etc/tracer-vm/modules lists the
+# kernel modules to load, dependencies first.
+
+/bin/busybox --install -s /bin
+# The tests find the host's iproute2/nftables tools (in /usr/sbin) before busybox's
+# smaller applets. (This shell runs its own applets first: name /usr/sbin/ip here for
+# what busybox's `ip` lacks.)
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+export HOME=/root TMPDIR=/tmp
+# Panics in the tests print where they happened.
+export RUST_BACKTRACE=1
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tracefs tracefs /sys/kernel/tracing
+mount -t debugfs debugfs /sys/kernel/debug
+mount -t bpf bpf /sys/fs/bpf
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /dev/shm
+
+. /etc/tracer-vm/config
+kernel=$(uname -r)
+
+while read -r module; do
+    insmod "/lib/modules/$kernel/$module" || echo "TRACER-VM-ERROR cannot load module $module"
+done < /etc/tracer-vm/modules
+
+ip link set lo up
+# IPv6 tests connect to ::1, which the kernel adds to lo when it comes up; be sure.
+ip -6 addr show dev lo | grep -q '::1/128' || ip -6 addr add ::1/128 dev lo
+
+# Whether this kernel offers the hook interface of an attach mode at all (fentry needs
+# the kernel's BTF for the traced functions' types).
+supported() {
+    case "$1" in
+        tracepoint) [ -d /sys/kernel/tracing/events/sock/inet_sock_set_state ] ;;
+        kprobe) [ -e /sys/kernel/tracing/kprobe_events ] ;;
+        fentry) [ -e /sys/kernel/btf/vmlinux ] ;;
+        *) true ;;
+    esac
+}
+
+set -o pipefail
+for mode in $MODES; do
+    if ! supported "$mode"; then
+        echo "TRACER-VM-RESULT kernel=$kernel mode=$mode unsupported"
+        continue
+    fi
+    mode_passed=0
+    mode_failed=0
+    for test in /opt/tracer/tests/*; do
+        binary=${test##*/}
+        echo "TRACER-VM-BEGIN mode=$mode binary=$binary"
+        TRACER_BIN=/opt/tracer/tracer TRACER_ATTACH=$mode \
+            "$test" --test-threads="$(nproc)" 2>&1 | tee /tmp/test-output
+        status=$?
+        # libtest's summary line: "test result: ok. 7 passed; 0 failed; 0 ignored; ..."
+        summary=$(grep '^test result:' /tmp/test-output | tail -n 1)
+        passed=$(echo "$summary" | sed -n 's/.* \([0-9]*\) passed;.*/\1/p')
+        failed=$(echo "$summary" | sed -n 's/.* \([0-9]*\) failed;.*/\1/p')
+        passed=${passed:-0}
+        failed=${failed:-0}
+        # A binary that failed without a summary (crashed, killed) counts as one failure.
+        if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
+        echo "TRACER-VM-END mode=$mode binary=$binary exit=$status passed=$passed failed=$failed"
+        mode_passed=$((mode_passed + passed))
+        mode_failed=$((mode_failed + failed))
+    done
+    echo "TRACER-VM-RESULT kernel=$kernel mode=$mode passed=$mode_passed failed=$mode_failed"
+done
+echo "TRACER-VM-DONE kernel=$kernel"
+poweroff -f

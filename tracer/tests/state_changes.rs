@@ -98,11 +98,15 @@ fn assert_connection_traced(ip: &str, family: &str) {
                 assert_eq!(line["local"], client.to_string(), "{line}");
             }
         } else if sock == &server_close["sock"] {
-            assert_eq!(
-                (&line["local"], &line["remote"]),
-                (&server.to_string().into(), &client.to_string().into()),
-                "{line}"
-            );
+            assert_eq!(line["local"], server.to_string(), "{line}");
+            // Before 6.x the kernel clones the listener into SYN_RECV before it copies the
+            // peer's address in: that first line still has the listener's remote.
+            let remotes = if line["new_state"] == "SYN_RECV" {
+                vec![client.to_string(), unspecified.to_string()]
+            } else {
+                vec![client.to_string()]
+            };
+            assert!(remotes.iter().any(|r| line["remote"] == *r), "{line}");
         } else {
             assert_eq!(
                 sock, &listener_close["sock"],

@@ -10,6 +10,7 @@ pub mod btf;
 pub mod check;
 pub mod cli;
 pub mod clock;
+pub mod correlator;
 pub mod daemon;
 pub mod decode;
 pub mod event;

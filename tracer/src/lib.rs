@@ -19,5 +19,6 @@ pub mod kallsyms;
 pub mod kconfig;
 pub mod layout;
 pub mod preflight;
+pub mod pretty;
 pub mod reader;
 pub mod tracefs;

@@ -1337,10 +1337,15 @@ mod tests {
             remote: "0.0.0.0:0".parse().unwrap(),
         };
         let s = Side::server(0xb, 49320);
+        // Kernels before 6.x report the child's first state with the listener's remote.
+        let cloned = Side {
+            remote: listener.remote,
+            ..s.clone()
+        };
         let t = 1000 * MS;
         let record = one(&[
             listener.state_by(t - MS, Close, Listen, process(9862, "python3")),
-            s.state(t, Listen, SynRecv),
+            cloned.state(t, Listen, SynRecv),
             s.state(t + 8 * US, SynRecv, Established),
             s.turn(t + 100 * US, DataDirection::Received),
             s.turn(t + 300 * US, DataDirection::Sent),
@@ -1349,6 +1354,7 @@ mod tests {
             s.state(t + 3 * MS + 40 * US, LastAck, Close),
         ]);
         assert_eq!(record.role, Role::Server);
+        assert_eq!(record.remote, s.remote);
         assert_eq!(
             (record.pid, record.comm.as_deref()),
             (Some(9862), Some("python3"))

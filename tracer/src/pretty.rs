@@ -1,0 +1,525 @@
+//! A connection's story as a person would draw it: a flow graph in the style of
+//! Wireshark's, this host on the left, the peer on the right, one arrow per segment the
+//! events imply, with times relative to the connection's start.
+//!
+//! The kernel reports states, not segments, so the arrows are derived: a client's
+//! `CLOSE -> SYN_SENT` is a SYN out, its `SYN_SENT -> ESTABLISHED` a SYN-ACK in and an ACK
+//! out; a server's `LISTEN -> SYN_RECV` is drawn as the SYN in and the SYN-ACK out, at
+//! the time the kernel created the socket (when the handshake's last ACK arrived: the
+//! SYN came earlier, at a time the events do not tell); FINs and their ACKs follow the
+//! close states. A transition to CLOSE next to an RST draws no FIN: the RST explains it.
+//! Data turns are drawn as the request or the response, keepalive probes with their
+//! answer (an ACK without a time: it is inferred, see [`probe_fate`]) or "no answer".
+
+use std::io::{self, Write};
+
+use crate::{
+    correlator::{CloseInitiator, ConnectionRecord, KEPT_EVENTS, ProbeFate, Role, probe_fate},
+    event::{DataDirection, ResetDirection, RetransmitKind, TcpState, TraceEvent},
+};
+
+/// Width of the graph between its two bars.
+const GRAPH: usize = 36;
+/// Width of the time column (`+12345.678 ms`).
+const TIME: usize = 13;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// From this host to the peer.
+    Out,
+    In,
+}
+
+/// What a line is about, for its colour.
+#[derive(Clone, Copy)]
+enum Kind {
+    Handshake,
+    Data,
+    Keepalive,
+    Fin,
+    Reset,
+    Note,
+}
+
+impl Kind {
+    fn ansi(self) -> &'static str {
+        match self {
+            Self::Handshake => "\x1b[32m",
+            Self::Data => "\x1b[36m",
+            Self::Keepalive => "\x1b[33m",
+            Self::Fin => "\x1b[35m",
+            Self::Reset => "\x1b[1;31m",
+            Self::Note => "\x1b[2m",
+        }
+    }
+}
+
+const RESET_ANSI: &str = "\x1b[0m";
+
+/// One line of the graph: an arrow, or only a note between empty bars.
+struct Line {
+    /// Offset from the start in ns; `None` for an inferred segment.
+    at: Option<u64>,
+    arrow: Option<(Direction, String)>,
+    note: String,
+    kind: Kind,
+}
+
+impl Line {
+    fn arrow(at: u64, direction: Direction, label: &str, kind: Kind) -> Self {
+        Self {
+            at: Some(at),
+            arrow: Some((direction, label.to_owned())),
+            note: String::new(),
+            kind,
+        }
+    }
+
+    /// A segment the events imply without its time.
+    fn inferred(direction: Direction, label: &str, kind: Kind) -> Self {
+        Self {
+            at: None,
+            ..Self::arrow(0, direction, label, kind)
+        }
+    }
+
+    fn note(at: u64, note: String) -> Self {
+        Self {
+            at: Some(at),
+            arrow: None,
+            note,
+            kind: Kind::Note,
+        }
+    }
+
+    fn with_note(mut self, note: impl Into<String>) -> Self {
+        self.note = note.into();
+        self
+    }
+}
+
+/// Writes `record`'s timeline, from its kept events (see
+/// [`CorrelatorConfig::keep_events`](crate::correlator::CorrelatorConfig)); with `colour`,
+/// in ANSI colours.
+pub fn write_timeline(
+    out: &mut impl Write,
+    record: &ConnectionRecord,
+    colour: bool,
+) -> io::Result<()> {
+    let paint = |kind: Kind, text: &str| {
+        if colour && !text.is_empty() {
+            format!("{}{text}{RESET_ANSI}", kind.ansi())
+        } else {
+            text.to_owned()
+        }
+    };
+    let owner = match (&record.comm, record.pid) {
+        (Some(comm), Some(pid)) => format!(", {comm} (pid {pid})"),
+        _ => String::new(),
+    };
+    let role = match record.role {
+        Role::Client => "client",
+        Role::Server => "server",
+    };
+    let title = format!("connection {}: {role}{owner}", record.conn_id);
+    writeln!(
+        out,
+        "{}",
+        if colour {
+            format!("\x1b[1m{title}{RESET_ANSI}")
+        } else {
+            title
+        }
+    )?;
+    let local = record.local.to_string();
+    let remote = record.remote.to_string();
+    let width = (GRAPH + 2)
+        .saturating_sub(local.len())
+        .max(remote.len() + 1);
+    writeln!(out, "{:TIME$}  {local}{remote:>width$}", "")?;
+
+    // Where the omitted events were: after the lines of the kept first half.
+    let omitted_at = lines(record, KEPT_EVENTS / 2).len();
+    for (index, line) in lines(record, record.events.len()).iter().enumerate() {
+        if record.events_omitted > 0 && index == omitted_at {
+            let note = format!("... {} events not kept ...", record.events_omitted);
+            writeln!(out, "{:TIME$}  {}", "", paint(Kind::Note, &note))?;
+        }
+        let time = line.at.map(offset).unwrap_or_default();
+        let graph = match &line.arrow {
+            Some((direction, label)) => paint(line.kind, &arrow(*direction, label)),
+            None => " ".repeat(GRAPH),
+        };
+        let note = if line.note.is_empty() {
+            String::new()
+        } else {
+            format!("  {}", paint(Kind::Note, &line.note))
+        };
+        writeln!(out, "{time:>TIME$}  |{graph}|{note}")?;
+    }
+    writeln!(out, "{}", summary(record))
+}
+
+/// The lines of the first `count` kept events (each makes one or more).
+fn lines(record: &ConnectionRecord, count: usize) -> Vec<Line> {
+    use Direction::{In, Out};
+    use Kind::*;
+    use TcpState::*;
+    let events = &record.events;
+    let mut lines = Vec::new();
+    for (index, event) in events.iter().take(count).enumerate() {
+        let at = event.meta().boot_ns.saturating_sub(record.start_ns);
+        match event {
+            TraceEvent::StateChange(change) => {
+                let reset_next_to = |i: Option<usize>| {
+                    i.and_then(|i| events.get(i))
+                        .is_some_and(|event| matches!(event, TraceEvent::Reset(_)))
+                };
+                let by_reset =
+                    reset_next_to(index.checked_sub(1)) || reset_next_to(Some(index + 1));
+                let segments: &[(Direction, &str, Kind)] =
+                    match (change.old_state, change.new_state) {
+                        (Close, SynSent) => &[(Out, "SYN", Handshake)],
+                        (SynSent, Established) => {
+                            &[(In, "SYN-ACK", Handshake), (Out, "ACK", Handshake)]
+                        }
+                        (Listen | SynSent, SynRecv) => {
+                            &[(In, "SYN", Handshake), (Out, "SYN-ACK", Handshake)]
+                        }
+                        (SynRecv, Established) => &[(In, "ACK", Handshake)],
+                        (_, FinWait1) | (CloseWait, LastAck) => &[(Out, "FIN", Fin)],
+                        (FinWait1, FinWait2) | (Closing | LastAck, Close | TimeWait)
+                            if !by_reset =>
+                        {
+                            &[(In, "ACK", Fin)]
+                        }
+                        (Established, CloseWait) | (FinWait1, Closing) => {
+                            &[(In, "FIN", Fin), (Out, "ACK", Fin)]
+                        }
+                        (FinWait2, Close | TimeWait) if !by_reset => {
+                            &[(In, "FIN", Fin), (Out, "ACK", Fin)]
+                        }
+                        (FinWait1, Close | TimeWait) if !by_reset => {
+                            &[(In, "FIN-ACK", Fin), (Out, "ACK", Fin)]
+                        }
+                        _ => &[],
+                    };
+                let state = change.new_state.to_string();
+                match segments.split_last() {
+                    None => lines.push(Line::note(at, state)),
+                    Some((last, first)) => {
+                        for &(direction, label, kind) in first {
+                            lines.push(Line::arrow(at, direction, label, kind));
+                        }
+                        let (direction, label, kind) = *last;
+                        lines.push(Line::arrow(at, direction, label, kind).with_note(state));
+                    }
+                }
+            }
+            TraceEvent::Reset(reset) => {
+                let direction = match reset.direction {
+                    ResetDirection::Sent => Out,
+                    ResetDirection::Received => In,
+                };
+                let line = Line::arrow(at, direction, "RST", Reset);
+                lines.push(match &reset.reason {
+                    Some(reason) => line.with_note(reason.clone()),
+                    None => line,
+                });
+            }
+            TraceEvent::Retransmit(retransmit) => {
+                let label = match (retransmit.kind, &retransmit.tcp_flags) {
+                    (RetransmitKind::SynAck, _) => "SYN-ACK".to_owned(),
+                    (RetransmitKind::Segment, Some(flags)) if !flags.is_empty() => flags.join(","),
+                    (RetransmitKind::Segment, _) => "segment".to_owned(),
+                };
+                lines.push(Line::arrow(at, Out, &label, Note).with_note("retransmission"));
+            }
+            TraceEvent::KeepaliveProbe(probe) => {
+                let label = format!("keepalive #{}", probe.probe);
+                let fate = events[index + 1..].iter().find_map(probe_fate);
+                let line = Line::arrow(at, Out, &label, Keepalive);
+                if fate == Some(ProbeFate::Answered) {
+                    lines.push(line);
+                    lines.push(Line::inferred(In, "ACK", Keepalive).with_note("answered"));
+                } else {
+                    lines.push(line.with_note("no answer"));
+                }
+            }
+            TraceEvent::KeepaliveTimeout(timeout) => lines.push(Line::note(
+                at,
+                format!("keepalive timeout after {} probes", timeout.probe),
+            )),
+            TraceEvent::DataTurn(turn) => {
+                let (direction, label) = match (record.role, turn.direction) {
+                    (Role::Client, DataDirection::Sent) => (Out, "request"),
+                    (Role::Client, DataDirection::Received) => (In, "response"),
+                    (Role::Server, DataDirection::Received) => (In, "request"),
+                    (Role::Server, DataDirection::Sent) => (Out, "response"),
+                };
+                lines.push(Line::arrow(at, direction, label, Data));
+            }
+            TraceEvent::Accepted(accepted) => {
+                let by = match &accepted.meta.process {
+                    Some(process) => format!(" by {} (pid {})", process.comm, process.pid),
+                    None => String::new(),
+                };
+                lines.push(Line::note(at, format!("accepted{by}")));
+            }
+            TraceEvent::Existing(existing) => lines.push(Line::note(
+                at,
+                format!("{} when tracing started", existing.state),
+            )),
+            // Its figures are in the summary line.
+            TraceEvent::Summary(_) => {}
+        }
+    }
+    lines
+}
+
+/// `+12.345 ms`.
+fn offset(ns: u64) -> String {
+    format!("+{}.{:03} ms", ns / 1_000_000, ns / 1_000 % 1_000)
+}
+
+fn ms(us: u64) -> String {
+    format!("{}.{:03} ms", us / 1_000, us % 1_000)
+}
+
+/// `label` centred on a shaft of `GRAPH` characters with its head towards `direction`.
+fn arrow(direction: Direction, label: &str) -> String {
+    let label = format!(" {label} ");
+    let shaft = GRAPH.saturating_sub(label.chars().count() + 1);
+    let (left, right) = (shaft / 2, shaft - shaft / 2);
+    match direction {
+        Direction::Out => format!("{}{label}{}>", "-".repeat(left), "-".repeat(right)),
+        Direction::In => format!("<{}{label}{}", "-".repeat(left), "-".repeat(right)),
+    }
+}
+
+/// The record's figures in one line.
+fn summary(record: &ConnectionRecord) -> String {
+    let closed = match record.close_initiator {
+        CloseInitiator::Local => "closed by this host (FIN)",
+        CloseInitiator::Remote => "closed by the peer (FIN)",
+        CloseInitiator::ResetSent => "reset by this host",
+        CloseInitiator::ResetReceived => "reset by the peer",
+        CloseInitiator::KeepaliveTimeout => "killed by keepalive timeout",
+        CloseInitiator::Aborted => "aborted",
+        CloseInitiator::Unknown => "close not seen",
+    };
+    let mut parts = vec![
+        closed.to_owned(),
+        format!("lasted {}", ms(record.duration_us)),
+    ];
+    if let Some(handshake) = record.handshake_us {
+        parts.push(format!("handshake {}", ms(handshake)));
+    }
+    parts.push(match record.exchanges {
+        1 => "1 exchange".to_owned(),
+        n => format!("{n} exchanges"),
+    });
+    if let Some(idle) = record.idle_before_close_us {
+        parts.push(format!("idle {} before close", ms(idle)));
+    }
+    if let (Some(sent), Some(received)) = (record.bytes_sent, record.bytes_received) {
+        parts.push(format!("{sent} bytes sent, {received} received"));
+    }
+    if record.retransmits > 0 {
+        parts.push(format!("{} retransmits", record.retransmits));
+    }
+    format!("{:TIME$}  {}", "", parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::{
+        correlator::{Correlator, CorrelatorConfig, Output},
+        event::{
+            ConnectionSummary, DataTurn, EventMeta, Keepalive, KeepaliveSettings, Process, Reset,
+            StateChange,
+        },
+    };
+    use TcpState::*;
+
+    const MS: u64 = 1_000_000;
+    const US: u64 = 1_000;
+    const START: u64 = 5_000 * MS;
+
+    /// Events of one client socket, times in µs from `START`.
+    struct Client;
+
+    impl Client {
+        fn meta(at_us: u64) -> EventMeta {
+            let local: SocketAddr = "127.0.0.1:49320".parse().unwrap();
+            EventMeta {
+                boot_ns: START + at_us * US,
+                sock: 0xffff8881046d6f00,
+                process: (at_us == 0).then(|| Process {
+                    pid: 9904,
+                    comm: "curl".into(),
+                }),
+                local,
+                remote: "127.0.0.1:8191".parse().unwrap(),
+            }
+        }
+
+        fn state(at_us: u64, old_state: TcpState, new_state: TcpState) -> TraceEvent {
+            TraceEvent::StateChange(StateChange {
+                meta: Self::meta(at_us),
+                old_state,
+                new_state,
+            })
+        }
+
+        fn turn(at_us: u64, direction: DataDirection) -> TraceEvent {
+            TraceEvent::DataTurn(DataTurn {
+                meta: Self::meta(at_us),
+                direction,
+            })
+        }
+
+        fn probe(at_us: u64, probe: u8) -> TraceEvent {
+            TraceEvent::KeepaliveProbe(Keepalive {
+                meta: Self::meta(at_us),
+                probe,
+                settings: KeepaliveSettings {
+                    idle_ms: Some(1000),
+                    interval_ms: Some(1000),
+                    probes: 3,
+                },
+            })
+        }
+
+        fn reset(at_us: u64, direction: ResetDirection, reason: &str) -> TraceEvent {
+            TraceEvent::Reset(Reset {
+                meta: Self::meta(at_us),
+                direction,
+                reason: Some(reason.into()),
+                state: Some(Established),
+            })
+        }
+
+        fn summary(at_us: u64, last_data_us: u64) -> TraceEvent {
+            TraceEvent::Summary(ConnectionSummary {
+                meta: Self::meta(at_us),
+                bytes_sent: 156,
+                bytes_received: 2048,
+                retransmits: 0,
+                srtt_us: 40,
+                netns: 4026531840,
+                last_data_ns: Some(START + last_data_us * US),
+            })
+        }
+    }
+
+    fn timeline(events: &[TraceEvent]) -> String {
+        let (plain, coloured) = timelines(events);
+        assert_eq!(strip_ansi(&coloured), plain);
+        assert_ne!(coloured, plain);
+        plain
+    }
+
+    fn strip_ansi(text: &str) -> String {
+        let mut plain = String::new();
+        let mut rest = text;
+        while let Some(start) = rest.find('\x1b') {
+            plain.push_str(&rest[..start]);
+            let end = rest[start..].find('m').unwrap();
+            rest = &rest[start + end + 1..];
+        }
+        plain + rest
+    }
+
+    /// `events`' one record, plain and in colour.
+    fn timelines(events: &[TraceEvent]) -> (String, String) {
+        let mut correlator = Correlator::new(CorrelatorConfig {
+            keep_events: true,
+            ..CorrelatorConfig::default()
+        });
+        let mut records = Vec::new();
+        for event in events {
+            correlator.observe(event, &mut |output| records.push(output));
+        }
+        correlator.reap(u64::MAX, &mut |output| records.push(output));
+        let [Output::Connection(record)] = &records[..] else {
+            panic!("{records:#?}");
+        };
+        let render = |colour| {
+            let mut text = Vec::new();
+            write_timeline(&mut text, record, colour).unwrap();
+            String::from_utf8(text).unwrap()
+        };
+        (render(false), render(true))
+    }
+
+    #[test]
+    fn client_keep_alive_story() {
+        use DataDirection::*;
+        let text = timeline(&[
+            Client::state(0, Close, SynSent),
+            Client::state(150, SynSent, Established),
+            Client::turn(200, Sent),
+            Client::turn(1_200, Received),
+            Client::turn(10_000, Sent),
+            Client::probe(1_010_000, 1),
+            Client::turn(1_500_000, Received),
+            // The server closes the idle connection; the client follows.
+            Client::state(6_500_000, Established, CloseWait),
+            Client::summary(6_500_100, 1_500_000),
+            Client::state(6_500_100, CloseWait, LastAck),
+            Client::state(6_500_150, LastAck, Close),
+        ]);
+        let expected = "\
+connection 1: client, curl (pid 9904)
+               127.0.0.1:49320         127.0.0.1:8191
+    +0.000 ms  |--------------- SYN --------------->|  SYN_SENT
+    +0.150 ms  |<------------- SYN-ACK -------------|
+    +0.150 ms  |--------------- ACK --------------->|  ESTABLISHED
+    +0.200 ms  |------------- request ------------->|
+    +1.200 ms  |<------------ response -------------|
+   +10.000 ms  |------------- request ------------->|
+ +1010.000 ms  |---------- keepalive #1 ----------->|
+               |<--------------- ACK ---------------|  answered
+ +1500.000 ms  |<------------ response -------------|
+ +6500.000 ms  |<--------------- FIN ---------------|
+ +6500.000 ms  |--------------- ACK --------------->|  CLOSE_WAIT
+ +6500.100 ms  |--------------- FIN --------------->|  LAST_ACK
+ +6500.150 ms  |<--------------- ACK ---------------|  CLOSE
+               closed by the peer (FIN), lasted 6500.150 ms, handshake 0.150 ms, 2 exchanges, idle 5000.000 ms before close, 156 bytes sent, 2048 received
+";
+        assert_eq!(text, expected, "\n{text}");
+    }
+
+    #[test]
+    fn reset_story() {
+        use DataDirection::*;
+        // The server dies with the request unread: its kernel answers with an RST.
+        let text = timeline(&[
+            Client::state(0, Close, SynSent),
+            Client::state(150, SynSent, Established),
+            Client::turn(200, Sent),
+            Client::probe(2_000_000, 1),
+            Client::probe(3_000_000, 2),
+            Client::reset(3_000_050, ResetDirection::Received, "NOT_SPECIFIED"),
+            Client::state(3_000_050, Established, Close),
+        ]);
+        let expected = "\
+connection 1: client, curl (pid 9904)
+               127.0.0.1:49320         127.0.0.1:8191
+    +0.000 ms  |--------------- SYN --------------->|  SYN_SENT
+    +0.150 ms  |<------------- SYN-ACK -------------|
+    +0.150 ms  |--------------- ACK --------------->|  ESTABLISHED
+    +0.200 ms  |------------- request ------------->|
+ +2000.000 ms  |---------- keepalive #1 ----------->|  no answer
+ +3000.000 ms  |---------- keepalive #2 ----------->|  no answer
+ +3000.050 ms  |<--------------- RST ---------------|  NOT_SPECIFIED
+ +3000.050 ms  |                                    |  CLOSE
+               reset by the peer, lasted 3000.050 ms, handshake 0.150 ms, 0 exchanges, idle 2999.850 ms before close
+";
+        assert_eq!(text, expected, "\n{text}");
+    }
+}

@@ -15,7 +15,7 @@ use aya_ebpf::{
     maps::PerCpuArray,
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
 };
-use tracer_common::{Endpoints, EventKind, Keepalive, KeepaliveSettings, TCP_CLOSE, TimerLayout};
+use tracer_common::{EventKind, Keepalive, TCP_CLOSE, TimerLayout};
 
 use crate::{
     filter::is_traced_connection,
@@ -33,7 +33,9 @@ static TIMER_LAYOUT: TimerLayout = TimerLayout {
 };
 
 /// The socket as it was when the callback began. Timer callbacks do not nest on a CPU,
-/// so one slot per CPU is enough.
+/// so one slot per CPU is enough. Explicit padding: older verifiers (5.10) refuse
+/// programs that copy uninitialised stack bytes.
+#[repr(C)]
 #[derive(Clone, Copy)]
 struct Pending {
     /// The `timer_list` being run, 0 when the slot is free.
@@ -41,8 +43,9 @@ struct Pending {
     sock: u64,
     probes_out: u8,
     state: u8,
-    endpoints: Endpoints,
-    settings: KeepaliveSettings,
+    _pad: [u8; 6],
+    /// The event to send, but for its probe number.
+    event: Keepalive,
 }
 
 #[map(name = "KEEPALIVE_PENDING")]
@@ -54,6 +57,7 @@ fn timer_layout() -> TimerLayout {
 }
 
 /// `tcp_keepalive_timer(timer)` is starting.
+#[inline(always)]
 fn begin(timer: u64) {
     let sock = timer - u64::from(kernel::field!(sk_timer).offset);
     let Some(endpoints) = sock_endpoints(sock) else {
@@ -76,8 +80,13 @@ fn begin(timer: u64) {
                 sock,
                 probes_out: probes_out as u8,
                 state,
-                endpoints,
-                settings: keepalive_settings(sock),
+                _pad: [0; 6],
+                event: Keepalive {
+                    endpoints,
+                    settings: keepalive_settings(sock),
+                    probe: 0,
+                    _pad: [0; 7],
+                },
             }
         };
     }
@@ -85,17 +94,17 @@ fn begin(timer: u64) {
 
 /// The callback of `timer` (or, from a kretprobe that cannot see it, of whatever
 /// [`begin`] recorded) has returned.
+#[inline(always)]
 fn end(timer: Option<u64>) {
     let Some(slot) = PENDING.get_ptr_mut(0) else {
         return;
     };
-    // SAFETY: this CPU's slot.
-    let pending = unsafe { *slot };
+    // SAFETY: this CPU's slot, read in place rather than copied to the small stack.
+    let pending = unsafe { &mut *slot };
     if pending.timer == 0 || timer.is_some_and(|timer| timer != pending.timer) {
         return;
     }
-    // SAFETY: as above.
-    unsafe { (*slot).timer = 0 };
+    pending.timer = 0;
     // The socket stays allocated: the timer holds a reference until after this point.
     let probes_out = read_uint(pending.sock, kernel::field!(icsk_probes_out)).unwrap_or(0) as u8;
     let state = sock_state(pending.sock).unwrap_or(pending.state);
@@ -106,16 +115,8 @@ fn end(timer: Option<u64>) {
     } else {
         return;
     };
-    emit(
-        kind,
-        pending.sock,
-        Keepalive {
-            endpoints: pending.endpoints,
-            settings: pending.settings,
-            probe,
-            _pad: [0; 7],
-        },
-    );
+    pending.event.probe = probe;
+    emit(kind, pending.sock, pending.event);
 }
 
 #[tracepoint]

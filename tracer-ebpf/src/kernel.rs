@@ -1,7 +1,9 @@
 //! Reading kernel structs (socket, network namespace, skb) at the offsets the daemon
 //! resolved from the running kernel's BTF: nothing here knows a struct layout.
 
-use aya_ebpf::helpers::bpf_probe_read_kernel;
+use core::ffi::c_void;
+
+use aya_ebpf::helpers::{bpf_probe_read_kernel, generated};
 use tracer_common::{AF_INET, AF_INET6, Endpoints, KeepaliveSettings, KernelField, KernelLayout};
 
 /// Set by the daemon before load.
@@ -47,18 +49,20 @@ macro_rules! field {
 pub(crate) use field;
 
 /// An unsigned integer field of the struct at `base`; `None` when absent or unreadable.
+///
+/// One read of `size` bytes into the low bytes of a zeroed u64 (BPF is little-endian
+/// here), rather than a typed read per size: LLVM merged those branches into code that
+/// used a register the failed-read path never set, which the verifier rejects.
 pub fn read_uint(base: u64, field: KernelField) -> Option<u64> {
-    let at = (base + u64::from(field.offset)) as *const u8;
-    // SAFETY (all arms): bpf_probe_read_kernel checks the address.
-    unsafe {
-        match field.size {
-            1 => bpf_probe_read_kernel(at).ok().map(u64::from),
-            2 => bpf_probe_read_kernel(at.cast::<u16>()).ok().map(u64::from),
-            4 => bpf_probe_read_kernel(at.cast::<u32>()).ok().map(u64::from),
-            8 => bpf_probe_read_kernel(at.cast::<u64>()).ok(),
-            _ => None,
-        }
+    let size = field.size & 0xf;
+    if size == 0 || size > 8 {
+        return None;
     }
+    let mut value: u64 = 0;
+    let at = (base + u64::from(field.offset)) as *const c_void;
+    // SAFETY: `value` has room for `size` <= 8 bytes; the helper checks `at`.
+    let status = unsafe { generated::bpf_probe_read_kernel((&raw mut value).cast(), size, at) };
+    (status == 0).then_some(value)
 }
 
 fn read_bytes<const N: usize>(base: u64, field: KernelField) -> Option<[u8; N]> {

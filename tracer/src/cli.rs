@@ -32,6 +32,55 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Read recorded JSON lines (a trace's events) and show them through the same
+    /// correlator and formats, e.g. a trace captured on a server, read elsewhere.
+    Replay {
+        /// The recorded trace; `-` for standard input.
+        file: PathBuf,
+
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
+
+/// What to show, and how.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct OutputArgs {
+    /// Kernel events, finished connections (one record each), or both.
+    #[arg(long, value_enum, default_value_t = Emit::All)]
+    pub emit: Emit,
+
+    /// JSON lines, or a timeline per connection for people (coloured on a terminal).
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    pub format: Format,
+
+    /// Open connections tracked at most; beyond, the least recently active is reported
+    /// as evicted.
+    #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Emit {
+    Events,
+    Connections,
+    All,
+}
+
+impl Emit {
+    pub fn events(self) -> bool {
+        self != Emit::Connections
+    }
+
+    pub fn connections(self) -> bool {
+        self != Emit::Events
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Json,
+    Pretty,
 }
 
 #[derive(Debug, Args)]
@@ -51,9 +100,12 @@ pub struct TraceArgs {
     #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
     pub attach: AttachMode,
 
-    /// Write JSON lines to FILE instead of standard output.
+    /// Write to FILE instead of standard output.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub show: OutputArgs,
 }
 
 impl TraceArgs {
@@ -118,6 +170,24 @@ mod tests {
             parse(&["check", "--json"]).unwrap().command,
             Some(Command::Check { json: true })
         ));
+        let Some(Command::Replay { file, output }) = parse(&[
+            "replay",
+            "trace.json",
+            "--format",
+            "pretty",
+            "--emit",
+            "connections",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not a replay");
+        };
+        assert_eq!(file, PathBuf::from("trace.json"));
+        assert_eq!(
+            (output.format, output.emit),
+            (Format::Pretty, Emit::Connections)
+        );
     }
 
     #[test]

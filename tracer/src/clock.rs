@@ -20,6 +20,11 @@ fn nanos(clock: ClockId) -> i128 {
     i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
 }
 
+/// The boot clock now, as eBPF's `bpf_ktime_get_boot_ns` reads it.
+pub fn boot_now_ns() -> u64 {
+    nanos(ClockId::Boottime) as u64
+}
+
 impl WallClock {
     /// Reads both clocks now. The realtime read sits between two boottime reads and is
     /// paired with their midpoint, halving the error a preemption could add.

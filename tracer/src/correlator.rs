@@ -246,7 +246,7 @@ fn display<T: std::fmt::Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok
 }
 
 fn hex<S: Serializer>(value: &u64, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&format_args!("{value:#x}"))
+    s.collect_str(&format_args!("{value:#018x}"))
 }
 
 /// What an event says about the keepalive probe sent before it, if anything.
@@ -705,6 +705,9 @@ pub struct Correlator {
     /// Parallel to `slab` when `keep_events`, else empty.
     kept: Vec<KeptEvents>,
     by_sock: HashMap<u64, u32, BuildHasherDefault<SockHasher>>,
+    /// Records of connections read from sock_diag, which gives no kernel socket address:
+    /// by (local, remote) until their first event names the socket.
+    unbound: HashMap<(SocketAddr, SocketAddr), u32>,
     /// Least recently active first.
     lru_head: u32,
     lru_tail: u32,
@@ -728,6 +731,7 @@ impl Correlator {
             slab: Vec::new(),
             kept: Vec::new(),
             by_sock: HashMap::default(),
+            unbound: HashMap::new(),
             lru_head: NIL,
             lru_tail: NIL,
             free_head: NIL,
@@ -753,13 +757,16 @@ impl Correlator {
     pub fn observe(&mut self, event: &TraceEvent, out: &mut impl FnMut(Output)) {
         let meta = event.meta();
         self.flush_closed(meta.boot_ns, out);
+        if meta.sock != 0 && !self.unbound.is_empty() && !self.by_sock.contains_key(&meta.sock) {
+            self.bind(meta);
+        }
         match event {
             TraceEvent::StateChange(change) => self.state_change(event, change, out),
             TraceEvent::Existing(existing) => {
                 if existing.state == TcpState::Listen {
                     self.add_listener(meta);
-                } else if meta.sock == 0
-                    || self.by_sock.contains_key(&meta.sock)
+                } else if self.by_sock.contains_key(&meta.sock)
+                    || self.unbound.contains_key(&(meta.local, meta.remote))
                     || matches!(
                         existing.state,
                         TcpState::Close | TcpState::TimeWait | TcpState::NewSynRecv
@@ -779,6 +786,14 @@ impl Correlator {
                 }
                 _ => self.stats.ignored_events += 1,
             },
+        }
+    }
+
+    /// Gives an existing connection's record the kernel address its first event names.
+    fn bind(&mut self, meta: &EventMeta) {
+        if let Some(slot) = self.unbound.remove(&(meta.local, meta.remote)) {
+            self.slab[slot as usize].sock = meta.sock;
+            self.by_sock.insert(meta.sock, slot);
         }
     }
 
@@ -963,7 +978,11 @@ impl Correlator {
                 conn.set_owner_arc(owner, OwnerRank::Listener);
             }
         }
-        self.by_sock.insert(meta.sock, slot);
+        if meta.sock == 0 {
+            self.unbound.insert((meta.local, meta.remote), slot);
+        } else {
+            self.by_sock.insert(meta.sock, slot);
+        }
         self.link_newest(slot);
         self.open += 1;
         slot
@@ -986,7 +1005,11 @@ impl Correlator {
         self.unlink(slot);
         self.slab[slot as usize].next = self.free_head;
         self.free_head = slot;
-        self.by_sock.remove(&sock);
+        if sock == 0 {
+            self.unbound.remove(&(record.local, record.remote));
+        } else {
+            self.by_sock.remove(&sock);
+        }
         self.open -= 1;
         out(match (closed, unfinished) {
             (true, _) => Output::Connection(record),
@@ -1762,6 +1785,39 @@ mod tests {
         assert_eq!(client.close_initiator, CloseInitiator::Local);
         assert_eq!(client.idle_before_close_us, None);
         assert_eq!(stats.ignored_events, 1);
+    }
+
+    #[test]
+    fn sock_diag_connections_bind_to_their_first_event_by_address() {
+        let c = Side::client(0xa, 49320);
+        let other = Side::client(0xc, 49321);
+        let unbound = |side: &Side| {
+            let mut event = side.existing(MS, Established);
+            let TraceEvent::Existing(existing) = &mut event else {
+                unreachable!()
+            };
+            existing.meta.sock = 0;
+            event
+        };
+        let (outputs, stats) = run_with(
+            config(16),
+            &[
+                unbound(&c),
+                unbound(&other),
+                unbound(&c),
+                c.state(4 * MS, Established, FinWait1),
+                c.state(4 * MS, FinWait1, FinWait2),
+                c.state(5 * MS, FinWait2, Close),
+            ],
+        );
+        let [Output::Connection(client), Output::Reaped(still_open)] = &outputs[..] else {
+            panic!("{outputs:#?}");
+        };
+        assert_eq!((still_open.sock, still_open.local), (0, other.local));
+        assert_eq!(client.sock, 0xa);
+        assert!(!client.observed_from_start);
+        assert_eq!(client.close_initiator, CloseInitiator::Local);
+        assert_eq!(stats.ignored_events, 1, "the repeated existing connection");
     }
 
     #[test]

@@ -1,15 +1,10 @@
-//! `tracer --port N`: attach, then move every ring buffer record through decode and the
-//! sinks until SIGINT or SIGTERM, then drain what is left and exit.
+//! `tracer --port N`: attach, then move every ring buffer record through decode, the
+//! correlator and the sink until SIGINT or SIGTERM, then drain what is left and exit.
 
-use std::{
-    collections::BTreeMap,
-    fs::File,
-    io::{self, BufWriter, Write},
-    os::fd::AsRawFd,
-    time::Duration,
-};
+use std::{collections::BTreeMap, io, os::fd::AsRawFd, time::Duration};
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
+use aya::maps::{MapData, RingBuf};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
@@ -17,61 +12,54 @@ use tokio::{
 
 use crate::{
     attach::{self, Probes},
-    cli::TraceArgs,
-    clock::WallClock,
+    cli::{Format, TraceArgs},
+    clock::{self, WallClock},
     decode::Decoder,
-    json::JsonSink,
+    event::TraceEvent,
+    existing,
+    pipeline::Pipeline,
     preflight,
     reader::{LossCounter, drain},
+    sink::{self, Sink},
 };
 
-/// How often the loss counter is read and the wall-clock offset resampled.
+/// How often the loss counter is read, the wall-clock offset resampled and finished
+/// connections written out.
 const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(1);
 
-fn open_output(args: &TraceArgs) -> Result<Box<dyn Write>> {
-    Ok(match &args.output {
-        Some(path) => Box::new(
-            File::create(path).with_context(|| format!("cannot write to {}", path.display()))?,
-        ),
-        None => Box::new(io::stdout()),
-    })
+type LivePipeline = Pipeline<Box<dyn Sink>>;
+
+/// Decodes every waiting record into the pipeline; undecodable ones are counted by reason
+/// and reported after the batch.
+fn drain_ring(
+    pipeline: &mut LivePipeline,
+    decoder: &Decoder,
+    ring: &mut RingBuf<MapData>,
+) -> io::Result<()> {
+    let mut result = Ok(());
+    let mut undecodable: BTreeMap<String, u64> = BTreeMap::new();
+    drain(ring, |record| {
+        if result.is_err() {
+            return;
+        }
+        match decoder.decode(record) {
+            Ok(event) => result = pipeline.event(&event),
+            Err(error) => *undecodable.entry(error.to_string()).or_default() += 1,
+        }
+    });
+    result?;
+    for (reason, count) in undecodable {
+        pipeline.sink.undecodable(count, &reason)?;
+    }
+    pipeline.sink.flush()
 }
 
-/// Decodes records and writes them out, counting the ones that cannot be decoded.
-struct Pipeline<W: Write> {
-    decoder: Decoder,
-    sink: JsonSink<W>,
-    clock: WallClock,
-}
-
-impl<W: Write> Pipeline<W> {
-    fn drain(&mut self, ring: &mut aya::maps::RingBuf<aya::maps::MapData>) -> io::Result<()> {
-        let mut result = Ok(());
-        let mut undecodable: BTreeMap<String, u64> = BTreeMap::new();
-        drain(ring, |record| {
-            if result.is_err() {
-                return;
-            }
-            match self.decoder.decode(record) {
-                Ok(event) => result = self.sink.event(self.clock, &event),
-                Err(error) => *undecodable.entry(error.to_string()).or_default() += 1,
-            }
-        });
-        result?;
-        for (reason, count) in undecodable {
-            self.sink.undecodable(count, &reason)?;
-        }
-        self.sink.flush()
+fn report_lost(pipeline: &mut LivePipeline, losses: &mut LossCounter) -> Result<()> {
+    let lost = losses.take_new()?;
+    if lost > 0 {
+        pipeline.sink.lost(lost)?;
     }
-
-    fn report_lost(&mut self, losses: &mut LossCounter) -> Result<()> {
-        let lost = losses.take_new()?;
-        if lost > 0 {
-            self.sink.lost(lost)?;
-            self.sink.flush()?;
-        }
-        Ok(())
-    }
+    Ok(())
 }
 
 /// Registers a map's file descriptor with tokio to await readability.
@@ -82,9 +70,26 @@ fn watch<T: AsRawFd>(map: T) -> io::Result<AsyncFd<T>> {
         .map_err(|e| e.into_parts().1)
 }
 
+/// Connections open before tracing started become records too. Without sock_diag their
+/// later events are reported as events but form no record, which is worth a warning, not
+/// a refusal to trace.
+fn read_existing(pipeline: &mut LivePipeline, ports: &[u16]) -> io::Result<()> {
+    match existing::connections(ports, clock::boot_now_ns()) {
+        Ok(connections) => {
+            for connection in connections {
+                pipeline.event(&TraceEvent::Existing(connection))?;
+            }
+        }
+        Err(error) => eprintln!(
+            "tracer: warning: cannot read the connections already open ({error:#}): they will have no connection record"
+        ),
+    }
+    Ok(())
+}
+
 pub async fn run(args: TraceArgs) -> Result<()> {
     let ports = args.ports();
-    let out = open_output(&args)?;
+    let sink = sink::open(args.output.as_deref(), args.show.format)?;
     preflight::check_privileges()?;
     let kernel = preflight::kernel_release();
     preflight::check_kernel(&kernel)?;
@@ -97,6 +102,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         units,
         ebpf: _attached,
     } = attach::attach(args.attach, &ports)?;
+    let decoder = Decoder::new(units);
     let mut losses = LossCounter::new(lost);
     let mut ring = watch(events)?;
     let mut logger = logger.map(watch).transpose()?;
@@ -104,7 +110,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING_PERIOD);
 
-    let plan_text: Vec<String> = plan
+    let hooks: Vec<String> = plan
         .attach
         .iter()
         .map(|(hook, how)| format!("{hook}: {how}"))
@@ -114,31 +120,26 @@ pub async fn run(args: TraceArgs) -> Result<()> {
                 .map(|hook| format!("{hook}: unsupported")),
         )
         .collect();
+    let port_list: Vec<String> = ports.iter().map(u16::to_string).collect();
     eprintln!(
         "tracer: tracing TCP port(s) {} on kernel {kernel} ({})",
-        ports
-            .iter()
-            .map(u16::to_string)
-            .collect::<Vec<_>>()
-            .join(", "),
-        plan_text.join(", ")
+        port_list.join(", "),
+        hooks.join(", ")
     );
     for (hook, why) in &plan.unsupported {
         eprintln!("tracer: warning: no {hook} events on this kernel ({why})");
     }
-    let mut pipeline = Pipeline {
-        decoder: Decoder::new(units),
-        sink: JsonSink::new(BufWriter::new(out)),
-        clock: WallClock::sample(),
-    };
+    let pretty = args.show.format == Format::Pretty;
+    let mut pipeline = Pipeline::new(&args.show, pretty, sink, WallClock::sample());
     pipeline.sink.tracer_start(&kernel, &plan, &ports)?;
+    read_existing(&mut pipeline, &ports)?;
     pipeline.sink.flush()?;
 
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                pipeline.drain(guard.get_inner_mut())?;
+                drain_ring(&mut pipeline, &decoder, guard.get_inner_mut())?;
                 guard.clear_ready();
             }
             guard = async {
@@ -153,12 +154,15 @@ pub async fn run(args: TraceArgs) -> Result<()> {
             }
             _ = housekeeping.tick() => {
                 pipeline.clock = WallClock::sample();
-                pipeline.report_lost(&mut losses)?;
+                report_lost(&mut pipeline, &mut losses)?;
+                pipeline.reap(clock::boot_now_ns())?;
+                pipeline.sink.flush()?;
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
     }
-    pipeline.drain(ring.get_mut())?;
-    pipeline.report_lost(&mut losses)
+    drain_ring(&mut pipeline, &decoder, ring.get_mut())?;
+    report_lost(&mut pipeline, &mut losses)?;
+    Ok(pipeline.finish()?)
 }

@@ -12,11 +12,13 @@ use serde::Serialize;
 use crate::{
     attach::AttachPlan,
     clock::WallClock,
+    correlator::ConnectionRecord,
     event::{
         Accepted, ConnectionSummary, DataDirection, DataTurn, EventMeta, Existing, Keepalive,
         KeepaliveSettings, Reset, ResetDirection, Retransmit, RetransmitKind, StateChange,
         TcpState, TraceEvent,
     },
+    sink::{RecordEnd, Sink, StopSummary},
 };
 
 #[derive(Serialize)]
@@ -118,6 +120,25 @@ struct ExistingDetails {
 }
 
 #[derive(Serialize)]
+struct ConnectionLine<'a> {
+    ts: String,
+    event: &'static str,
+    record: RecordEnd,
+    start: String,
+    end: String,
+    #[serde(flatten)]
+    connection: &'a ConnectionRecord,
+}
+
+#[derive(Serialize)]
+struct TracerStopLine<'a> {
+    ts: String,
+    event: &'static str,
+    #[serde(flatten)]
+    summary: &'a StopSummary,
+}
+
+#[derive(Serialize)]
 struct CountLine<'a> {
     ts: String,
     event: &'static str,
@@ -144,34 +165,21 @@ impl<W: Write> JsonSink<W> {
         Self { out }
     }
 
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+
     fn line(&mut self, line: &impl Serialize) -> io::Result<()> {
         serde_json::to_writer(&mut self.out, line)?;
         self.out.write_all(b"\n")
     }
 
-    /// The first line: what was attached how, on which kernel, for which ports.
-    pub fn tracer_start(
-        &mut self,
-        kernel: &str,
-        plan: &AttachPlan,
-        ports: &[u16],
-    ) -> io::Result<()> {
-        self.line(&TracerStartLine {
-            ts: now(),
-            event: "tracer_start",
-            version: env!("CARGO_PKG_VERSION"),
-            kernel,
-            plan,
-            ports,
-        })
-    }
-
-    fn event_line(
+    fn event_line<T: Serialize>(
         &mut self,
         clock: WallClock,
         event: &'static str,
         meta: &EventMeta,
-        details: impl Serialize,
+        details: T,
     ) -> io::Result<()> {
         let EventMeta {
             boot_ns,
@@ -193,7 +201,45 @@ impl<W: Write> JsonSink<W> {
         })
     }
 
-    pub fn event(&mut self, clock: WallClock, event: &TraceEvent) -> io::Result<()> {
+    fn data_turn(&mut self, clock: WallClock, turn: &DataTurn) -> io::Result<()> {
+        let direction = match turn.direction {
+            DataDirection::Sent => "sent",
+            DataDirection::Received => "received",
+        };
+        self.event_line(
+            clock,
+            "data_turn",
+            &turn.meta,
+            DataTurnDetails { direction },
+        )
+    }
+
+    fn summary(&mut self, clock: WallClock, summary: &ConnectionSummary) -> io::Result<()> {
+        let details = SummaryDetails {
+            bytes_sent: summary.bytes_sent,
+            bytes_received: summary.bytes_received,
+            retransmits: summary.retransmits,
+            srtt_us: summary.srtt_us,
+            netns: summary.netns,
+            last_data_ts: summary.last_data_ns.map(|ns| clock.rfc3339(ns)),
+        };
+        self.event_line(clock, "close_summary", &summary.meta, details)
+    }
+}
+
+impl<W: Write> Sink for JsonSink<W> {
+    fn tracer_start(&mut self, kernel: &str, plan: &AttachPlan, ports: &[u16]) -> io::Result<()> {
+        self.line(&TracerStartLine {
+            ts: now(),
+            event: "tracer_start",
+            version: env!("CARGO_PKG_VERSION"),
+            kernel,
+            plan,
+            ports,
+        })
+    }
+
+    fn event(&mut self, clock: WallClock, event: &TraceEvent) -> io::Result<()> {
         match event {
             TraceEvent::StateChange(StateChange {
                 meta,
@@ -286,33 +332,31 @@ impl<W: Write> JsonSink<W> {
         }
     }
 
-    fn data_turn(&mut self, clock: WallClock, turn: &DataTurn) -> io::Result<()> {
-        let direction = match turn.direction {
-            DataDirection::Sent => "sent",
-            DataDirection::Received => "received",
-        };
-        self.event_line(
-            clock,
-            "data_turn",
-            &turn.meta,
-            DataTurnDetails { direction },
-        )
+    fn connection(
+        &mut self,
+        clock: WallClock,
+        record: &ConnectionRecord,
+        end: RecordEnd,
+    ) -> io::Result<()> {
+        self.line(&ConnectionLine {
+            ts: clock.rfc3339(record.end_ns),
+            event: "connection",
+            record: end,
+            start: clock.rfc3339(record.start_ns),
+            end: clock.rfc3339(record.end_ns),
+            connection: record,
+        })
     }
 
-    fn summary(&mut self, clock: WallClock, summary: &ConnectionSummary) -> io::Result<()> {
-        let details = SummaryDetails {
-            bytes_sent: summary.bytes_sent,
-            bytes_received: summary.bytes_received,
-            retransmits: summary.retransmits,
-            srtt_us: summary.srtt_us,
-            netns: summary.netns,
-            last_data_ts: summary.last_data_ns.map(|ns| clock.rfc3339(ns)),
-        };
-        self.event_line(clock, "close_summary", &summary.meta, details)
+    fn tracer_stop(&mut self, summary: &StopSummary) -> io::Result<()> {
+        self.line(&TracerStopLine {
+            ts: now(),
+            event: "tracer_stop",
+            summary,
+        })
     }
 
-    /// `count` events the kernel could not put in the ring buffer since the last report.
-    pub fn lost(&mut self, count: u64) -> io::Result<()> {
+    fn lost(&mut self, count: u64) -> io::Result<()> {
         self.line(&CountLine {
             ts: now(),
             event: "lost",
@@ -321,8 +365,7 @@ impl<W: Write> JsonSink<W> {
         })
     }
 
-    /// `count` records that reached userspace but could not be decoded.
-    pub fn undecodable(&mut self, count: u64, reason: &str) -> io::Result<()> {
+    fn undecodable(&mut self, count: u64, reason: &str) -> io::Result<()> {
         self.line(&CountLine {
             ts: now(),
             event: "undecodable",
@@ -331,7 +374,7 @@ impl<W: Write> JsonSink<W> {
         })
     }
 
-    pub fn flush(&mut self) -> io::Result<()> {
+    fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
 }
@@ -341,7 +384,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::event::Process;
+    use crate::{event::Process, sink::Sink};
 
     fn render(event: &TraceEvent) -> Value {
         let mut sink = JsonSink::new(Vec::new());

@@ -2,8 +2,10 @@
 //!
 //! Data flow, one module a stage: [`attach`] (the attach plan: load and attach the eBPF
 //! programs, with [`layout`] from [`tracefs`] and [`btf`]) -> [`reader`] (ring buffer
-//! records) -> [`decode`] (records to [`event`]s) -> [`json`] (the JSON lines sink).
-//! [`daemon`] runs the loop; [`check`] reports what the kernel allows.
+//! records) -> [`decode`] (records to [`event`]s; [`existing`] adds the connections open
+//! at start) -> [`pipeline`]: [`correlator`] (events to connection records) -> [`sink`]s
+//! ([`json`] lines, [`pretty`] timelines). [`daemon`] runs the loop live; [`replay`] runs
+//! the pipeline on recorded lines; [`check`] reports what the kernel allows.
 
 pub mod attach;
 pub mod btf;
@@ -19,7 +21,10 @@ pub mod json;
 pub mod kallsyms;
 pub mod kconfig;
 pub mod layout;
+pub mod pipeline;
 pub mod preflight;
 pub mod pretty;
 pub mod reader;
+pub mod replay;
+pub mod sink;
 pub mod tracefs;

@@ -4,7 +4,7 @@ use clap::Parser as _;
 use tracer::{
     check,
     cli::{Cli, Command},
-    daemon,
+    daemon, replay,
 };
 
 /// A reader that closed our stdout (`tracer ... | head`) is a normal way to stop.
@@ -18,15 +18,22 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    if let Some(Command::Check { json }) = cli.command {
-        return match check::run(json) {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::FAILURE,
-            Err(error) => {
-                eprintln!("tracer: {error:#}");
-                ExitCode::FAILURE
-            }
-        };
+    match cli.command {
+        Some(Command::Check { json }) => {
+            return match check::run(json) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(error) => fail(&error),
+            };
+        }
+        Some(Command::Replay { file, output }) => {
+            return match replay::run(&file, &output) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
+                Err(error) => fail(&error),
+            };
+        }
+        None => {}
     }
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -36,9 +43,11 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("tracer: {error:#}");
-            ExitCode::FAILURE
-        }
+        Err(error) => fail(&error),
     }
+}
+
+fn fail(error: &anyhow::Error) -> ExitCode {
+    eprintln!("tracer: {error:#}");
+    ExitCode::FAILURE
 }

@@ -14,8 +14,11 @@
 use std::io::{self, Write};
 
 use crate::{
+    attach::AttachPlan,
+    clock::WallClock,
     correlator::{CloseInitiator, ConnectionRecord, KEPT_EVENTS, ProbeFate, Role, probe_fate},
     event::{DataDirection, ResetDirection, RetransmitKind, TcpState, TraceEvent},
+    sink::{RecordEnd, Sink, StopSummary},
 };
 
 /// Width of the graph between its two bars.
@@ -329,6 +332,128 @@ fn summary(record: &ConnectionRecord) -> String {
         parts.push(format!("{} retransmits", record.retransmits));
     }
     format!("{:TIME$}  {}", "", parts.join(", "))
+}
+
+/// One line about an event, for `--format pretty --emit events|all`.
+fn describe(event: &TraceEvent) -> String {
+    match event {
+        TraceEvent::StateChange(change) => format!("{} -> {}", change.old_state, change.new_state),
+        TraceEvent::Reset(reset) => {
+            let direction = match reset.direction {
+                ResetDirection::Sent => "sent",
+                ResetDirection::Received => "received",
+            };
+            match &reset.reason {
+                Some(reason) => format!("RST {direction} ({reason})"),
+                None => format!("RST {direction}"),
+            }
+        }
+        TraceEvent::Retransmit(retransmit) => match retransmit.kind {
+            RetransmitKind::SynAck => "retransmit SYN-ACK".to_owned(),
+            RetransmitKind::Segment => match &retransmit.tcp_flags {
+                Some(flags) => format!("retransmit [{}]", flags.join(",")),
+                None => "retransmit".to_owned(),
+            },
+        },
+        TraceEvent::KeepaliveProbe(probe) => format!("keepalive probe #{}", probe.probe),
+        TraceEvent::KeepaliveTimeout(timeout) => {
+            format!(
+                "keepalive timeout after {} unanswered probes",
+                timeout.probe
+            )
+        }
+        TraceEvent::DataTurn(turn) => match turn.direction {
+            DataDirection::Sent => "data sent".to_owned(),
+            DataDirection::Received => "data received".to_owned(),
+        },
+        TraceEvent::Summary(summary) => format!(
+            "closing: {} bytes sent, {} received, {} retransmits, srtt {} us",
+            summary.bytes_sent, summary.bytes_received, summary.retransmits, summary.srtt_us
+        ),
+        TraceEvent::Accepted(_) => "accepted".to_owned(),
+        TraceEvent::Existing(existing) => format!("already open ({})", existing.state),
+    }
+}
+
+/// `--format pretty`: a timeline per finished connection, one line per event.
+pub struct PrettySink<W: Write> {
+    out: W,
+    colour: bool,
+}
+
+impl<W: Write> PrettySink<W> {
+    pub fn new(out: W, colour: bool) -> Self {
+        Self { out, colour }
+    }
+}
+
+impl<W: Write> Sink for PrettySink<W> {
+    fn tracer_start(&mut self, kernel: &str, plan: &AttachPlan, ports: &[u16]) -> io::Result<()> {
+        let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+        writeln!(
+            self.out,
+            "tracing TCP port(s) {} on kernel {kernel}",
+            ports.join(", ")
+        )?;
+        for (hook, why) in &plan.unsupported {
+            writeln!(self.out, "  no {hook} events: {why}")?;
+        }
+        Ok(())
+    }
+
+    fn event(&mut self, clock: WallClock, event: &TraceEvent) -> io::Result<()> {
+        let meta = event.meta();
+        let process = meta
+            .process
+            .as_ref()
+            .map_or(String::new(), |p| format!("  [{} {}]", p.pid, p.comm));
+        writeln!(
+            self.out,
+            "{}  {} -> {}  {}{process}",
+            clock.rfc3339(meta.boot_ns),
+            meta.local,
+            meta.remote,
+            describe(event)
+        )
+    }
+
+    fn connection(
+        &mut self,
+        _clock: WallClock,
+        record: &ConnectionRecord,
+        end: RecordEnd,
+    ) -> io::Result<()> {
+        writeln!(self.out)?;
+        write_timeline(&mut self.out, record, self.colour)?;
+        match end {
+            RecordEnd::Closed => Ok(()),
+            RecordEnd::Evicted => writeln!(
+                self.out,
+                "  (evicted by --max-connections: the connection may still be open)"
+            ),
+            RecordEnd::Stale => writeln!(self.out, "  (its close was never seen)"),
+        }
+    }
+
+    fn lost(&mut self, count: u64) -> io::Result<()> {
+        writeln!(self.out, "! {count} events lost: the ring buffer was full")
+    }
+
+    fn undecodable(&mut self, count: u64, reason: &str) -> io::Result<()> {
+        writeln!(self.out, "! {count} records could not be decoded: {reason}")
+    }
+
+    fn tracer_stop(&mut self, summary: &StopSummary) -> io::Result<()> {
+        writeln!(
+            self.out,
+            "stopped: {} connections still open, {} evicted, {} stale, {} events without a connection",
+            summary.open_connections, summary.evicted, summary.stale, summary.unmatched_events
+        )
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
 }
 
 #[cfg(test)]

@@ -46,7 +46,7 @@ const HOST_PACKAGES: &[&str] = &[
 /// Kernel modules loaded in every guest (with their dependencies, from `modules.dep`):
 /// the tests build veth pairs, delay or drop packets with netem, and cut traffic with
 /// nftables. Modules a kernel has built in are skipped.
-const MODULES: &[&str] = &["veth", "sch_netem", "nf_tables"];
+const MODULES: &[&str] = &["veth", "sch_netem", "nf_tables", "tcp_diag"];
 
 /// Host tools the tests run in guests, where busybox's `ip` and `tc` lack what they need
 /// (netem, nftables). Installed by `setup` (iproute2, nftables).
@@ -348,11 +348,16 @@ impl KernelImage {
 fn fetch_kernel(apt: &mut Apt, kernels: &Path, kernel: Kernel) -> Result<KernelImage> {
     let dir = kernels.join(kernel.name());
     if let Ok(release) = fs::read_to_string(dir.join("release")) {
-        return Ok(KernelImage {
-            kernel,
-            release: release.trim().to_owned(),
-            dir,
-        });
+        let release = release.trim().to_owned();
+        if dir.join(format!("boot/config-{release}")).exists() {
+            return Ok(KernelImage {
+                kernel,
+                release,
+                dir,
+            });
+        }
+        // Cached by an older xtask that did not keep the configuration.
+        fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
     }
     apt.update()?;
     let (suite, package) = kernel.package();
@@ -387,6 +392,9 @@ fn fetch_kernel(apt: &mut Apt, kernels: &Path, kernel: Kernel) -> Result<KernelI
         .context("the kernel image has no release in its name")?
         .to_owned();
     rename(&vmlinuz, &partial.join("vmlinuz"))?;
+    let config = format!("boot/config-{release}");
+    fs::create_dir_all(partial.join("boot"))?;
+    rename(&root.join(&config), &partial.join(&config))?;
     // Newer packages (trixie) install modules under /usr/lib.
     let modules = ["lib/modules", "usr/lib/modules"]
         .iter()
@@ -632,6 +640,10 @@ fn pack_kernel(work: &Path, image: &KernelImage, common: &Path) -> Result<PathBu
         writeln!(load_order, "{path}")?;
     }
     fs::write(stage.join("etc/tracer-vm/modules"), load_order)?;
+    // The kernel's build configuration: the tracer reads CONFIG_HZ from it, as it would on
+    // the distribution's own installation.
+    let config = format!("boot/config-{}", image.release);
+    copy(&image.dir.join(&config), &stage.join(&config))?;
 
     let archive = work.join(format!("{}.cpio", image.kernel.name()));
     cpio(&stage, &archive)?;

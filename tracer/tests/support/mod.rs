@@ -16,6 +16,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod http;
+
 use rustix::process::{Pid, Signal, kill_process};
 use serde_json::Value;
 

@@ -1,0 +1,103 @@
+//! Events -> correlator -> sink: the part of the data flow the live daemon and
+//! `tracer replay` share.
+
+use std::io;
+
+use crate::{
+    cli::OutputArgs,
+    clock::WallClock,
+    correlator::{CLOSE_GRACE_NS, Correlator, CorrelatorConfig, Output},
+    event::TraceEvent,
+    sink::{RecordEnd, Sink, StopSummary},
+};
+
+/// Connections without any event for a day are reported as stale (their close was
+/// lost). Healthy idle keep-alive connections send nothing, and TCP keepalive's default
+/// idle time is 2 hours.
+const STALE_AFTER_NS: u64 = 24 * 3600 * 1_000_000_000;
+
+pub struct Pipeline<S: Sink> {
+    pub sink: S,
+    pub clock: WallClock,
+    emit_events: bool,
+    correlator: Option<Correlator>,
+    last_boot_ns: u64,
+}
+
+impl<S: Sink> Pipeline<S> {
+    pub fn new(show: &OutputArgs, pretty: bool, sink: S, clock: WallClock) -> Self {
+        let correlator = show.emit.connections().then(|| {
+            Correlator::new(CorrelatorConfig {
+                max_connections: show.max_connections as usize,
+                stale_after_ns: STALE_AFTER_NS,
+                keep_events: pretty,
+            })
+        });
+        Self {
+            sink,
+            clock,
+            emit_events: show.emit.events(),
+            correlator,
+            last_boot_ns: 0,
+        }
+    }
+
+    fn write(sink: &mut S, clock: WallClock, output: Output) -> io::Result<()> {
+        match output {
+            Output::Connection(record) => sink.connection(clock, &record, RecordEnd::Closed),
+            Output::Evicted(record) => sink.connection(clock, &record, RecordEnd::Evicted),
+            Output::Reaped(record) => sink.connection(clock, &record, RecordEnd::Stale),
+        }
+    }
+
+    /// Feeds `outputs`' records to the sink, keeping the first error.
+    fn collect(
+        &mut self,
+        run: impl FnOnce(&mut Correlator, &mut dyn FnMut(Output)),
+    ) -> io::Result<()> {
+        let Some(correlator) = self.correlator.as_mut() else {
+            return Ok(());
+        };
+        let (sink, clock) = (&mut self.sink, self.clock);
+        let mut result = Ok(());
+        run(correlator, &mut |output| {
+            if result.is_ok() {
+                result = Self::write(sink, clock, output);
+            }
+        });
+        result
+    }
+
+    pub fn event(&mut self, event: &TraceEvent) -> io::Result<()> {
+        self.last_boot_ns = self.last_boot_ns.max(event.meta().boot_ns);
+        if self.emit_events {
+            self.sink.event(self.clock, event)?;
+        }
+        self.collect(|correlator, out| correlator.observe(event, &mut |o| out(o)))
+    }
+
+    /// Writes the records that are due by boot-clock time `now_ns`: closed ones past their
+    /// grace period, stale ones.
+    pub fn reap(&mut self, now_ns: u64) -> io::Result<()> {
+        self.collect(|correlator, out| correlator.reap(now_ns, &mut |o| out(o)))
+    }
+
+    /// Writes what is due after the last event and the closing summary line.
+    pub fn finish(&mut self) -> io::Result<()> {
+        self.reap(self.last_boot_ns.saturating_add(CLOSE_GRACE_NS + 1))?;
+        let summary = self
+            .correlator
+            .as_ref()
+            .map_or(StopSummary::default(), |correlator| {
+                let stats = correlator.stats();
+                StopSummary {
+                    open_connections: correlator.open_connections(),
+                    unmatched_events: stats.ignored_events,
+                    evicted: stats.evicted,
+                    stale: stats.reaped,
+                }
+            });
+        self.sink.tracer_stop(&summary)?;
+        self.sink.flush()
+    }
+}

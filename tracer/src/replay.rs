@@ -1,0 +1,297 @@
+//! `tracer replay FILE`: recorded JSON lines back into events, through the same
+//! correlator and sinks as a live trace, so a trace captured on a server can be read
+//! elsewhere (for example as timelines, `--format pretty`).
+//!
+//! Only event lines are read back (`state_change`, `reset`, ...); `tracer_start`,
+//! `connection` and the other lines a live trace wrote are skipped, since the replay
+//! makes its own. Times are the lines' `ts`, so the replay's output has the same times.
+
+use std::{
+    fs::File,
+    io::{self, BufRead, BufReader},
+    net::SocketAddr,
+    path::Path,
+    time::SystemTime,
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use serde_json::Value;
+
+use crate::{
+    attach::AttachPlan,
+    cli::OutputArgs,
+    clock::WallClock,
+    event::{
+        Accepted, ConnectionSummary, DataDirection, DataTurn, EventMeta, Existing, Keepalive,
+        KeepaliveSettings, Process, Reset, ResetDirection, Retransmit, RetransmitKind, StateChange,
+        TcpState, TraceEvent,
+    },
+    pipeline::Pipeline,
+    sink::{self, Sink},
+};
+
+/// Nanoseconds since the epoch of an RFC 3339 time.
+fn epoch_ns(text: &str) -> Result<u64> {
+    let time = humantime::parse_rfc3339(text).with_context(|| format!("bad time {text:?}"))?;
+    let since = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .context("time before 1970")?;
+    u64::try_from(since.as_nanos()).context("time too far ahead")
+}
+
+fn str_field<'a>(line: &'a Value, name: &str) -> Result<&'a str> {
+    line[name].as_str().ok_or_else(|| anyhow!("no {name}"))
+}
+
+fn u64_field(line: &Value, name: &str) -> Result<u64> {
+    line[name].as_u64().ok_or_else(|| anyhow!("no {name}"))
+}
+
+fn number<T: TryFrom<u64>>(line: &Value, name: &str) -> Result<T> {
+    T::try_from(u64_field(line, name)?).map_err(|_| anyhow!("{name} out of range"))
+}
+
+fn addr(line: &Value, name: &str) -> Result<SocketAddr> {
+    str_field(line, name)?
+        .parse()
+        .with_context(|| format!("bad {name}"))
+}
+
+/// A state name as the JSON lines write it, back to the state.
+fn state(name: &str) -> Result<TcpState> {
+    if let Some(number) = name.strip_prefix("UNKNOWN_") {
+        return Ok(TcpState::Unknown(number.parse()?));
+    }
+    (1..=12)
+        .map(TcpState::from_kernel)
+        .find(|state| state.name() == name)
+        .ok_or_else(|| anyhow!("unknown state {name}"))
+}
+
+fn optional_state(line: &Value, name: &str) -> Result<Option<TcpState>> {
+    line[name].as_str().map(state).transpose()
+}
+
+fn meta(line: &Value) -> Result<EventMeta> {
+    let sock = str_field(line, "sock")?;
+    let process = match line["pid"].as_u64() {
+        Some(pid) => Some(Process {
+            pid: u32::try_from(pid)?,
+            comm: line["comm"].as_str().unwrap_or_default().to_owned(),
+        }),
+        None => None,
+    };
+    Ok(EventMeta {
+        boot_ns: epoch_ns(str_field(line, "ts")?)?,
+        sock: u64::from_str_radix(sock.trim_start_matches("0x"), 16).context("bad sock")?,
+        process,
+        local: addr(line, "local")?,
+        remote: addr(line, "remote")?,
+    })
+}
+
+fn keepalive(line: &Value, probe_field: &str) -> Result<Keepalive> {
+    let settings = &line["keepalive"];
+    Ok(Keepalive {
+        meta: meta(line)?,
+        probe: number(line, probe_field)?,
+        settings: KeepaliveSettings {
+            idle_ms: settings["idle_ms"].as_u64(),
+            interval_ms: settings["interval_ms"].as_u64(),
+            probes: number(settings, "probes")?,
+        },
+    })
+}
+
+/// TCP flag names as the JSON lines write them, back to the names `decode` uses.
+fn tcp_flags(line: &Value) -> Option<Vec<&'static str>> {
+    const NAMES: [&str; 8] = ["FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"];
+    let flags = line["tcp_flags"].as_array()?;
+    Some(
+        flags
+            .iter()
+            .filter_map(|f| NAMES.iter().find(|n| Some(**n) == f.as_str()).copied())
+            .collect(),
+    )
+}
+
+/// The event on `line`, `None` for lines that are not events.
+pub fn parse_line(line: &str) -> Result<Option<TraceEvent>> {
+    let line: Value = serde_json::from_str(line).context("not JSON")?;
+    let event = match line["event"].as_str() {
+        Some("state_change") => TraceEvent::StateChange(StateChange {
+            meta: meta(&line)?,
+            old_state: state(str_field(&line, "old_state")?)?,
+            new_state: state(str_field(&line, "new_state")?)?,
+        }),
+        Some("reset") => TraceEvent::Reset(Reset {
+            meta: meta(&line)?,
+            direction: match str_field(&line, "direction")? {
+                "sent" => ResetDirection::Sent,
+                "received" => ResetDirection::Received,
+                other => bail!("bad direction {other}"),
+            },
+            reason: line["reason"].as_str().map(str::to_owned),
+            state: optional_state(&line, "state")?,
+        }),
+        Some("retransmit") => TraceEvent::Retransmit(Retransmit {
+            meta: meta(&line)?,
+            kind: match str_field(&line, "what")? {
+                "synack" => RetransmitKind::SynAck,
+                _ => RetransmitKind::Segment,
+            },
+            state: optional_state(&line, "state")?,
+            tcp_flags: tcp_flags(&line),
+        }),
+        Some("keepalive_probe") => TraceEvent::KeepaliveProbe(keepalive(&line, "probe")?),
+        Some("keepalive_timeout") => TraceEvent::KeepaliveTimeout(keepalive(&line, "probes_sent")?),
+        Some("data_turn") => TraceEvent::DataTurn(DataTurn {
+            meta: meta(&line)?,
+            direction: match str_field(&line, "direction")? {
+                "sent" => DataDirection::Sent,
+                _ => DataDirection::Received,
+            },
+        }),
+        Some("close_summary") => TraceEvent::Summary(ConnectionSummary {
+            meta: meta(&line)?,
+            bytes_sent: u64_field(&line, "bytes_sent")?,
+            bytes_received: u64_field(&line, "bytes_received")?,
+            retransmits: number(&line, "retransmits")?,
+            srtt_us: number(&line, "srtt_us")?,
+            netns: number(&line, "netns")?,
+            last_data_ns: line["last_data_ts"].as_str().map(epoch_ns).transpose()?,
+        }),
+        Some("accepted") => TraceEvent::Accepted(Accepted { meta: meta(&line)? }),
+        Some("existing") => TraceEvent::Existing(Existing {
+            meta: meta(&line)?,
+            state: state(str_field(&line, "state")?)?,
+        }),
+        _ => return Ok(None),
+    };
+    Ok(Some(event))
+}
+
+/// Replays `file` (`-` for standard input) to standard output.
+pub fn run(file: &Path, show: &OutputArgs) -> Result<()> {
+    let input: Box<dyn BufRead> = if file == Path::new("-") {
+        Box::new(io::stdin().lock())
+    } else {
+        Box::new(BufReader::new(
+            File::open(file).with_context(|| format!("cannot read {}", file.display()))?,
+        ))
+    };
+    let sink = sink::open(None, show.format)?;
+    // The lines' times are wall-clock already: an offset of zero keeps them.
+    let clock = WallClock::from_offset_ns(0);
+    let mut pipeline = Pipeline::new(show, show.format == crate::cli::Format::Pretty, sink, clock);
+    pipeline
+        .sink
+        .tracer_start("replay", &AttachPlan::default(), &[])?;
+    for (number, line) in input.lines().enumerate() {
+        let line = line.with_context(|| format!("cannot read {}", file.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let event = parse_line(&line)
+            .with_context(|| format!("{}:{}: not a tracer line", file.display(), number + 1))?;
+        if let Some(event) = event {
+            pipeline.event(&event)?;
+        }
+    }
+    Ok(pipeline.finish()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::json::JsonSink;
+
+    /// Every kind of event survives rendering and parsing unchanged.
+    #[test]
+    fn json_lines_parse_back_to_the_same_events() {
+        let meta = |sock| EventMeta {
+            boot_ns: 1_795_662_245_123_456_789,
+            sock,
+            process: Some(Process {
+                pid: 42,
+                comm: "a \"b\"".into(),
+            }),
+            local: "127.0.0.1:8191".parse().unwrap(),
+            remote: "[::ffff:127.0.0.1]:5".parse().unwrap(),
+        };
+        let settings = KeepaliveSettings {
+            idle_ms: Some(1000),
+            interval_ms: None,
+            probes: 3,
+        };
+        let events = [
+            TraceEvent::StateChange(StateChange {
+                meta: meta(1),
+                old_state: TcpState::Listen,
+                new_state: TcpState::Unknown(77),
+            }),
+            TraceEvent::Reset(Reset {
+                meta: meta(0),
+                direction: ResetDirection::Sent,
+                reason: Some("NO_SOCKET".into()),
+                state: None,
+            }),
+            TraceEvent::Retransmit(Retransmit {
+                meta: meta(2),
+                kind: RetransmitKind::Segment,
+                state: Some(TcpState::Established),
+                tcp_flags: Some(vec!["PSH", "ACK"]),
+            }),
+            TraceEvent::KeepaliveProbe(Keepalive {
+                meta: meta(3),
+                probe: 2,
+                settings,
+            }),
+            TraceEvent::KeepaliveTimeout(Keepalive {
+                meta: meta(3),
+                probe: 3,
+                settings,
+            }),
+            TraceEvent::DataTurn(DataTurn {
+                meta: meta(4),
+                direction: DataDirection::Received,
+            }),
+            TraceEvent::Summary(ConnectionSummary {
+                meta: meta(4),
+                bytes_sent: 1,
+                bytes_received: 2,
+                retransmits: 3,
+                srtt_us: 4,
+                netns: 5,
+                last_data_ns: Some(1_795_662_245_000_000_001),
+            }),
+            TraceEvent::Accepted(Accepted { meta: meta(5) }),
+            TraceEvent::Existing(Existing {
+                meta: meta(6),
+                state: TcpState::CloseWait,
+            }),
+        ];
+        let mut sink = JsonSink::new(Vec::new());
+        for event in &events {
+            sink.event(WallClock::from_offset_ns(0), event).unwrap();
+        }
+        let text = String::from_utf8(sink.into_inner()).unwrap();
+        let parsed: Vec<TraceEvent> = text
+            .lines()
+            .map(|l| parse_line(l).unwrap().unwrap())
+            .collect();
+        assert_eq!(parsed, events);
+    }
+
+    #[test]
+    fn other_lines_are_skipped_and_bad_ones_named() {
+        assert_eq!(
+            parse_line(r#"{"event":"tracer_start","ts":"x"}"#).unwrap(),
+            None
+        );
+        assert!(parse_line("not json").is_err());
+        let err =
+            parse_line(r#"{"event":"state_change","ts":"2026-11-26T03:04:05Z"}"#).unwrap_err();
+        assert!(format!("{err:#}").contains("no sock"), "{err:#}");
+    }
+}

@@ -1,0 +1,106 @@
+//! Where the pipeline's output goes: JSON lines ([`crate::json::JsonSink`]) or timelines
+//! for people ([`crate::pretty::PrettySink`]).
+
+use std::{
+    fs::File,
+    io::{self, BufWriter, IsTerminal as _, Write},
+    path::Path,
+};
+
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+
+use crate::{
+    attach::AttachPlan, cli::Format, clock::WallClock, correlator::ConnectionRecord,
+    event::TraceEvent, json::JsonSink, pretty::PrettySink,
+};
+
+/// Why a connection record was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordEnd {
+    /// The kernel reported its close.
+    Closed,
+    /// Pushed out by `--max-connections`: the connection may still be open.
+    Evicted,
+    /// No event for a long time, or its socket was reused: its close was never seen.
+    Stale,
+}
+
+/// The last line: what tracing saw and did not turn into records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StopSummary {
+    /// Connections still open when tracing stopped (no record written).
+    pub open_connections: usize,
+    /// Events for sockets without a connection record (see `correlator`).
+    pub unmatched_events: u64,
+    pub evicted: u64,
+    pub stale: u64,
+}
+
+pub trait Sink {
+    /// Tracing started: what is attached how, on which kernel, for which ports.
+    fn tracer_start(&mut self, kernel: &str, plan: &AttachPlan, ports: &[u16]) -> io::Result<()>;
+    fn event(&mut self, clock: WallClock, event: &TraceEvent) -> io::Result<()>;
+    fn connection(
+        &mut self,
+        clock: WallClock,
+        record: &ConnectionRecord,
+        end: RecordEnd,
+    ) -> io::Result<()>;
+    /// `count` events the kernel could not queue since the last report.
+    fn lost(&mut self, count: u64) -> io::Result<()>;
+    /// `count` records that reached tracer but could not be decoded.
+    fn undecodable(&mut self, count: u64, reason: &str) -> io::Result<()>;
+    fn tracer_stop(&mut self, summary: &StopSummary) -> io::Result<()>;
+    fn flush(&mut self) -> io::Result<()>;
+}
+
+impl<S: Sink + ?Sized> Sink for Box<S> {
+    fn tracer_start(&mut self, kernel: &str, plan: &AttachPlan, ports: &[u16]) -> io::Result<()> {
+        (**self).tracer_start(kernel, plan, ports)
+    }
+    fn event(&mut self, clock: WallClock, event: &TraceEvent) -> io::Result<()> {
+        (**self).event(clock, event)
+    }
+    fn connection(
+        &mut self,
+        clock: WallClock,
+        record: &ConnectionRecord,
+        end: RecordEnd,
+    ) -> io::Result<()> {
+        (**self).connection(clock, record, end)
+    }
+    fn lost(&mut self, count: u64) -> io::Result<()> {
+        (**self).lost(count)
+    }
+    fn undecodable(&mut self, count: u64, reason: &str) -> io::Result<()> {
+        (**self).undecodable(count, reason)
+    }
+    fn tracer_stop(&mut self, summary: &StopSummary) -> io::Result<()> {
+        (**self).tracer_stop(summary)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        (**self).flush()
+    }
+}
+
+/// The sink for `format`, writing to `path` or standard output (buffered: the caller
+/// flushes after each batch). Pretty output is coloured on a terminal only.
+pub fn open(path: Option<&Path>, format: Format) -> Result<Box<dyn Sink>> {
+    let (out, terminal): (Box<dyn Write>, bool) = match path {
+        Some(path) => (
+            Box::new(
+                File::create(path)
+                    .with_context(|| format!("cannot write to {}", path.display()))?,
+            ),
+            false,
+        ),
+        None => (Box::new(io::stdout()), io::stdout().is_terminal()),
+    };
+    let out = BufWriter::new(out);
+    Ok(match format {
+        Format::Json => Box::new(JsonSink::new(out)),
+        Format::Pretty => Box::new(PrettySink::new(out, terminal)),
+    })
+}

@@ -157,18 +157,27 @@ impl Hook {
     }
 
     /// The mechanisms to try for this hook in `mode`.
-    fn candidates(self, mode: AttachMode) -> Vec<Mechanism> {
+    /// The mechanisms to try for this hook in `mode`: a forced mechanism where the hook
+    /// has it, else the tracepoint where it has one (the stable baseline a forced mode
+    /// never avoids), else none.
+    pub fn candidates(self, mode: AttachMode) -> Vec<Mechanism> {
         let forced = match mode {
             AttachMode::Auto => return self.preference().to_vec(),
             AttachMode::Tracepoint => Mechanism::Tracepoint,
             AttachMode::Kprobe => Mechanism::Kprobe,
             AttachMode::Fentry => Mechanism::Fentry,
         };
-        vec![if self.preference().contains(&forced) {
-            forced
-        } else {
-            Mechanism::Tracepoint
-        }]
+        [forced, Mechanism::Tracepoint]
+            .into_iter()
+            .find(|mechanism| self.preference().contains(mechanism))
+            .into_iter()
+            .collect()
+    }
+
+    /// Whether tracing refuses to start without this hook: state changes always; in a
+    /// forced mode also the keepalive timer, whose mechanisms are what forcing is for.
+    pub fn required(self, mode: AttachMode) -> bool {
+        self == Hook::StateChange || (self == Hook::Keepalive && mode != AttachMode::Auto)
     }
 
     fn programs(self, mechanism: Mechanism) -> &'static [Program] {
@@ -599,17 +608,20 @@ pub fn attach(mode: AttachMode, ports: &[u16]) -> Result<Probes> {
         if plan.attach.contains_key(&hook) {
             continue;
         }
-        let why_not = why_not.join("; ");
-        if mode != AttachMode::Auto {
-            bail!(
-                "--attach {}: cannot attach the {hook} hook ({why_not})",
-                mode
-            );
+        let why_not = if why_not.is_empty() {
+            format!("it has no {mode} mechanism")
+        } else {
+            why_not.join("; ")
+        };
+        match (hook.required(mode), mode) {
+            (true, AttachMode::Auto) => {
+                bail!("cannot attach the {hook} hook on this kernel ({why_not})")
+            }
+            (true, _) => bail!("--attach {mode}: cannot attach the {hook} hook ({why_not})"),
+            (false, _) => {
+                plan.unsupported.insert(hook, why_not);
+            }
         }
-        if hook == Hook::StateChange {
-            bail!("cannot attach the {hook} hook on this kernel ({why_not})");
-        }
-        plan.unsupported.insert(hook, why_not);
     }
 
     let events = RingBuf::try_from(

@@ -1,6 +1,6 @@
 //! `tracer check`: what this kernel lets tracer do, found by trying. Each hook's
-//! mechanisms are loaded and attached for a moment, in auto mode's order, so the report
-//! says what `--attach auto` will choose and why the others were not.
+//! mechanisms are loaded and attached for a moment, so the report says what `--attach`
+//! (auto by default) will choose and why the others were not.
 
 use std::{collections::BTreeMap, io::Write, path::Path};
 
@@ -8,7 +8,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::{
-    attach::{self, Hook, Mechanism},
+    attach::{self, AttachMode, Hook, Mechanism},
     preflight, tracefs,
 };
 
@@ -24,20 +24,29 @@ struct MechanismReport {
 #[derive(Serialize)]
 struct Report {
     kernel: String,
+    /// The mode the report is for: `chosen` and `can_trace` are what `--attach` this mode
+    /// would do.
+    #[serde(serialize_with = "crate::check::display")]
+    attach: AttachMode,
     btf: bool,
     tracefs: Option<String>,
     kprobes: bool,
     fentry: bool,
     hooks: BTreeMap<Hook, Vec<MechanismReport>>,
-    /// Tracing runs when the state-change hook can attach.
+    /// Tracing runs when every hook this mode requires can attach.
     can_trace: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     problem: Option<String>,
 }
 
-fn report() -> Report {
+fn display<S: serde::Serializer>(value: &AttachMode, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(value)
+}
+
+fn report(mode: AttachMode) -> Report {
     let kernel = preflight::kernel_release();
     let mut report = Report {
+        attach: mode,
         btf: Path::new(preflight::VMLINUX_BTF).exists(),
         tracefs: tracefs::root().ok().map(|p| p.display().to_string()),
         kernel,
@@ -57,27 +66,29 @@ fn report() -> Report {
             return report;
         }
     };
+    report.can_trace = true;
     for (hook, mechanisms) in results {
-        let mut chosen = false;
+        // The first available mechanism in the order this mode tries them.
+        let chosen = hook.candidates(mode).into_iter().find(|candidate| {
+            mechanisms
+                .iter()
+                .any(|(mechanism, result)| mechanism == candidate && result.is_ok())
+        });
+        report.can_trace &= chosen.is_some() || !hook.required(mode);
         let entries = mechanisms
             .into_iter()
             .map(|(mechanism, result)| {
                 let available = result.is_ok();
-                let this_chosen = available && !chosen;
-                chosen |= available;
                 report.kprobes |= available && mechanism == Mechanism::Kprobe;
                 report.fentry |= available && mechanism == Mechanism::Fentry;
                 MechanismReport {
                     mechanism,
                     available,
-                    chosen: this_chosen,
+                    chosen: chosen == Some(mechanism),
                     why_not: result.err(),
                 }
             })
             .collect();
-        if hook == Hook::StateChange {
-            report.can_trace = chosen;
-        }
         report.hooks.insert(hook, entries);
     }
     report
@@ -89,6 +100,7 @@ fn yes_no(value: bool) -> &'static str {
 
 fn write_human(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(out, "kernel   {}", report.kernel)?;
+    writeln!(out, "attach   {}", report.attach)?;
     writeln!(out, "BTF      {}", yes_no(report.btf))?;
     writeln!(
         out,
@@ -114,20 +126,17 @@ fn write_human(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
     if let Some(problem) = &report.problem {
         writeln!(out, "problem: {problem}")?;
     }
-    writeln!(
-        out,
-        "tracing {}",
-        if report.can_trace {
-            "can run"
-        } else {
-            "cannot run"
-        }
-    )
+    let verdict = if report.can_trace {
+        "can run"
+    } else {
+        "cannot run"
+    };
+    writeln!(out, "tracing {verdict} with --attach {}", report.attach)
 }
 
-/// Prints the report; `Ok(false)` when tracing cannot run here.
-pub fn run(json: bool) -> Result<bool> {
-    let report = report();
+/// Prints the report for `mode`; `Ok(false)` when tracing cannot run here in that mode.
+pub fn run(json: bool, mode: AttachMode) -> Result<bool> {
+    let report = report(mode);
     let mut out = std::io::stdout().lock();
     if json {
         serde_json::to_writer_pretty(&mut out, &report)?;

@@ -31,6 +31,10 @@ pub enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+
+        /// Report what this mode would attach (exit 0 when it can trace).
+        #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
+        attach: AttachMode,
     },
     /// Read recorded JSON lines (a trace's events) and show them through the same
     /// correlator and formats, e.g. a trace captured on a server, read elsewhere.
@@ -168,7 +172,10 @@ mod tests {
         );
         assert!(matches!(
             parse(&["check", "--json"]).unwrap().command,
-            Some(Command::Check { json: true })
+            Some(Command::Check {
+                json: true,
+                attach: AttachMode::Auto
+            })
         ));
         let Some(Command::Replay { file, output }) = parse(&[
             "replay",

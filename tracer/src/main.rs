@@ -19,8 +19,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     match cli.command {
-        Some(Command::Check { json }) => {
-            return match check::run(json) {
+        Some(Command::Check { json, attach }) => {
+            return match check::run(json, attach) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
                 Err(error) => fail(&error),

@@ -61,26 +61,47 @@ fn auto_picks_what_check_reports() {
     }
 }
 
+/// `tracer check --attach MODE` says whether `tracer --attach MODE` starts, and it does
+/// exactly that: starts with that mechanism where hooks have it, or fails in one line.
 #[test]
-fn forced_modes_the_kernel_lacks_are_one_line_errors() {
-    let (_, report) = check();
-    for (mode, hook) in [("kprobe", "keepalive"), ("fentry", "keepalive")] {
-        if available(&report, hook, mode) {
-            continue; // this kernel can: the matrix runs the suite in that mode instead
-        }
-        let output = Command::new(tracer_bin())
-            .args(["--port", "8191", "--attach", mode])
+fn each_mode_starts_exactly_when_check_says_it_can() {
+    for mode in ["auto", "tracepoint", "kprobe", "fentry"] {
+        let can = Command::new(tracer_bin())
+            .args(["check", "--attach", mode])
             .output()
-            .unwrap();
-        let stderr = String::from_utf8(output.stderr).unwrap();
-        assert_eq!(output.status.code(), Some(1), "{stderr}");
-        assert_eq!(stderr.lines().count(), 1, "{stderr}");
-        assert!(
-            stderr.starts_with(&format!(
-                "tracer: --attach {mode}: cannot attach the state_change hook"
-            )),
-            "{stderr}"
-        );
+            .unwrap()
+            .status
+            .success();
+        let port = free_port("127.0.0.1").to_string();
+        if can {
+            let mut command = Command::new(tracer_bin());
+            command.args(["--port", &port, "--attach", mode]);
+            let tracer = Tracer::spawn(command);
+            let attach = tracer.seen[0]["attach"].as_object().unwrap().clone();
+            if mode != "auto" {
+                for hook in ["state_change", "keepalive"] {
+                    assert_eq!(attach[hook], mode, "{mode}: {attach:?}");
+                }
+            }
+        } else {
+            let output = Command::new(tracer_bin())
+                .args(["--port", &port, "--attach", mode])
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8(output.stderr).unwrap();
+            assert_eq!(output.status.code(), Some(1), "{stderr}");
+            let error: Vec<&str> = stderr
+                .lines()
+                .filter(|l| !l.starts_with("tracer: warning:"))
+                .collect();
+            assert_eq!(error.len(), 1, "{stderr}");
+            assert!(
+                error[0].starts_with(&format!(
+                    "tracer: --attach {mode}: cannot attach the state_change hook"
+                )),
+                "{stderr}"
+            );
+        }
     }
 }
 

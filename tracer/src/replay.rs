@@ -18,7 +18,6 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use serde_json::Value;
 
 use crate::{
-    attach::AttachPlan,
     cli::OutputArgs,
     clock::WallClock,
     event::{

@@ -30,6 +30,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The userspace pipeline's speed and memory per connection (see docs/performance.md).
+    Bench,
     /// Everything CI checks: formatting, clippy on both toolchains, unit and integration
     /// tests against the running kernel (needs root).
     Test,
@@ -120,6 +122,9 @@ fn main() -> ExitCode {
                 .with_context(|| format!("cannot run {}", binary.display()))
         }),
         Task::Test => test(),
+        Task::Bench => setup::ensure().and_then(|()| {
+            run(cargo().args(["bench", "--package", "tracer", "--bench", "pipeline"]))
+        }),
         Task::VmTest { kernels, modes } => vm::vm_test(&kernels, &modes),
     });
     match result {

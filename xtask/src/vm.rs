@@ -510,6 +510,9 @@ fn build_binaries() -> Result<Binaries> {
             "--package",
             "tracer",
             "--no-run",
+            // Under TCG a debug tracer takes many seconds to parse the kernel's BTF at
+            // each start; release binaries keep the guests' suite within its time.
+            "--release",
             "--message-format=json-render-diagnostics",
         ])
         .current_dir(workspace_root())

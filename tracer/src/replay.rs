@@ -26,7 +26,7 @@ use crate::{
         TcpState, TraceEvent,
     },
     pipeline::Pipeline,
-    sink::{self, Sink},
+    sink,
 };
 
 /// Nanoseconds since the epoch of an RFC 3339 time.
@@ -183,9 +183,6 @@ pub fn run(file: &Path, show: &OutputArgs) -> Result<()> {
     // The lines' times are wall-clock already: an offset of zero keeps them.
     let clock = WallClock::from_offset_ns(0);
     let mut pipeline = Pipeline::new(show, show.format == crate::cli::Format::Pretty, sink, clock);
-    pipeline
-        .sink
-        .tracer_start("replay", &AttachPlan::default(), &[])?;
     for (number, line) in input.lines().enumerate() {
         let line = line.with_context(|| format!("cannot read {}", file.display()))?;
         if line.trim().is_empty() {
@@ -203,7 +200,7 @@ pub fn run(file: &Path, show: &OutputArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::json::JsonSink;
+    use crate::{json::JsonSink, sink::Sink};
 
     /// Every kind of event survives rendering and parsing unchanged.
     #[test]

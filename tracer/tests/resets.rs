@@ -4,7 +4,7 @@ mod support;
 
 use std::{
     io::{ErrorKind, Read, Write},
-    net::{TcpListener, TcpStream},
+    net::{SocketAddr, TcpListener, TcpStream},
     time::Duration,
 };
 
@@ -50,6 +50,27 @@ fn connected_pair(port: u16) -> (TcpStream, TcpStream) {
     (client, accepted)
 }
 
+/// The client sent a reset and the server received it. The kernel enters CLOSE before it
+/// sends an application's reset (tcp_disconnect() for SO_LINGER 0, tcp_close() with
+/// unread data), so that is the state the reset reports.
+fn assert_client_reset_the_server(
+    tracer: &mut Tracer,
+    client_addr: SocketAddr,
+    server_addr: SocketAddr,
+) {
+    let sent = tracer.wait_for("the client's reset", |l| {
+        is_event(l, "reset", client_addr, server_addr)
+    });
+    assert_eq!(
+        (&sent["direction"], &sent["state"]),
+        (&"sent".into(), &"CLOSE".into())
+    );
+    let received = tracer.wait_for("the server's reset", |l| {
+        is_event(l, "reset", server_addr, client_addr)
+    });
+    assert_eq!(received["direction"], "received");
+}
+
 #[test]
 fn linger_zero_close_sends_a_reset() {
     let port = free_port("127.0.0.1");
@@ -61,18 +82,7 @@ fn linger_zero_close_sends_a_reset() {
     let error = accepted.read(&mut [0u8; 1]).unwrap_err();
     assert_eq!(error.kind(), ErrorKind::ConnectionReset);
 
-    let sent = tracer.wait_for("the client's reset", |l| {
-        is_event(l, "reset", client_addr, server_addr)
-    });
-    // tcp_disconnect() enters CLOSE before it sends the reset.
-    assert_eq!(
-        (&sent["direction"], &sent["state"]),
-        (&"sent".into(), &"CLOSE".into())
-    );
-    let received = tracer.wait_for("the server's reset", |l| {
-        is_event(l, "reset", server_addr, client_addr)
-    });
-    assert_eq!(received["direction"], "received");
+    assert_client_reset_the_server(&mut tracer, client_addr, server_addr);
 }
 
 #[test]
@@ -87,16 +97,5 @@ fn closing_with_unread_data_sends_a_reset() {
     client.peek(&mut peek).unwrap();
     drop(client);
 
-    let sent = tracer.wait_for("the client's reset", |l| {
-        is_event(l, "reset", client_addr, server_addr)
-    });
-    // tcp_close() enters CLOSE before it sends the reset, as tcp_disconnect() does above.
-    assert_eq!(
-        (&sent["direction"], &sent["state"]),
-        (&"sent".into(), &"CLOSE".into())
-    );
-    let received = tracer.wait_for("the server's reset", |l| {
-        is_event(l, "reset", server_addr, client_addr)
-    });
-    assert_eq!(received["direction"], "received");
+    assert_client_reset_the_server(&mut tracer, client_addr, server_addr);
 }

@@ -88,11 +88,9 @@ fn keep_alive_reuse_then_server_idle_close() {
     assert!(client_side["handshake_us"].as_u64().is_some());
 }
 
-/// Story 2: the client goes away right after its response.
-#[test]
-fn client_closes_after_its_response() {
-    let port = free_port("127.0.0.1");
-    let mut tracer = Tracer::start(&[port]);
+/// A server that keeps connections open, and a client that made one request to it:
+/// (server, client, client's address).
+fn one_request(port: u16) -> (SocketAddr, HttpClient, SocketAddr) {
     let server = start_server(
         port,
         ServerConfig {
@@ -103,6 +101,15 @@ fn client_closes_after_its_response() {
     let mut client = HttpClient::connect(server);
     client.get("/").unwrap();
     let local = client.stream.local_addr().unwrap();
+    (server, client, local)
+}
+
+/// Story 2: the client goes away right after its response.
+#[test]
+fn client_closes_after_its_response() {
+    let port = free_port("127.0.0.1");
+    let mut tracer = Tracer::start(&[port]);
+    let (server, client, local) = one_request(port);
     drop(client);
 
     let client_side = record(&mut tracer, local, server);
@@ -252,16 +259,7 @@ fn refused_connection_record() {
 fn linger_zero_reset_records() {
     let port = free_port("127.0.0.1");
     let mut tracer = Tracer::start(&[port]);
-    let server = start_server(
-        port,
-        ServerConfig {
-            idle_timeout: Duration::from_secs(30),
-            ..QUICK
-        },
-    );
-    let mut client = HttpClient::connect(server);
-    client.get("/").unwrap();
-    let local = client.stream.local_addr().unwrap();
+    let (server, client, local) = one_request(port);
     sockopt::set_socket_linger(&client.stream, Some(Duration::ZERO)).unwrap();
     drop(client);
 

@@ -1,0 +1,87 @@
+//! `tracer replay`: a recorded trace read back tells the same connection stories.
+
+mod support;
+
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    process::Command,
+};
+
+use serde_json::Value;
+use support::{Tracer, free_port, tracer_bin};
+
+/// What a connection record says, without its clock-dependent fields.
+fn story(record: &Value) -> Value {
+    let mut story = record.clone();
+    for clock_field in ["ts", "start", "end", "start_ns", "end_ns"] {
+        story.as_object_mut().unwrap().remove(clock_field);
+    }
+    story
+}
+
+#[test]
+fn replayed_events_give_the_live_connection_records() {
+    let port = free_port("127.0.0.1");
+    let mut tracer = Tracer::start(&[port]);
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    client.write_all(b"request").unwrap();
+    server.read_exact(&mut [0u8; 7]).unwrap();
+    server.write_all(b"response").unwrap();
+    client.read_exact(&mut [0u8; 8]).unwrap();
+    let local = client.local_addr().unwrap().to_string();
+    drop(client);
+    server.read_exact(&mut [0u8; 1]).unwrap_err();
+    drop(server);
+    tracer.wait_for("the client's record", |l| {
+        l["event"] == "connection" && l["local"] == local
+    });
+    let (status, lines) = tracer.stop();
+    assert!(status.success());
+    let live: Vec<Value> = lines
+        .iter()
+        .filter(|l| l["event"] == "connection")
+        .map(story)
+        .collect();
+    assert_eq!(live.len(), 2, "{lines:#?}");
+
+    let trace = std::env::temp_dir().join(format!("tracer-replay-{}.json", std::process::id()));
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&trace, text).unwrap();
+    let output = Command::new(tracer_bin())
+        .arg("replay")
+        .arg(&trace)
+        .args(["--emit", "connections"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let replayed: Vec<Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["event"] == "connection")
+        .map(|l| story(&l))
+        .collect();
+    assert_eq!(replayed, live);
+
+    let pretty = Command::new(tracer_bin())
+        .arg("replay")
+        .arg(&trace)
+        .args(["--format", "pretty", "--emit", "connections"])
+        .output()
+        .unwrap();
+    let pretty = String::from_utf8(pretty.stdout).unwrap();
+    assert!(
+        pretty.contains(&format!("{local}"))
+            && pretty.contains("SYN-ACK")
+            && pretty.contains("request"),
+        "{pretty}"
+    );
+    std::fs::remove_file(trace).unwrap();
+}

@@ -12,6 +12,7 @@ use aya_ebpf::{
 #[map(name = "IN_SOFTIRQ")]
 static IN_SOFTIRQ: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
+#[inline(always)]
 fn set_in_softirq(value: u32) {
     if let Some(flag) = IN_SOFTIRQ.get_ptr_mut(0) {
         // SAFETY: per-CPU slot, and softirqs do not nest on one CPU.
@@ -32,6 +33,7 @@ pub fn softirq_exit(_ctx: TracePointContext) -> u32 {
 }
 
 /// True when this CPU runs in process context (not serving a softirq).
+#[inline(always)]
 pub fn in_process_context() -> bool {
     IN_SOFTIRQ.get(0).is_none_or(|flag| *flag == 0)
 }

@@ -32,6 +32,7 @@ pub struct Activity {
 static ACTIVITY: LruHashMap<u64, Activity> = LruHashMap::with_max_entries(65536, 0);
 
 /// `sk` moved data in `direction`.
+#[inline(always)]
 fn data(sk: u64, direction: u8) {
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_boot_ns() };
@@ -72,6 +73,7 @@ fn data(sk: u64, direction: u8) {
 }
 
 /// The socket's last data time, forgetting the socket (it is closing).
+#[inline(always)]
 pub fn take_last_data_ns(sk: u64) -> u64 {
     // SAFETY: copied out before the removal.
     let last = unsafe { ACTIVITY.get(sk) }.map_or(NO_DATA, |activity| activity.last_ns);
@@ -79,6 +81,7 @@ pub fn take_last_data_ns(sk: u64) -> u64 {
     last
 }
 
+#[inline(always)]
 fn length_tracepoint(ctx: &TracePointContext, global: &'static TracepointLayout, direction: u8) {
     let layout = record::layout(global);
     if record::field::<u16>(ctx, layout.protocol) != Some(IPPROTO_TCP) {

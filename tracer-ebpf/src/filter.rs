@@ -7,6 +7,7 @@ use tracer_common::{Endpoints, PORTS_WORDS};
 #[map(name = "PORTS")]
 static PORTS: Array<u64> = Array::with_max_entries(PORTS_WORDS, 0);
 
+#[inline(always)]
 fn is_traced(port: u16) -> bool {
     PORTS
         .get(u32::from(port / 64))
@@ -14,6 +15,7 @@ fn is_traced(port: u16) -> bool {
 }
 
 /// A connection is traced when either end's port is.
+#[inline(always)]
 pub fn is_traced_connection(endpoints: &Endpoints) -> bool {
     is_traced(endpoints.local_port) || is_traced(endpoints.remote_port)
 }

@@ -51,6 +51,7 @@ struct Pending {
 #[map(name = "KEEPALIVE_PENDING")]
 static PENDING: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
 
+#[inline(always)]
 fn timer_layout() -> TimerLayout {
     // SAFETY: a global the loader wrote before load.
     unsafe { core::ptr::read_volatile(&TIMER_LAYOUT) }

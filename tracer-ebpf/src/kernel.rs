@@ -53,6 +53,7 @@ pub(crate) use field;
 /// One read of `size` bytes into the low bytes of a zeroed u64 (BPF is little-endian
 /// here), rather than a typed read per size: LLVM merged those branches into code that
 /// used a register the failed-read path never set, which the verifier rejects.
+#[inline(always)]
 pub fn read_uint(base: u64, field: KernelField) -> Option<u64> {
     let size = field.size & 0xf;
     if size == 0 || size > 8 {
@@ -65,6 +66,7 @@ pub fn read_uint(base: u64, field: KernelField) -> Option<u64> {
     (status == 0).then_some(value)
 }
 
+#[inline(always)]
 fn read_bytes<const N: usize>(base: u64, field: KernelField) -> Option<[u8; N]> {
     let at = (base + u64::from(field.offset)) as *const [u8; N];
     // SAFETY: bpf_probe_read_kernel checks the address.
@@ -72,11 +74,13 @@ fn read_bytes<const N: usize>(base: u64, field: KernelField) -> Option<[u8; N]> 
 }
 
 /// The socket's `TCP_*` state.
+#[inline(always)]
 pub fn sock_state(sk: u64) -> Option<u8> {
     read_uint(sk, field!(skc_state)).map(|state| state as u8)
 }
 
 /// The socket's addresses and ports.
+#[inline(always)]
 pub fn sock_endpoints(sk: u64) -> Option<Endpoints> {
     let family = read_uint(sk, field!(skc_family))? as u16;
     let mut endpoints = Endpoints {
@@ -101,6 +105,7 @@ pub fn sock_endpoints(sk: u64) -> Option<Endpoints> {
 
 /// The socket's keepalive settings: its own where set (non-zero), else its network
 /// namespace's sysctls, as the kernel's `keepalive_time_when()` and friends decide.
+#[inline(always)]
 pub fn keepalive_settings(sk: u64) -> KeepaliveSettings {
     let net = read_uint(sk, field!(skc_net)).unwrap_or(0);
     let own_or_default = |own: KernelField, default: KernelField| match read_uint(sk, own) {
@@ -117,6 +122,7 @@ pub fn keepalive_settings(sk: u64) -> KeepaliveSettings {
 }
 
 /// The socket's network namespace inode, 0 when unreadable.
+#[inline(always)]
 pub fn netns(sk: u64) -> u32 {
     read_uint(sk, field!(skc_net))
         .and_then(|net| read_uint(net, field!(net_inum)))

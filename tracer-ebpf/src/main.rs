@@ -3,6 +3,10 @@
 //!
 //! Each hook comes in the variants the daemon's attach plan chooses from: a tracepoint
 //! (stable, always there) and, where the kernel allows, a kprobe or fentry program.
+//!
+//! Every helper function is `#[inline(always)]`: calls between BPF functions add up
+//! their stack frames, and older verifiers (6.1) refuse a program whose frames together
+//! pass 512 bytes even when each fits.
 #![no_std]
 #![no_main]
 

@@ -17,6 +17,7 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 #[map(name = "LOST")]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+#[inline(always)]
 fn header(kind: EventKind, sock: u64) -> EventHeader {
     let process_context = in_process_context();
     let (pid_tgid, comm) = if process_context {
@@ -44,6 +45,7 @@ fn header(kind: EventKind, sock: u64) -> EventHeader {
 }
 
 /// Sends one event, or counts it as lost when the ring buffer has no room.
+#[inline(always)]
 pub fn emit<T: 'static>(kind: EventKind, sock: u64, payload: T) {
     match EVENTS.reserve::<Event<T>>(0) {
         Some(mut entry) => {

@@ -7,12 +7,14 @@ use tracer_common::{
 };
 
 /// Reads a global layout the loader wrote before load.
+#[inline(always)]
 pub fn layout(global: &'static TracepointLayout) -> TracepointLayout {
     // SAFETY: volatile so the compiler does not fold the placeholder values.
     unsafe { core::ptr::read_volatile(global) }
 }
 
 /// A field of the record; `None` when the tracepoint lacks it or it cannot be read.
+#[inline(always)]
 pub fn field<T>(ctx: &TracePointContext, offset: u16) -> Option<T> {
     if offset == FIELD_ABSENT {
         return None;
@@ -24,11 +26,13 @@ pub fn field<T>(ctx: &TracePointContext, offset: u16) -> Option<T> {
 
 /// IPv4 as an IPv6 v4-mapped address (`::ffff:a.b.c.d`), as the kernel stores IPv4
 /// connections in the `*_v6` fields.
+#[inline(always)]
 fn is_v4_mapped(addr: &[u8; 16]) -> bool {
     addr[..10].iter().all(|&b| b == 0) && addr[10] == 0xff && addr[11] == 0xff
 }
 
 /// The connection's endpoints as the record gives them.
+#[inline(always)]
 pub fn endpoints(ctx: &TracePointContext, layout: &EndpointLayout) -> Option<Endpoints> {
     if layout.style == ENDPOINTS_SOCKADDR {
         return sockaddr_endpoints(ctx, layout);
@@ -63,6 +67,7 @@ pub fn endpoints(ctx: &TracePointContext, layout: &EndpointLayout) -> Option<End
 
 /// `struct sockaddr_in`/`sockaddr_in6` copies: family (host order) at 0, port (network
 /// order) at 2, IPv4 address at 4 or IPv6 address at 8.
+#[inline(always)]
 fn sockaddr_endpoints(ctx: &TracePointContext, layout: &EndpointLayout) -> Option<Endpoints> {
     let local: [u8; 28] = field(ctx, layout.saddr)?;
     let remote: [u8; 28] = field(ctx, layout.daddr)?;

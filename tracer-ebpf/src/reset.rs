@@ -13,6 +13,7 @@ static SEND_RESET_LAYOUT: TracepointLayout = TracepointLayout::ABSENT;
 #[unsafe(no_mangle)]
 static RECEIVE_RESET_LAYOUT: TracepointLayout = TracepointLayout::ABSENT;
 
+#[inline(always)]
 fn reset(ctx: &TracePointContext, layout: &TracepointLayout, direction: u8) {
     let Some(endpoints) = record::endpoints(ctx, &layout.endpoints) else {
         return;

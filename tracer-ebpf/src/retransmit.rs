@@ -13,6 +13,7 @@ static RETRANSMIT_SKB_LAYOUT: TracepointLayout = TracepointLayout::ABSENT;
 #[unsafe(no_mangle)]
 static RETRANSMIT_SYNACK_LAYOUT: TracepointLayout = TracepointLayout::ABSENT;
 
+#[inline(always)]
 fn retransmit(ctx: &TracePointContext, layout: &TracepointLayout, what: u8, sock: Option<u64>) {
     let Some(endpoints) = record::endpoints(ctx, &layout.endpoints) else {
         return;

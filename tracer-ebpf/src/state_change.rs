@@ -19,6 +19,7 @@ use crate::{
 };
 
 /// Emits the state change, preceded by the socket's summary when it is closing.
+#[inline(always)]
 fn report(sk: u64, endpoints: Endpoints, old_state: u8, new_state: u8) {
     if new_state == TCP_CLOSE {
         let counter = |field| read_uint(sk, field).unwrap_or(0);
@@ -76,6 +77,7 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
 }
 
 /// What the tracepoint would report for `sk` about to enter `new_state`.
+#[inline(always)]
 fn state_change(sk: u64, new_state: i32, check_protocol: bool) {
     if check_protocol
         && read_uint(sk, kernel::field!(sk_protocol)).is_some_and(|p| p != u64::from(IPPROTO_TCP))

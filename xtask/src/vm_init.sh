@@ -53,8 +53,9 @@ for mode in $MODES; do
     for test in /opt/tracer/tests/*; do
         binary=${test##*/}
         # The unit tests that read the running kernel (tracefs, BTF, kallsyms, sock_diag,
-        # its version) do not depend on the attach mode: once per kernel. The rest of the
-        # unit tests are pure logic, already run on the host.
+        # its version) and the attach tests (which try every mode themselves) do not
+        # depend on the mode: once per kernel. The other unit tests are pure logic,
+        # already run on the host.
         filters=
         case "$binary" in
             bin-*) continue ;;
@@ -62,6 +63,7 @@ for mode in $MODES; do
                 [ "$mode" = "${MODES%% *}" ] || continue
                 filters="btf:: tracefs:: kallsyms:: existing:: preflight:: attach::"
                 ;;
+            test-attach) [ "$mode" = "${MODES%% *}" ] || continue ;;
         esac
         echo "TRACER-VM-BEGIN mode=$mode binary=$binary"
         # shellcheck disable=SC2086 # the filters are separate arguments

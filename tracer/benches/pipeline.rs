@@ -200,6 +200,7 @@ fn correlator() -> Correlator {
         max_connections: 1 << 20,
         stale_after_ns: u64::MAX,
         keep_events: false,
+        data_turns: true,
     })
 }
 

@@ -438,6 +438,8 @@ fn has_kprobes(tracefs: &Path) -> bool {
 /// lacks: the hooks that need those are not attached).
 fn load(facts: &KernelFacts) -> Result<Ebpf> {
     let mut loader = EbpfLoader::new();
+    // The loader would parse the kernel's BTF again by itself.
+    loader.btf(facts.btf.as_ref().ok());
     let tracepoint_layouts: Vec<(&str, TracepointLayout)> = facts
         .tracepoints
         .iter()

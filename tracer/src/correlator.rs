@@ -96,9 +96,12 @@ use crate::event::{
     DataDirection, EventMeta, Process, ResetDirection, StateChange, TcpState, TraceEvent,
 };
 
-/// How long, in event time, a closed record waits for the facts the kernel reports after
-/// the CLOSE (they come from the same kernel call, microseconds later).
-pub const CLOSE_GRACE_NS: u64 = 10_000_000;
+/// How long a closed record waits for the facts the kernel reports after the CLOSE. They
+/// come from the same kernel call, microseconds later, but that call can be preempted
+/// between the two (seen for tens of milliseconds on a loaded 2-CPU guest) while the
+/// daemon reaps by the clock: a second covers that at the price of records written a
+/// second later.
+pub const CLOSE_GRACE_NS: u64 = 1_000_000_000;
 
 /// States remembered per record, CLOSE included. A lifecycle enters at most 6 (a
 /// simultaneous open and close: SYN_SENT, SYN_RECV, ESTABLISHED, FIN_WAIT1, CLOSING,
@@ -122,6 +125,9 @@ pub struct CorrelatorConfig {
     pub stale_after_ns: u64,
     /// Keep each record's events in [`ConnectionRecord::events`] (for the pretty timeline).
     pub keep_events: bool,
+    /// Data turns are traced (the `data` hook is attached). Without them a record's
+    /// `exchanges` is unknown (`None`), not zero.
+    pub data_turns: bool,
 }
 
 impl Default for CorrelatorConfig {
@@ -132,6 +138,7 @@ impl Default for CorrelatorConfig {
             max_connections: 65_536,
             stale_after_ns: 24 * 3600 * 1_000_000_000,
             keep_events: false,
+            data_turns: true,
         }
     }
 }
@@ -229,7 +236,7 @@ pub struct ConnectionRecord {
     pub keepalive: KeepaliveCounts,
     pub bytes_sent: Option<u64>,
     pub bytes_received: Option<u64>,
-    pub exchanges: u32,
+    pub exchanges: Option<u32>,
     pub idle_before_close_us: Option<u64>,
     pub observed_from_start: bool,
     /// The record's events, when [`CorrelatorConfig::keep_events`]; at most
@@ -617,7 +624,7 @@ impl Conn {
             },
             bytes_sent: self.has_summary.then_some(self.bytes_sent),
             bytes_received: self.has_summary.then_some(self.bytes_received),
-            exchanges: self.exchanges,
+            exchanges: Some(self.exchanges),
             idle_before_close_us,
             observed_from_start: self.observed_from_start,
             events: kept.events,
@@ -997,7 +1004,10 @@ impl Correlator {
             KeptEvents::default()
         };
         let conn = &mut self.slab[slot as usize];
-        let record = conn.record(kept);
+        let mut record = conn.record(kept);
+        if !self.config.data_turns {
+            record.exchanges = None;
+        }
         let closed = conn.closed;
         let sock = conn.sock;
         conn.sock = 0;
@@ -1273,6 +1283,7 @@ mod tests {
             max_connections,
             stale_after_ns: 60_000 * MS,
             keep_events: false,
+            data_turns: true,
         }
     }
 
@@ -1341,7 +1352,7 @@ mod tests {
             ]
         );
         assert_eq!(record.close_initiator, CloseInitiator::Local);
-        assert_eq!(record.exchanges, 1);
+        assert_eq!(record.exchanges, Some(1));
         assert_eq!(record.idle_before_close_us, Some(3000));
         assert_eq!(
             (record.bytes_sent, record.bytes_received),
@@ -1384,7 +1395,7 @@ mod tests {
         );
         assert_eq!(record.handshake_us, Some(8));
         assert_eq!(record.close_initiator, CloseInitiator::Remote);
-        assert_eq!(record.exchanges, 1);
+        assert_eq!(record.exchanges, Some(1));
         // No summary: no byte counts, the last turn is the last data.
         assert_eq!(record.bytes_sent, None);
         assert_eq!(record.netns, None);
@@ -1544,7 +1555,7 @@ mod tests {
                 timed_out: false
             }
         );
-        assert_eq!(record.exchanges, 1);
+        assert_eq!(record.exchanges, Some(1));
         assert_eq!(record.close_initiator, CloseInitiator::Local);
     }
 
@@ -1606,7 +1617,7 @@ mod tests {
             panic!("{records:#?}");
         };
         assert_eq!((server.role, client.role), (Role::Server, Role::Client));
-        assert_eq!((server.exchanges, client.exchanges), (3, 3));
+        assert_eq!((server.exchanges, client.exchanges), (Some(3), Some(3)));
         assert_eq!(server.close_initiator, CloseInitiator::Local);
         assert_eq!(client.close_initiator, CloseInitiator::Remote);
         assert_eq!(server.idle_before_close_us, Some(5_000_000));
@@ -1831,6 +1842,7 @@ mod tests {
         let (outputs, _) = run_with(
             CorrelatorConfig {
                 keep_events: true,
+                data_turns: true,
                 ..config(16)
             },
             &events,
@@ -2063,6 +2075,7 @@ mod tests {
                 max_connections,
                 stale_after_ns: 50_000,
                 keep_events: true,
+                data_turns: true,
             });
             let mut outputs = Vec::new();
             for (i, (_, dropped, event)) in stream.iter().enumerate() {

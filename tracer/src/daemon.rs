@@ -11,8 +11,8 @@ use tokio::{
 };
 
 use crate::{
-    attach::{self, Probes},
-    cli::{Format, TraceArgs},
+    attach::{self, Hook, Probes},
+    cli::TraceArgs,
     clock::{self, WallClock},
     decode::Decoder,
     event::TraceEvent,
@@ -129,8 +129,8 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     for (hook, why) in &plan.unsupported {
         eprintln!("tracer: warning: no {hook} events on this kernel ({why})");
     }
-    let pretty = args.show.format == Format::Pretty;
-    let mut pipeline = Pipeline::new(&args.show, pretty, sink, WallClock::sample());
+    let data_turns = plan.attach.contains_key(&Hook::Data);
+    let mut pipeline = Pipeline::new(&args.show, data_turns, sink, WallClock::sample());
     pipeline.sink.tracer_start(&kernel, &plan, &ports)?;
     read_existing(&mut pipeline, &ports)?;
     pipeline.sink.flush()?;

@@ -4,7 +4,7 @@
 use std::io;
 
 use crate::{
-    cli::OutputArgs,
+    cli::{Format, OutputArgs},
     clock::WallClock,
     correlator::{CLOSE_GRACE_NS, Correlator, CorrelatorConfig, Output},
     event::TraceEvent,
@@ -25,12 +25,15 @@ pub struct Pipeline<S: Sink> {
 }
 
 impl<S: Sink> Pipeline<S> {
-    pub fn new(show: &OutputArgs, pretty: bool, sink: S, clock: WallClock) -> Self {
+    /// `data_turns`: the data hook is attached, so connection records can count
+    /// exchanges.
+    pub fn new(show: &OutputArgs, data_turns: bool, sink: S, clock: WallClock) -> Self {
         let correlator = show.emit.connections().then(|| {
             Correlator::new(CorrelatorConfig {
                 max_connections: show.max_connections as usize,
                 stale_after_ns: STALE_AFTER_NS,
-                keep_events: pretty,
+                keep_events: show.format == Format::Pretty,
+                data_turns,
             })
         });
         Self {

@@ -318,10 +318,11 @@ fn summary(record: &ConnectionRecord) -> String {
     if let Some(handshake) = record.handshake_us {
         parts.push(format!("handshake {}", ms(handshake)));
     }
-    parts.push(match record.exchanges {
-        1 => "1 exchange".to_owned(),
-        n => format!("{n} exchanges"),
-    });
+    match record.exchanges {
+        Some(1) => parts.push("1 exchange".to_owned()),
+        Some(n) => parts.push(format!("{n} exchanges")),
+        None => {}
+    }
     if let Some(idle) = record.idle_before_close_us {
         parts.push(format!("idle {} before close", ms(idle)));
     }
@@ -563,6 +564,7 @@ mod tests {
     fn timelines(events: &[TraceEvent]) -> (String, String) {
         let mut correlator = Correlator::new(CorrelatorConfig {
             keep_events: true,
+            data_turns: true,
             ..CorrelatorConfig::default()
         });
         let mut records = Vec::new();

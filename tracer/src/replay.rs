@@ -182,8 +182,15 @@ pub fn run(file: &Path, show: &OutputArgs) -> Result<()> {
     let sink = sink::open(None, show.format)?;
     // The lines' times are wall-clock already: an offset of zero keeps them.
     let clock = WallClock::from_offset_ns(0);
-    let mut pipeline = Pipeline::new(show, show.format == crate::cli::Format::Pretty, sink, clock);
-    for (number, line) in input.lines().enumerate() {
+    let mut lines = input.lines().enumerate().peekable();
+    // A trace whose tracer had no data hook cannot count exchanges: its first line says.
+    let data_turns = match lines.peek() {
+        Some((_, Ok(first))) => serde_json::from_str::<Value>(first)
+            .map_or(true, |line| line["unsupported"].get("data").is_none()),
+        _ => true,
+    };
+    let mut pipeline = Pipeline::new(show, data_turns, sink, clock);
+    for (number, line) in lines {
         let line = line.with_context(|| format!("cannot read {}", file.display()))?;
         if line.trim().is_empty() {
             continue;

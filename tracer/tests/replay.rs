@@ -78,7 +78,7 @@ fn replayed_events_give_the_live_connection_records() {
         .unwrap();
     let pretty = String::from_utf8(pretty.stdout).unwrap();
     assert!(
-        pretty.contains(&local) && pretty.contains("SYN-ACK") && pretty.contains("request"),
+        pretty.contains(&local) && pretty.contains("SYN-ACK") && pretty.contains("FIN"),
         "{pretty}"
     );
     std::fs::remove_file(trace).unwrap();

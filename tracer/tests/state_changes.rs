@@ -196,6 +196,7 @@ fn closed_stdout_ends_the_tracer_quietly() {
     stdout.read_line(&mut first).unwrap();
     assert!(first.contains("tracer_start"), "{first}");
     drop(stdout); // as `tracer ... | head -1` does
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
     // Traffic makes the tracer write into the closed pipe.
     let deadline = Instant::now() + support::DEADLINE;
     let status = loop {
@@ -203,7 +204,10 @@ fn closed_stdout_ends_the_tracer_quietly() {
             Instant::now() < deadline,
             "the tracer kept running with a closed stdout"
         );
-        exchange("127.0.0.1", port);
+        // One listener for all rounds: rebinding the port each round can race the
+        // previous round's server socket still closing on a slow machine.
+        drop(TcpStream::connect(listener.local_addr().unwrap()).unwrap());
+        drop(listener.accept().unwrap());
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }

@@ -100,6 +100,8 @@ pub enum Mode {
 }
 
 impl Mode {
+    pub const ALL: [Mode; 3] = [Mode::Tracepoint, Mode::Kprobe, Mode::Fentry];
+
     fn name(self) -> &'static str {
         match self {
             Mode::Tracepoint => "tracepoint",

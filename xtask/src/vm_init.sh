@@ -52,18 +52,20 @@ for mode in $MODES; do
     mode_failed=0
     for test in /opt/tracer/tests/*; do
         binary=${test##*/}
-        # The unit tests that read the running kernel (tracefs, BTF, kallsyms, sock_diag,
-        # its version) and the attach tests (which try every mode themselves) do not
-        # depend on the mode: once per kernel. The other unit tests are pure logic,
-        # already run on the host.
+        # Only the hooks with several mechanisms (state changes, keepalive, data) differ
+        # between modes: their tests run in every mode, the rest once per kernel. Of the
+        # unit tests, those that read the running kernel (tracefs, BTF, kallsyms,
+        # sock_diag, its version); the others are pure logic, already run on the host.
         filters=
+        first_mode=${MODES%% *}
         case "$binary" in
             bin-*) continue ;;
             lib-*)
-                [ "$mode" = "${MODES%% *}" ] || continue
+                [ "$mode" = "$first_mode" ] || continue
                 filters="btf:: tracefs:: kallsyms:: existing:: preflight:: attach::"
                 ;;
-            test-attach) [ "$mode" = "${MODES%% *}" ] || continue ;;
+            test-state_changes | test-keepalive | test-stories) ;;
+            *) [ "$mode" = "$first_mode" ] || continue ;;
         esac
         echo "TRACER-VM-BEGIN mode=$mode binary=$binary"
         # shellcheck disable=SC2086 # the filters are separate arguments

@@ -15,6 +15,8 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// How long each response takes (a slow handler).
     pub response_delay: Duration,
+    /// Print `request` on stdout as each request is read (for a parent process to wait on).
+    pub announce_requests: bool,
 }
 
 /// Reads until `buffer` holds a complete head; returns the head's length, or `None` at EOF
@@ -64,6 +66,11 @@ fn serve_connection(mut stream: TcpStream, config: ServerConfig) -> io::Result<(
             Err(e) => return Err(e),
         };
         buffer.drain(..head);
+        if config.announce_requests {
+            let mut stdout = io::stdout().lock();
+            writeln!(stdout, "request")?;
+            stdout.flush()?;
+        }
         thread::sleep(config.response_delay); // the slow handler being modelled
         let body = b"hello from tracer's test server\n";
         write!(

@@ -1,6 +1,7 @@
 //! State changes: the `sock:inet_sock_set_state` tracepoint, or probes on the two kernel
-//! functions that fire it: `tcp_set_state` (every TCP transition) and
-//! `inet_sk_set_state` (a new child socket entering SYN_RECV).
+//! functions that fire it: `inet_sk_state_store` (what `tcp_set_state` and `listen()`
+//! call) and `inet_sk_set_state` (a new child socket entering SYN_RECV). Probing
+//! `tcp_set_state` itself would miss `CLOSE -> LISTEN`.
 
 use aya_ebpf::{
     macros::{fentry, kprobe, tracepoint},
@@ -78,10 +79,9 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
 
 /// What the tracepoint would report for `sk` about to enter `new_state`.
 #[inline(always)]
-fn state_change(sk: u64, new_state: i32, check_protocol: bool) {
-    if check_protocol
-        && read_uint(sk, kernel::field!(sk_protocol)).is_some_and(|p| p != u64::from(IPPROTO_TCP))
-    {
+fn state_change(sk: u64, new_state: i32) {
+    // Both functions serve every inet protocol (SCTP, MPTCP too), as the tracepoint does.
+    if read_uint(sk, kernel::field!(sk_protocol)).is_some_and(|p| p != u64::from(IPPROTO_TCP)) {
         return;
     }
     let (Some(endpoints), Some(old_state)) = (sock_endpoints(sk), sock_state(sk)) else {
@@ -93,9 +93,9 @@ fn state_change(sk: u64, new_state: i32, check_protocol: bool) {
 }
 
 #[kprobe]
-pub fn tcp_set_state_kprobe(ctx: ProbeContext) -> u32 {
+pub fn inet_sk_state_store_kprobe(ctx: ProbeContext) -> u32 {
     if let (Some(sk), Some(state)) = (ctx.arg::<u64>(0), ctx.arg::<i32>(1)) {
-        state_change(sk, state, false);
+        state_change(sk, state);
     }
     0
 }
@@ -103,19 +103,19 @@ pub fn tcp_set_state_kprobe(ctx: ProbeContext) -> u32 {
 #[kprobe]
 pub fn inet_sk_set_state_kprobe(ctx: ProbeContext) -> u32 {
     if let (Some(sk), Some(state)) = (ctx.arg::<u64>(0), ctx.arg::<i32>(1)) {
-        state_change(sk, state, true);
+        state_change(sk, state);
     }
     0
 }
 
-#[fentry(function = "tcp_set_state")]
-pub fn tcp_set_state_fentry(ctx: FEntryContext) -> u32 {
-    state_change(ctx.arg::<u64>(0), ctx.arg::<i32>(1), false);
+#[fentry(function = "inet_sk_state_store")]
+pub fn inet_sk_state_store_fentry(ctx: FEntryContext) -> u32 {
+    state_change(ctx.arg::<u64>(0), ctx.arg::<i32>(1));
     0
 }
 
 #[fentry(function = "inet_sk_set_state")]
 pub fn inet_sk_set_state_fentry(ctx: FEntryContext) -> u32 {
-    state_change(ctx.arg::<u64>(0), ctx.arg::<i32>(1), true);
+    state_change(ctx.arg::<u64>(0), ctx.arg::<i32>(1));
     0
 }

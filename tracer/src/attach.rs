@@ -4,7 +4,8 @@
 //! `--attach auto` tries each hook's mechanisms in a fixed order and keeps the first that
 //! loads and attaches:
 //! - state changes: tracepoint (`sock:inet_sock_set_state`, a stable ABI), then fentry,
-//!   then kprobe (on `tcp_set_state` and `inet_sk_set_state`);
+//!   then kprobe (on `inet_sk_state_store` and `inet_sk_set_state`, the functions that
+//!   fire the tracepoint);
 //! - keepalive: fentry/fexit, then kprobe/kretprobe on `tcp_keepalive_timer`, then the
 //!   `timer:timer_expire_entry`/`exit` tracepoints (they fire for every timer in the
 //!   system, so they are the fallback);
@@ -202,8 +203,8 @@ impl Hook {
 const STATE_CHANGE_TRACEPOINT: &[Program] = &[tp("inet_sock_set_state", "sock")];
 const STATE_CHANGE_KPROBE: &[Program] = &[
     Program::Kprobe {
-        program: "tcp_set_state_kprobe",
-        function: "tcp_set_state",
+        program: "inet_sk_state_store_kprobe",
+        function: "inet_sk_state_store",
     },
     Program::Kprobe {
         program: "inet_sk_set_state_kprobe",
@@ -212,8 +213,8 @@ const STATE_CHANGE_KPROBE: &[Program] = &[
 ];
 const STATE_CHANGE_FENTRY: &[Program] = &[
     Program::FEntry {
-        program: "tcp_set_state_fentry",
-        function: "tcp_set_state",
+        program: "inet_sk_state_store_fentry",
+        function: "inet_sk_state_store",
     },
     Program::FEntry {
         program: "inet_sk_set_state_fentry",

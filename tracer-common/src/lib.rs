@@ -305,7 +305,9 @@ pub struct KernelField {
 pub struct KernelLayout {
     pub skc_family: KernelField,
     pub skc_state: KernelField,
-    pub skc_num: KernelField,
+    /// `inet_sock.inet_sport` (network order), as the tracepoint reports the local port:
+    /// `skc_num` is already 0 when a closing socket enters CLOSE.
+    pub inet_sport: KernelField,
     pub skc_dport: KernelField,
     pub skc_rcv_saddr: KernelField,
     pub skc_daddr: KernelField,

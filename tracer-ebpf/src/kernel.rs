@@ -11,7 +11,7 @@ use tracer_common::{AF_INET, AF_INET6, Endpoints, KeepaliveSettings, KernelField
 pub(crate) static KERNEL_LAYOUT: KernelLayout = KernelLayout {
     skc_family: ABSENT,
     skc_state: ABSENT,
-    skc_num: ABSENT,
+    inet_sport: ABSENT,
     skc_dport: ABSENT,
     skc_rcv_saddr: ABSENT,
     skc_daddr: ABSENT,
@@ -85,7 +85,7 @@ pub fn sock_endpoints(sk: u64) -> Option<Endpoints> {
     let family = read_uint(sk, field!(skc_family))? as u16;
     let mut endpoints = Endpoints {
         family,
-        local_port: read_uint(sk, field!(skc_num))? as u16,
+        local_port: u16::from_be(read_uint(sk, field!(inet_sport))? as u16),
         remote_port: u16::from_be(read_uint(sk, field!(skc_dport))? as u16),
         ..Endpoints::default()
     };

@@ -194,7 +194,7 @@ pub fn kernel_layout(btf: &KernelBtf) -> Result<KernelLayout> {
     Ok(KernelLayout {
         skc_family: common("skc_family", &[2])?,
         skc_state: common("skc_state", &[1])?,
-        skc_num: common("skc_num", &[2])?,
+        inet_sport: kernel_field(btf, "inet_sock", "inet_sport", &[2])?,
         skc_dport: common("skc_dport", &[2])?,
         skc_rcv_saddr: common("skc_rcv_saddr", &[4])?,
         skc_daddr: common("skc_daddr", &[4])?,

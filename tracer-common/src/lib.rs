@@ -316,8 +316,9 @@ pub struct KernelLayout {
     /// `sock.__sk_common.skc_net.net`: the `struct net *`.
     pub skc_net: KernelField,
     pub sk_protocol: KernelField,
-    /// `sock.sk_timer`: the keepalive timer (`timer_list`) inside the socket.
-    pub sk_timer: KernelField,
+    /// The keepalive timer (`timer_list`) inside the socket: `sock.sk_timer`, or
+    /// `inet_connection_sock.icsk_keepalive_timer` where the kernel has it.
+    pub keepalive_timer: KernelField,
     pub icsk_probes_out: KernelField,
     pub keepalive_time: KernelField,
     pub keepalive_intvl: KernelField,

@@ -60,7 +60,7 @@ fn timer_layout() -> TimerLayout {
 /// `tcp_keepalive_timer(timer)` is starting.
 #[inline(always)]
 fn begin(timer: u64) {
-    let sock = timer - u64::from(kernel::field!(sk_timer).offset);
+    let sock = timer - u64::from(kernel::field!(keepalive_timer).offset);
     let Some(endpoints) = sock_endpoints(sock) else {
         return;
     };

@@ -19,7 +19,7 @@ pub(crate) static KERNEL_LAYOUT: KernelLayout = KernelLayout {
     skc_v6_daddr: ABSENT,
     skc_net: ABSENT,
     sk_protocol: ABSENT,
-    sk_timer: ABSENT,
+    keepalive_timer: ABSENT,
     icsk_probes_out: ABSENT,
     keepalive_time: ABSENT,
     keepalive_intvl: ABSENT,

@@ -174,6 +174,20 @@ fn kernel_field(
 
 const INTEGER: &[u32] = &[1, 2, 4, 8];
 
+/// Where the keepalive timer (`timer_list`) sits in the socket: `sock.sk_timer`, or
+/// `inet_connection_sock.icsk_keepalive_timer` on kernels with "tcp: introduce
+/// icsk->icsk_keepalive_timer" (backported to stable kernels, e.g. Debian's 6.12).
+fn keepalive_timer(btf: &KernelBtf) -> Result<KernelField> {
+    let field = match btf.field_opt("inet_connection_sock", "icsk_keepalive_timer")? {
+        Some(field) => field,
+        None => btf.field("sock", "sk_timer")?,
+    };
+    Ok(KernelField {
+        offset: field.offset,
+        size: field.size,
+    })
+}
+
 /// The struct fields the programs read, from the running kernel's BTF. A missing field
 /// is an error naming it, except the two documented as optional (reported absent with
 /// `size == 0`): `sock.sk_protocol` (a bitfield before 5.6; state changes by probe then
@@ -202,10 +216,7 @@ pub fn kernel_layout(btf: &KernelBtf) -> Result<KernelLayout> {
         skc_v6_daddr: common("skc_v6_daddr", &[16])?,
         skc_net: common("skc_net.net", &[8])?,
         sk_protocol: sock("sk_protocol", &[1, 2]).unwrap_or_default(),
-        sk_timer: btf.field("sock", "sk_timer").map(|f| KernelField {
-            offset: f.offset,
-            size: f.size,
-        })?,
+        keepalive_timer: keepalive_timer(btf)?,
         icsk_probes_out: kernel_field(btf, "inet_connection_sock", "icsk_probes_out", INTEGER)?,
         keepalive_time: tcp("keepalive_time")?,
         keepalive_intvl: tcp("keepalive_intvl")?,

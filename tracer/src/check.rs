@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::{
     attach::{self, AttachMode, Hook, Mechanism},
-    preflight, tracefs,
+    btf, preflight, tracefs,
 };
 
 #[derive(Serialize)]
@@ -47,7 +47,7 @@ fn report(mode: AttachMode) -> Report {
     let kernel = preflight::kernel_release();
     let mut report = Report {
         attach: mode,
-        btf: Path::new(preflight::VMLINUX_BTF).exists(),
+        btf: Path::new(btf::SYS_FS_PATH).exists(),
         tracefs: tracefs::root().ok().map(|p| p.display().to_string()),
         kernel,
         kprobes: false,

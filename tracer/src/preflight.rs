@@ -5,11 +5,11 @@ use std::{fs, path::Path};
 
 use anyhow::{Context as _, Result, bail};
 
+use crate::btf::SYS_FS_PATH;
+
 /// The oldest kernel with everything the programs use: the BPF ring buffer (5.8) and
 /// `bpf_ktime_get_boot_ns` (5.8).
 pub const MIN_KERNEL: KernelVersion = KernelVersion { major: 5, minor: 8 };
-
-pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
@@ -72,9 +72,9 @@ pub fn check_kernel(release: &str) -> Result<()> {
             MIN_KERNEL.minor
         );
     }
-    if !Path::new(VMLINUX_BTF).exists() {
+    if !Path::new(SYS_FS_PATH).exists() {
         bail!(
-            "kernel {release} has no BTF ({VMLINUX_BTF} is missing): tracer needs CONFIG_DEBUG_INFO_BTF=y"
+            "kernel {release} has no BTF ({SYS_FS_PATH} is missing): tracer needs CONFIG_DEBUG_INFO_BTF=y"
         );
     }
     Ok(())

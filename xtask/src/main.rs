@@ -33,8 +33,12 @@ enum Task {
     /// The userspace pipeline's speed and memory per connection (see docs/performance.md).
     Bench,
     /// Everything CI checks: formatting, clippy on both toolchains, unit and integration
-    /// tests against the running kernel (needs root). The kernel matrix is `vm-test`.
-    Test,
+    /// tests against the running kernel (needs root), then the kernel matrix (`vm-test`).
+    Test {
+        /// Stop after the running kernel's tests: skip the kernel matrix.
+        #[arg(long)]
+        host_only: bool,
+    },
     /// Boot Debian's 5.10, 6.1 and 6.12 cloud kernels under qemu and run the tracer's
     /// tests in each, once per attach mode; prints a kernel x mode matrix.
     VmTest {
@@ -79,7 +83,7 @@ fn build() -> Result<PathBuf> {
     Ok(workspace_root().join("target/release/tracer"))
 }
 
-fn test() -> Result<()> {
+fn test(host_only: bool) -> Result<()> {
     setup::ensure()?;
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(cargo().args([
@@ -118,7 +122,11 @@ fn test() -> Result<()> {
         "--lib",
         "--bins",
         "--tests",
-    ]))
+    ]))?;
+    if host_only {
+        return Ok(());
+    }
+    vm::vm_test(&[], &vm::Mode::ALL)
 }
 
 fn main() -> ExitCode {
@@ -131,7 +139,7 @@ fn main() -> ExitCode {
             Err(Command::new(&binary).args(args).exec())
                 .with_context(|| format!("cannot run {}", binary.display()))
         }),
-        Task::Test => test(),
+        Task::Test { host_only } => test(host_only),
         Task::Bench => setup::ensure().and_then(|()| {
             run(cargo().args(["bench", "--package", "tracer", "--bench", "pipeline"]))
         }),

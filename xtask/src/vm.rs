@@ -144,9 +144,10 @@ pub fn vm_test(kernels: &[Kernel], modes: &[Mode]) -> Result<()> {
         .map(|image| Ok((image, pack_kernel(&work, image, &common)?)))
         .collect::<Result<Vec<_>>>()?;
     // A guest's vCPUs share one host thread (see `qemu`), so guests boot side by side,
-    // one per host core.
+    // one per host core. Newest first: the newer the kernel, the longer its run (more
+    // hooks to load and verify), and the longest runs should not start last.
     let jobs = thread::available_parallelism().map_or(1, NonZero::get);
-    let queue = Mutex::new(guests.iter());
+    let queue = Mutex::new(guests.iter().rev());
     let mut runs: Vec<Run> = thread::scope(|scope| {
         let workers: Vec<_> = (0..jobs)
             .map(|_| {

@@ -68,6 +68,7 @@ for mode in $MODES; do
             *) [ "$mode" = "$first_mode" ] || continue ;;
         esac
         echo "TRACER-VM-BEGIN mode=$mode binary=$binary"
+        began=$(cut -d. -f1 /proc/uptime)
         # shellcheck disable=SC2086 # the filters are separate arguments
         TRACER_BIN=/opt/tracer/tracer TRACER_ATTACH=$mode \
             "$test" --test-threads="$(nproc)" $filters 2>&1 | tee /tmp/test-output
@@ -80,7 +81,8 @@ for mode in $MODES; do
         failed=${failed:-0}
         # A binary that failed without a summary (crashed, killed) counts as one failure.
         if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
-        echo "TRACER-VM-END mode=$mode binary=$binary exit=$status passed=$passed failed=$failed"
+        seconds=$(($(cut -d. -f1 /proc/uptime) - began))
+        echo "TRACER-VM-END mode=$mode binary=$binary exit=$status passed=$passed failed=$failed seconds=$seconds"
         mode_passed=$((mode_passed + passed))
         mode_failed=$((mode_failed + failed))
     done

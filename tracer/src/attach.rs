@@ -15,7 +15,7 @@
 //! the tracepoint for the others; if the kernel cannot do it, that is an error naming
 //! what is missing.
 
-use std::{collections::BTreeMap, fmt, path::Path};
+use std::{cell::OnceCell, collections::BTreeMap, fmt, path::Path};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
@@ -296,7 +296,10 @@ pub struct KernelFacts {
     pub kernel: Result<KernelLayout, String>,
     pub tracepoints: BTreeMap<&'static str, Result<TracepointLayout, String>>,
     pub timer: Result<TimerLayout, String>,
-    btf: Result<Btf, String>,
+    /// aya's parse of the kernel's BTF, which only fentry programs need: made on first
+    /// use, since it takes tens of milliseconds natively and most of a second in an
+    /// emulated guest.
+    fentry_btf: OnceCell<Result<Btf, String>>,
     tracefs: std::path::PathBuf,
 }
 
@@ -375,15 +378,21 @@ impl KernelFacts {
             Err(error) => Err(format!("{error:#}")),
         };
         let units = KernelUnits::read(kernel_btf.as_ref().ok(), &preflight::kernel_release());
-        let btf = Btf::from_sys_fs().map_err(|e| describe(e.into()));
         Ok(Self {
             units,
             kernel,
             tracepoints,
             timer,
-            btf,
+            fentry_btf: OnceCell::new(),
             tracefs,
         })
+    }
+
+    fn fentry_btf(&self) -> Result<&Btf, String> {
+        self.fentry_btf
+            .get_or_init(|| Btf::from_sys_fs().map_err(|e| describe(e.into())))
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     fn tracepoint(&self, global: &str) -> Result<TracepointLayout, String> {
@@ -422,7 +431,7 @@ impl KernelFacts {
             (_, Mechanism::Kprobe) => (!has_kprobes(&self.tracefs)).then(|| {
                 "this kernel has no kprobes (no kprobe PMU and no kprobe_events)".to_owned()
             }),
-            (_, Mechanism::Fentry) => self.btf.as_ref().err().cloned(),
+            (_, Mechanism::Fentry) => self.fentry_btf().err(),
             (Hook::Accept, Mechanism::Tracepoint) => {
                 Some("no tracepoint fires on accept".to_owned())
             }
@@ -439,8 +448,9 @@ fn has_kprobes(tracefs: &Path) -> bool {
 /// lacks: the hooks that need those are not attached).
 fn load(facts: &KernelFacts) -> Result<Ebpf> {
     let mut loader = EbpfLoader::new();
-    // The loader would parse the kernel's BTF again by itself.
-    loader.btf(facts.btf.as_ref().ok());
+    // The programs read kernel structs at offsets resolved here (`layout`), not through
+    // CO-RE relocations, so the loader needs no kernel BTF (and would parse it).
+    loader.btf(None);
     let tracepoint_layouts: Vec<(&str, TracepointLayout)> = facts
         .tracepoints
         .iter()
@@ -521,10 +531,14 @@ fn attach_hook(
     if let Some(why) = facts.missing(hook, mechanism) {
         return Err(why);
     }
-    let programs = hook.programs(mechanism);
-    let result = programs
+    let btf = match mechanism {
+        Mechanism::Fentry => facts.fentry_btf().ok(),
+        Mechanism::Tracepoint | Mechanism::Kprobe => None,
+    };
+    let result = hook
+        .programs(mechanism)
         .iter()
-        .try_for_each(|&program| attach_program(ebpf, facts.btf.as_ref().ok(), program));
+        .try_for_each(|&program| attach_program(ebpf, btf, program));
     if let Err(error) = result {
         detach_hook(ebpf, hook, mechanism);
         return Err(describe(error));

@@ -31,6 +31,8 @@ pub(super) struct Run {
     pub(super) binaries: Vec<BinaryRun>,
     /// From `TRACER-VM-RESULT` lines.
     cells: Vec<(String, Cell)>,
+    /// (hook, mechanism) that `--attach auto` picks, from the `TRACER-VM-AUTO` line.
+    pub(super) auto: Vec<(String, String)>,
     /// Why the guest ended without `TRACER-VM-DONE`.
     pub(super) problem: Option<Problem>,
 }
@@ -79,6 +81,14 @@ impl Run {
 fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     line.split_whitespace()
         .find_map(|word| word.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// Every `key=value` in a TRACER-VM line, in order.
+fn pairs(line: &str) -> Vec<(String, String)> {
+    line.split_whitespace()
+        .filter_map(|word| word.split_once('='))
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect()
 }
 
 fn count(line: &str, key: &str) -> u32 {
@@ -159,6 +169,7 @@ pub(super) fn boot(image: &KernelImage, initrd: &Path, work: &Path, modes: &[Mod
         lines: Vec::new(),
         binaries: Vec::new(),
         cells: Vec::new(),
+        auto: Vec::new(),
         problem: None,
     };
     let mut done = false;
@@ -206,6 +217,8 @@ pub(super) fn boot(image: &KernelImage, initrd: &Path, work: &Path, modes: &[Mod
                 };
                 let mode = field(marker, "mode").unwrap_or_default().to_owned();
                 run.cells.push((mode, cell));
+            } else if let Some(picks) = marker.strip_prefix("TRACER-VM-AUTO") {
+                run.auto = pairs(picks);
             } else if marker.starts_with("TRACER-VM-DONE") {
                 done = true;
             }
@@ -241,5 +254,12 @@ mod tests {
         assert_eq!(field(line, "exit"), Some("101"));
         assert_eq!(count(line, "failed"), 2);
         assert_eq!(field(line, "mod"), None);
+        assert_eq!(
+            pairs(" state_change=tracepoint accept=none"),
+            [
+                ("state_change".to_owned(), "tracepoint".to_owned()),
+                ("accept".to_owned(), "none".to_owned())
+            ]
+        );
     }
 }

@@ -35,6 +35,17 @@ ip link set lo up
 # IPv6 tests connect to ::1, which the kernel adds to lo when it comes up; be sure.
 ip -6 addr show dev lo | grep -q '::1/128' || ip -6 addr add ::1/128 dev lo
 
+# What `--attach auto` picks for each hook here, for the matrix (`none`: no mechanism).
+# The attach tests check that the tracer picks what check says.
+picks=$(/opt/tracer/tracer check 2>&1 | awk '
+    /^[a-z_]+:$/ {
+        if (hook != "") printf " %s=%s", hook, pick
+        hook = substr($1, 1, length($1) - 1); pick = "none"
+    }
+    $2 == "chosen" { pick = $1 }
+    END { if (hook != "") printf " %s=%s", hook, pick }')
+echo "TRACER-VM-AUTO$picks"
+
 # Whether the tracer can run in an attach mode on this kernel, as `tracer check` tells
 # (the suite's attach tests check that the tracer then does what check said).
 supported() {

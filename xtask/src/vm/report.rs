@@ -154,6 +154,15 @@ pub(super) fn print_matrix(runs: &[Run], modes: &[Mode], total: Duration) {
             .collect();
         println!("  {}", cells.join("  ").trim_end());
     }
+    println!("\nwhat --attach auto picks (tracer check in each guest):");
+    for run in runs {
+        let picks: Vec<String> = run
+            .auto
+            .iter()
+            .map(|(hook, mechanism)| format!("{hook} {mechanism}"))
+            .collect();
+        println!("  {:<5} {}", run.kernel.name(), picks.join(", "));
+    }
     println!("total {} s", total.as_secs());
 }
 

@@ -1,6 +1,8 @@
 //! `cargo xtask`: set up, build, run and test tracer on a fresh Debian/Ubuntu machine.
 
 mod setup;
+#[path = "../../tracer-ebpf/toolchain.rs"]
+mod toolchain;
 mod vm;
 
 use std::{
@@ -83,9 +85,21 @@ fn build() -> Result<PathBuf> {
     Ok(workspace_root().join("target/release/tracer"))
 }
 
+/// `rustup run` with the pinned eBPF nightly, for the eBPF crate's own checks.
+fn ebpf_cargo() -> Result<Command> {
+    let nightly = toolchain::Nightly::pinned(&workspace_root().join("tracer-ebpf"))?;
+    let mut command = Command::new("rustup");
+    command.args(["run", &nightly.channel, "cargo"]);
+    Ok(command)
+}
+
 fn test(host_only: bool) -> Result<()> {
     setup::ensure()?;
-    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    // Each crate formatted and linted by the toolchain that builds it.
+    run(cargo()
+        .args(["fmt", "--package", "tracer", "--package", "tracer-common"])
+        .args(["--package", "xtask", "--", "--check"]))?;
+    run(ebpf_cargo()?.args(["fmt", "--package", "tracer-ebpf", "--", "--check"]))?;
     run(cargo().args([
         "clippy",
         "--workspace",
@@ -96,10 +110,7 @@ fn test(host_only: bool) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
-    run(Command::new("rustup").args([
-        "run",
-        "nightly",
-        "cargo",
+    run(ebpf_cargo()?.args([
         "clippy",
         "--package",
         "tracer-ebpf",
@@ -131,7 +142,7 @@ fn test(host_only: bool) -> Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = setup::with_tool_path().and_then(|()| match cli.command {
+    let result = match cli.command {
         Task::Setup => setup::ensure(),
         Task::Build => build().map(|binary| println!("built {}", binary.display())),
         Task::Run { args } => build().and_then(|binary| {
@@ -144,7 +155,7 @@ fn main() -> ExitCode {
             run(cargo().args(["bench", "--package", "tracer", "--bench", "pipeline"]))
         }),
         Task::VmTest { kernels, modes } => vm::vm_test(&kernels, &modes),
-    });
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

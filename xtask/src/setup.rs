@@ -1,60 +1,21 @@
-//! Installs the build and test prerequisites, each only when missing, so `cargo xtask
-//! test` and `cargo xtask run` work on a fresh Debian/Ubuntu machine.
+//! Installs and verifies the build and test prerequisites, so `cargo xtask test` and
+//! `cargo xtask run` work on a fresh Debian/Ubuntu machine: the stable toolchain comes
+//! from `rust-toolchain.toml` (rustup installs it), the eBPF tools are the pinned ones of
+//! `tracer-ebpf/toolchain.rs`, checked rather than assumed, and repaired when they do not
+//! match. The user's own `nightly`, default toolchain and bpf-linker are never touched.
 
 use std::{
     env,
-    path::PathBuf,
-    process::{Command, Stdio},
+    process::Command,
+    time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 
-use crate::run;
+use crate::{run, toolchain, workspace_root};
 
-/// bpf-linker links the eBPF object; 0.13 builds against LLVM 22, the LLVM of the
-/// nightly toolchain installed here.
-const BPF_LINKER_VERSION: &str = "0.13";
-const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
-
-/// Debian packages: LLVM 22 for building bpf-linker; iproute2 and nftables for the tests
-/// that cut a connection's traffic.
-const APT_PACKAGES: &[&str] = &[
-    "llvm-22-dev",
-    "libpolly-22-dev",
-    "libzstd-dev",
-    "zlib1g-dev",
-    "iproute2",
-    "nftables",
-];
-
-fn cargo_bin() -> PathBuf {
-    env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")))
-        .unwrap_or_else(|| PathBuf::from("/root/.cargo"))
-        .join("bin")
-}
-
-/// Puts cargo's bin directory (bpf-linker) on PATH for this process and its children.
-pub fn with_tool_path() -> Result<()> {
-    let mut paths: Vec<PathBuf> =
-        env::split_paths(&env::var_os("PATH").unwrap_or_default()).collect();
-    if !paths.contains(&cargo_bin()) {
-        paths.insert(0, cargo_bin());
-    }
-    let joined = env::join_paths(paths).context("PATH cannot hold cargo's bin directory")?;
-    // SAFETY: single-threaded at this point (called first thing in main).
-    unsafe { env::set_var("PATH", joined) };
-    Ok(())
-}
-
-fn succeeds(command: &mut Command) -> bool {
-    command
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success())
-}
+/// Debian packages the tests use: iproute2 and nftables cut a connection's traffic.
+const TEST_PACKAGES: &[&str] = &["iproute2", "nftables"];
 
 fn is_root() -> bool {
     Command::new("id")
@@ -63,10 +24,9 @@ fn is_root() -> bool {
         .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
 }
 
-fn missing_packages(packages: &[&'static str]) -> Vec<&'static str> {
+fn missing_packages(packages: &[String]) -> Vec<String> {
     packages
         .iter()
-        .copied()
         .filter(|package| {
             !Command::new("dpkg-query")
                 .args(["-W", "-f=${Status}", package])
@@ -75,12 +35,14 @@ fn missing_packages(packages: &[&'static str]) -> Vec<&'static str> {
                     String::from_utf8_lossy(&out.stdout).contains("install ok installed")
                 })
         })
+        .cloned()
         .collect()
 }
 
 /// Installs those of `packages` (Debian packages) that are missing, saying which.
-pub fn ensure_packages(packages: &[&'static str]) -> Result<()> {
-    let missing = missing_packages(packages);
+pub fn ensure_packages<S: AsRef<str>>(packages: &[S]) -> Result<()> {
+    let packages: Vec<String> = packages.iter().map(|p| p.as_ref().to_owned()).collect();
+    let missing = missing_packages(&packages);
     if missing.is_empty() {
         return Ok(());
     }
@@ -99,62 +61,89 @@ pub fn ensure_packages(packages: &[&'static str]) -> Result<()> {
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
-fn ensure_nightly() -> Result<()> {
-    let has_rust_src = Command::new("rustup")
-        .args(["component", "list", "--toolchain", "nightly", "--installed"])
-        .output()
-        .is_ok_and(|out| {
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .any(|l| l.starts_with("rust-src"))
-        });
-    if has_rust_src {
-        return Ok(());
+/// The pinned nightly, installed with its components; returns it with its LLVM major.
+fn ensure_nightly() -> Result<(toolchain::Nightly, u32)> {
+    let nightly = toolchain::Nightly::pinned(&workspace_root().join("tracer-ebpf"))?;
+    let missing = nightly.missing_components();
+    let problem = match nightly.llvm_major() {
+        Err(error) => Some(format!("{error:#}")),
+        Ok(_) if !missing.is_empty() => Some(format!("missing {}", missing.join(", "))),
+        Ok(_) => None,
+    };
+    if let Some(problem) = problem {
+        println!(
+            "xtask: installing the eBPF toolchain {} with {} ({problem})",
+            nightly.channel,
+            nightly.components.join(", ")
+        );
+        run(Command::new("rustup")
+            .args([
+                "toolchain",
+                "install",
+                &nightly.channel,
+                "--profile",
+                "minimal",
+            ])
+            .args(["--component", &nightly.components.join(",")]))?;
     }
-    println!("xtask: installing the nightly toolchain's rust-src (eBPF builds core from source)");
-    run(Command::new("rustup").args([
-        "toolchain",
-        "install",
-        "nightly",
-        "--profile",
-        "minimal",
-        "--component",
-        "rust-src,clippy",
-    ]))
+    let llvm_major = nightly.llvm_major()?;
+    Ok((nightly, llvm_major))
 }
 
-fn ensure_bpf_linker() -> Result<()> {
-    let version = Command::new("bpf-linker").arg("--version").output();
-    if version.is_ok_and(|out| {
-        String::from_utf8_lossy(&out.stdout).contains(&format!(" {BPF_LINKER_VERSION}."))
-    }) {
+/// bpf-linker at the pinned version, built on the nightly's LLVM major in its own
+/// directory (see `toolchain`), rebuilt when what is there does not verify.
+fn ensure_bpf_linker(nightly: &toolchain::Nightly, llvm_major: u32) -> Result<()> {
+    let Err(problem) = toolchain::bpf_linker(nightly, llvm_major) else {
         return Ok(());
+    };
+    if !toolchain::BPF_LINKER_LLVM.contains(&llvm_major) {
+        bail!(
+            "{} has LLVM {llvm_major}, but bpf-linker {} builds only on LLVM {}..={}: pin another nightly in tracer-ebpf/rust-toolchain.toml",
+            nightly.channel,
+            toolchain::BPF_LINKER_VERSION,
+            toolchain::BPF_LINKER_LLVM.start(),
+            toolchain::BPF_LINKER_LLVM.end()
+        );
     }
     println!(
-        "xtask: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (a few minutes, once)"
+        "xtask: {problem:#}\nxtask: building bpf-linker {} on LLVM {llvm_major} (Debian's llvm-{llvm_major}; a few minutes, once)",
+        toolchain::BPF_LINKER_VERSION
     );
-    let path = format!("{LLVM_BIN}:{}", env::var("PATH").unwrap_or_default());
-    run(
-        Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-            .args([
-                "install",
-                "bpf-linker",
-                "--locked",
-                "--version",
-                &format!("~{BPF_LINKER_VERSION}"),
-            ])
-            .args(["--no-default-features", "--features", "llvm-22"])
-            .env("PATH", path),
-    )
+    ensure_packages(&[
+        format!("llvm-{llvm_major}-dev"),
+        format!("libpolly-{llvm_major}-dev"),
+        "libzstd-dev".to_owned(),
+        "zlib1g-dev".to_owned(),
+    ])?;
+    // llvm-sys finds libLLVM through llvm-config, which must be the one of that major.
+    let path = format!(
+        "/usr/lib/llvm-{llvm_major}/bin:{}",
+        env::var("PATH").unwrap_or_default()
+    );
+    let root = toolchain::bpf_linker_root(llvm_major);
+    run(crate::cargo()
+        .args(["install", "bpf-linker", "--locked", "--force"])
+        .args(["--version", &format!("={}", toolchain::BPF_LINKER_VERSION)])
+        .args([
+            "--no-default-features",
+            "--features",
+            &format!("llvm-{llvm_major}"),
+        ])
+        .arg("--root")
+        .arg(&root)
+        .env("PATH", path))?;
+    toolchain::bpf_linker(nightly, llvm_major).map(|_| ())
 }
 
-/// Installs whatever is missing; quick when nothing is.
+/// Installs whatever is missing and verifies the rest; quick when nothing is.
 pub fn ensure() -> Result<()> {
-    ensure_packages(APT_PACKAGES)?;
-    ensure_nightly()?;
-    ensure_bpf_linker()?;
-    if !succeeds(Command::new("bpf-linker").arg("--version")) {
-        bail!("bpf-linker is installed but does not run");
+    let started = Instant::now();
+    ensure_packages(TEST_PACKAGES)?;
+    let (nightly, llvm_major) = ensure_nightly()?;
+    ensure_bpf_linker(&nightly, llvm_major)?;
+    let took = started.elapsed();
+    if took > Duration::from_secs(5) {
+        println!("xtask: set-up done in {:.0} s", took.as_secs_f64());
     }
     Ok(())
 }

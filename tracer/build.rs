@@ -1,5 +1,5 @@
-//! Compiles `tracer-ebpf` for the BPF target into OUT_DIR, where the attach plan embeds
-//! it, with the nightly pinned in `tracer-ebpf/rust-toolchain.toml` and the bpf-linker
+//! Compiles `tracer-ebpf` for the BPF target into OUT_DIR, where `src/kernel/attach.rs`
+//! embeds it, with the nightly pinned in `tracer-ebpf/rust-toolchain.toml` and the bpf-linker
 //! built for that nightly's LLVM. Both are verified first (`tracer-ebpf/toolchain.rs`): a
 //! missing or mismatched tool is one line naming the fix, never an LLVM error from inside
 //! the link.
@@ -45,6 +45,9 @@ fn build() -> Result<()> {
     // SAFETY: the build script is single-threaded.
     unsafe { env::set_var("PATH", path) };
 
+    // The nested cargo's progress would reach the user as one warning a line.
+    // SAFETY: as above.
+    unsafe { env::set_var("CARGO_TERM_QUIET", "true") };
     aya_build::build_ebpf(
         [aya_build::Package {
             name: ebpf.name.as_str(),

@@ -18,10 +18,11 @@ use std::{
 
 use tracer::{
     clock::WallClock,
-    correlator::{Correlator, CorrelatorConfig},
-    decode::Decoder,
-    json::JsonSink,
-    sink::{RecordEnd, Sink},
+    output::{RecordEnd, Sink, json::JsonSink},
+    pipeline::{
+        correlator::{Correlator, CorrelatorConfig, Output},
+        decode::Decoder,
+    },
 };
 use tracer_common::{
     AF_INET, DATA_RECEIVED, DATA_SENT, DataTurn, Endpoints, Event, EventHeader, EventKind,
@@ -232,7 +233,7 @@ fn main() {
             let event = decoder.decode(record).unwrap();
             sink.event(clock, &event).unwrap();
             correlator.observe(&event, &mut |output| {
-                if let tracer::correlator::Output::Connection(record) = output {
+                if let Output::Connection(record) = output {
                     sink.connection(clock, &record, RecordEnd::Closed).unwrap();
                 }
             });

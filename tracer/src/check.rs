@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, io::Write, path::Path};
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::{
+use crate::kernel::{
     attach::{self, AttachMode, Hook, Mechanism},
     btf, preflight, tracefs,
 };

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::attach::AttachMode;
+use crate::kernel::attach::AttachMode;
 
 /// Kernel-level TCP event tracer: state changes, resets, retransmits and keepalive
 /// probes of the TCP connections on the given ports, as JSON lines.

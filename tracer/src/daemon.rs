@@ -11,16 +11,20 @@ use tokio::{
 };
 
 use crate::{
-    attach::{self, Hook, Probes},
     cli::TraceArgs,
     clock::{self, WallClock},
-    decode::Decoder,
     event::TraceEvent,
-    existing,
-    pipeline::Pipeline,
-    preflight,
-    reader::{LossCounter, drain},
-    sink::{self, Sink},
+    kernel::{
+        attach::{self, Hook, Probes},
+        preflight,
+    },
+    output::{self, Sink},
+    pipeline::{
+        Pipeline,
+        decode::Decoder,
+        existing,
+        reader::{LossCounter, drain},
+    },
 };
 
 /// How often the loss counter is read, the wall-clock offset resampled and finished
@@ -89,7 +93,7 @@ fn read_existing(pipeline: &mut LivePipeline, ports: &[u16]) -> io::Result<()> {
 
 pub async fn run(args: TraceArgs) -> Result<()> {
     let ports = args.ports();
-    let sink = sink::open(args.output.as_deref(), args.show.format)?;
+    let sink = output::open(args.output.as_deref(), args.show.format)?;
     preflight::check_privileges()?;
     let kernel = preflight::kernel_release();
     preflight::check_kernel(&kernel)?;
@@ -97,7 +101,6 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     let Probes {
         events,
         lost,
-        logger,
         plan,
         units,
         ebpf: _attached,
@@ -105,7 +108,6 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     let decoder = Decoder::new(units);
     let mut losses = LossCounter::new(lost);
     let mut ring = watch(events)?;
-    let mut logger = logger.map(watch).transpose()?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING_PERIOD);
@@ -140,16 +142,6 @@ pub async fn run(args: TraceArgs) -> Result<()> {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
                 drain_ring(&mut pipeline, &decoder, guard.get_inner_mut())?;
-                guard.clear_ready();
-            }
-            guard = async {
-                match logger.as_mut() {
-                    Some(logger) => logger.readable_mut().await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                let mut guard = guard?;
-                guard.get_inner_mut().flush();
                 guard.clear_ready();
             }
             _ = housekeeping.tick() => {

@@ -1,30 +1,24 @@
 //! tracer: TCP connections seen from inside the kernel.
 //!
-//! Data flow, one module a stage: [`attach`] (the attach plan: load and attach the eBPF
-//! programs, with [`layout`] from [`tracefs`] and [`btf`]) -> [`reader`] (ring buffer
-//! records) -> [`decode`] (records to [`event`]s; [`existing`] adds the connections open
-//! at start) -> [`pipeline`]: [`correlator`] (events to connection records) -> [`sink`]s
-//! ([`json`] lines, [`pretty`] timelines). [`daemon`] runs the loop live; [`replay`] runs
-//! the pipeline on recorded lines; [`check`] reports what the kernel allows.
+//! The folders follow the data, top to bottom:
+//! - [`kernel`]: what the running kernel offers and how tracer hooks into it: the attach
+//!   plan ([`kernel::attach`]) loads the eBPF programs with the layouts found in tracefs
+//!   and BTF;
+//! - [`pipeline`]: ring buffer records ([`pipeline::reader`]) become [`event`]s
+//!   ([`pipeline::decode`], plus the connections already open, [`pipeline::existing`]),
+//!   and events become connection records ([`pipeline::correlator`]);
+//! - [`output`]: the sinks that write them ([`output::json`] lines, [`output::pretty`]
+//!   timelines).
+//!
+//! [`daemon`] runs that flow live, [`replay`] on recorded lines, and [`check`] reports what
+//! the kernel allows; [`event`] and [`clock`] are shared by every stage.
 
-pub mod attach;
-pub mod btf;
 pub mod check;
 pub mod cli;
 pub mod clock;
-pub mod correlator;
 pub mod daemon;
-pub mod decode;
 pub mod event;
-pub mod existing;
-pub mod json;
-pub mod kallsyms;
-pub mod kconfig;
-pub mod layout;
+pub mod kernel;
+pub mod output;
 pub mod pipeline;
-pub mod preflight;
-pub mod pretty;
-pub mod reader;
 pub mod replay;
-pub mod sink;
-pub mod tracefs;

@@ -25,8 +25,8 @@ use crate::{
         KeepaliveSettings, Process, Reset, ResetDirection, Retransmit, RetransmitKind, StateChange,
         TcpState, TraceEvent,
     },
+    output,
     pipeline::Pipeline,
-    sink,
 };
 
 /// Nanoseconds since the epoch of an RFC 3339 time.
@@ -179,7 +179,7 @@ pub fn run(file: &Path, show: &OutputArgs) -> Result<()> {
             File::open(file).with_context(|| format!("cannot read {}", file.display()))?,
         ))
     };
-    let sink = sink::open(None, show.format)?;
+    let sink = output::open(None, show.format)?;
     // The lines' times are wall-clock already: an offset of zero keeps them.
     let clock = WallClock::from_offset_ns(0);
     let mut lines = input.lines().enumerate().peekable();
@@ -207,7 +207,7 @@ pub fn run(file: &Path, show: &OutputArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{json::JsonSink, sink::Sink};
+    use crate::output::{Sink, json::JsonSink};
 
     /// Every kind of event survives rendering and parsing unchanged.
     #[test]

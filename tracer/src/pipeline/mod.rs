@@ -1,14 +1,21 @@
-//! Events -> correlator -> sink: the part of the data flow the live daemon and
-//! `tracer replay` share.
+//! Records -> events -> connection records: [`reader`] takes the ring buffer's records,
+//! [`decode`] turns them into events ([`existing`] adds the connections open before
+//! tracing), and [`Pipeline`] moves events through the [`correlator`] to a sink. The
+//! live daemon and `tracer replay` share [`Pipeline`].
+
+pub mod correlator;
+pub mod decode;
+pub mod existing;
+pub mod reader;
 
 use std::io;
 
+use self::correlator::{CLOSE_GRACE_NS, Correlator, CorrelatorConfig, Output};
 use crate::{
     cli::{Format, OutputArgs},
     clock::WallClock,
-    correlator::{CLOSE_GRACE_NS, Correlator, CorrelatorConfig, Output},
     event::TraceEvent,
-    sink::{RecordEnd, Sink, StopSummary},
+    output::{RecordEnd, Sink, StopSummary},
 };
 
 /// Connections without any event for a day are reported as stale (their close was

@@ -23,18 +23,17 @@ use aya::{
     maps::{Array, MapData, PerCpuArray, RingBuf},
     programs::{FEntry, FExit, KProbe, TracePoint},
 };
-use aya_log::EbpfLogger;
 use serde::Serialize;
 use tracer_common::{
     EVENTS_MAP, KernelLayout, LOST_MAP, PORTS_MAP, TimerLayout, TracepointLayout, globals,
 };
 
-use crate::{
+use crate::kernel::{
     btf::KernelBtf,
-    decode::KernelUnits,
     layout::{kernel_layout, timer_layout, tracepoint_layout},
     preflight,
     tracefs::{self, TracepointFormat},
+    units::KernelUnits,
 };
 
 /// The eBPF object built by `build.rs`, embedded so the binary is self-contained.
@@ -572,8 +571,6 @@ fn detach_hook(ebpf: &mut Ebpf, hook: Hook, mechanism: Mechanism) {
 pub struct Probes {
     pub events: RingBuf<MapData>,
     pub lost: PerCpuArray<MapData, u64>,
-    /// eBPF-side diagnostics (aya-log); `None` when the object logs nothing.
-    pub logger: Option<EbpfLogger<&'static dyn log::Log>>,
     pub plan: AttachPlan,
     pub units: KernelUnits,
     /// Keeps the programs attached while it lives.
@@ -603,7 +600,6 @@ fn set_port_filter(ebpf: &mut Ebpf, ports: &[u16]) -> Result<()> {
 pub fn attach(mode: AttachMode, ports: &[u16]) -> Result<Probes> {
     let facts = KernelFacts::gather()?;
     let mut ebpf = load(&facts)?;
-    let logger = EbpfLogger::init(&mut ebpf).ok();
     set_port_filter(&mut ebpf, ports)?;
     // Before any hook, so the first events already know their context.
     for &program in SOFTIRQ_TRACKING {
@@ -652,7 +648,6 @@ pub fn attach(mode: AttachMode, ports: &[u16]) -> Result<Probes> {
     Ok(Probes {
         events,
         lost,
-        logger,
         plan,
         units: facts.units,
         ebpf,

@@ -3,7 +3,6 @@
 //! decoded is an error the daemon counts and reports, never a panic.
 
 use std::{
-    collections::BTreeMap,
     fmt,
     mem::size_of,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -15,7 +14,7 @@ use crate::event::{
     Accepted, ConnectionSummary, DataDirection, DataTurn, EventMeta, Keepalive, KeepaliveSettings,
     Process, Reset, ResetDirection, Retransmit, RetransmitKind, StateChange, TcpState, TraceEvent,
 };
-use crate::{btf::KernelBtf, kconfig};
+use crate::kernel::units::KernelUnits;
 
 /// Why a record could not be decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,44 +40,6 @@ impl fmt::Display for DecodeError {
 }
 
 impl std::error::Error for DecodeError {}
-
-/// What turning kernel numbers into units and names takes, read once at start-up.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct KernelUnits {
-    /// The kernel's `CONFIG_HZ` (jiffies per second), when known.
-    pub hz: Option<u32>,
-    /// `enum sk_rst_reason` from BTF: value -> name without `SK_RST_REASON_`.
-    pub reset_reasons: BTreeMap<u32, String>,
-}
-
-impl KernelUnits {
-    /// The running kernel's: HZ from its build configuration, reset reasons from BTF.
-    /// Both are conveniences, so what is missing is a warning: keepalive times are then
-    /// null, reset reasons numbers.
-    pub fn read(btf: Option<&KernelBtf>, release: &str) -> Self {
-        let hz = kconfig::hz(release);
-        if hz.is_none() {
-            eprintln!(
-                "tracer: warning: the kernel's CONFIG_HZ is unknown (no /proc/config.gz or /boot/config-{release}): keepalive times will be null"
-            );
-        }
-        // Kernels before 6.10 have no reasons; their resets carry none to name.
-        let reset_reasons = btf
-            .and_then(|btf| btf.enum_values("sk_rst_reason").ok())
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(name, value)| {
-                (
-                    value,
-                    name.strip_prefix("SK_RST_REASON_")
-                        .unwrap_or(&name)
-                        .to_owned(),
-                )
-            })
-            .collect();
-        Self { hz, reset_reasons }
-    }
-}
 
 /// TCP header flag bits (`TCPHDR_*`) in wire order.
 const TCP_FLAGS: [(u8, &str); 8] = [
@@ -278,6 +239,8 @@ impl Decoder {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use std::collections::BTreeMap;
+
     use raw::{Endpoints, Event, EventHeader, EventKind, FLAG_PROCESS_CONTEXT};
 
     use super::*;

@@ -10,15 +10,15 @@ use std::{
 use serde::Serialize;
 
 use crate::{
-    attach::AttachPlan,
     clock::WallClock,
-    correlator::ConnectionRecord,
     event::{
         Accepted, ConnectionSummary, DataDirection, DataTurn, EventMeta, Existing, Keepalive,
         KeepaliveSettings, Reset, ResetDirection, Retransmit, RetransmitKind, StateChange,
         TcpState, TraceEvent,
     },
-    sink::{RecordEnd, Sink, StopSummary},
+    kernel::attach::AttachPlan,
+    output::{RecordEnd, Sink, StopSummary},
+    pipeline::correlator::ConnectionRecord,
 };
 
 #[derive(Serialize)]
@@ -384,7 +384,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::{event::Process, sink::Sink};
+    use crate::{event::Process, output::Sink};
 
     fn render(event: &TraceEvent) -> Value {
         let mut sink = JsonSink::new(Vec::new());

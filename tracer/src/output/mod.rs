@@ -1,5 +1,8 @@
-//! Where the pipeline's output goes: JSON lines ([`crate::json::JsonSink`]) or timelines
-//! for people ([`crate::pretty::PrettySink`]).
+//! Where the pipeline's output goes: the [`Sink`] trait, and its JSON lines
+//! ([`json::JsonSink`]) and timelines for people ([`pretty::PrettySink`]).
+
+pub mod json;
+pub mod pretty;
 
 use std::{
     fs::File,
@@ -10,9 +13,10 @@ use std::{
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
+use self::{json::JsonSink, pretty::PrettySink};
 use crate::{
-    attach::AttachPlan, cli::Format, clock::WallClock, correlator::ConnectionRecord,
-    event::TraceEvent, json::JsonSink, pretty::PrettySink,
+    cli::Format, clock::WallClock, event::TraceEvent, kernel::attach::AttachPlan,
+    pipeline::correlator::ConnectionRecord,
 };
 
 /// Why a connection record was written.

@@ -14,11 +14,13 @@
 use std::io::{self, Write};
 
 use crate::{
-    attach::AttachPlan,
     clock::WallClock,
-    correlator::{CloseInitiator, ConnectionRecord, KEPT_EVENTS, ProbeFate, Role, probe_fate},
     event::{DataDirection, ResetDirection, RetransmitKind, TcpState, TraceEvent},
-    sink::{RecordEnd, Sink, StopSummary},
+    kernel::attach::AttachPlan,
+    output::{RecordEnd, Sink, StopSummary},
+    pipeline::correlator::{
+        CloseInitiator, ConnectionRecord, KEPT_EVENTS, ProbeFate, Role, probe_fate,
+    },
 };
 
 /// Width of the graph between its two bars.
@@ -102,7 +104,7 @@ impl Line {
 }
 
 /// Writes `record`'s timeline, from its kept events (see
-/// [`CorrelatorConfig::keep_events`](crate::correlator::CorrelatorConfig)); with `colour`,
+/// [`CorrelatorConfig::keep_events`](crate::pipeline::correlator::CorrelatorConfig)); with `colour`,
 /// in ANSI colours.
 pub fn write_timeline(
     out: &mut impl Write,
@@ -463,11 +465,11 @@ mod tests {
 
     use super::*;
     use crate::{
-        correlator::{Correlator, CorrelatorConfig, Output},
         event::{
             ConnectionSummary, DataTurn, EventMeta, Keepalive, KeepaliveSettings, Process, Reset,
             StateChange,
         },
+        pipeline::correlator::{Correlator, CorrelatorConfig, Output},
     };
     use TcpState::*;
 

@@ -8,7 +8,7 @@ use tracer_common::{
     TimerLayout, TracepointLayout,
 };
 
-use crate::{btf::KernelBtf, kallsyms, tracefs::TracepointFormat};
+use crate::kernel::{btf::KernelBtf, kallsyms, tracefs::TracepointFormat};
 
 /// Record fields the programs read, with the sizes they expect.
 const KNOWN_FIELDS: &[(&str, &[u16])] = &[

@@ -5,7 +5,7 @@ use std::{fs, path::Path};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::btf::SYS_FS_PATH;
+use crate::kernel::btf::SYS_FS_PATH;
 
 /// The oldest kernel with everything the programs use: the BPF ring buffer (5.8) and
 /// `bpf_ktime_get_boot_ns` (5.8).

@@ -1,0 +1,13 @@
+//! The kernel side: whether this kernel can run tracer ([`preflight`]), what it offers
+//! (BTF, tracefs, kallsyms, its build configuration), the layouts the eBPF programs need
+//! ([`layout`]) and units the decoder needs ([`units`]), and the attach plan that loads
+//! and attaches the programs ([`attach`]).
+
+pub mod attach;
+pub mod btf;
+pub mod kallsyms;
+pub mod kconfig;
+pub mod layout;
+pub mod preflight;
+pub mod tracefs;
+pub mod units;

@@ -1,0 +1,402 @@
+//! Events -> one [`ConnectionRecord`] per connection lifecycle.
+//!
+//! Pure: no I/O and no clock. Time comes only from the events' `boot_ns` and from the
+//! `now` given to [`Correlator::reap`], so a recorded trace replays to the same records.
+//!
+//! # Identity
+//!
+//! The kernel reuses socket addresses, so a record is one *lifecycle* of a socket: it
+//! starts on the transition out of CLOSE (client: `CLOSE -> SYN_SENT`; server: the
+//! accepted child's first transition, `LISTEN -> SYN_RECV`, because the child is cloned
+//! from the listener) and ends on `-> CLOSE`. A lifecycle start on an address that still
+//! has a record starts a new record. Sockets entering LISTEN are listeners, not
+//! connections: they are remembered with their owner (see below). [`TraceEvent::Existing`]
+//! starts a record for a connection open before tracing (`observed_from_start: false`), and
+//! so does any other state change of a socket without a record (its start was missed).
+//!
+//! # Closing
+//!
+//! A record is not emitted at its CLOSE but [`CLOSE_GRACE_NS`] of event time later: the
+//! kernel reports some facts about a close *after* the socket's transition to CLOSE.
+//! `tcp_disconnect` (`SO_LINGER` 0) and a close with unread data enter CLOSE before they
+//! send their RST, the keepalive timer's timeout event is taken when its callback
+//! returns, after the CLOSE it caused, and a connection reset in the accept queue can be
+//! accepted after its CLOSE. A closed record takes only these; any other event for its
+//! socket belongs to a later lifecycle (a state change starts it, the rest are ignored).
+//!
+//! # Owner
+//!
+//! `pid`/`comm` name, in this order of preference: the process that accepted the
+//! connection ([`TraceEvent::Accepted`]) or, for a client, the one whose `connect()` took it
+//! out of CLOSE; for a server, the owner of the listener with the same local port (its
+//! address equal or a wildcard; the most recent such listener); otherwise the first
+//! process seen in process context on the connection. Null when none was seen.
+//!
+//! # `close_initiator`
+//!
+//! Decided when the record is emitted, from the first of these the connection showed:
+//! - a FIN: the first transition to FIN_WAIT1, FIN_WAIT2, CLOSING or TIME_WAIT means this
+//!   host sent the first FIN (`local`); to CLOSE_WAIT or LAST_ACK, the peer did (`remote`).
+//!   A connection already closing when tracing started counts its state at that time.
+//! - an RST before any FIN: `reset_sent` or `reset_received` (in either order around the
+//!   CLOSE, see above).
+//! - a keepalive timeout before any FIN: `keepalive_timeout`; it replaces `reset_sent`,
+//!   because the keepalive timer sends an RST as it gives up.
+//! - none of these but the kernel reported CLOSE: `aborted` (a connect or handshake that
+//!   timed out, a retransmission timeout, `ss -K`).
+//! - none of these and no CLOSE (evicted or reaped): `unknown`.
+//!
+//! # Keepalive probes
+//!
+//! A probe is answered when, before the next probe, the connection shows the peer is
+//! alive: the next probe is number 1 again (the kernel resets its count on any ACK), data
+//! is received, or a close step that needs a segment from the peer happens (entering
+//! CLOSE_WAIT, FIN_WAIT2 or CLOSING, or LAST_ACK -> CLOSE). It is unanswered when the next
+//! probe has a higher number, the keepalive timer gives up, or an RST arrives. A probe
+//! whose fate the connection never showed counts as unanswered. See [`probe_fate`].
+//!
+//! # Exchanges and idleness
+//!
+//! `exchanges` counts turns of the data direction ([`TraceEvent::DataTurn`]) towards the
+//! answer: on a server each turn to sent that follows received data (a response), on a
+//! client each turn to received that follows sent data. Pipelined requests are one turn.
+//! `idle_before_close_us` runs from the last data activity before the first FIN or RST
+//! (the summary's `last_data_ns` or the last turn) to that FIN or RST.
+//!
+//! # Orphans
+//!
+//! Events that belong to no record are counted in [`Stats::ignored_events`] and otherwise
+//! dropped: resets without a socket (`sock` 0, e.g. the kernel refusing a connection to a
+//! port without listener), SYN-ACK retransmits (keyed by the request socket, which is
+//! never a record), events other than state changes of a connection whose record was
+//! evicted or whose start was lost (its next state change starts a partial record),
+//! events of a later lifecycle reaching a closed record (see Closing), transitions to
+//! CLOSE of sockets without a record, and `Existing` events for known sockets or for
+//! states nothing follows (CLOSE, TIME_WAIT, NEW_SYN_RECV).
+//!
+//! # Memory
+//!
+//! At most `max_connections` records are held (closing ones included); a new one evicts
+//! the least recently active, emitted as [`Output::Evicted`] and counted. An open record
+//! takes 200 bytes plus 17 for its map entry (the `memory_per_connection` test holds it
+//! to issue 4's 256), in a slab that grows by an eighth, with an intrusive LRU list;
+//! processes are shared through an interning table.
+
+mod conn;
+mod record;
+mod table;
+#[cfg(test)]
+mod tests;
+
+use std::{collections::VecDeque, net::SocketAddr};
+
+use self::{
+    conn::{Conn, OwnerRank},
+    table::{Listeners, NIL, Processes, Table},
+};
+pub use self::{
+    conn::{ProbeFate, probe_fate},
+    record::{
+        CloseInitiator, ConnectionRecord, Family, KEPT_EVENTS, KeepaliveCounts, Role, StateEntry,
+    },
+};
+use crate::event::{EventMeta, ResetDirection, StateChange, TcpState, TraceEvent};
+
+/// How long a closed record waits for the facts the kernel reports after the CLOSE. They
+/// come from the same kernel call, microseconds later, but that call can be preempted
+/// between the two (seen for tens of milliseconds on a loaded 2-CPU guest) while the
+/// daemon reaps by the clock: a second covers that at the price of records written a
+/// second later.
+pub const CLOSE_GRACE_NS: u64 = 1_000_000_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CorrelatorConfig {
+    /// Records held at most (at least 1).
+    pub max_connections: usize,
+    /// A record without events for longer than this is reaped by [`Correlator::reap`].
+    pub stale_after_ns: u64,
+    /// Keep each record's events in [`ConnectionRecord::events`] (for the pretty timeline).
+    pub keep_events: bool,
+    /// Data turns are traced (the `data` hook is attached). Without them a record's
+    /// `exchanges` is unknown (`None`), not zero.
+    pub data_turns: bool,
+}
+
+impl Default for CorrelatorConfig {
+    /// A healthy idle keep-alive connection sends nothing (TCP keepalive defaults to 2
+    /// hours), so a record is stale only after a day without events.
+    fn default() -> Self {
+        Self {
+            max_connections: 65_536,
+            stale_after_ns: 24 * 3600 * 1_000_000_000,
+            keep_events: false,
+            data_turns: true,
+        }
+    }
+}
+
+/// What the correlator emits.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// The kernel reported the connection's close.
+    Connection(ConnectionRecord),
+    /// Pushed out to make room for a new record: the connection may still be open.
+    Evicted(ConnectionRecord),
+    /// Its close was never seen: no events for longer than `stale_after_ns`, or its
+    /// socket address started a new lifecycle (an event was lost).
+    Reaped(ConnectionRecord),
+}
+
+/// Counters of what the correlator could not turn into records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Events for a socket without a record (see the module docs).
+    pub ignored_events: u64,
+    pub evicted: u64,
+    pub reaped: u64,
+}
+
+/// Turns [`TraceEvent`]s into [`ConnectionRecord`]s; see the module docs.
+pub struct Correlator {
+    config: CorrelatorConfig,
+    table: Table,
+    /// Closed records waiting out [`CLOSE_GRACE_NS`], oldest first: (slot, conn_id).
+    closing: VecDeque<(u32, u64)>,
+    listeners: Listeners,
+    processes: Processes,
+    next_conn_id: u64,
+    stats: Stats,
+}
+
+impl Correlator {
+    pub fn new(config: CorrelatorConfig) -> Self {
+        let config = CorrelatorConfig {
+            max_connections: config.max_connections.clamp(1, NIL as usize),
+            ..config
+        };
+        Self {
+            table: Table::new(config.max_connections, config.keep_events),
+            config,
+            closing: VecDeque::new(),
+            listeners: Listeners::default(),
+            processes: Processes::default(),
+            next_conn_id: 1,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Records held: open connections and closed ones waiting out the grace period.
+    pub fn open_connections(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Takes one event, in the order the kernel produced them.
+    pub fn observe(&mut self, event: &TraceEvent, out: &mut impl FnMut(Output)) {
+        let meta = event.meta();
+        self.flush_closed(meta.boot_ns, out);
+        if meta.sock != 0 && self.table.has_unbound() && self.table.slot(meta.sock).is_none() {
+            self.table.bind(meta);
+        }
+        match event {
+            TraceEvent::StateChange(change) => self.state_change(event, change, out),
+            TraceEvent::Existing(existing) => {
+                if existing.state == TcpState::Listen {
+                    self.listeners.add(meta, &mut self.processes);
+                } else if self.table.slot(meta.sock).is_some()
+                    || self.table.has_unbound_ends(meta.local, meta.remote)
+                    || matches!(
+                        existing.state,
+                        TcpState::Close | TcpState::TimeWait | TcpState::NewSynRecv
+                    )
+                {
+                    // Already known from its events, or nothing will follow.
+                    self.stats.ignored_events += 1;
+                } else {
+                    let role = self.guess_role(meta.local);
+                    let slot = self.start(meta, role, false, out);
+                    self.apply(slot, event);
+                }
+            }
+            _ => match self.table.slot(meta.sock) {
+                Some(slot) if !self.table.conn(slot).closed || reported_after_close(event) => {
+                    self.apply(slot, event)
+                }
+                _ => self.stats.ignored_events += 1,
+            },
+        }
+    }
+
+    /// Emits records without events for longer than `stale_after_ns` as
+    /// [`Output::Reaped`], and closed records past their grace period. `reap(u64::MAX)`
+    /// emits everything held (the end of a replay) unless `stale_after_ns` is `u64::MAX`.
+    pub fn reap(&mut self, now_boot_ns: u64, out: &mut impl FnMut(Output)) {
+        self.flush_closed(now_boot_ns, out);
+        while let Some(slot) = self.table.oldest() {
+            let conn = self.table.conn(slot);
+            if now_boot_ns.saturating_sub(conn.last_ns) <= self.config.stale_after_ns {
+                break;
+            }
+            self.finish(slot, Unfinished::Reaped, out);
+        }
+    }
+
+    fn state_change(
+        &mut self,
+        event: &TraceEvent,
+        change: &StateChange,
+        out: &mut impl FnMut(Output),
+    ) {
+        use TcpState::*;
+        let meta = &change.meta;
+        if meta.sock == 0 {
+            self.stats.ignored_events += 1;
+            return;
+        }
+        let (old, new) = (change.old_state, change.new_state);
+        let known = self.table.slot(meta.sock);
+        let lifecycle_start = (old == Close && new != Close) || (old == Listen && new == SynRecv);
+        // A closed record takes late facts, never another state: a state means a new
+        // lifecycle, whose start was lost if it is not one.
+        if let Some(slot) = known
+            && (lifecycle_start || self.table.conn(slot).closed)
+        {
+            self.finish(slot, Unfinished::Reaped, out);
+        }
+        if new == Listen {
+            self.listeners.add(meta, &mut self.processes);
+            return;
+        }
+        if old == Listen && new != SynRecv {
+            self.listeners.remove(meta.sock);
+            return;
+        }
+        let slot = match self.table.slot(meta.sock) {
+            Some(slot) => slot,
+            None if new == Close => {
+                self.stats.ignored_events += 1;
+                return;
+            }
+            None => {
+                let role = match (old, new) {
+                    (Close, SynSent) => Role::Client,
+                    (Listen, SynRecv) => Role::Server,
+                    _ => self.guess_role(meta.local),
+                };
+                self.start(meta, role, lifecycle_start, out)
+            }
+        };
+        self.apply(slot, event);
+        if new == Close {
+            let conn = self.table.conn_mut(slot);
+            conn.closed = true;
+            self.closing.push_back((slot, conn.conn_id));
+        }
+    }
+
+    fn apply(&mut self, slot: u32, event: &TraceEvent) {
+        self.table.conn_mut(slot).apply(event, &mut self.processes);
+        self.table.touch(slot);
+        self.table.keep(slot, event);
+    }
+
+    fn guess_role(&self, local: SocketAddr) -> Role {
+        if self.listeners.serves(local) {
+            Role::Server
+        } else {
+            Role::Client
+        }
+    }
+
+    /// A new record, evicting the least recently active one when full. A client
+    /// observed from its start is owned by the process of its `connect()`, a server
+    /// (until accepted) by its listener's owner.
+    fn start(
+        &mut self,
+        meta: &EventMeta,
+        role: Role,
+        observed_from_start: bool,
+        out: &mut impl FnMut(Output),
+    ) -> u32 {
+        if self.table.is_full()
+            && let Some(victim) = self.table.oldest()
+        {
+            self.finish(victim, Unfinished::Evicted, out);
+        }
+        let mut conn = Conn::new(meta, self.next_conn_id, role, observed_from_start);
+        self.next_conn_id += 1;
+        match role {
+            Role::Client if observed_from_start => conn.set_owner(
+                meta.process.as_ref(),
+                OwnerRank::Direct,
+                &mut self.processes,
+            ),
+            Role::Client => {}
+            Role::Server => {
+                conn.set_owner_arc(self.listeners.owner(meta.local), OwnerRank::Listener);
+            }
+        }
+        self.table.insert(conn, meta.local, meta.remote)
+    }
+
+    /// Emits the record in `slot` and frees it: a closed record as a connection, any
+    /// other as `unfinished` says.
+    fn finish(&mut self, slot: u32, unfinished: Unfinished, out: &mut impl FnMut(Output)) {
+        let kept = self.table.take_kept(slot);
+        let conn = self.table.conn(slot);
+        let (closed, mut record) = (conn.closed, conn.record(kept));
+        self.table.remove(slot);
+        if !self.config.data_turns {
+            record.exchanges = None;
+        }
+        out(match (closed, unfinished) {
+            (true, _) => Output::Connection(record),
+            (false, Unfinished::Evicted) => {
+                self.stats.evicted += 1;
+                Output::Evicted(record)
+            }
+            (false, Unfinished::Reaped) => {
+                self.stats.reaped += 1;
+                Output::Reaped(record)
+            }
+        });
+    }
+
+    /// Emits the closed records whose grace period ended before `now`.
+    fn flush_closed(&mut self, now: u64, out: &mut impl FnMut(Output)) {
+        while let Some(&(slot, conn_id)) = self.closing.front() {
+            // An entry whose record was already emitted (its slot freed or reused).
+            if !self.table.holds(slot, conn_id) {
+                self.closing.pop_front();
+                continue;
+            }
+            if now.saturating_sub(self.table.conn(slot).end_ns()) <= CLOSE_GRACE_NS {
+                break;
+            }
+            self.closing.pop_front();
+            self.finish(slot, Unfinished::Reaped, out);
+        }
+    }
+}
+
+/// Facts the kernel reports after a socket's CLOSE: the RST of `tcp_disconnect` or of a
+/// close with unread data, the keepalive timer's timeout, and an accept of a connection
+/// reset while it waited in the accept queue. Anything else for a closed record belongs
+/// to a later lifecycle whose start was lost.
+fn reported_after_close(event: &TraceEvent) -> bool {
+    match event {
+        TraceEvent::Reset(reset) => reset.direction == ResetDirection::Sent,
+        TraceEvent::KeepaliveTimeout(_) | TraceEvent::Accepted(_) => true,
+        _ => false,
+    }
+}
+
+/// How a record that never saw its CLOSE leaves.
+#[derive(Clone, Copy)]
+enum Unfinished {
+    Evicted,
+    Reaped,
+}

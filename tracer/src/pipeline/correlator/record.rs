@@ -1,0 +1,122 @@
+//! What the correlator writes: one [`ConnectionRecord`] per connection lifecycle, as the
+//! `connection` line shows it (every field is in `docs/events.md`), and the events kept
+//! with it for the pretty timeline.
+
+use std::net::SocketAddr;
+
+use serde::{Serialize, Serializer};
+
+use crate::event::{TcpState, TraceEvent};
+
+/// Events kept per record for [`CorrelatorConfig::keep_events`](super::CorrelatorConfig::keep_events):
+/// the first half and the most recent half, the middle is dropped and counted.
+pub const KEPT_EVENTS: usize = 256;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Client,
+    Server,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    Ipv4,
+    Ipv6,
+}
+
+/// Who ended the connection; the rules are in the module docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseInitiator {
+    Local,
+    Remote,
+    ResetSent,
+    ResetReceived,
+    KeepaliveTimeout,
+    Aborted,
+    Unknown,
+}
+
+/// A state entered, `offset_us` after the record's start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct StateEntry {
+    #[serde(serialize_with = "display")]
+    pub state: TcpState,
+    pub offset_us: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct KeepaliveCounts {
+    pub probes_sent: u32,
+    pub probes_answered: u32,
+    pub timed_out: bool,
+}
+
+/// One connection lifecycle, as the `connection` line shows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ConnectionRecord {
+    pub conn_id: u64,
+    /// The socket's kernel address, as event lines show it.
+    #[serde(serialize_with = "hex")]
+    pub sock: u64,
+    pub role: Role,
+    pub family: Family,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// From the close summary.
+    pub netns: Option<u32>,
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    /// Boot clock, nanoseconds: the first state observed.
+    pub start_ns: u64,
+    /// The CLOSE, or the last event of a record evicted or reaped.
+    pub end_ns: u64,
+    pub handshake_us: Option<u64>,
+    pub duration_us: u64,
+    pub states: Vec<StateEntry>,
+    pub close_initiator: CloseInitiator,
+    pub resets_sent: u32,
+    pub resets_received: u32,
+    /// The larger of the retransmits seen and the close summary's count.
+    pub retransmits: u32,
+    pub keepalive: KeepaliveCounts,
+    pub bytes_sent: Option<u64>,
+    pub bytes_received: Option<u64>,
+    pub exchanges: Option<u32>,
+    pub idle_before_close_us: Option<u64>,
+    pub observed_from_start: bool,
+    /// The record's events, when [`CorrelatorConfig::keep_events`](super::CorrelatorConfig::keep_events); at most
+    /// [`KEPT_EVENTS`], the first half and the last.
+    #[serde(skip)]
+    pub events: Vec<TraceEvent>,
+    /// Events dropped from the middle of `events` (they were after `KEPT_EVENTS / 2`).
+    #[serde(skip)]
+    pub events_omitted: u32,
+}
+
+fn display<T: std::fmt::Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(value)
+}
+
+fn hex<S: Serializer>(value: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&format_args!("{value:#018x}"))
+}
+
+/// A record's events, for `keep_events`.
+#[derive(Default)]
+pub(super) struct KeptEvents {
+    pub(super) events: Vec<TraceEvent>,
+    pub(super) omitted: u32,
+}
+
+impl KeptEvents {
+    pub(super) fn push(&mut self, event: &TraceEvent) {
+        if self.events.len() == KEPT_EVENTS {
+            self.events.remove(KEPT_EVENTS / 2);
+            self.omitted += 1;
+        }
+        self.events.push(event.clone());
+    }
+}

@@ -1,5 +1,6 @@
 //! `cargo xtask`: set up, build, run and test tracer on a fresh Debian/Ubuntu machine.
 
+mod bench;
 mod setup;
 #[path = "../../tracer-ebpf/toolchain.rs"]
 mod toolchain;
@@ -32,8 +33,10 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// The userspace pipeline's speed and memory per connection (see docs/performance.md).
-    Bench,
+    /// What tracing costs: the userspace pipeline per event, then the whole tracer under
+    /// connection churn beside tcpdump and bpftrace, and each eBPF program's run time
+    /// (needs root; see docs/performance.md).
+    Bench(bench::BenchArgs),
     /// Everything CI checks: formatting, clippy on both toolchains, unit and integration
     /// tests against the running kernel (needs root), then the kernel matrix (`vm-test`).
     Test {
@@ -151,9 +154,7 @@ fn main() -> ExitCode {
                 .with_context(|| format!("cannot run {}", binary.display()))
         }),
         Task::Test { host_only } => test(host_only),
-        Task::Bench => setup::ensure().and_then(|()| {
-            run(cargo().args(["bench", "--package", "tracer", "--bench", "pipeline"]))
-        }),
+        Task::Bench(args) => bench::bench(&args),
         Task::VmTest { kernels, modes } => vm::vm_test(&kernels, &modes),
     };
     match result {

@@ -9,5 +9,6 @@ pub mod kallsyms;
 pub mod kconfig;
 pub mod layout;
 pub mod preflight;
+pub mod program_stats;
 pub mod tracefs;
 pub mod units;

@@ -19,6 +19,7 @@ use crate::{
     kernel::attach::AttachPlan,
     output::{RecordEnd, Sink, StopSummary},
     pipeline::correlator::ConnectionRecord,
+    pipeline::reader::LossCause,
 };
 
 #[derive(Serialize)]
@@ -51,6 +52,15 @@ struct EventLine<'a, T: Serialize> {
 struct StateChangeDetails {
     old_state: String,
     new_state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    handshake: Option<HandshakeJson>,
+}
+
+/// On entering ESTABLISHED: what the kernel measured of the handshake.
+#[derive(Serialize)]
+struct HandshakeJson {
+    rtt_us: u32,
+    retransmits: u32,
 }
 
 #[derive(Serialize)]
@@ -103,8 +113,10 @@ struct DataTurnDetails {
 
 #[derive(Serialize)]
 struct SummaryDetails {
-    bytes_sent: u64,
+    bytes_acked: u64,
     bytes_received: u64,
+    fin_received: bool,
+    fin_acked: bool,
     retransmits: u32,
     srtt_us: u32,
     netns: u32,
@@ -216,8 +228,10 @@ impl<W: Write> JsonSink<W> {
 
     fn summary(&mut self, clock: WallClock, summary: &ConnectionSummary) -> io::Result<()> {
         let details = SummaryDetails {
-            bytes_sent: summary.bytes_sent,
+            bytes_acked: summary.bytes_acked,
             bytes_received: summary.bytes_received,
+            fin_received: summary.fin_received,
+            fin_acked: summary.fin_acked,
             retransmits: summary.retransmits,
             srtt_us: summary.srtt_us,
             netns: summary.netns,
@@ -245,6 +259,7 @@ impl<W: Write> Sink for JsonSink<W> {
                 meta,
                 old_state,
                 new_state,
+                handshake,
             }) => self.event_line(
                 clock,
                 "state_change",
@@ -252,6 +267,10 @@ impl<W: Write> Sink for JsonSink<W> {
                 StateChangeDetails {
                     old_state: old_state.to_string(),
                     new_state: new_state.to_string(),
+                    handshake: handshake.map(|h| HandshakeJson {
+                        rtt_us: h.rtt_us,
+                        retransmits: h.retransmits,
+                    }),
                 },
             ),
             TraceEvent::Reset(Reset {
@@ -356,12 +375,12 @@ impl<W: Write> Sink for JsonSink<W> {
         })
     }
 
-    fn lost(&mut self, count: u64) -> io::Result<()> {
+    fn lost(&mut self, count: u64, cause: LossCause) -> io::Result<()> {
         self.line(&CountLine {
             ts: now(),
             event: "lost",
             count,
-            reason: None,
+            reason: Some(cause.name()),
         })
     }
 
@@ -410,6 +429,7 @@ mod tests {
             meta: meta(process, local, remote),
             old_state: TcpState::SynSent,
             new_state: TcpState::Established,
+            handshake: None,
         })
     }
 
@@ -545,7 +565,9 @@ mod tests {
         );
         let summary = render(&TraceEvent::Summary(ConnectionSummary {
             meta: meta(None, "127.0.0.1:8191", "127.0.0.1:5"),
-            bytes_sent: 10,
+            bytes_acked: 10,
+            fin_received: false,
+            fin_acked: false,
             bytes_received: 20,
             retransmits: 1,
             srtt_us: 50,
@@ -568,7 +590,7 @@ mod tests {
     #[test]
     fn counts_render_with_their_reason() {
         let mut sink = JsonSink::new(Vec::new());
-        sink.lost(7).unwrap();
+        sink.lost(7, LossCause::RingBufferFull).unwrap();
         sink.undecodable(2, "unknown record kind 9").unwrap();
         let text = String::from_utf8(sink.out).unwrap();
         let lines: Vec<Value> = text
@@ -577,7 +599,7 @@ mod tests {
             .collect();
         assert_eq!(lines[0]["event"], "lost");
         assert_eq!(lines[0]["count"], 7);
-        assert!(lines[0].get("reason").is_none());
+        assert_eq!(lines[0]["reason"], "ring_buffer_full");
         assert_eq!(lines[1]["event"], "undecodable");
         assert_eq!(lines[1]["reason"], "unknown record kind 9");
     }

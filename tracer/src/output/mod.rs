@@ -15,8 +15,14 @@ use serde::Serialize;
 
 use self::{json::JsonSink, pretty::PrettySink};
 use crate::{
-    cli::Format, clock::WallClock, event::TraceEvent, kernel::attach::AttachPlan,
-    pipeline::correlator::ConnectionRecord,
+    cli::Format,
+    clock::WallClock,
+    event::TraceEvent,
+    kernel::attach::AttachPlan,
+    pipeline::{
+        correlator::ConnectionRecord,
+        reader::{EventCounts, LossCause},
+    },
 };
 
 /// Why a connection record was written.
@@ -40,6 +46,9 @@ pub struct StopSummary {
     pub unmatched_events: u64,
     pub evicted: u64,
     pub stale: u64,
+    /// What the kernel sent, tracer received and the ring buffer lost (live traces).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<EventCounts>,
 }
 
 pub trait Sink {
@@ -52,8 +61,8 @@ pub trait Sink {
         record: &ConnectionRecord,
         end: RecordEnd,
     ) -> io::Result<()>;
-    /// `count` events the kernel could not queue since the last report.
-    fn lost(&mut self, count: u64) -> io::Result<()>;
+    /// `count` events lost since the last report, and why.
+    fn lost(&mut self, count: u64, cause: LossCause) -> io::Result<()>;
     /// `count` records that reached tracer but could not be decoded.
     fn undecodable(&mut self, count: u64, reason: &str) -> io::Result<()>;
     fn tracer_stop(&mut self, summary: &StopSummary) -> io::Result<()>;
@@ -75,8 +84,8 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
     ) -> io::Result<()> {
         (**self).connection(clock, record, end)
     }
-    fn lost(&mut self, count: u64) -> io::Result<()> {
-        (**self).lost(count)
+    fn lost(&mut self, count: u64, cause: LossCause) -> io::Result<()> {
+        (**self).lost(count, cause)
     }
     fn undecodable(&mut self, count: u64, reason: &str) -> io::Result<()> {
         (**self).undecodable(count, reason)
@@ -88,6 +97,9 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
         (**self).flush()
     }
 }
+
+/// Bytes of output gathered before a write.
+const OUTPUT_BUFFER: usize = 256 * 1024;
 
 /// The sink for `format`, writing to `path` or standard output (buffered: the caller
 /// flushes after each batch). Pretty output is coloured on a terminal only.
@@ -102,7 +114,8 @@ pub fn open(path: Option<&Path>, format: Format) -> Result<Box<dyn Sink>> {
         ),
         None => (Box::new(io::stdout()), io::stdout().is_terminal()),
     };
-    let out = BufWriter::new(out);
+    // Large enough that a batch of lines costs few write calls.
+    let out = BufWriter::with_capacity(OUTPUT_BUFFER, out);
     Ok(match format {
         Format::Json => Box::new(JsonSink::new(out)),
         Format::Pretty => Box::new(PrettySink::new(out, terminal)),

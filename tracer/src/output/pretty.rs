@@ -21,6 +21,7 @@ use crate::{
     pipeline::correlator::{
         CloseInitiator, ConnectionRecord, KEPT_EVENTS, ProbeFate, Role, probe_fate,
     },
+    pipeline::reader::LossCause,
 };
 
 /// Width of the graph between its two bars.
@@ -371,7 +372,7 @@ fn describe(event: &TraceEvent) -> String {
         },
         TraceEvent::Summary(summary) => format!(
             "closing: {} bytes sent, {} received, {} retransmits, srtt {} us",
-            summary.bytes_sent, summary.bytes_received, summary.retransmits, summary.srtt_us
+            summary.bytes_acked, summary.bytes_received, summary.retransmits, summary.srtt_us
         ),
         TraceEvent::Accepted(_) => "accepted".to_owned(),
         TraceEvent::Existing(existing) => format!("already open ({})", existing.state),
@@ -438,8 +439,12 @@ impl<W: Write> Sink for PrettySink<W> {
         }
     }
 
-    fn lost(&mut self, count: u64) -> io::Result<()> {
-        writeln!(self.out, "! {count} events lost: the ring buffer was full")
+    fn lost(&mut self, count: u64, cause: LossCause) -> io::Result<()> {
+        let why = match cause {
+            LossCause::RingBufferFull => "the ring buffer was full",
+            LossCause::ProgramBusy => "the kernel skipped a program already running on its CPU",
+        };
+        writeln!(self.out, "! {count} events lost: {why}")
     }
 
     fn undecodable(&mut self, count: u64, reason: &str) -> io::Result<()> {
@@ -500,6 +505,7 @@ mod tests {
                 meta: Self::meta(at_us),
                 old_state,
                 new_state,
+                handshake: None,
             })
         }
 
@@ -534,7 +540,9 @@ mod tests {
         fn summary(at_us: u64, last_data_us: u64) -> TraceEvent {
             TraceEvent::Summary(ConnectionSummary {
                 meta: Self::meta(at_us),
-                bytes_sent: 156,
+                bytes_acked: 156,
+                fin_received: false,
+                fin_acked: false,
                 bytes_received: 2048,
                 retransmits: 0,
                 srtt_us: 40,

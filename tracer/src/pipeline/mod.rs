@@ -10,7 +10,10 @@ pub mod reader;
 
 use std::io;
 
-use self::correlator::{CLOSE_GRACE_NS, Correlator, CorrelatorConfig, Output};
+use self::{
+    correlator::{CLOSE_GRACE_NS, Correlator, CorrelatorConfig, Output},
+    reader::EventCounts,
+};
 use crate::{
     cli::{Format, OutputArgs},
     clock::WallClock,
@@ -92,8 +95,9 @@ impl<S: Sink> Pipeline<S> {
         self.collect(|correlator, out| correlator.reap(now_ns, &mut |o| out(o)))
     }
 
-    /// Writes what is due after the last event and the closing summary line.
-    pub fn finish(&mut self) -> io::Result<()> {
+    /// Writes what is due after the last event and the closing summary line, with the
+    /// kernel's event counts of a live trace.
+    pub fn finish(&mut self, events: Option<EventCounts>) -> io::Result<()> {
         self.reap(self.last_boot_ns.saturating_add(CLOSE_GRACE_NS + 1))?;
         let summary = self
             .correlator
@@ -105,8 +109,10 @@ impl<S: Sink> Pipeline<S> {
                     unmatched_events: stats.ignored_events,
                     evicted: stats.evicted,
                     stale: stats.reaped,
+                    events: None,
                 }
             });
+        let summary = StopSummary { events, ..summary };
         self.sink.tracer_stop(&summary)?;
         self.sink.flush()
     }

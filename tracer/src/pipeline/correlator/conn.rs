@@ -354,7 +354,7 @@ impl Conn {
             }
             TraceEvent::Summary(summary) => {
                 self.has_summary = true;
-                self.bytes_sent = summary.bytes_sent;
+                self.bytes_sent = summary.bytes_acked;
                 self.bytes_received = summary.bytes_received;
                 self.retransmits = self.retransmits.max(summary.retransmits);
                 self.netns = summary.netns;

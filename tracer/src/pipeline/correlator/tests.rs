@@ -61,6 +61,7 @@ impl Side {
             meta: self.meta(ns, p),
             old_state: old,
             new_state: new,
+            handshake: None,
         })
     }
 
@@ -107,7 +108,9 @@ impl Side {
     fn summary(&self, ns: u64, last_data_ns: Option<u64>) -> TraceEvent {
         TraceEvent::Summary(ConnectionSummary {
             meta: self.meta(ns, None),
-            bytes_sent: 78,
+            bytes_acked: 78,
+            fin_received: false,
+            fin_acked: false,
             bytes_received: 1024,
             retransmits: 2,
             srtt_us: 50,

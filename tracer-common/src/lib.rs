@@ -147,9 +147,10 @@ pub struct StateChange {
     pub old_state: u8,
     pub new_state: u8,
     pub _pad: [u8; 2],
-    /// On entering ESTABLISHED, the socket's first RTT sample (`srtt_us` / 8): for a
-    /// server, the kernel's measurement of the SYN-ACK round trip; 0 otherwise.
-    pub rtt_us: u32,
+    /// On entering ESTABLISHED, `srtt_us` (eight times the smoothed RTT in microseconds,
+    /// 0 before any sample): for a server, the kernel's measure of its SYN-ACK's round
+    /// trip; 0 in other states.
+    pub srtt_us_x8: u32,
     /// On entering ESTABLISHED, `total_retrans`: for a server, SYN-ACKs sent again.
     pub retransmits: u32,
     pub _pad2: u32,
@@ -389,6 +390,9 @@ pub struct KernelLayout {
     pub net_keepalive_probes: KernelField,
     /// `sk_buff.cb` + `tcp_skb_cb.tcp_flags`: a segment's TCP flags.
     pub skb_tcp_flags: KernelField,
+    /// `sk_buff.cb` + `tcp_skb_cb.seq`/`end_seq`: the sequence space a segment takes.
+    pub skb_seq: KernelField,
+    pub skb_end_seq: KernelField,
     pub bytes_acked: KernelField,
     pub bytes_received: KernelField,
     pub total_retrans: KernelField,

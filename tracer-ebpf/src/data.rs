@@ -3,9 +3,16 @@
 //! only a change of direction becomes an event. The entry's last activity time also
 //! feeds the close (idle time before close).
 //!
-//! `sock:sock_send_length`/`sock_recv_length` fire for every socket send and receive on
-//! the host, of every family, so they are raw tracepoints (no record is formatted) and
-//! the port filter decides first, from one read of the socket.
+//! Data is received when it arrives, not when the application reads it: a request that
+//! waits in the socket before its server reads it is part of the server's time to
+//! answer. `tcp:tcp_probe` fires for every segment an established socket receives;
+//! reads (`sock:sock_recv_length`, or `tcp_cleanup_rbuf` by probe) catch data received
+//! in other states (a half-closed connection). Data is sent when the application sends
+//! it (`sock:sock_send_length` or `tcp_sendmsg`).
+//!
+//! These fire for all traffic of the host (the socket tracepoints for every family), so
+//! they are raw tracepoints (no record is formatted) and the port filter decides first,
+//! from one read of the socket.
 
 use aya_ebpf::{
     helpers::generated::bpf_ktime_get_boot_ns,
@@ -17,9 +24,12 @@ use tracer_common::{DATA_RECEIVED, DATA_SENT, DataTurn, EventKind, NO_DATA};
 
 use crate::{
     filter::traced_ports,
-    kernel::{Sock, is_tcp},
+    kernel::{self, Sock, is_tcp, read_uint},
     output::emit,
 };
+
+/// `TCPHDR_FIN`.
+const TCPHDR_FIN: u32 = 0x01;
 
 /// Explicit padding: older verifiers (5.10) refuse to copy uninitialised stack bytes.
 #[repr(C)]
@@ -39,9 +49,15 @@ static ACTIVITY: LruHashMap<u64, Activity> = LruHashMap::with_max_entries(65536,
 #[inline(always)]
 fn data(sk: u64, direction: u8) {
     let sock = Sock::read(sk);
-    let Some(ports) = traced_ports(&sock) else {
-        return;
-    };
+    if let Some(ports) = traced_ports(&sock) {
+        traced_data(&sock, ports, direction);
+    }
+}
+
+/// The traced socket `sock` (with `ports`) moved data in `direction`.
+#[inline(always)]
+fn traced_data(sock: &Sock, ports: (u16, u16), direction: u8) {
+    let sk = sock.sk;
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_boot_ns() };
     if let Some(activity) = ACTIVITY.get_ptr_mut(sk) {
@@ -96,6 +112,29 @@ fn length(ctx: &RawTracePointContext, direction: u8) {
     if ret as i32 > 0 {
         data(sk, direction);
     }
+}
+
+/// The payload bytes of the segment `skb` (a FIN takes a sequence number, not a byte).
+#[inline(always)]
+fn payload(skb: u64) -> Option<u32> {
+    let seq = read_uint(skb, kernel::field!(skb_seq))? as u32;
+    let end_seq = read_uint(skb, kernel::field!(skb_end_seq))? as u32;
+    let fin = read_uint(skb, kernel::field!(skb_tcp_flags)).unwrap_or(0) as u32 & TCPHDR_FIN;
+    Some(end_seq.wrapping_sub(seq).wrapping_sub(fin))
+}
+
+/// `TP_PROTO(const struct sock *sk, const struct sk_buff *skb)`: a segment arrived on
+/// an established socket.
+#[raw_tracepoint(tracepoint = "tcp_probe")]
+pub fn tcp_probe(ctx: RawTracePointContext) -> i32 {
+    let (sk, skb): (u64, u64) = (ctx.arg(0), ctx.arg(1));
+    let sock = Sock::read(sk);
+    if let Some(ports) = traced_ports(&sock)
+        && payload(skb).is_some_and(|bytes| bytes > 0)
+    {
+        traced_data(&sock, ports, DATA_RECEIVED);
+    }
+    0
 }
 
 #[raw_tracepoint(tracepoint = "sock_send_length")]

@@ -32,6 +32,8 @@ pub(crate) static KERNEL_LAYOUT: KernelLayout = KernelLayout {
     net_keepalive_intvl: ABSENT,
     net_keepalive_probes: ABSENT,
     skb_tcp_flags: ABSENT,
+    skb_seq: ABSENT,
+    skb_end_seq: ABSENT,
     bytes_acked: ABSENT,
     bytes_received: ABSENT,
     total_retrans: ABSENT,

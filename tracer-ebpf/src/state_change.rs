@@ -66,9 +66,9 @@ fn report(sk: u64, endpoints: Endpoints, old_state: u8, new_state: u8) {
     }
     // The first RTT sample and retransmits as the handshake completes: for a server, the
     // kernel's own measurement of its SYN-ACK's round trip, and SYN-ACKs sent again.
-    let (rtt_us, retransmits) = if new_state == TCP_ESTABLISHED {
+    let (srtt_us_x8, retransmits) = if new_state == TCP_ESTABLISHED {
         (
-            (read_uint(sk, kernel::field!(srtt_us)).unwrap_or(0) >> 3) as u32,
+            read_uint(sk, kernel::field!(srtt_us)).unwrap_or(0) as u32,
             read_uint(sk, kernel::field!(total_retrans)).unwrap_or(0) as u32,
         )
     } else {
@@ -82,7 +82,7 @@ fn report(sk: u64, endpoints: Endpoints, old_state: u8, new_state: u8) {
             old_state,
             new_state,
             _pad: [0; 2],
-            rtt_us,
+            srtt_us_x8,
             retransmits,
             _pad2: 0,
         },

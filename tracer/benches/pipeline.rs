@@ -105,7 +105,7 @@ fn state_change(sock: u64, ends: Endpoints, old: u8, new: u8, at: u64) -> Vec<u8
             old_state: old,
             new_state: new,
             _pad: [0; 2],
-            rtt_us: 0,
+            srtt_us_x8: 0,
             retransmits: 0,
             _pad2: 0,
         },

@@ -106,9 +106,9 @@ pub struct StateChange {
 /// The kernel's view of a handshake as the socket enters ESTABLISHED.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HandshakeSample {
-    /// The socket's first RTT sample, microseconds (0: none). For a server, the round
-    /// trip of its SYN-ACK: from sending it to the client's ACK.
-    pub rtt_us: u32,
+    /// The socket's RTT so far, microseconds, when the kernel took a sample. For a
+    /// server, the round trip of its SYN-ACK: from sending it to the client's ACK.
+    pub rtt_us: Option<u32>,
     /// Segments sent again so far: for a server, SYN-ACKs (the kernel takes no RTT
     /// sample from a retransmitted SYN-ACK); for a client, SYNs.
     pub retransmits: u32,

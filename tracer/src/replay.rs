@@ -129,7 +129,10 @@ pub fn parse_line(line: &str) -> Result<Option<TraceEvent>> {
             handshake: match &line["handshake"] {
                 Value::Null => None,
                 handshake => Some(HandshakeSample {
-                    rtt_us: number(handshake, "rtt_us")?,
+                    rtt_us: handshake["rtt_us"]
+                        .as_u64()
+                        .map(|us| u32::try_from(us).map_err(|_| anyhow!("rtt_us out of range")))
+                        .transpose()?,
                     retransmits: number(handshake, "retransmits")?,
                 }),
             },

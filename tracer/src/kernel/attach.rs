@@ -163,6 +163,7 @@ const RAW_ARGUMENTS: &[(&str, &[&str])] = &[
     ("inet_sock_set_state", &["struct sock *", "int", "int"]),
     ("sock_send_length", &["struct sock *", "int"]),
     ("sock_recv_length", &["struct sock *", "int"]),
+    ("tcp_probe", &["struct sock *", "struct sk_buff *"]),
     ("timer_expire_entry", &["struct timer_list *"]),
     ("timer_expire_exit", &["struct timer_list *"]),
 ];
@@ -287,7 +288,12 @@ const RETRANSMIT_TRACEPOINT: &[Program] = &[
     tp("tcp_retransmit_synack", "tcp"),
 ];
 
-const DATA_TRACEPOINT: &[Program] = &[raw("sock_send_length"), raw("sock_recv_length")];
+/// Every data mechanism also watches arrivals at `tcp:tcp_probe` (see the eBPF side).
+const DATA_TRACEPOINT: &[Program] = &[
+    raw("sock_send_length"),
+    raw("sock_recv_length"),
+    raw("tcp_probe"),
+];
 const DATA_KPROBE: &[Program] = &[
     Program::Kprobe {
         program: "tcp_sendmsg_kprobe",
@@ -297,6 +303,7 @@ const DATA_KPROBE: &[Program] = &[
         program: "tcp_cleanup_rbuf_kprobe",
         function: "tcp_cleanup_rbuf",
     },
+    raw("tcp_probe"),
 ];
 const DATA_FENTRY: &[Program] = &[
     Program::FEntry {
@@ -307,6 +314,7 @@ const DATA_FENTRY: &[Program] = &[
         program: "tcp_cleanup_rbuf_fentry",
         function: "tcp_cleanup_rbuf",
     },
+    raw("tcp_probe"),
 ];
 const ACCEPT_KPROBE: &[Program] = &[Program::Kprobe {
     program: "inet_csk_accept_kretprobe",
@@ -455,16 +463,12 @@ impl KernelFacts {
         if needs_kernel_layout && let Err(why) = &self.kernel {
             return Some(why.clone());
         }
+        if let Some(why) = self.raw_missing(hook.programs(mechanism)) {
+            return Some(why);
+        }
         match (hook, mechanism) {
-            (Hook::Keepalive, Mechanism::Tracepoint) => self
-                .timer
-                .as_ref()
-                .err()
-                .cloned()
-                .or_else(|| self.raw_missing(KEEPALIVE_TRACEPOINT)),
-            (Hook::StateChange | Hook::Data, Mechanism::Tracepoint) => {
-                self.raw_missing(hook.programs(mechanism))
-            }
+            (Hook::Keepalive, Mechanism::Tracepoint) => self.timer.as_ref().err().cloned(),
+            (Hook::StateChange | Hook::Data, Mechanism::Tracepoint) => None,
             (Hook::Reset, _) => self
                 .tracepoint(globals::SEND_RESET)
                 .and(self.tracepoint(globals::RECEIVE_RESET))

@@ -192,14 +192,16 @@ pub fn kernel_layout(btf: &KernelBtf) -> Result<KernelLayout> {
     let common = |name: &str, sizes: &[u32]| sock(&format!("__sk_common.{name}"), sizes);
     let tcp = |path: &str| kernel_field(btf, "tcp_sock", path, INTEGER);
     let net = |name: &str| kernel_field(btf, "net", &format!("ipv4.{name}"), INTEGER);
-    let skb_tcp_flags = btf
-        .field("sk_buff", "cb")
-        .and_then(|cb| Ok((cb, btf.field("tcp_skb_cb", "tcp_flags")?)))
-        .map(|(cb, flags)| KernelField {
-            offset: cb.offset + flags.offset,
-            size: flags.size,
-        })
-        .unwrap_or_default();
+    // A segment's control block (`sk_buff.cb` as `struct tcp_skb_cb`).
+    let skb_cb = |name: &str| {
+        btf.field("sk_buff", "cb")
+            .and_then(|cb| Ok((cb, btf.field("tcp_skb_cb", name)?)))
+            .map(|(cb, field)| KernelField {
+                offset: cb.offset + field.offset,
+                size: field.size,
+            })
+    };
+    let skb_tcp_flags = skb_cb("tcp_flags").unwrap_or_default();
     let head_fields = [
         common("skc_family", &[2])?,
         common("skc_state", &[1])?,
@@ -238,6 +240,8 @@ pub fn kernel_layout(btf: &KernelBtf) -> Result<KernelLayout> {
         net_keepalive_intvl: net("sysctl_tcp_keepalive_intvl")?,
         net_keepalive_probes: net("sysctl_tcp_keepalive_probes")?,
         skb_tcp_flags,
+        skb_seq: skb_cb("seq")?,
+        skb_end_seq: skb_cb("end_seq")?,
         bytes_acked: tcp("bytes_acked")?,
         bytes_received: tcp("bytes_received")?,
         total_retrans: tcp("total_retrans")?,

@@ -59,7 +59,7 @@ struct StateChangeDetails {
 /// On entering ESTABLISHED: what the kernel measured of the handshake.
 #[derive(Serialize)]
 struct HandshakeJson {
-    rtt_us: u32,
+    rtt_us: Option<u32>,
     retransmits: u32,
 }
 

@@ -216,7 +216,7 @@ impl Decoder {
                     old_state: TcpState::from_kernel(p.old_state),
                     new_state,
                     handshake: (new_state == TcpState::Established).then_some(HandshakeSample {
-                        rtt_us: p.rtt_us,
+                        rtt_us: (p.srtt_us_x8 > 0).then_some(p.srtt_us_x8 >> 3),
                         retransmits: p.retransmits,
                     }),
                 })
@@ -346,7 +346,7 @@ pub(crate) mod tests {
                 old_state: 2,
                 new_state: 1,
                 _pad: [0; 2],
-                rtt_us: 31,
+                srtt_us_x8: 248,
                 retransmits: 1,
                 _pad2: 0,
             },
@@ -377,7 +377,7 @@ pub(crate) mod tests {
         assert_eq!(
             change.handshake,
             Some(HandshakeSample {
-                rtt_us: 31,
+                rtt_us: Some(31),
                 retransmits: 1
             })
         );

@@ -16,6 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod capture;
 pub mod http;
 
 use rustix::process::{Pid, Signal, kill_process};

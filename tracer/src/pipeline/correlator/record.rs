@@ -32,6 +32,8 @@ pub enum Family {
 pub enum CloseInitiator {
     Local,
     Remote,
+    /// Both sides sent their FIN before receiving the other's.
+    Simultaneous,
     ResetSent,
     ResetReceived,
     KeepaliveTimeout,
@@ -45,6 +47,18 @@ pub struct StateEntry {
     #[serde(serialize_with = "display")]
     pub state: TcpState,
     pub offset_us: u64,
+}
+
+/// Response times of a connection's answered requests, microseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ResponseTimes {
+    pub count: u32,
+    #[serde(rename = "min")]
+    pub min_us: u32,
+    #[serde(rename = "max")]
+    pub max_us: u32,
+    #[serde(rename = "total")]
+    pub total_us: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -84,7 +98,14 @@ pub struct ConnectionRecord {
     pub keepalive: KeepaliveCounts,
     pub bytes_sent: Option<u64>,
     pub bytes_received: Option<u64>,
-    pub exchanges: Option<u32>,
+    /// Client-to-server and server-to-client data bursts (the same on both sides'
+    /// records); null without the data hook.
+    pub requests: Option<u32>,
+    pub responses: Option<u32>,
+    /// From each answered request's first byte to its response's first byte.
+    pub response_time_us: Option<ResponseTimes>,
+    /// A request left waiting when the connection closed: how long it had waited.
+    pub unanswered_request_us: Option<u64>,
     pub idle_before_close_us: Option<u64>,
     pub observed_from_start: bool,
     /// The record's events, when [`CorrelatorConfig::keep_events`](super::CorrelatorConfig::keep_events); at most

@@ -194,6 +194,15 @@ impl Correlator {
         self.stats
     }
 
+    /// The connections open now, as (role, local end, remote end): the records held but
+    /// those closed and waiting out their grace period.
+    pub fn open(&self) -> impl Iterator<Item = (Role, SocketAddr, SocketAddr)> {
+        self.table
+            .iter()
+            .filter(|conn| !conn.closed)
+            .map(|conn| (conn.role, conn.local.get(conn.v4), conn.remote.get(conn.v4)))
+    }
+
     /// Takes one event, in the order the kernel produced them.
     pub fn observe(&mut self, event: &TraceEvent, out: &mut impl FnMut(Output)) {
         let meta = event.meta();

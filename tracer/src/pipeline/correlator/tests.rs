@@ -564,6 +564,11 @@ fn a_closed_record_waits_out_its_grace_period() {
     }
     assert!(outputs.is_empty());
     assert_eq!(correlator.open_connections(), 2);
+    // Held, but over: only the other one is open.
+    assert_eq!(
+        correlator.open().collect::<Vec<_>>(),
+        [(Role::Client, other.local, other.remote)]
+    );
     let later = other.state(3 * MS + CLOSE_GRACE_NS, SynSent, Close);
     correlator.observe(&later, &mut |output| outputs.push(output));
     assert_eq!(outputs.len(), 1);

@@ -1,7 +1,9 @@
 //! Where the pipeline's output goes: the [`Sink`] trait, and its JSON lines
-//! ([`json::JsonSink`]) and timelines for people ([`pretty::PrettySink`]).
+//! ([`json::JsonSink`]) and timelines for people ([`pretty::PrettySink`]); with
+//! `--metrics-addr`, Prometheus [`metrics`] in front of either.
 
 pub mod json;
+pub mod metrics;
 pub mod pretty;
 
 use std::{

@@ -1,6 +1,6 @@
 //! Command-line arguments.
 
-use std::path::PathBuf;
+use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -112,6 +112,16 @@ pub struct TraceArgs {
     /// K, M and G suffixes): what absorbs a burst while tracer is not running.
     #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = parse_ring_size)]
     pub ring_buffer_size: u32,
+
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics while tracing (HOST an IP
+    /// address, e.g. 127.0.0.1:9464 or [::]:9464).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// Turn the kernel's BPF statistics on while tracing (back as they were at exit), for
+    /// the metrics of what each eBPF program costs.
+    #[arg(long, requires = "metrics_addr")]
+    pub bpf_stats: bool,
 
     #[command(flatten)]
     pub show: OutputArgs,
@@ -241,6 +251,23 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn metrics_address_and_bpf_stats() {
+        let cli = parse(&["-p", "1", "--metrics-addr", "[::1]:9464", "--bpf-stats"]).unwrap();
+        assert_eq!(cli.trace.metrics_addr, Some("[::1]:9464".parse().unwrap()));
+        assert!(cli.trace.bpf_stats);
+        assert_eq!(
+            parse(&["-p", "1", "--metrics-addr", "localhost"])
+                .unwrap_err()
+                .kind(),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            parse(&["-p", "1", "--bpf-stats"]).unwrap_err().kind(),
+            ErrorKind::MissingRequiredArgument
+        );
     }
 
     #[test]

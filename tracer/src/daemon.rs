@@ -27,7 +27,7 @@ use crate::{
         attach::{self, Hook, LoadOptions, Probes},
         preflight, program_stats,
     },
-    output::{self, Sink},
+    output::{self, Sink, metrics::Exporter},
     pipeline::{
         Pipeline,
         decode::Decoder,
@@ -142,6 +142,14 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     preflight::check_privileges()?;
     let kernel = preflight::kernel_release();
     preflight::check_kernel(&kernel)?;
+    let mut metrics = match args.metrics_addr {
+        Some(addr) => Some(Exporter::start(addr, &ports).await?),
+        None => None,
+    };
+    let _run_stats = args
+        .bpf_stats
+        .then(program_stats::enable_run_stats)
+        .transpose()?;
 
     let options = LoadOptions {
         ports: &ports,
@@ -155,6 +163,9 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         units,
         ebpf,
     } = attach::attach(args.attach, options)?;
+    if let Some(metrics) = &mut metrics {
+        metrics.watch_programs(&programs)?;
+    }
     let mut ring = Ring {
         ring: watch(events)?,
         decoder: Decoder::new(units),
@@ -189,7 +200,11 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         eprintln!("tracer: warning: no {hook} events on this kernel ({why})");
     }
     let data_turns = plan.attach.contains_key(&Hook::Data);
-    let mut pipeline = Pipeline::new(&args.show, data_turns, sink, WallClock::sample());
+    let (show, sink) = match &metrics {
+        Some(metrics) => metrics.pipeline(args.show, sink),
+        None => (args.show, sink),
+    };
+    let mut pipeline = Pipeline::new(&show, data_turns, sink, WallClock::sample());
     pipeline.sink.tracer_start(&kernel, &plan, &ports)?;
     read_existing(&mut pipeline, &ports)?;
     pipeline.sink.flush()?;
@@ -207,6 +222,9 @@ pub async fn run(args: TraceArgs) -> Result<()> {
                 ring.report_lost(&mut pipeline)?;
                 pipeline.reap(clock::boot_now_ns())?;
                 pipeline.sink.flush()?;
+                if let Some(metrics) = &mut metrics {
+                    metrics.sample(pipeline.open_connections());
+                }
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,

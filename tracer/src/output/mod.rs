@@ -1,7 +1,9 @@
 //! Where the pipeline's output goes: the [`Sink`] trait, and its JSON lines
-//! ([`json::JsonSink`]) and timelines for people ([`pretty::PrettySink`]).
+//! ([`json::JsonSink`]) and timelines for people ([`pretty::PrettySink`]); with
+//! `--metrics-addr`, Prometheus [`metrics`] in front of either.
 
 pub mod json;
+pub mod metrics;
 pub mod pretty;
 
 use std::{
@@ -20,7 +22,7 @@ use crate::{
     event::TraceEvent,
     kernel::attach::AttachPlan,
     pipeline::{
-        correlator::ConnectionRecord,
+        correlator::{ConnectionRecord, ResponseTime},
         reader::{EventCounts, LossCause},
     },
 };
@@ -61,6 +63,11 @@ pub trait Sink {
         record: &ConnectionRecord,
         end: RecordEnd,
     ) -> io::Result<()>;
+    /// A response answered a request on an open connection (what metrics observe per
+    /// exchange; the lines have it in the connection's record).
+    fn response(&mut self, _response: &ResponseTime) -> io::Result<()> {
+        Ok(())
+    }
     /// `count` events lost since the last report, and why.
     fn lost(&mut self, count: u64, cause: LossCause) -> io::Result<()>;
     /// `count` records that reached tracer but could not be decoded.
@@ -83,6 +90,9 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
         end: RecordEnd,
     ) -> io::Result<()> {
         (**self).connection(clock, record, end)
+    }
+    fn response(&mut self, response: &ResponseTime) -> io::Result<()> {
+        (**self).response(response)
     }
     fn lost(&mut self, count: u64, cause: LossCause) -> io::Result<()> {
         (**self).lost(count, cause)

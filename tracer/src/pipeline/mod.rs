@@ -8,10 +8,10 @@ pub mod decode;
 pub mod existing;
 pub mod reader;
 
-use std::io;
+use std::{io, net::SocketAddr};
 
 use self::{
-    correlator::{CLOSE_GRACE_NS, Correlator, CorrelatorConfig, Output},
+    correlator::{CLOSE_GRACE_NS, Correlator, CorrelatorConfig, Output, Role},
     reader::EventCounts,
 };
 use crate::{
@@ -60,6 +60,7 @@ impl<S: Sink> Pipeline<S> {
             Output::Connection(record) => sink.connection(clock, &record, RecordEnd::Closed),
             Output::Evicted(record) => sink.connection(clock, &record, RecordEnd::Evicted),
             Output::Reaped(record) => sink.connection(clock, &record, RecordEnd::Stale),
+            Output::Response(response) => sink.response(&response),
         }
     }
 
@@ -87,6 +88,12 @@ impl<S: Sink> Pipeline<S> {
             self.sink.event(self.clock, event)?;
         }
         self.collect(|correlator, out| correlator.observe(event, &mut |o| out(o)))
+    }
+
+    /// The connections open now, as (role, local end, remote end); none without a
+    /// correlator.
+    pub fn open_connections(&self) -> impl Iterator<Item = (Role, SocketAddr, SocketAddr)> {
+        self.correlator.iter().flat_map(Correlator::open)
     }
 
     /// Writes the records that are due by boot-clock time `now_ns`: closed ones past their

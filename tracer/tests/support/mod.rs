@@ -18,6 +18,8 @@ use std::{
 
 pub mod capture;
 pub mod http;
+pub mod prometheus;
+pub mod sockets;
 
 use rustix::process::{Pid, Signal, kill_process};
 use serde_json::Value;
@@ -50,9 +52,14 @@ pub struct Tracer {
 }
 
 impl Tracer {
-    /// Starts `tracer --port P ...` and waits for its `tracer_start` line. With
-    /// `TRACER_ATTACH` set (the kernel matrix), the tracer runs with `--attach` that mode.
+    /// Starts `tracer --port P ...` and waits for its `tracer_start` line.
     pub fn start(ports: &[u16]) -> Self {
+        Self::spawn(Self::command(ports))
+    }
+
+    /// `tracer --port P ...`, for more arguments. With `TRACER_ATTACH` set (the kernel
+    /// matrix), the tracer runs with `--attach` that mode.
+    pub fn command(ports: &[u16]) -> Command {
         let mut command = Command::new(tracer_bin());
         for port in ports {
             command.args(["--port", &port.to_string()]);
@@ -60,7 +67,7 @@ impl Tracer {
         if let Some(mode) = std::env::var_os("TRACER_ATTACH") {
             command.arg("--attach").arg(mode);
         }
-        Self::spawn(command)
+        command
     }
 
     pub fn spawn(mut command: Command) -> Self {

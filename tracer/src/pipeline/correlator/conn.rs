@@ -159,8 +159,9 @@ impl Conn {
             .server_established(ns, sample, first_synack_retransmit_ns);
     }
 
-    /// Everything but the lifecycle bookkeeping the correlator does around it.
-    pub(super) fn apply(&mut self, event: &TraceEvent, processes: &mut Processes) {
+    /// Everything but the lifecycle bookkeeping the correlator does around it. Returns
+    /// the response time, microseconds, when the event is a response to a request.
+    pub(super) fn apply(&mut self, event: &TraceEvent, processes: &mut Processes) -> Option<u64> {
         let meta = event.meta();
         let ns = meta.boot_ns;
         let start = self.states.start_ns();
@@ -193,8 +194,9 @@ impl Conn {
             TraceEvent::KeepaliveProbe(_) => {}
             TraceEvent::KeepaliveTimeout(_) => self.close.keepalive_timeout(ns),
             TraceEvent::DataTurn(turn) => {
-                self.exchanges
-                    .turn(self.role, turn.direction, ns, self.close.started())
+                return self
+                    .exchanges
+                    .turn(self.role, turn.direction, ns, self.close.started());
             }
             TraceEvent::Summary(summary) => self.summary(summary),
             TraceEvent::Accepted(accepted) => {
@@ -206,6 +208,7 @@ impl Conn {
                 self.close.state(existing.state, None);
             }
         }
+        None
     }
 
     fn summary(&mut self, summary: &ConnectionSummary) {

@@ -35,31 +35,38 @@ pub(super) struct Exchanges {
 impl Exchanges {
     /// Data started flowing in `direction` at `ns` on a socket of `role`. Data after the
     /// close started (`closing`) still counts, but is not activity before the close.
-    pub(super) fn turn(&mut self, role: Role, direction: DataDirection, ns: u64, closing: bool) {
+    /// Returns the response time, microseconds, when this answers a request.
+    pub(super) fn turn(
+        &mut self,
+        role: Role,
+        direction: DataDirection,
+        ns: u64,
+        closing: bool,
+    ) -> Option<u64> {
         let to_server = match role {
             Role::Server => DataDirection::Received,
             Role::Client => DataDirection::Sent,
         };
-        if direction == to_server {
-            self.requests = self.requests.saturating_add(1);
-            self.waiting_since_ns = self.waiting_since_ns.or(nonzero(ns));
-        } else {
-            self.responses = self.responses.saturating_add(1);
-            if let Some(since) = self.waiting_since_ns.take() {
-                let us = u32::try_from(ns.saturating_sub(since.get()) / 1_000).unwrap_or(u32::MAX);
-                self.min_us = if self.answered == 0 {
-                    us
-                } else {
-                    self.min_us.min(us)
-                };
-                self.max_us = self.max_us.max(us);
-                self.total_us += u64::from(us);
-                self.answered = self.answered.saturating_add(1);
-            }
-        }
         if !closing {
             self.data_activity(ns);
         }
+        if direction == to_server {
+            self.requests = self.requests.saturating_add(1);
+            self.waiting_since_ns = self.waiting_since_ns.or(nonzero(ns));
+            return None;
+        }
+        self.responses = self.responses.saturating_add(1);
+        let since = self.waiting_since_ns.take()?;
+        let us = u32::try_from(ns.saturating_sub(since.get()) / 1_000).unwrap_or(u32::MAX);
+        self.min_us = if self.answered == 0 {
+            us
+        } else {
+            self.min_us.min(us)
+        };
+        self.max_us = self.max_us.max(us);
+        self.total_us += u64::from(us);
+        self.answered = self.answered.saturating_add(1);
+        Some(u64::from(us))
     }
 
     /// Data moved at `ns` before the close started (the close summary's last activity).

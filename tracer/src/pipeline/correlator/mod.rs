@@ -166,6 +166,17 @@ pub enum Output {
     /// Its close was never seen: no events for longer than `stale_after_ns`, or its
     /// socket address started a new lifecycle (an event was lost).
     Reaped(ConnectionRecord),
+    /// A response answered a request on an open connection (its record will count it).
+    Response(ResponseTime),
+}
+
+/// One request's response time, as it happens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResponseTime {
+    pub role: Role,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub micros: u64,
 }
 
 /// Counters of what the correlator could not turn into records.
@@ -218,6 +229,15 @@ impl Correlator {
         self.stats
     }
 
+    /// The connections open now, as (role, local end, remote end): the records held but
+    /// those closed and waiting out their grace period.
+    pub fn open(&self) -> impl Iterator<Item = (Role, SocketAddr, SocketAddr)> {
+        self.table
+            .iter()
+            .filter(|conn| !conn.closed)
+            .map(|conn| (conn.role, conn.local.get(conn.v4), conn.remote.get(conn.v4)))
+    }
+
     /// Takes one event, in the order the kernel produced them.
     pub fn observe(&mut self, event: &TraceEvent, out: &mut impl FnMut(Output)) {
         let meta = event.meta();
@@ -242,7 +262,7 @@ impl Correlator {
                 } else {
                     let role = self.guess_role(meta.local);
                     let slot = self.start(meta, role, false, out);
-                    self.apply(slot, event);
+                    self.apply(slot, event, out);
                 }
             }
             TraceEvent::Retransmit(retransmit) if retransmit.kind == RetransmitKind::SynAck => {
@@ -250,7 +270,7 @@ impl Correlator {
             }
             _ => match self.table.slot(meta.sock) {
                 Some(slot) if !self.table.conn(slot).closed || reported_after_close(event) => {
-                    self.apply(slot, event)
+                    self.apply(slot, event, out)
                 }
                 _ => self.stats.ignored_events += 1,
             },
@@ -316,7 +336,7 @@ impl Correlator {
                 self.start(meta, role, lifecycle_start, out)
             }
         };
-        self.apply(slot, event);
+        self.apply(slot, event, out);
         if let Some(sample) = change.handshake
             && self.table.conn(slot).role == Role::Server
         {
@@ -357,8 +377,16 @@ impl Correlator {
         self.synack_retransmits.remove(at).map(|(_, _, ns)| ns)
     }
 
-    fn apply(&mut self, slot: u32, event: &TraceEvent) {
-        self.table.conn_mut(slot).apply(event, &mut self.processes);
+    fn apply(&mut self, slot: u32, event: &TraceEvent, out: &mut impl FnMut(Output)) {
+        let conn = self.table.conn_mut(slot);
+        if let Some(micros) = conn.apply(event, &mut self.processes) {
+            out(Output::Response(ResponseTime {
+                role: conn.role,
+                local: conn.local.get(conn.v4),
+                remote: conn.remote.get(conn.v4),
+                micros,
+            }));
+        }
         self.table.touch(slot);
         self.table.keep(slot, event);
     }

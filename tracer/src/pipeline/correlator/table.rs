@@ -90,6 +90,15 @@ impl Table {
         (self.lru_head != NIL).then_some(self.lru_head)
     }
 
+    /// The records, least recently active first.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Conn> {
+        std::iter::successors(self.oldest(), |&slot| {
+            let next = self.conn(slot).next;
+            (next != NIL).then_some(next)
+        })
+        .map(|slot| self.conn(slot))
+    }
+
     /// Keeps `event` with the record in `slot`, when events are kept.
     pub(super) fn keep(&mut self, slot: u32, event: &TraceEvent) {
         if self.keep_events {

@@ -42,6 +42,26 @@ fn keep_alive_exchanges_count_requests_on_both_sides() {
         panic!("{records:#?}");
     };
     assert_eq!((server.role, client.role), (Role::Server, Role::Client));
+    // Each response time also as it happens (what metrics observe), as the records sum up.
+    let (outputs, _) = run_all(config(16), &events);
+    let responses: Vec<(Role, u64)> = outputs
+        .iter()
+        .filter_map(|output| match output {
+            Output::Response(response) => Some((response.role, response.micros)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        responses,
+        [
+            (Role::Server, 490),
+            (Role::Client, 510),
+            (Role::Server, 490),
+            (Role::Client, 510),
+            (Role::Server, 490),
+            (Role::Client, 510)
+        ]
+    );
     for record in [server, client] {
         assert_eq!((record.requests, record.responses), (Some(3), Some(3)));
         assert_eq!(record.unanswered_request_us, None);

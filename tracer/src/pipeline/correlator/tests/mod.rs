@@ -194,7 +194,7 @@ fn config(max_connections: usize) -> CorrelatorConfig {
 }
 
 /// Everything the correlator emits for `events`, then for `reap(u64::MAX)`.
-fn run_with(config: CorrelatorConfig, events: &[TraceEvent]) -> (Vec<Output>, Stats) {
+fn run_all(config: CorrelatorConfig, events: &[TraceEvent]) -> (Vec<Output>, Stats) {
     let mut correlator = Correlator::new(config);
     let mut outputs = Vec::new();
     for event in events {
@@ -203,6 +203,13 @@ fn run_with(config: CorrelatorConfig, events: &[TraceEvent]) -> (Vec<Output>, St
     correlator.reap(u64::MAX, &mut |output| outputs.push(output));
     assert_eq!(correlator.open_connections(), 0);
     (outputs, correlator.stats())
+}
+
+/// The records the correlator emits for `events` (see [`run_all`]), responses aside.
+fn run_with(config: CorrelatorConfig, events: &[TraceEvent]) -> (Vec<Output>, Stats) {
+    let (mut outputs, stats) = run_all(config, events);
+    outputs.retain(|output| !matches!(output, Output::Response(_)));
+    (outputs, stats)
 }
 
 /// The one connection record `events` make.

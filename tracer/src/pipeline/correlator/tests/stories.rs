@@ -208,6 +208,7 @@ proptest! {
             let (record, closed) = match output {
                 Output::Connection(record) => (record, true),
                 Output::Evicted(record) | Output::Reaped(record) => (record, false),
+                Output::Response(_) => continue,
             };
             prop_assert!(record.end_ns >= record.start_ns);
             prop_assert!(record.states.windows(2).all(|w| w[0].offset_us <= w[1].offset_us));

@@ -15,8 +15,9 @@ use anyhow::{Result, bail};
 use crate::{run, toolchain, workspace_root};
 
 /// Debian packages the tests use: iproute2 and nftables cut a connection's traffic;
-/// prometheus (the server and `promtool`) scrapes and checks `--metrics-addr`.
-const TEST_PACKAGES: &[&str] = &["iproute2", "nftables", "prometheus"];
+/// prometheus (the server and `promtool`) scrapes and checks `--metrics-addr`; tcpdump
+/// captures the traffic the records are compared with.
+const TEST_PACKAGES: &[&str] = &["iproute2", "nftables", "prometheus", "tcpdump"];
 
 fn is_root() -> bool {
     Command::new("id")

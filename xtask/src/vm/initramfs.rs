@@ -20,8 +20,14 @@ use super::{
 use crate::{cargo, run, workspace_root};
 
 /// Host tools the tests run in guests, where busybox's `ip` and `tc` lack what they need
-/// (netem, nftables). Installed by `setup` (iproute2, nftables).
-const GUEST_TOOLS: &[&str] = &["/usr/sbin/ip", "/usr/sbin/tc", "/usr/sbin/nft"];
+/// (netem, nftables), and tcpdump for the captures the records are compared with.
+/// Installed by `setup` (iproute2, nftables, tcpdump).
+const GUEST_TOOLS: &[&str] = &[
+    "/usr/sbin/ip",
+    "/usr/sbin/tc",
+    "/usr/sbin/nft",
+    "/usr/bin/tcpdump",
+];
 
 pub(super) struct Binaries {
     tracer: PathBuf,

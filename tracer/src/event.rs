@@ -240,6 +240,21 @@ pub enum TraceEvent {
 }
 
 impl TraceEvent {
+    /// The event's name in the lines (`event`) and metrics (`kind`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::StateChange(_) => "state_change",
+            Self::Reset(_) => "reset",
+            Self::Retransmit(_) => "retransmit",
+            Self::KeepaliveProbe(_) => "keepalive_probe",
+            Self::KeepaliveTimeout(_) => "keepalive_timeout",
+            Self::DataTurn(_) => "data_turn",
+            Self::Summary(_) => "close_summary",
+            Self::Accepted(_) => "accepted",
+            Self::Existing(_) => "existing",
+        }
+    }
+
     pub fn meta(&self) -> &EventMeta {
         match self {
             Self::StateChange(StateChange { meta, .. })

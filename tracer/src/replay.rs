@@ -297,7 +297,7 @@ mod tests {
         for event in &events {
             sink.event(WallClock::from_offset_ns(0), event).unwrap();
         }
-        let text = String::from_utf8(sink.into_inner()).unwrap();
+        let text = String::from_utf8(sink.into_inner().unwrap()).unwrap();
         let parsed: Vec<TraceEvent> = text
             .lines()
             .map(|l| parse_line(l).unwrap().unwrap())

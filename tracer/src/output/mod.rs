@@ -28,8 +28,7 @@ use crate::{
 };
 
 /// Why a connection record was written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RecordEnd {
     /// The kernel reported its close.
     Closed,
@@ -37,6 +36,17 @@ pub enum RecordEnd {
     Evicted,
     /// No event for a long time, or its socket was reused: its close was never seen.
     Stale,
+}
+
+impl RecordEnd {
+    /// As the lines (and metrics labels) spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Evicted => "evicted",
+            Self::Stale => "stale",
+        }
+    }
 }
 
 /// The last line: what tracing saw and did not turn into records.

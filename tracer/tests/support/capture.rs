@@ -57,26 +57,32 @@ impl Capture {
             std::env::temp_dir().join(format!("tracer-test-{}-{port}.pcap", std::process::id()));
         let marker = UdpSocket::bind("127.0.0.1:0").unwrap();
         let marker_port = marker.local_addr().unwrap().port();
+        // `-Z root`: Debian's tcpdump would switch to a `tcpdump` user, which the guests of
+        // the kernel matrix do not have.
         let mut child = Command::new("tcpdump")
-            .args(["-i", "lo", "-n", "-U", "--time-stamp-precision=nano", "-w"])
+            .args(["-i", "lo", "-n", "-U", "-Z", "root", "--time-stamp-precision=nano"])
+            .arg("-w")
             .arg(&file)
             .arg(format!("tcp port {port} or udp dst port {marker_port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("cannot run tcpdump (install tcpdump)");
-        let (send, listening) = mpsc::channel();
+        let (send, said) = mpsc::channel();
         let stderr = child.stderr.take().unwrap();
         thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("listening on") {
-                    let _ = send.send(());
-                }
+                let _ = send.send(line);
             }
         });
-        listening
-            .recv_timeout(DEADLINE)
-            .expect("tcpdump did not start listening");
+        let mut lines = Vec::new();
+        loop {
+            match said.recv_timeout(DEADLINE) {
+                Ok(line) if line.contains("listening on") => break,
+                Ok(line) => lines.push(line),
+                Err(_) => panic!("tcpdump did not start listening: {}", lines.join(" / ")),
+            }
+        }
         Self {
             child,
             file,

@@ -20,10 +20,7 @@ use prometheus_client::{
 };
 
 use super::{
-    labels::{
-        CLOSE_INITIATORS, EVENT_KINDS, RECORD_ENDS, ROLES, close_initiator, event_kind, record_end,
-        role,
-    },
+    labels::{CLOSE_INITIATORS, EVENT_KINDS, RECORD_ENDS, ROLES},
     programs::{Costs, ProgramCosts},
 };
 use crate::{
@@ -329,9 +326,9 @@ impl Families {
     fn zero_series(&self) {
         for &port in self.ports.0.iter() {
             for connection_role in ROLES {
-                let role = role(connection_role);
+                let role = connection_role.name();
                 for initiator in CLOSE_INITIATORS {
-                    let close_initiator = close_initiator(initiator);
+                    let close_initiator = initiator.name();
                     let labels = ConnectionLabels {
                         port,
                         role,
@@ -352,9 +349,8 @@ impl Families {
             self.events.get_or_create_owned(&KindLabel { kind });
         }
         for end in RECORD_ENDS {
-            self.records.get_or_create_owned(&RecordLabel {
-                record: record_end(end),
-            });
+            self.records
+                .get_or_create_owned(&RecordLabel { record: end.name() });
         }
         self.open_connections(std::iter::empty());
     }
@@ -385,7 +381,7 @@ impl Families {
     }
 
     pub fn event(&self, event: &TraceEvent) {
-        let kind = event_kind(event);
+        let kind = event.name();
         self.events.get_or_create(&KindLabel { kind }).inc();
         let meta = event.meta();
         let port = self.ports.matched(meta.local, meta.remote);
@@ -414,12 +410,10 @@ impl Families {
     /// Every record counts; only closed ones tell a lifetime, idle time and requests.
     pub fn record(&self, record: &ConnectionRecord, end: RecordEnd) {
         let port = self.ports.matched(record.local, record.remote);
-        let role = role(record.role);
-        let close_initiator = close_initiator(record.close_initiator);
+        let role = record.role.name();
+        let close_initiator = record.close_initiator.name();
         self.records
-            .get_or_create(&RecordLabel {
-                record: record_end(end),
-            })
+            .get_or_create(&RecordLabel { record: end.name() })
             .inc();
         let labels = ConnectionLabels {
             port,
@@ -471,7 +465,7 @@ impl Families {
     pub fn response(&self, response: &ResponseTime) {
         let series = PortRole {
             port: self.ports.matched(response.local, response.remote),
-            role: role(response.role),
+            role: response.role.name(),
         };
         self.response
             .get_or_create(&series)
@@ -494,7 +488,7 @@ impl Families {
                 counts.insert(
                     PortRole {
                         port,
-                        role: role(connection_role),
+                        role: connection_role.name(),
                     },
                     0,
                 );
@@ -505,7 +499,7 @@ impl Families {
             *counts
                 .entry(PortRole {
                     port,
-                    role: role(connection_role),
+                    role: connection_role.name(),
                 })
                 .or_default() += 1;
         }

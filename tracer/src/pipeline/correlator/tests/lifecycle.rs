@@ -288,29 +288,6 @@ fn kept_events_keep_both_ends() {
 }
 
 #[test]
-fn records_serialize_as_documented() {
-    let c = Side::client(0xffff8881046d6f00, 49320);
-    let mut events = c.connect(MS);
-    events.push(c.state(2 * MS, Established, Close));
-    let value = serde_json::to_value(one(&events)).unwrap();
-    assert_eq!(value["sock"], "0xffff8881046d6f00");
-    assert_eq!(value["role"], "client");
-    assert_eq!(value["family"], "ipv4");
-    assert_eq!(value["local"], "127.0.0.1:49320");
-    assert_eq!(value["close_initiator"], "aborted");
-    assert_eq!(
-        value["states"][1],
-        serde_json::json!({"state": "ESTABLISHED", "offset_us": 150})
-    );
-    assert_eq!(
-        value["keepalive"],
-        serde_json::json!({"probes_sent": 0, "probes_answered": 0, "timed_out": false})
-    );
-    assert_eq!(value["bytes_sent"], serde_json::Value::Null);
-    assert!(value.get("events").is_none());
-}
-
-#[test]
 fn a_retransmitted_synack_times_the_handshake_from_the_first_synack() {
     let s = Side::server(0xb, 49320);
     let t = 1000 * MS;

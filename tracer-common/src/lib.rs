@@ -353,6 +353,10 @@ pub struct KernelField {
     pub size: u32,
 }
 
+/// Bytes the programs read at once from the head of `sock_common` (`KernelLayout::sock_head`):
+/// its IPv4 addresses, ports, family and state fit in the first 20 on every kernel so far.
+pub const SOCK_HEAD: usize = 24;
+
 /// Offsets of the kernel struct fields the programs read, from the running kernel's BTF.
 /// All offsets are from the start of `struct sock` (which starts `inet_connection_sock`
 /// and `tcp_sock`), except `net_*` (from `struct net`) and the timer and skb ones.

@@ -6,6 +6,7 @@ use core::ffi::c_void;
 use aya_ebpf::helpers::{bpf_probe_read_kernel, generated};
 use tracer_common::{
     AF_INET, AF_INET6, Endpoints, IPPROTO_TCP, KeepaliveSettings, KernelField, KernelLayout,
+    SOCK_HEAD,
 };
 
 /// Set by the daemon before load.
@@ -84,16 +85,17 @@ fn read_bytes<const N: usize>(base: u64, field: KernelField) -> Option<[u8; N]> 
     unsafe { bpf_probe_read_kernel(at).ok() }
 }
 
-/// Bytes read at once from the start of `sock_common`: its addresses (IPv4), ports,
-/// family and state fit in the first 20 on every kernel so far.
-pub const HEAD: usize = 24;
+const HEAD_WORDS: usize = SOCK_HEAD / 8;
 
 /// A socket, with the head of its `sock_common` read in one go: the port filter, the
 /// family and the IPv4 addresses come from there instead of a read each.
 pub struct Sock {
     pub sk: u64,
-    head: [u8; HEAD],
-    /// Fields at `field.offset - head_offset` in `head` are in it (when `head_len` > 0).
+    /// The head as little-endian words. A field is shifted out of them, never indexed
+    /// at a runtime offset: 5.10's verifier refuses variable-offset stack reads and
+    /// 6.12's refused the bounds LLVM left on them.
+    head: [u64; HEAD_WORDS],
+    /// Fields at `field.offset - head_offset` are in the head (when `head_len` > 0).
     head_offset: u32,
     head_len: u32,
 }
@@ -101,60 +103,64 @@ pub struct Sock {
 impl Sock {
     #[inline(always)]
     pub fn read(sk: u64) -> Self {
-        let head = field!(sock_head);
+        let field = field!(sock_head);
         let mut sock = Self {
             sk,
-            head: [0; HEAD],
-            head_offset: head.offset,
+            head: [0; HEAD_WORDS],
+            head_offset: field.offset,
             head_len: 0,
         };
-        if head.size != 0 {
-            let at = (sk + u64::from(head.offset)) as *const c_void;
-            // SAFETY: `sock.head` has room for HEAD bytes; the helper checks `at`.
+        if field.size != 0 {
+            let at = (sk + u64::from(field.offset)) as *const c_void;
+            // SAFETY: `sock.head` has room for SOCK_HEAD bytes; the helper checks `at`.
             let status = unsafe {
-                generated::bpf_probe_read_kernel(sock.head.as_mut_ptr().cast(), HEAD as u32, at)
+                generated::bpf_probe_read_kernel(
+                    sock.head.as_mut_ptr().cast(),
+                    SOCK_HEAD as u32,
+                    at,
+                )
             };
             if status == 0 {
-                sock.head_len = head.size;
+                sock.head_len = field.size;
             }
         }
         sock
     }
 
-    /// An unsigned integer field: from the head when it is there, else read.
+    /// The `N` (at most 4) bytes of `field`, whose size the daemon checked is `N`, as the
+    /// low bytes of a little-endian integer: from the head when they are in it, else read.
     #[inline(always)]
-    pub fn uint(&self, field: KernelField) -> Option<u64> {
-        let at = field.offset.wrapping_sub(self.head_offset) as usize;
-        let size = field.size as usize;
-        if at >= self.head_len as usize || size > self.head_len as usize - at {
-            return read_uint(self.sk, field);
+    fn uint<const N: u32>(&self, field: KernelField) -> Option<u32> {
+        let at = field.offset.wrapping_sub(self.head_offset);
+        if at >= SOCK_HEAD as u32 || at + N > self.head_len {
+            return read_uint(self.sk, field).map(|value| value as u32);
         }
-        let bytes = &self.head;
-        Some(match size {
-            1 => u64::from(*bytes.get(at)?),
-            2 => u64::from(u16::from_le_bytes([*bytes.get(at)?, *bytes.get(at + 1)?])),
-            4 => u64::from(u32::from_le_bytes([
-                *bytes.get(at)?,
-                *bytes.get(at + 1)?,
-                *bytes.get(at + 2)?,
-                *bytes.get(at + 3)?,
-            ])),
-            _ => return read_uint(self.sk, field),
-        })
+        let [w0, w1, w2] = self.head;
+        let (low, high) = match at / 8 {
+            0 => (w0, w1),
+            1 => (w1, w2),
+            _ => (w2, 0),
+        };
+        let shift = (at % 8) * 8;
+        let value = match shift {
+            0 => low,
+            _ => (low >> shift) | (high << (64 - shift)),
+        };
+        Some((value & ((1u64 << (N * 8)) - 1)) as u32)
     }
 
     /// The socket's `TCP_*` state.
     #[inline(always)]
     pub fn state(&self) -> Option<u8> {
-        self.uint(field!(skc_state)).map(|state| state as u8)
+        self.uint::<1>(field!(skc_state)).map(|state| state as u8)
     }
 
     /// The (local, remote) ports, host order. A closing socket has given its local port
     /// back (`skc_num` 0) before it enters CLOSE; `inet_sport` still has it.
     #[inline(always)]
     pub fn ports(&self) -> Option<(u16, u16)> {
-        let remote = u16::from_be(self.uint(field!(skc_dport))? as u16);
-        let local = match self.uint(field!(skc_num))? as u16 {
+        let remote = u16::from_be(self.uint::<2>(field!(skc_dport))? as u16);
+        let local = match self.uint::<2>(field!(skc_num))? as u16 {
             0 => u16::from_be(read_uint(self.sk, field!(inet_sport))? as u16),
             local => local,
         };
@@ -164,7 +170,7 @@ impl Sock {
     /// The socket's ends, with its `ports` already known.
     #[inline(always)]
     pub fn endpoints(&self, (local_port, remote_port): (u16, u16)) -> Option<Endpoints> {
-        let family = self.uint(field!(skc_family))? as u16;
+        let family = self.uint::<2>(field!(skc_family))? as u16;
         let mut endpoints = Endpoints {
             family,
             local_port,
@@ -173,8 +179,8 @@ impl Sock {
         };
         match family {
             AF_INET => {
-                let local = self.uint(field!(skc_rcv_saddr))? as u32;
-                let remote = self.uint(field!(skc_daddr))? as u32;
+                let local = self.uint::<4>(field!(skc_rcv_saddr))?;
+                let remote = self.uint::<4>(field!(skc_daddr))?;
                 endpoints.local_addr[..4].copy_from_slice(&local.to_le_bytes());
                 endpoints.remote_addr[..4].copy_from_slice(&remote.to_le_bytes());
             }

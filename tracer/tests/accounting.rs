@@ -18,7 +18,9 @@ const CONNECTIONS: usize = 400;
 const CLIENTS: usize = 3;
 
 fn count(value: &Value) -> u64 {
-    value.as_u64().unwrap_or_else(|| panic!("not a count: {value}"))
+    value
+        .as_u64()
+        .unwrap_or_else(|| panic!("not a count: {value}"))
 }
 
 #[test]

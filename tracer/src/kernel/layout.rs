@@ -5,7 +5,7 @@
 use anyhow::{Context as _, Result, bail};
 use tracer_common::{
     ENDPOINTS_SOCKADDR, ENDPOINTS_SPLIT, EndpointLayout, FIELD_ABSENT, KernelField, KernelLayout,
-    TimerLayout, TracepointLayout,
+    SOCK_HEAD, TimerLayout, TracepointLayout,
 };
 
 use crate::kernel::{btf::KernelBtf, kallsyms, tracefs::TracepointFormat};
@@ -165,21 +165,17 @@ fn keepalive_timer(btf: &KernelBtf) -> Result<KernelField> {
     })
 }
 
-/// Bytes the programs read at once from the head of `sock_common` (see `Sock` on the eBPF
-/// side).
-const SOCK_HEAD: u32 = 24;
-
 /// The span of `fields` when they fit in one read of the socket's head, else absent (the
 /// programs then read them one by one).
 fn sock_head(fields: &[KernelField]) -> KernelField {
     let start = fields.iter().map(|f| f.offset).min().unwrap_or(0);
     let end = fields.iter().map(|f| f.offset + f.size).max().unwrap_or(0);
-    if end - start > SOCK_HEAD {
+    if end - start > SOCK_HEAD as u32 {
         return KernelField::default();
     }
     KernelField {
         offset: start,
-        size: SOCK_HEAD,
+        size: SOCK_HEAD as u32,
     }
 }
 

@@ -214,6 +214,16 @@ impl Running {
     }
 }
 
+/// An observer left running by an error on the way is killed, never left attached.
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// What a tracer's output file says, read after it stopped.
 #[derive(Clone, Debug, Default)]
 pub struct TracerOutput {

@@ -13,6 +13,17 @@ export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root TMPDIR=/tmp
 # Panics in the tests print where they happened.
 export RUST_BACKTRACE=1
+# The stories compare the tracer's times with a packet capture's: within 1 ms on the
+# host, where that precision is checked. Under TCG the stack between a hook and the
+# capture point, or a softirq left for later, takes milliseconds: up to 9 ms measured on
+# 2026-11-27 on an idle 2-core host, 66 ms with its cores busy with other builds. The
+# guests check the same facts exactly (bytes, resets, probes, requests) and the times
+# to within 100 ms.
+export TRACER_TEST_WIRE_TOLERANCE_US=100000
+
+# tcpdump (`-Z root`, the tests' packet captures) looks its user up.
+echo 'root:x:0:0:root:/root:/bin/sh' > /etc/passwd
+echo 'root:x:0:' > /etc/group
 
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -55,7 +66,8 @@ supported() {
 set -o pipefail
 for mode in $MODES; do
     if ! supported "$mode"; then
-        grep -E "^(tracing|  )" "/tmp/check-$mode" | grep -v "chosen$\| available$"
+        # The whole report: a refused program's verifier log is what to read.
+        cat "/tmp/check-$mode"
         echo "TRACER-VM-RESULT kernel=$kernel mode=$mode unsupported"
         continue
     fi

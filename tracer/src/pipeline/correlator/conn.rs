@@ -147,16 +147,17 @@ impl Conn {
         }
     }
 
-    /// The server's side of the handshake completed with the kernel's `sample` (see
-    /// [`Handshake::server_established`]).
-    pub(super) fn server_established(
+    /// The handshake completed with the kernel's `sample` (see
+    /// [`Handshake::established`]).
+    pub(super) fn established(
         &mut self,
         ns: u64,
         sample: crate::event::HandshakeSample,
         first_synack_retransmit_ns: Option<u64>,
     ) {
+        let client = self.role == Role::Client;
         self.handshake
-            .server_established(ns, sample, first_synack_retransmit_ns);
+            .established(ns, sample, first_synack_retransmit_ns, client);
     }
 
     /// Everything but the lifecycle bookkeeping the correlator does around it. Returns

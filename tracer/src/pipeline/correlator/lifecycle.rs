@@ -1,5 +1,4 @@
-//! A lifecycle's states and when each was entered, and the handshake's time: for a
-//! client from its SYN (`CLOSE -> SYN_SENT`) to ESTABLISHED; for a server, what the
+//! A lifecycle's states and when each was entered, and the handshake's time: what the
 //! kernel measured of it (see [`Handshake`]).
 
 use crate::event::{HandshakeSample, TcpState};
@@ -118,18 +117,23 @@ impl States {
 }
 
 /// How long a handshake took, as far as the events tell.
+///
+/// The kernel measures the round trip of a SYN (client) or SYN-ACK (server) sent once,
+/// as the wire sees it: the client's `CLOSE -> SYN_SENT` comes before the kernel picks
+/// a local port and sends the SYN, which on a busy or emulated machine takes longer
+/// than the round trip itself. A SYN-ACK sent again was first sent [`INITIAL_RTO_NS`]
+/// before its first retransmission; a client whose SYN was sent again falls back to
+/// its states.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Handshake {
-    /// For a server: from its first SYN-ACK to the client's ACK, microseconds, or
-    /// [`Handshake::UNKNOWN`]. The kernel measures the round trip of a SYN-ACK sent once;
-    /// one sent again was first sent [`INITIAL_RTO_NS`] before its first retransmission.
-    server_us: u32,
+    /// Microseconds, or [`Handshake::UNKNOWN`].
+    measured_us: u32,
 }
 
 impl Default for Handshake {
     fn default() -> Self {
         Self {
-            server_us: Self::UNKNOWN,
+            measured_us: Self::UNKNOWN,
         }
     }
 }
@@ -137,37 +141,40 @@ impl Default for Handshake {
 impl Handshake {
     const UNKNOWN: u32 = u32::MAX;
 
-    /// A server socket entered ESTABLISHED at `established_ns` with the kernel's
-    /// `sample`; `first_synack_retransmit_ns` is when its SYN-ACK was first sent again,
-    /// if it was and the event was seen.
-    pub(super) fn server_established(
+    /// The socket entered ESTABLISHED at `established_ns` with the kernel's `sample`;
+    /// for a server, `first_synack_retransmit_ns` is when its SYN-ACK was first sent
+    /// again, if it was and the event was seen.
+    pub(super) fn established(
         &mut self,
         established_ns: u64,
         sample: HandshakeSample,
         first_synack_retransmit_ns: Option<u64>,
+        client: bool,
     ) {
-        let us = if sample.retransmits == 0 {
-            sample.rtt_us.map(u64::from)
-        } else {
-            first_synack_retransmit_ns.map(|first| {
+        let us = match (sample.retransmits, client) {
+            (0, _) => sample.rtt_us.map(u64::from),
+            (_, true) => None,
+            (_, false) => first_synack_retransmit_ns.map(|first| {
                 established_ns.saturating_sub(first.saturating_sub(INITIAL_RTO_NS)) / 1_000
-            })
+            }),
         };
-        self.server_us = us.map_or(Self::UNKNOWN, |us| {
+        self.measured_us = us.map_or(Self::UNKNOWN, |us| {
             us.min(u64::from(Self::UNKNOWN - 1)) as u32
         });
     }
 
-    /// The handshake's time in microseconds: a client's from its states, a server's from
-    /// the kernel's measure.
+    /// The handshake's time in microseconds: the kernel's measure, else a client's
+    /// from its states.
     pub(super) fn micros(&self, states: &States, client: bool) -> Option<u64> {
-        if client {
-            let from = states.first_entry(TcpState::SynSent)?;
-            let to = states.first_entry(TcpState::Established)?;
-            Some(to.saturating_sub(from) / 1_000)
-        } else {
-            (self.server_us != Self::UNKNOWN).then_some(u64::from(self.server_us))
+        if self.measured_us != Self::UNKNOWN {
+            return Some(u64::from(self.measured_us));
         }
+        if !client {
+            return None;
+        }
+        let from = states.first_entry(TcpState::SynSent)?;
+        let to = states.first_entry(TcpState::Established)?;
+        Some(to.saturating_sub(from) / 1_000)
     }
 }
 

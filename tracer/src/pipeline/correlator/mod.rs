@@ -59,12 +59,14 @@
 //!
 //! # Handshake
 //!
-//! A client's handshake runs from its SYN (`CLOSE -> SYN_SENT`) to ESTABLISHED. A
-//! server's socket only exists once the handshake is done, so its time is what the
-//! kernel measured: the round trip of its SYN-ACK (first sample of `srtt_us` as the
-//! socket enters ESTABLISHED). The kernel takes no sample from a SYN-ACK it sent again;
-//! then the first SYN-ACK went out the initial retransmission timeout (1 s) before the
-//! first SYN-ACK retransmit event with the same ends, and the handshake runs from there.
+//! The handshake's time is what the kernel measured (first sample of `srtt_us` as the
+//! socket enters ESTABLISHED): for a client the round trip of its SYN, for a server of
+//! its SYN-ACK (a server's socket only exists once the handshake is done). The
+//! client's `CLOSE -> SYN_SENT` is no start: the kernel sets it before it picks a
+//! local port and sends the SYN. The kernel takes no sample from a segment it sent
+//! again: a client whose SYN was sent again is timed from its states; a server's first
+//! SYN-ACK went out the initial retransmission timeout (1 s) before the first SYN-ACK
+//! retransmit event with the same ends, and the handshake runs from there.
 //!
 //! # Requests, responses and idleness
 //!
@@ -268,7 +270,11 @@ impl Correlator {
             TraceEvent::Retransmit(retransmit) if retransmit.kind == RetransmitKind::SynAck => {
                 self.synack_retransmit(meta);
             }
-            _ => match self.table.slot(meta.sock) {
+            _ => match self
+                .table
+                .slot(meta.sock)
+                .or_else(|| self.timewait_owner(event))
+            {
                 Some(slot) if !self.table.conn(slot).closed || reported_after_close(event) => {
                     self.apply(slot, event, out)
                 }
@@ -337,13 +343,14 @@ impl Correlator {
             }
         };
         self.apply(slot, event, out);
-        if let Some(sample) = change.handshake
-            && self.table.conn(slot).role == Role::Server
-        {
-            let first_retransmit = self.take_synack_retransmit(meta.local, meta.remote);
+        if let Some(sample) = change.handshake {
+            let first_retransmit = match self.table.conn(slot).role {
+                Role::Server => self.take_synack_retransmit(meta.local, meta.remote),
+                Role::Client => None,
+            };
             self.table
                 .conn_mut(slot)
-                .server_established(meta.boot_ns, sample, first_retransmit);
+                .established(meta.boot_ns, sample, first_retransmit);
         }
         if new == Close {
             let conn = self.table.conn_mut(slot);
@@ -448,6 +455,28 @@ impl Correlator {
                 Output::Reaped(record)
             }
         });
+    }
+
+    /// The closed record a reset sent by a TIME_WAIT socket belongs to. The kernel
+    /// replaces a closed socket by a smaller timewait socket at another address, which
+    /// answers late segments with an RST (a peer writing after the FIN); the record is
+    /// found by its ends among those closed within the grace period, newest first.
+    fn timewait_owner(&self, event: &TraceEvent) -> Option<u32> {
+        let TraceEvent::Reset(reset) = event else {
+            return None;
+        };
+        if reset.direction != ResetDirection::Sent || reset.state != Some(TcpState::TimeWait) {
+            return None;
+        }
+        let meta = &reset.meta;
+        self.closing.iter().rev().find_map(|&(slot, conn_id)| {
+            let conn = self
+                .table
+                .holds(slot, conn_id)
+                .then(|| self.table.conn(slot))?;
+            (conn.local.get(conn.v4) == meta.local && conn.remote.get(conn.v4) == meta.remote)
+                .then_some(slot)
+        })
     }
 
     /// Emits the closed records whose grace period ended before `now`.

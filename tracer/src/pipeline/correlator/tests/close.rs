@@ -41,6 +41,40 @@ fn refused_connection_is_reset_received_and_the_socketless_reset_ignored() {
 }
 
 #[test]
+fn a_reset_from_the_timewait_socket_counts_for_its_connection() {
+    let s = Side::server(0xb, 49320);
+    // The socket that replaced the closed one: same ends, its own address.
+    let timewait = Side::server(0x7e, 49320);
+    let other_timewait = Side::server(0x7f, 49321);
+    let from_timewait = |side: &Side, ns: u64| match side.reset(ns, ResetDirection::Sent) {
+        TraceEvent::Reset(reset) => TraceEvent::Reset(Reset {
+            state: Some(TimeWait),
+            ..reset
+        }),
+        _ => unreachable!(),
+    };
+    let (outputs, stats) = run_with(
+        config(16),
+        &[
+            s.state(MS, Listen, SynRecv),
+            s.state(MS, SynRecv, Established),
+            s.state_by(2 * MS, Established, FinWait1, process(9862, "python3")),
+            s.state(3 * MS, FinWait1, FinWait2),
+            s.state(3 * MS, FinWait2, Close),
+            // The peer writes after the FIN; another connection's timewait answers too.
+            from_timewait(&timewait, 4 * MS),
+            from_timewait(&other_timewait, 4 * MS),
+        ],
+    );
+    let [Output::Connection(record)] = &outputs[..] else {
+        panic!("{outputs:#?}");
+    };
+    assert_eq!(record.close_initiator, CloseInitiator::Local);
+    assert_eq!(record.resets_sent, 1);
+    assert_eq!(stats.ignored_events, 1);
+}
+
+#[test]
 fn fin_before_reset_decides() {
     let c = Side::client(0xa, 49320);
     let mut events = c.connect(MS);

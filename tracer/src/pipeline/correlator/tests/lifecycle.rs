@@ -307,6 +307,27 @@ fn a_retransmitted_synack_times_the_handshake_from_the_first_synack() {
 }
 
 #[test]
+fn a_clients_handshake_is_its_syns_round_trip_or_its_states_after_a_retransmit() {
+    let c = Side::client(0xa, 49320);
+    let t = 1000 * MS;
+    // The local port and the route took 2 ms after SYN_SENT; the SYN's round trip 30 us.
+    let record = one(&[
+        c.state_by(t, Close, SynSent, process(9904, "curl")),
+        c.established(t + 2 * MS, Some(30), 0),
+        c.state(t + 3 * MS, Established, Close),
+    ]);
+    assert_eq!(record.handshake_us, Some(30));
+    // The SYN was sent again: no sample from it, the states tell.
+    let record = one(&[
+        c.state_by(t, Close, SynSent, process(9904, "curl")),
+        c.retransmit(t + 1000 * MS),
+        c.established(t + 1002 * MS, Some(30), 1),
+        c.state(t + 1003 * MS, Established, Close),
+    ]);
+    assert_eq!(record.handshake_us, Some(1_002_000));
+}
+
+#[test]
 fn a_server_handshake_without_the_kernels_measure_is_unknown() {
     let s = Side::server(0xb, 49320);
     let record = one(&[

@@ -75,11 +75,12 @@ impl Side {
     }
 
     /// A server's SYN_RECV -> ESTABLISHED with the kernel's SYN-ACK round trip and
-    /// SYN-ACKs sent again.
+    /// SYN-ACKs sent again (a client's SYN_SENT -> ESTABLISHED with its SYN's).
     fn established(&self, ns: u64, rtt_us: Option<u32>, retransmits: u32) -> TraceEvent {
+        let client = self.local.port() != 8191;
         TraceEvent::StateChange(StateChange {
             meta: self.meta(ns, None),
-            old_state: SynRecv,
+            old_state: if client { SynSent } else { SynRecv },
             new_state: Established,
             handshake: Some(HandshakeSample {
                 rtt_us,

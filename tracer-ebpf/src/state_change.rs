@@ -7,7 +7,8 @@
 //! The port filter comes first: a socket on another port costs one read.
 
 use aya_ebpf::{
-    macros::{fentry, kprobe, raw_tracepoint},
+    macros::{fentry, kprobe, map, raw_tracepoint},
+    maps::PerCpuArray,
     programs::{FEntryContext, ProbeContext, RawTracePointContext},
 };
 use tracer_common::{
@@ -113,23 +114,62 @@ fn raw_state_change(ctx: &RawTracePointContext) {
     state_change(sk, |_| Some(old_state as u8), new_state as u8);
 }
 
-// Two programs on the one tracepoint, each taking the state changes of one context. The
-// kernel does not run a program inside itself: a softirq interrupting the program on
-// its CPU would have its state changes skipped (counted as recursion misses, and a
-// connection's close lost with them). A program busy in process context does not keep
-// the softirq's program from running.
+// Two programs on the one tracepoint, attached in this order. The kernel does not run a
+// program inside itself: a softirq that interrupts one on its CPU has its state changes
+// skip that one (a recursion miss), and softirqs on a busy server carry hundreds of
+// state changes at a time. `inet_sock_set_state` takes every state change it runs for,
+// and first leaves a token naming it, one per context (process, softirq: the nested run
+// has its own). `inet_sock_set_state_nested` runs after it in the same call and takes a
+// state change only when the token is not that state change's, that is when
+// `inet_sock_set_state` was skipped. Nothing nests inside a softirq, so at most one of the
+// two is skipped for any state change, and the pair loses none.
+
+/// The state change `inet_sock_set_state` last took in each context (0: process, 1:
+/// softirq), per CPU.
+#[map(name = "STATE_CHANGE_TAKEN")]
+static STATE_CHANGE_TAKEN: PerCpuArray<StateChangeToken> = PerCpuArray::with_max_entries(2, 0);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+struct StateChangeToken {
+    sk: u64,
+    old_state: u32,
+    new_state: u32,
+}
+
+impl StateChangeToken {
+    #[inline(always)]
+    fn of(ctx: &RawTracePointContext) -> Self {
+        let (old_state, new_state): (u64, u64) = (ctx.arg(1), ctx.arg(2));
+        Self {
+            sk: ctx.arg(0),
+            old_state: old_state as u32,
+            new_state: new_state as u32,
+        }
+    }
+}
+
+#[inline(always)]
+fn context_slot() -> u32 {
+    u32::from(!in_process_context())
+}
 
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
-    if in_process_context() {
-        raw_state_change(&ctx);
+    if let Some(taken) = STATE_CHANGE_TAKEN.get_ptr_mut(context_slot()) {
+        // SAFETY: this CPU's slot for this context; the other program only reads it.
+        unsafe { *taken = StateChangeToken::of(&ctx) };
     }
+    raw_state_change(&ctx);
     0
 }
 
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
-pub fn inet_sock_set_state_softirq(ctx: RawTracePointContext) -> i32 {
-    if !in_process_context() {
+pub fn inet_sock_set_state_nested(ctx: RawTracePointContext) -> i32 {
+    if STATE_CHANGE_TAKEN
+        .get(context_slot())
+        .is_none_or(|taken| *taken != StateChangeToken::of(&ctx))
+    {
         raw_state_change(&ctx);
     }
     0

@@ -51,6 +51,7 @@ struct Ring {
     ring: AsyncFd<RingBuf<MapData>>,
     decoder: Decoder,
     counter: EmitCounter,
+    /// The programs whose recursion misses are lost events.
     programs: Vec<ProgramFd>,
     received: u64,
     reported: EventCounts,
@@ -170,7 +171,11 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         ring: watch(events)?,
         decoder: Decoder::new(units),
         counter: EmitCounter::new(counts),
-        programs: programs.into_iter().map(|(_, fd)| fd).collect(),
+        programs: programs
+            .into_iter()
+            .filter(|(name, _)| attach::misses_are_lost_events(name))
+            .map(|(_, fd)| fd)
+            .collect(),
         received: 0,
         reported: EventCounts::default(),
     };

@@ -15,7 +15,7 @@ use std::{
 use rustix::net::sockopt;
 use serde_json::Value;
 use support::{
-    Tracer,
+    PacketDrop, Tracer,
     capture::{Capture, Wire},
     free_port,
     http::{HttpClient, ServerConfig, serve, start_server},
@@ -430,49 +430,38 @@ fn abortive_close_with_unsent_data_counts_what_was_acknowledged() {
     assert_wire_agrees(capture, &[&client_side, &server_side]);
 }
 
-/// A simultaneous close: both sides close before the other's FIN arrives, so each goes
-/// FIN_WAIT1 -> CLOSING. On loopback the FINs cross only when the two closes meet (one
-/// side's FIN waits while the other holds its socket lock), so connections are closed
-/// from both sides at once until one does; every record agrees with the wire.
+/// A simultaneous close: both sides close before the other's FIN arrives. On loopback a
+/// FIN arrives before the peer can close, so both FINs are dropped on input until both
+/// sides have sent theirs, and their retransmissions cross: a side that receives the
+/// peer's FIN before its own was acknowledged goes FIN_WAIT1 -> CLOSING and says
+/// `simultaneous`. When one retransmission is delivered (and acknowledged) before the
+/// other is sent, only its receiver goes through CLOSING; the other side's close looks
+/// sequential to its kernel, and to the wire as that side saw it. Either way, at least one
+/// side crossed, and both records agree with the capture.
 #[test]
 fn crossing_fins_are_a_simultaneous_close() {
     let (port, mut tracer, capture) = traced_port();
     let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
     let server = listener.local_addr().unwrap();
-    let mut pairs = Vec::new();
-    let mut simultaneous = None;
-    for _ in 0..200 {
-        let (client, accepted) = pair(&listener);
-        let local = client.local_addr().unwrap();
-        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
-        let other = barrier.clone();
-        let closer = std::thread::spawn(move || {
-            other.wait();
-            drop(accepted);
-        });
-        barrier.wait();
+    let (client, accepted) = pair(&listener);
+    let local = client.local_addr().unwrap();
+    {
+        let fin = "tcp flags & fin == fin";
+        let _to_server = PacketDrop::new(&format!("tcp dport {port} {fin}"));
+        let _to_client = PacketDrop::new(&format!("tcp sport {port} {fin}"));
+        // Each close sends its FIN before returning (nothing is left to send).
         drop(client);
-        closer.join().unwrap();
-        let client_side = record(&mut tracer, local, server);
-        let server_side = record(&mut tracer, server, local);
-        let crossed = client_side["close_initiator"] == "simultaneous";
-        pairs.push((client_side, server_side));
-        if crossed {
-            simultaneous = Some(pairs.len() - 1);
-            break;
-        }
+        drop(accepted);
     }
-    let Some(crossed) = simultaneous else {
-        panic!("the FINs never crossed in {} closes", pairs.len());
-    };
-    assert_eq!(
-        pairs[crossed].1["close_initiator"], "simultaneous",
-        "{:#}",
-        pairs[crossed].1
-    );
-    let wire = capture.finish();
-    for (client_side, server_side) in &pairs {
-        wire.assert_agrees(client_side);
-        wire.assert_agrees(server_side);
+    let client_side = record(&mut tracer, local, server);
+    let server_side = record(&mut tracer, server, local);
+    let crossed: Vec<&Value> = [&client_side, &server_side]
+        .into_iter()
+        .filter(|side| side["close_initiator"] == "simultaneous")
+        .collect();
+    assert!(!crossed.is_empty(), "{client_side:#}\n{server_side:#}");
+    for side in crossed {
+        assert!(states(side).contains(&"CLOSING"), "{side:#}");
     }
+    assert_wire_agrees(capture, &[&client_side, &server_side]);
 }

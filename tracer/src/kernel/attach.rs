@@ -233,11 +233,12 @@ impl Hook {
     }
 }
 
-/// One program for state changes in process context, one for softirqs (see the eBPF side).
+/// The state changes, and those the first misses, attached in this order: the kernel runs
+/// a tracepoint's programs in the order they were attached (see the eBPF side).
 const STATE_CHANGE_TRACEPOINT: &[Program] = &[
     raw("inet_sock_set_state"),
     Program::RawTracepoint {
-        program: "inet_sock_set_state_softirq",
+        program: "inet_sock_set_state_nested",
         name: "inet_sock_set_state",
     },
 ];
@@ -638,6 +639,12 @@ fn detach_hook(ebpf: &mut Ebpf, hook: Hook, mechanism: Mechanism) {
         // A program that never loaded has nothing to unload.
         let _ = unload_program(ebpf, program);
     }
+}
+
+/// Whether the kernel's recursion misses of `program` are lost events. Not for the two
+/// state-change programs on the tracepoint: each takes what the other misses.
+pub fn misses_are_lost_events(program: &str) -> bool {
+    !STATE_CHANGE_TRACEPOINT.iter().any(|p| p.name() == program)
 }
 
 /// The programs, loaded and attached, and the maps the daemon reads. Dropping it detaches

@@ -34,8 +34,11 @@ pub enum RecordEnd {
     Closed,
     /// Pushed out by `--max-connections`: the connection may still be open.
     Evicted,
-    /// No event for a long time, or its socket was reused: its close was never seen.
+    /// No event for a long time: its close was never seen.
     Stale,
+    /// Its socket's address began another connection: it ended, without the close the
+    /// kernel reports.
+    Ended,
 }
 
 impl RecordEnd {
@@ -45,6 +48,7 @@ impl RecordEnd {
             Self::Closed => "closed",
             Self::Evicted => "evicted",
             Self::Stale => "stale",
+            Self::Ended => "ended",
         }
     }
 }
@@ -58,6 +62,8 @@ pub struct StopSummary {
     pub unmatched_events: u64,
     pub evicted: u64,
     pub stale: u64,
+    /// Records written `ended` (see [`RecordEnd::Ended`]).
+    pub ended: u64,
     /// What the kernel sent, tracer received and the ring buffer lost (live traces).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub events: Option<EventCounts>,

@@ -470,6 +470,10 @@ impl<W: Write> Sink for PrettySink<W> {
                 "  (evicted by --max-connections: the connection may still be open)"
             ),
             RecordEnd::Stale => writeln!(self.out, "  (its close was never seen)"),
+            RecordEnd::Ended => writeln!(
+                self.out,
+                "  (ended unseen: its socket began another connection)"
+            ),
         }
     }
 

@@ -60,6 +60,7 @@ impl<S: Sink> Pipeline<S> {
             Output::Connection(record) => sink.connection(clock, &record, RecordEnd::Closed),
             Output::Evicted(record) => sink.connection(clock, &record, RecordEnd::Evicted),
             Output::Reaped(record) => sink.connection(clock, &record, RecordEnd::Stale),
+            Output::Ended(record) => sink.connection(clock, &record, RecordEnd::Ended),
             Output::Response(response) => sink.response(&response),
         }
     }
@@ -116,6 +117,7 @@ impl<S: Sink> Pipeline<S> {
                     unmatched_events: stats.ignored_events,
                     evicted: stats.evicted,
                     stale: stats.reaped,
+                    ended: stats.ended,
                     events: None,
                 }
             });

@@ -229,7 +229,9 @@ pub struct Direction {
     pub fin_ns: Option<u64>,
     /// The FIN's sequence number.
     fin_seq: Option<u32>,
-    /// This side's FIN did not acknowledge the other's: it was sent before that arrived.
+    /// This side's FIN, as last sent (a retransmission is the copy that arrived), did not
+    /// acknowledge the other's FIN: the other side received it in FIN_WAIT1, went to
+    /// CLOSING, and reports a simultaneous close.
     fin_crossed: bool,
     pub resets: u32,
     pub first_reset_ns: Option<u64>,
@@ -336,9 +338,11 @@ impl WireConnection {
                 .saturating_sub(u32::from(segment.fin)),
             None => segment.len,
         };
-        if segment.fin && direction.fin_ns.is_none() {
-            direction.fin_ns = Some(segment.ns);
-            direction.fin_seq = Some(segment.seq.wrapping_add(segment.len));
+        if segment.fin {
+            if direction.fin_ns.is_none() {
+                direction.fin_ns = Some(segment.ns);
+                direction.fin_seq = Some(segment.seq.wrapping_add(segment.len));
+            }
             direction.fin_crossed =
                 peer_fin.is_some_and(|fin| (segment.ack.wrapping_sub(fin) as i32) <= 0);
         }
@@ -444,7 +448,9 @@ impl WireConnection {
         };
         match (first_dir.fin_ns, first_dir.first_reset_ns) {
             (Some(fin), reset) if reset.is_none_or(|r| fin < r) => {
-                if mine.fin_crossed || theirs.fin_crossed {
+                // The kernel's FIN_WAIT1 -> CLOSING: the peer's FIN arrived before it had
+                // acknowledged this side's.
+                if theirs.fin_crossed {
                     "simultaneous"
                 } else if first_is_mine {
                     "local"
@@ -474,41 +480,54 @@ impl MaxSeq for u32 {
     }
 }
 
-/// Every connection of a capture, by its client's address.
+/// Every connection of a capture, by its client's address: a client port can be used again
+/// (its socket closed without TIME_WAIT), so each address holds its connections in order.
 pub struct Wire {
-    connections: BTreeMap<SocketAddr, WireConnection>,
+    connections: BTreeMap<SocketAddr, Vec<WireConnection>>,
 }
 
 impl Wire {
     fn read(packets: Vec<(u64, Vec<u8>)>) -> Self {
-        let mut connections: BTreeMap<SocketAddr, WireConnection> = BTreeMap::new();
+        let mut connections: BTreeMap<SocketAddr, Vec<WireConnection>> = BTreeMap::new();
         for (ns, data) in packets {
             let Some(segment) = segment(ns, &data) else {
                 continue;
             };
             if segment.syn && !segment.ack_flag {
-                connections
-                    .entry(segment.from)
-                    .or_insert_with(|| WireConnection::new(&segment));
+                let incarnations = connections.entry(segment.from).or_default();
+                // A retransmitted SYN carries the same sequence number: same connection.
+                if incarnations
+                    .last()
+                    .is_none_or(|last| last.to_server.isn != Some(segment.seq))
+                {
+                    incarnations.push(WireConnection::new(&segment));
+                }
             }
             let key = if connections.contains_key(&segment.from) {
                 segment.from
             } else {
                 segment.to
             };
-            if let Some(connection) = connections.get_mut(&key) {
+            if let Some(connection) = connections.get_mut(&key).and_then(|c| c.last_mut()) {
                 connection.add(&segment);
             }
         }
         Self { connections }
     }
 
-    /// The connection between `a` and `b`, either way round.
-    pub fn connection(&self, a: SocketAddr, b: SocketAddr) -> &WireConnection {
-        self.connections
-            .get(&a)
-            .filter(|c| c.server == b)
-            .or_else(|| self.connections.get(&b).filter(|c| c.server == a))
+    /// The connection between `a` and `b`, either way round, whose SYN is nearest to
+    /// `start_ns` (wall clock).
+    pub fn connection(&self, a: SocketAddr, b: SocketAddr, start_ns: u64) -> &WireConnection {
+        let between = |client: &SocketAddr, server: SocketAddr| {
+            self.connections
+                .get(client)
+                .into_iter()
+                .flatten()
+                .filter(move |c| c.server == server)
+        };
+        between(&a, b)
+            .chain(between(&b, a))
+            .min_by_key(|c| c.syn_ns.abs_diff(start_ns))
             .unwrap_or_else(|| {
                 panic!(
                     "no connection {a} - {b} in the capture: {:#?}",
@@ -524,7 +543,12 @@ impl Wire {
     pub fn assert_agrees(&self, record: &Value) {
         let field = |name: &str| -> SocketAddr { record[name].as_str().unwrap().parse().unwrap() };
         let (local, remote) = (field("local"), field("remote"));
-        let wire = self.connection(local, remote);
+        let start = humantime::parse_rfc3339(record["start"].as_str().unwrap()).unwrap();
+        let start_ns = start
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        let wire = self.connection(local, remote, start_ns);
         let client = local == wire.client;
         let (sent, received) = if client {
             (&wire.to_server, &wire.to_client)

@@ -18,7 +18,12 @@ pub const CLOSE_INITIATORS: [CloseInitiator; 8] = [
     CloseInitiator::Aborted,
     CloseInitiator::Unknown,
 ];
-pub const RECORD_ENDS: [RecordEnd; 3] = [RecordEnd::Closed, RecordEnd::Evicted, RecordEnd::Stale];
+pub const RECORD_ENDS: [RecordEnd; 4] = [
+    RecordEnd::Closed,
+    RecordEnd::Evicted,
+    RecordEnd::Stale,
+    RecordEnd::Ended,
+];
 
 /// `tracer_events_total`'s kinds: the event lines' names.
 pub const EVENT_KINDS: [&str; 9] = [

@@ -96,7 +96,7 @@ pub(super) struct Conn {
     resets_received: u16,
     pub(super) role: Role,
     pub(super) v4: bool,
-    observed_from_start: bool,
+    pub(super) observed_from_start: bool,
     /// The kernel reported CLOSE; waiting out the grace period.
     pub(super) closed: bool,
 }

@@ -9,7 +9,8 @@
 //! starts on the transition out of CLOSE (client: `CLOSE -> SYN_SENT`; server: the
 //! accepted child's first transition, `LISTEN -> SYN_RECV`, because the child is cloned
 //! from the listener) and ends on `-> CLOSE`. A lifecycle start on an address that still
-//! has a record starts a new record. Sockets entering LISTEN are listeners, not
+//! has a record ends that record ([`Output::Ended`]: its socket is gone, its close was
+//! not reported) and starts a new one. Sockets entering LISTEN are listeners, not
 //! connections: they are remembered with their owner (see below). [`TraceEvent::Existing`]
 //! starts a record for a connection open before tracing (`observed_from_start: false`), and
 //! so does any other state change of a socket without a record (its start was missed).
@@ -46,7 +47,7 @@
 //!   because the keepalive timer sends an RST as it gives up.
 //! - none of these but the kernel reported CLOSE: `aborted` (a connect or handshake that
 //!   timed out, a retransmission timeout, `ss -K`).
-//! - none of these and no CLOSE (evicted or reaped): `unknown`.
+//! - none of these and no CLOSE (evicted, reaped or ended): `unknown`.
 //!
 //! # Keepalive probes
 //!
@@ -165,9 +166,11 @@ pub enum Output {
     Connection(ConnectionRecord),
     /// Pushed out to make room for a new record: the connection may still be open.
     Evicted(ConnectionRecord),
-    /// Its close was never seen: no events for longer than `stale_after_ns`, or its
-    /// socket address started a new lifecycle (an event was lost).
+    /// Its close was never seen: no events for longer than `stale_after_ns`.
     Reaped(ConnectionRecord),
+    /// It ended without the close the kernel reports: its socket's address began
+    /// another connection, so its socket was gone.
+    Ended(ConnectionRecord),
     /// A response answered a request on an open connection (its record will count it).
     Response(ResponseTime),
 }
@@ -188,6 +191,7 @@ pub struct Stats {
     pub ignored_events: u64,
     pub evicted: u64,
     pub reaped: u64,
+    pub ended: u64,
 }
 
 /// Turns [`TraceEvent`]s into [`ConnectionRecord`]s; see the module docs.
@@ -244,8 +248,8 @@ impl Correlator {
     pub fn observe(&mut self, event: &TraceEvent, out: &mut impl FnMut(Output)) {
         let meta = event.meta();
         self.flush_closed(meta.boot_ns, out);
-        if meta.sock != 0 && self.table.has_unbound() && self.table.slot(meta.sock).is_none() {
-            self.table.bind(meta);
+        if meta.sock != 0 && self.table.has_unbound() {
+            self.settle_existing(event);
         }
         match event {
             TraceEvent::StateChange(change) => self.state_change(event, change, out),
@@ -317,7 +321,7 @@ impl Correlator {
         if let Some(slot) = known
             && (lifecycle_start || self.table.conn(slot).closed)
         {
-            self.finish(slot, Unfinished::Reaped, out);
+            self.finish(slot, Unfinished::Ended, out);
         }
         if new == Listen {
             self.listeners.add(meta, &mut self.processes);
@@ -454,7 +458,32 @@ impl Correlator {
                 self.stats.reaped += 1;
                 Output::Reaped(record)
             }
+            (false, Unfinished::Ended) => {
+                self.stats.ended += 1;
+                Output::Ended(record)
+            }
         });
+    }
+
+    /// An event for a connection read from sock_diag (found by its ends) gives its
+    /// record the kernel address the event names. sock_diag also lists connections that
+    /// open while tracing starts, whose events are traced from their first: such a
+    /// connection's record from sock_diag is a copy and is dropped.
+    fn settle_existing(&mut self, event: &TraceEvent) {
+        let meta = event.meta();
+        let Some(existing) = self.table.unbound_slot(meta.local, meta.remote) else {
+            return;
+        };
+        let traced_from_start = match self.table.slot(meta.sock) {
+            Some(slot) => self.table.conn(slot).observed_from_start,
+            None => starts_lifecycle(event),
+        };
+        if traced_from_start {
+            self.table.remove(existing);
+            self.stats.ignored_events += 1;
+        } else if self.table.slot(meta.sock).is_none() {
+            self.table.bind(meta);
+        }
     }
 
     /// The closed record a reset sent by a TIME_WAIT socket belongs to. The kernel
@@ -508,9 +537,17 @@ fn reported_after_close(event: &TraceEvent) -> bool {
     }
 }
 
+/// A state change that begins a lifecycle: a connect's, or a new server socket's.
+fn starts_lifecycle(event: &TraceEvent) -> bool {
+    matches!(event, TraceEvent::StateChange(change)
+        if matches!((change.old_state, change.new_state),
+            (TcpState::Close, TcpState::SynSent) | (TcpState::Listen, TcpState::SynRecv)))
+}
+
 /// How a record that never saw its CLOSE leaves.
 #[derive(Clone, Copy)]
 enum Unfinished {
     Evicted,
     Reaped,
+    Ended,
 }

@@ -69,6 +69,11 @@ impl Table {
         self.unbound.contains_key(&(local, remote))
     }
 
+    /// The record of an existing connection with these ends whose socket is not known.
+    pub(super) fn unbound_slot(&self, local: SocketAddr, remote: SocketAddr) -> Option<u32> {
+        self.unbound.get(&(local, remote)).copied()
+    }
+
     /// Gives an existing connection's record the kernel address its first event names.
     pub(super) fn bind(&mut self, meta: &EventMeta) {
         if let Some(slot) = self.unbound.remove(&(meta.local, meta.remote)) {

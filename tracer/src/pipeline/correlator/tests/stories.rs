@@ -207,7 +207,9 @@ proptest! {
         for output in &outputs {
             let (record, closed) = match output {
                 Output::Connection(record) => (record, true),
-                Output::Evicted(record) | Output::Reaped(record) => (record, false),
+                Output::Evicted(record) | Output::Reaped(record) | Output::Ended(record) => {
+                    (record, false)
+                }
                 Output::Response(_) => continue,
             };
             prop_assert!(record.end_ns >= record.start_ns);

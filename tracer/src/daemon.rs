@@ -1,5 +1,6 @@
-//! `tracer --port N`: attach, then move every ring buffer record through decode, the
-//! correlator and the sink until SIGINT or SIGTERM, then drain what is left and exit.
+//! `tracer --port N`: attach, drop every capability, then move every ring buffer record
+//! through decode, the correlator and the sink until SIGINT or SIGTERM, then drain what
+//! is left and exit. SIGHUP reopens the output file (logrotate) and keeps tracing.
 
 use std::{collections::BTreeMap, io, os::fd::AsRawFd, time::Duration};
 
@@ -16,9 +17,12 @@ use crate::{
     event::TraceEvent,
     kernel::{
         attach::{self, Hook, Probes},
-        preflight,
+        preflight, privileges,
     },
-    output::{self, Sink},
+    output::{
+        self, Sink,
+        file::{LogFile, ReopenRequest},
+    },
     pipeline::{
         Pipeline,
         decode::Decoder,
@@ -93,10 +97,14 @@ fn read_existing(pipeline: &mut LivePipeline, ports: &[u16]) -> io::Result<()> {
 
 pub async fn run(args: TraceArgs) -> Result<()> {
     let ports = args.ports();
-    let sink = output::open(args.output.as_deref(), args.show.format)?;
-    preflight::check_privileges()?;
+    let reopen = ReopenRequest::default();
+    let file = (args.output.as_deref())
+        .map(|path| LogFile::open(path, args.rotation(), reopen.clone()))
+        .transpose()?;
+    let sink = output::open(file, args.show.format);
+    privileges::check_can_attach()?;
     let kernel = preflight::kernel_release();
-    preflight::check_kernel(&kernel)?;
+    let version = preflight::check_kernel(&kernel)?;
 
     let Probes {
         events,
@@ -105,11 +113,13 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         units,
         ebpf: _attached,
     } = attach::attach(args.attach, &ports)?;
+    privileges::drop_all(version)?;
     let decoder = Decoder::new(units);
     let mut losses = LossCounter::new(lost);
     let mut ring = watch(events)?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING_PERIOD);
 
     let hooks: Vec<String> = plan
@@ -148,6 +158,10 @@ pub async fn run(args: TraceArgs) -> Result<()> {
                 pipeline.clock = WallClock::sample();
                 report_lost(&mut pipeline, &mut losses)?;
                 pipeline.reap(clock::boot_now_ns())?;
+                pipeline.sink.flush()?;
+            }
+            _ = sighup.recv() => {
+                reopen.request();
                 pipeline.sink.flush()?;
             }
             _ = sigint.recv() => break,

@@ -49,7 +49,7 @@ fn replayed_events_give_the_live_connection_records() {
 
     let trace = std::env::temp_dir().join(format!("tracer-replay-{}.json", std::process::id()));
     let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    std::fs::write(&trace, text).unwrap();
+    std::fs::write(&trace, &text).unwrap();
     let output = Command::new(tracer_bin())
         .arg("replay")
         .arg(&trace)
@@ -69,6 +69,34 @@ fn replayed_events_give_the_live_connection_records() {
         .map(|l| story(&l))
         .collect();
     assert_eq!(replayed, live);
+
+    // A tracer killed mid-write leaves a cut last line: warned about, and the rest replays.
+    let last = text.lines().last().unwrap();
+    std::fs::write(&trace, format!("{text}{}", &last[..last.len() / 2])).unwrap();
+    let cut = Command::new(tracer_bin())
+        .arg("replay")
+        .arg(&trace)
+        .args(["--emit", "connections"])
+        .output()
+        .unwrap();
+    assert!(cut.status.success());
+    let lines = text.lines().count();
+    assert_eq!(
+        String::from_utf8(cut.stderr).unwrap(),
+        format!(
+            "tracer: warning: {}:{}: skipped a line cut short (its tracer was stopped mid-write)\n",
+            trace.display(),
+            lines + 1
+        )
+    );
+    let replayed_cut: Vec<Value> = String::from_utf8(cut.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["event"] == "connection")
+        .map(|l| story(&l))
+        .collect();
+    assert_eq!(replayed_cut, live);
 
     let pretty = Command::new(tracer_bin())
         .arg("replay")

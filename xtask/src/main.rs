@@ -95,6 +95,7 @@ fn ebpf_cargo() -> Result<Command> {
 
 fn test(host_only: bool) -> Result<()> {
     setup::ensure()?;
+    setup::ensure_test_tools()?;
     // Each crate formatted and linted by the toolchain that builds it.
     run(cargo()
         .args(["fmt", "--package", "tracer", "--package", "tracer-common"])
@@ -143,7 +144,7 @@ fn test(host_only: bool) -> Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Task::Setup => setup::ensure(),
+        Task::Setup => setup::ensure().and_then(|()| setup::ensure_test_tools()),
         Task::Build => build().map(|binary| println!("built {}", binary.display())),
         Task::Run { args } => build().and_then(|binary| {
             // Replace this process so Ctrl-C and the exit status belong to the tracer.

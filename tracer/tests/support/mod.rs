@@ -17,6 +17,7 @@ use std::{
 };
 
 pub mod http;
+pub mod load;
 
 use rustix::process::{Pid, Signal, kill_process};
 use serde_json::Value;
@@ -107,6 +108,10 @@ impl Tracer {
         self.stderr.lock().unwrap().clone()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Reads lines until one satisfies `condition`, and returns it.
     pub fn wait_for(&mut self, what: &str, condition: impl Fn(&Value) -> bool) -> Value {
         if let Some(line) = self.seen.iter().find(|line| condition(line)) {
@@ -175,6 +180,30 @@ impl Drop for Tracer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Polls `condition` until it holds; panics naming `what` after [`DEADLINE`].
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !condition() {
+        assert!(Instant::now() < deadline, "no {what} within {DEADLINE:?}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits for `child` to exit by itself; kills it and panics after [`DEADLINE`].
+pub fn wait_exit(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the process did not exit within {DEADLINE:?}");
+        }
+        thread::sleep(Duration::from_millis(20));
     }
 }
 

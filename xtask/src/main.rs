@@ -1,6 +1,7 @@
 //! `cargo xtask`: set up, build, run and test tracer on a fresh Debian/Ubuntu machine.
 
 mod setup;
+mod soak;
 #[path = "../../tracer-ebpf/toolchain.rs"]
 mod toolchain;
 mod vm;
@@ -34,8 +35,12 @@ enum Task {
     },
     /// The userspace pipeline's speed and memory per connection (see docs/performance.md).
     Bench,
+    /// The release tracer under a steady connection load for a while, writing to a file
+    /// it rotates: memory and eBPF maps stay flat, every connection has its records.
+    Soak(soak::SoakArgs),
     /// Everything CI checks: formatting, clippy on both toolchains, unit and integration
-    /// tests against the running kernel (needs root), then the kernel matrix (`vm-test`).
+    /// tests against the running kernel (needs root), the deployment files' checks, the
+    /// fuzzers and a one-minute soak, then the kernel matrix (`vm-test`).
     Test {
         /// Stop after the running kernel's tests: skip the kernel matrix.
         #[arg(long)]
@@ -135,6 +140,7 @@ fn test(host_only: bool) -> Result<()> {
         "--bins",
         "--tests",
     ]))?;
+    soak::soak(&soak::SoakArgs::short())?;
     if host_only {
         return Ok(());
     }
@@ -155,6 +161,7 @@ fn main() -> ExitCode {
         Task::Bench => setup::ensure().and_then(|()| {
             run(cargo().args(["bench", "--package", "tracer", "--bench", "pipeline"]))
         }),
+        Task::Soak(args) => soak::soak(&args),
         Task::VmTest { kernels, modes } => vm::vm_test(&kernels, &modes),
     };
     match result {

@@ -1,5 +1,6 @@
 //! `cargo xtask`: set up, build, run and test tracer on a fresh Debian/Ubuntu machine.
 
+mod fuzz;
 mod setup;
 mod soak;
 #[path = "../../tracer-ebpf/toolchain.rs"]
@@ -38,6 +39,8 @@ enum Task {
     /// The release tracer under a steady connection load for a while, writing to a file
     /// it rotates: memory and eBPF maps stay flat, every connection has its records.
     Soak(soak::SoakArgs),
+    /// Fuzz the ring-record decoder and replay's line reader (cargo-fuzz, libFuzzer).
+    Fuzz(fuzz::FuzzArgs),
     /// Everything CI checks: formatting, clippy on both toolchains, unit and integration
     /// tests against the running kernel (needs root), the deployment files' checks, the
     /// fuzzers and a one-minute soak, then the kernel matrix (`vm-test`).
@@ -140,6 +143,7 @@ fn test(host_only: bool) -> Result<()> {
         "--bins",
         "--tests",
     ]))?;
+    fuzz::fuzz(&fuzz::FuzzArgs::short())?;
     soak::soak(&soak::SoakArgs::short())?;
     if host_only {
         return Ok(());
@@ -162,6 +166,7 @@ fn main() -> ExitCode {
             run(cargo().args(["bench", "--package", "tracer", "--bench", "pipeline"]))
         }),
         Task::Soak(args) => soak::soak(&args),
+        Task::Fuzz(args) => fuzz::fuzz(&args),
         Task::VmTest { kernels, modes } => vm::vm_test(&kernels, &modes),
     };
     match result {

@@ -23,8 +23,11 @@ const TEST_PACKAGES: &[&str] = &["iproute2", "nftables", "util-linux"];
 
 /// Debian packages only the test suite's other checks use: systemd-analyze verifies the
 /// unit, logrotate reads its configuration, python3-venv holds the Kubernetes validator,
-/// bpftool counts the soak's eBPF map entries.
-const CHECK_PACKAGES: &[&str] = &["systemd", "logrotate", "python3-venv", "bpftool"];
+/// bpftool counts the soak's eBPF map entries, g++ builds libFuzzer.
+const CHECK_PACKAGES: &[&str] = &["systemd", "logrotate", "python3-venv", "bpftool", "g++"];
+
+/// cargo-fuzz (crates.io), which builds and runs the fuzz targets.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// The Kubernetes schema validator, from PyPI, with the schemas inside (works offline).
 const KUBERNETES_VALIDATE: (&str, &str) = ("kubernetes-validate", "1.37.0");
@@ -175,11 +178,33 @@ fn ensure_kubernetes_validate() -> Result<()> {
     ]))
 }
 
+pub fn ensure_cargo_fuzz() -> Result<()> {
+    let installed = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|out| {
+            out.status.success()
+                && String::from_utf8_lossy(&out.stdout).contains(CARGO_FUZZ_VERSION)
+        });
+    if installed {
+        return Ok(());
+    }
+    println!("xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION} (crates.io)");
+    run(crate::cargo().args([
+        "install",
+        "cargo-fuzz",
+        "--locked",
+        "--version",
+        &format!("={CARGO_FUZZ_VERSION}"),
+    ]))
+}
+
 /// What the test suite needs beyond building: the deployment checkers, the fuzzer and
 /// bpftool.
 pub fn ensure_test_tools() -> Result<()> {
     ensure_packages(CHECK_PACKAGES)?;
-    ensure_kubernetes_validate()
+    ensure_kubernetes_validate()?;
+    ensure_cargo_fuzz()
 }
 
 /// Installs whatever is missing and verifies the rest; quick when nothing is.

@@ -25,8 +25,9 @@ use serde_json::Value;
 use self::load::{CLIENTS, Load};
 use crate::{setup, workspace_root};
 
-/// How often the tracer is sampled.
+/// How often the tracer is sampled, and a sample printed.
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+const PROGRESS_EVERY: Duration = Duration::from_secs(60);
 /// Memory after the warm-up may vary by this much (max over min).
 const RSS_TOLERANCE: f64 = 0.10;
 /// The hash maps hold an entry per socket with data in flight: at most both sides of each
@@ -184,6 +185,7 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
     let cpu_before = watch::cpu_time(pid)?;
     let load = Load::start(port, args.rate)?;
     let mut samples = Vec::new();
+    let mut next_progress = PROGRESS_EVERY;
     while started.elapsed() < duration {
         thread::sleep(SAMPLE_EVERY.min(duration.saturating_sub(started.elapsed())));
         if let Some(status) = tracer.try_wait()? {
@@ -194,7 +196,8 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
             rss_kib: watch::rss_kib(pid)?,
             map_entries: watch::map_entries(&maps)?,
         };
-        if sample.at.as_secs() % 60 < SAMPLE_EVERY.as_secs() {
+        if sample.at >= next_progress {
+            next_progress += PROGRESS_EVERY;
             println!(
                 "xtask: soak {:>3} s: RSS {} KiB, map entries {:?}",
                 sample.at.as_secs(),

@@ -170,8 +170,13 @@ impl LogFile {
                 let from = numbered(&self.path, n);
                 fs::rename(&from, numbered(&self.path, n + 1)).map_err(naming(&from, "rotate"))?;
             }
-            fs::rename(&self.path, numbered(&self.path, 1))
-                .map_err(naming(&self.path, "rotate"))?;
+            // Gone already when logrotate moved it and its SIGHUP is still on the way.
+            match fs::rename(&self.path, numbered(&self.path, 1)) {
+                Err(error) if error.kind() != io::ErrorKind::NotFound => {
+                    return Err(naming(&self.path, "rotate")(error));
+                }
+                _ => {}
+            }
         }
         self.reopen.clear();
         (self.file, self.len) = open_append(&self.path)?;
@@ -320,6 +325,26 @@ mod tests {
             .map(|n| line(n, 40).trim_end().to_owned())
             .collect();
         assert_eq!(lines, expected);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_moved_away_before_a_size_rotation_is_created_anew() {
+        let dir = scratch("moved");
+        let path = dir.join("trace.json");
+        let rotation = Rotation {
+            max_bytes: 10,
+            keep: 3,
+        };
+        let mut file = LogFile::open(&path, Some(rotation), ReopenRequest::default()).unwrap();
+        file.write_all(b"first line\n").unwrap();
+        fs::rename(&path, dir.join("moved")).unwrap();
+        file.write_all(b"second line\n").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "second line\n");
+        assert_eq!(
+            fs::read_to_string(dir.join("moved")).unwrap(),
+            "first line\n"
+        );
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -230,6 +230,15 @@ mod tests {
         dir
     }
 
+    /// A file rotating by size in a scratch directory: (directory, path, file).
+    fn rotating(name: &str, max_bytes: u64, keep: u32) -> (PathBuf, PathBuf, LogFile) {
+        let dir = scratch(name);
+        let path = dir.join("trace.json");
+        let rotation = Rotation { max_bytes, keep };
+        let file = LogFile::open(&path, Some(rotation), ReopenRequest::default()).unwrap();
+        (dir, path, file)
+    }
+
     /// Line `n`: a number and `width` filler bytes, so lines differ in length.
     fn line(n: usize, width: usize) -> String {
         format!("{n} {}\n", "x".repeat(width))
@@ -306,13 +315,7 @@ mod tests {
 
     #[test]
     fn keeps_only_the_newest_files() {
-        let dir = scratch("keep");
-        let path = dir.join("trace.json");
-        let rotation = Rotation {
-            max_bytes: 100,
-            keep: 2,
-        };
-        let mut file = LogFile::open(&path, Some(rotation), ReopenRequest::default()).unwrap();
+        let (dir, path, mut file) = rotating("keep", 100, 2);
         for n in 0..50 {
             file.write_all(line(n, 40).as_bytes()).unwrap();
         }
@@ -330,13 +333,7 @@ mod tests {
 
     #[test]
     fn a_file_moved_away_before_a_size_rotation_is_created_anew() {
-        let dir = scratch("moved");
-        let path = dir.join("trace.json");
-        let rotation = Rotation {
-            max_bytes: 10,
-            keep: 3,
-        };
-        let mut file = LogFile::open(&path, Some(rotation), ReopenRequest::default()).unwrap();
+        let (dir, path, mut file) = rotating("moved", 10, 3);
         file.write_all(b"first line\n").unwrap();
         fs::rename(&path, dir.join("moved")).unwrap();
         file.write_all(b"second line\n").unwrap();

@@ -16,7 +16,7 @@ fuzz_target!(|line: &[u8]| {
     };
     let mut sink = JsonSink::new(Vec::new());
     sink.event(WallClock::from_offset_ns(0), &event).unwrap();
-    let written = sink.into_inner();
+    let written = sink.into_inner().unwrap();
     let Ok(Line::Event(again)) = read_line(written.strip_suffix(b"\n").unwrap()) else {
         panic!("{} does not read back", String::from_utf8_lossy(&written));
     };

@@ -9,12 +9,56 @@
 
 /// Name of the BPF ring buffer carrying events to userspace.
 pub const EVENTS_MAP: &str = "EVENTS";
-/// Name of the per-CPU counter of ring buffer reservations that failed (events lost).
-pub const LOST_MAP: &str = "LOST";
-/// Name of the bitmap of traced ports: bit `port % 64` of word `port / 64`.
-pub const PORTS_MAP: &str = "PORTS";
-/// Words in [`PORTS_MAP`]: one bit for each of the 65536 ports.
-pub const PORTS_WORDS: u32 = 65536 / 64;
+/// Name of the per-CPU [`EmitCounts`]: events the programs tried to send, and those the
+/// ring buffer had no room for.
+pub const EMIT_COUNTS_MAP: &str = "EMIT_COUNTS";
+/// Words in [`PortFilter`]: one bit for each of the 65536 ports.
+pub const PORTS_WORDS: usize = 65536 / 64;
+
+/// Per CPU: events reserved or attempted, and those lost because the ring buffer was
+/// full. `sent == received + lost` once userspace has drained the ring.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EmitCounts {
+    pub sent: u64,
+    pub lost: u64,
+}
+
+/// The traced ports, set before load as a read-only global: bit `port % 64` of word
+/// `port / 64`. Read-only data needs no map lookup: checking a port is one load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortFilter {
+    pub words: [u64; PORTS_WORDS],
+}
+
+impl PortFilter {
+    pub const EMPTY: Self = Self {
+        words: [0; PORTS_WORDS],
+    };
+
+    pub fn with_ports(ports: &[u16]) -> Self {
+        let mut filter = Self::EMPTY;
+        for &port in ports {
+            filter.words[usize::from(port / 64)] |= 1 << (port % 64);
+        }
+        filter
+    }
+
+    #[inline(always)]
+    pub fn contains(&self, port: u16) -> bool {
+        self.words[usize::from(port / 64)] & (1 << (port % 64)) != 0
+    }
+}
+
+/// When the programs wake the daemon, set before load: events are submitted without a
+/// wakeup until `wakeup_bytes` wait in the ring buffer, so the daemon reads them in
+/// batches (it also drains on a short timer, which bounds the latency).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingConfig {
+    pub wakeup_bytes: u64,
+}
 
 /// Address families as the kernel numbers them.
 pub const AF_INET: u16 = 2;
@@ -34,7 +78,7 @@ pub enum EventKind {
     KeepaliveProbe = 4,
     KeepaliveTimeout = 5,
     DataTurn = 6,
-    Summary = 7,
+    Close = 7,
     Accepted = 8,
 }
 
@@ -47,7 +91,7 @@ impl EventKind {
             4 => Self::KeepaliveProbe,
             5 => Self::KeepaliveTimeout,
             6 => Self::DataTurn,
-            7 => Self::Summary,
+            7 => Self::Close,
             8 => Self::Accepted,
             _ => return None,
         })
@@ -94,7 +138,7 @@ pub struct Endpoints {
     pub remote_addr: [u8; 16],
 }
 
-/// A TCP socket changed state.
+/// A TCP socket changed state (to any state but CLOSE: see [`Close`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StateChange {
@@ -102,7 +146,14 @@ pub struct StateChange {
     /// `TCP_*` state numbers as in the kernel's `include/net/tcp_states.h`.
     pub old_state: u8,
     pub new_state: u8,
-    pub _pad: [u8; 6],
+    pub _pad: [u8; 2],
+    /// On entering ESTABLISHED, `srtt_us` (eight times the smoothed RTT in microseconds,
+    /// 0 before any sample): for a server, the kernel's measure of its SYN-ACK's round
+    /// trip; 0 in other states.
+    pub srtt_us_x8: u32,
+    /// On entering ESTABLISHED, `total_retrans`: for a server, SYN-ACKs sent again.
+    pub retransmits: u32,
+    pub _pad2: u32,
 }
 
 /// `Reset::direction`.
@@ -184,14 +235,22 @@ pub struct DataTurn {
     pub _pad: [u8; 7],
 }
 
-/// `Summary::last_data_ns` when the socket never carried data.
+/// `Close::last_data_ns` when the socket never carried data.
 pub const NO_DATA: u64 = 0;
 
-/// The socket's `tcp_sock` counters as it enters CLOSE.
+/// `Close::flags`: the peer's FIN arrived (`SOCK_DONE`), so `bytes_received` counts it.
+pub const CLOSE_FIN_RECEIVED: u8 = 1;
+/// `Close::flags`: everything this side queued was acknowledged (`snd_una == write_seq`),
+/// its FIN included if it sent one.
+pub const CLOSE_ALL_ACKED: u8 = 2;
+
+/// A socket entered CLOSE: its state change and its `tcp_sock` counters, in one record.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Summary {
+pub struct Close {
     pub endpoints: Endpoints,
+    /// RFC 4898 counters: sequence space acknowledged by the peer and received, SYN and
+    /// FIN included where they were.
     pub bytes_acked: u64,
     pub bytes_received: u64,
     /// Boot-clock time of the last data sent or received, or [`NO_DATA`].
@@ -200,7 +259,11 @@ pub struct Summary {
     /// `srtt_us` as the kernel keeps it: eight times the smoothed RTT in microseconds.
     pub srtt_us_x8: u32,
     pub netns: u32,
-    pub _pad: u32,
+    /// The state the socket left.
+    pub old_state: u8,
+    /// `CLOSE_*` bits.
+    pub flags: u8,
+    pub _pad: [u8; 2],
 }
 
 /// A process accepted the socket: the header names it; the payload is the socket's ends.
@@ -242,23 +305,20 @@ pub struct EndpointLayout {
     pub daddr_v6: u16,
 }
 
-/// Byte offsets of a tracepoint record's fields, read from tracefs at start-up because
-/// they differ between kernels. Fields a tracepoint lacks are [`FIELD_ABSENT`].
+/// Byte offsets of a TCP tracepoint record's fields (the reset and retransmit
+/// tracepoints, whose records carry the connection's ends even without a socket), read
+/// from tracefs at start-up because they differ between kernels. Fields a tracepoint
+/// lacks are [`FIELD_ABSENT`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TracepointLayout {
     pub skaddr: u16,
     pub skbaddr: u16,
-    pub oldstate: u16,
-    pub newstate: u16,
     pub state: u16,
-    pub protocol: u16,
     pub reason: u16,
     /// `tcp_retransmit_synack`'s request socket.
     pub req: u16,
-    /// `sock:sock_send_length`/`sock_recv_length`: the socket and the call's result.
-    pub sk: u16,
-    pub ret: u16,
+    pub _pad: [u16; 3],
     pub endpoints: EndpointLayout,
 }
 
@@ -267,14 +327,10 @@ impl TracepointLayout {
     pub const ABSENT: Self = Self {
         skaddr: FIELD_ABSENT,
         skbaddr: FIELD_ABSENT,
-        oldstate: FIELD_ABSENT,
-        newstate: FIELD_ABSENT,
         state: FIELD_ABSENT,
-        protocol: FIELD_ABSENT,
         reason: FIELD_ABSENT,
         req: FIELD_ABSENT,
-        sk: FIELD_ABSENT,
-        ret: FIELD_ABSENT,
+        _pad: [0; 3],
         endpoints: EndpointLayout {
             style: ENDPOINTS_SPLIT,
             sport: FIELD_ABSENT,
@@ -303,12 +359,18 @@ pub struct KernelField {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelLayout {
+    /// The start of `sock_common` that holds the fields below up to `skc_state`, read in
+    /// one go (`size` 0 when they are too far apart: then each is read).
+    pub sock_head: KernelField,
     pub skc_family: KernelField,
     pub skc_state: KernelField,
     /// `inet_sock.inet_sport` (network order), as the tracepoint reports the local port:
     /// `skc_num` is already 0 when a closing socket enters CLOSE.
     pub inet_sport: KernelField,
+    /// `skc_dport` (network order) and `skc_num` (host order) share `skc_portpair`:
+    /// both ports in one read where they are adjacent.
     pub skc_dport: KernelField,
+    pub skc_num: KernelField,
     pub skc_rcv_saddr: KernelField,
     pub skc_daddr: KernelField,
     pub skc_v6_rcv_saddr: KernelField,
@@ -328,39 +390,43 @@ pub struct KernelLayout {
     pub net_keepalive_probes: KernelField,
     /// `sk_buff.cb` + `tcp_skb_cb.tcp_flags`: a segment's TCP flags.
     pub skb_tcp_flags: KernelField,
+    /// `sk_buff.cb` + `tcp_skb_cb.seq`/`end_seq`: the sequence space a segment takes.
+    pub skb_seq: KernelField,
+    pub skb_end_seq: KernelField,
     pub bytes_acked: KernelField,
     pub bytes_received: KernelField,
     pub total_retrans: KernelField,
     pub srtt_us: KernelField,
+    pub snd_una: KernelField,
+    pub write_seq: KernelField,
+    /// `sock.sk_flags`: its `SOCK_DONE` bit is set when the peer's FIN arrived.
+    pub sk_flags: KernelField,
     /// `net.ns.inum`: the network namespace's inode number.
     pub net_inum: KernelField,
+    /// `timer_list.function`: the keepalive timer's callback, for the timer tracepoints.
+    pub timer_function: KernelField,
+    /// `1 << SOCK_DONE` (from BTF's `enum sock_flags`), 0 when unknown.
+    pub sock_done_mask: u64,
 }
 
-/// Where the timer tracepoints keep the `timer_list` pointer and its callback.
+/// What the timer tracepoints compare a timer's callback with.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TimerLayout {
-    /// `timer:timer_expire_entry`'s `timer` and `function` fields.
-    pub entry_timer: u16,
-    pub entry_function: u16,
-    /// `timer:timer_expire_exit`'s `timer` field.
-    pub exit_timer: u16,
-    pub _pad: u16,
     /// Address of `tcp_keepalive_timer` (from `/proc/kallsyms`).
     pub keepalive_timer_fn: u64,
 }
 
 /// Names of the globals the daemon sets before load.
 pub mod globals {
-    pub const SET_STATE: &str = "SET_STATE_LAYOUT";
     pub const SEND_RESET: &str = "SEND_RESET_LAYOUT";
     pub const RECEIVE_RESET: &str = "RECEIVE_RESET_LAYOUT";
     pub const RETRANSMIT_SKB: &str = "RETRANSMIT_SKB_LAYOUT";
     pub const RETRANSMIT_SYNACK: &str = "RETRANSMIT_SYNACK_LAYOUT";
     pub const TIMER: &str = "TIMER_LAYOUT";
-    pub const SEND_LENGTH: &str = "SEND_LENGTH_LAYOUT";
-    pub const RECV_LENGTH: &str = "RECV_LENGTH_LAYOUT";
     pub const KERNEL: &str = "KERNEL_LAYOUT";
+    pub const PORT_FILTER: &str = "PORT_FILTER";
+    pub const RING: &str = "RING_CONFIG";
 }
 
 #[cfg(feature = "user")]
@@ -369,4 +435,7 @@ mod pod {
     unsafe impl aya::Pod for super::TracepointLayout {}
     unsafe impl aya::Pod for super::KernelLayout {}
     unsafe impl aya::Pod for super::TimerLayout {}
+    unsafe impl aya::Pod for super::PortFilter {}
+    unsafe impl aya::Pod for super::RingConfig {}
+    unsafe impl aya::Pod for super::EmitCounts {}
 }

@@ -5,7 +5,7 @@
 use aya_ebpf::{macros::kretprobe, programs::RetProbeContext};
 use tracer_common::{Accepted, EventKind};
 
-use crate::{filter::is_traced_connection, kernel::sock_endpoints, output::emit};
+use crate::{filter::traced_ports, kernel::Sock, output::emit};
 
 #[kretprobe]
 pub fn inet_csk_accept_kretprobe(ctx: RetProbeContext) -> u32 {
@@ -13,9 +13,8 @@ pub fn inet_csk_accept_kretprobe(ctx: RetProbeContext) -> u32 {
     if sk == 0 {
         return 0;
     }
-    if let Some(endpoints) = sock_endpoints(sk)
-        && is_traced_connection(&endpoints)
-    {
+    let sock = Sock::read(sk);
+    if let Some(endpoints) = traced_ports(&sock).and_then(|ports| sock.endpoints(ports)) {
         emit(EventKind::Accepted, sk, Accepted { endpoints });
     }
     0

@@ -2,11 +2,13 @@
 //! receive softirq, where the current task is whatever the softirq interrupted: its pid
 //! and comm say nothing about the socket. eBPF cannot read `preempt_count` portably, so
 //! the `irq:softirq_entry`/`irq:softirq_exit` tracepoints keep a per-CPU flag instead.
+//! They fire for every softirq on the host, so they are raw tracepoints (no record is
+//! formatted for them) that store one flag.
 
 use aya_ebpf::{
-    macros::{map, tracepoint},
+    macros::{map, raw_tracepoint},
     maps::PerCpuArray,
-    programs::TracePointContext,
+    programs::RawTracePointContext,
 };
 
 #[map(name = "IN_SOFTIRQ")]
@@ -20,14 +22,14 @@ fn set_in_softirq(value: u32) {
     }
 }
 
-#[tracepoint]
-pub fn softirq_entry(_ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "softirq_entry")]
+pub fn softirq_entry(_ctx: RawTracePointContext) -> i32 {
     set_in_softirq(1);
     0
 }
 
-#[tracepoint]
-pub fn softirq_exit(_ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "softirq_exit")]
+pub fn softirq_exit(_ctx: RawTracePointContext) -> i32 {
     set_in_softirq(0);
     0
 }

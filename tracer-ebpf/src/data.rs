@@ -1,29 +1,43 @@
-//! Data direction per socket, for counting request/response exchanges without reading
-//! payloads: each send or receive updates the socket's entry in a map, and only a change
-//! of direction becomes an event. The entry's last activity time also feeds the close
-//! summary (idle time before close).
+//! Data direction per socket, for counting requests and responses without reading
+//! payloads: each send or receive on a traced socket updates its entry in a map, and
+//! only a change of direction becomes an event. The entry's last activity time also
+//! feeds the close (idle time before close).
+//!
+//! Data is received when it arrives, not when the application reads it: a request that
+//! waits in the socket before its server reads it is part of the server's time to
+//! answer. `tcp:tcp_probe` fires for every segment an established socket receives;
+//! reads (`sock:sock_recv_length`, or `tcp_cleanup_rbuf` by probe) catch data received
+//! in other states (a half-closed connection). Data is sent when the application sends
+//! it (`sock:sock_send_length` or `tcp_sendmsg`).
+//!
+//! These fire for all traffic of the host (the socket tracepoints for every family), so
+//! they are raw tracepoints (no record is formatted) and the port filter decides first,
+//! from one read of the socket.
 
 use aya_ebpf::{
     helpers::generated::bpf_ktime_get_boot_ns,
-    macros::{fentry, kprobe, map, tracepoint},
+    macros::{fentry, kprobe, map, raw_tracepoint},
     maps::LruHashMap,
-    programs::{FEntryContext, ProbeContext, TracePointContext},
+    programs::{FEntryContext, ProbeContext, RawTracePointContext},
 };
-use tracer_common::{
-    DATA_RECEIVED, DATA_SENT, DataTurn, EventKind, IPPROTO_TCP, NO_DATA, TracepointLayout,
+use tracer_common::{DATA_RECEIVED, DATA_SENT, DataTurn, EventKind, NO_DATA};
+
+use crate::{
+    filter::traced_ports,
+    kernel::{self, Sock, is_tcp, read_uint},
+    output::emit,
 };
 
-use crate::{filter::is_traced_connection, kernel::sock_endpoints, output::emit, record};
+/// `TCPHDR_FIN`.
+const TCPHDR_FIN: u32 = 0x01;
 
-#[unsafe(no_mangle)]
-static SEND_LENGTH_LAYOUT: TracepointLayout = TracepointLayout::ABSENT;
-#[unsafe(no_mangle)]
-static RECV_LENGTH_LAYOUT: TracepointLayout = TracepointLayout::ABSENT;
-
+/// Explicit padding: older verifiers (5.10) refuse to copy uninitialised stack bytes.
+#[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Activity {
     pub last_ns: u64,
     pub direction: u8,
+    pub _pad: [u8; 7],
 }
 
 /// Traced sockets that carried data. LRU: a socket whose close was missed cannot leak an
@@ -34,32 +48,42 @@ static ACTIVITY: LruHashMap<u64, Activity> = LruHashMap::with_max_entries(65536,
 /// `sk` moved data in `direction`.
 #[inline(always)]
 fn data(sk: u64, direction: u8) {
+    let sock = Sock::read(sk);
+    if let Some(ports) = traced_ports(&sock) {
+        traced_data(&sock, ports, direction);
+    }
+}
+
+/// The traced socket `sock` (with `ports`) moved data in `direction`.
+#[inline(always)]
+fn traced_data(sock: &Sock, ports: (u16, u16), direction: u8) {
+    let sk = sock.sk;
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_boot_ns() };
-    // SAFETY: the value is copied out before anything else touches the map.
-    let previous = unsafe { ACTIVITY.get(sk) }.copied();
-    let turned = match previous {
-        Some(activity) => activity.direction != direction,
-        None => {
-            // The first data on this socket: is it a traced connection at all?
-            let Some(endpoints) = sock_endpoints(sk) else {
-                return;
-            };
-            if !is_traced_connection(&endpoints) {
-                return;
-            }
-            true
+    if let Some(activity) = ACTIVITY.get_ptr_mut(sk) {
+        // SAFETY: the map's value, updated in place (a racing update from another CPU
+        // can only move the time or direction the same way).
+        let activity = unsafe { &mut *activity };
+        activity.last_ns = now;
+        if activity.direction == direction {
+            return;
         }
-    };
-    let _ = ACTIVITY.insert(
-        sk,
-        Activity {
-            last_ns: now,
-            direction,
-        },
-        0,
-    );
-    if turned && let Some(endpoints) = sock_endpoints(sk) {
+        activity.direction = direction;
+    } else {
+        if !is_tcp(sk) {
+            return;
+        }
+        let _ = ACTIVITY.insert(
+            sk,
+            Activity {
+                last_ns: now,
+                direction,
+                _pad: [0; 7],
+            },
+            0,
+        );
+    }
+    if let Some(endpoints) = sock.endpoints(ports) {
         emit(
             EventKind::DataTurn,
             sk,
@@ -81,29 +105,47 @@ pub fn take_last_data_ns(sk: u64) -> u64 {
     last
 }
 
+/// `TP_PROTO(struct sock *sk, int ret, int flags)` for both.
 #[inline(always)]
-fn length_tracepoint(ctx: &TracePointContext, global: &'static TracepointLayout, direction: u8) {
-    let layout = record::layout(global);
-    if record::field::<u16>(ctx, layout.protocol) != Some(IPPROTO_TCP) {
-        return;
-    }
-    if let (Some(sk), Some(1..)) = (
-        record::field::<u64>(ctx, layout.sk),
-        record::field::<i32>(ctx, layout.ret),
-    ) {
+fn length(ctx: &RawTracePointContext, direction: u8) {
+    let (sk, ret): (u64, u64) = (ctx.arg(0), ctx.arg(1));
+    if ret as i32 > 0 {
         data(sk, direction);
     }
 }
 
-#[tracepoint]
-pub fn sock_send_length(ctx: TracePointContext) -> u32 {
-    length_tracepoint(&ctx, &SEND_LENGTH_LAYOUT, DATA_SENT);
+/// The payload bytes of the segment `skb` (a FIN takes a sequence number, not a byte).
+#[inline(always)]
+fn payload(skb: u64) -> Option<u32> {
+    let seq = read_uint(skb, kernel::field!(skb_seq))? as u32;
+    let end_seq = read_uint(skb, kernel::field!(skb_end_seq))? as u32;
+    let fin = read_uint(skb, kernel::field!(skb_tcp_flags)).unwrap_or(0) as u32 & TCPHDR_FIN;
+    Some(end_seq.wrapping_sub(seq).wrapping_sub(fin))
+}
+
+/// `TP_PROTO(const struct sock *sk, const struct sk_buff *skb)`: a segment arrived on
+/// an established socket.
+#[raw_tracepoint(tracepoint = "tcp_probe")]
+pub fn tcp_probe(ctx: RawTracePointContext) -> i32 {
+    let (sk, skb): (u64, u64) = (ctx.arg(0), ctx.arg(1));
+    let sock = Sock::read(sk);
+    if let Some(ports) = traced_ports(&sock)
+        && payload(skb).is_some_and(|bytes| bytes > 0)
+    {
+        traced_data(&sock, ports, DATA_RECEIVED);
+    }
     0
 }
 
-#[tracepoint]
-pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
-    length_tracepoint(&ctx, &RECV_LENGTH_LAYOUT, DATA_RECEIVED);
+#[raw_tracepoint(tracepoint = "sock_send_length")]
+pub fn sock_send_length(ctx: RawTracePointContext) -> i32 {
+    length(&ctx, DATA_SENT);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sock_recv_length")]
+pub fn sock_recv_length(ctx: RawTracePointContext) -> i32 {
+    length(&ctx, DATA_RECEIVED);
     0
 }
 

@@ -8,27 +8,24 @@
 //! kernel allows: fentry/fexit or kprobe/kretprobe on `tcp_keepalive_timer`, or the
 //! `timer:timer_expire_entry`/`timer_expire_exit` tracepoints filtered on the
 //! callback's address. All three share [`begin`] and [`end`], so their events are the
-//! same.
+//! same. The tracepoints fire for every timer on the host, so they are raw (no record is
+//! formatted) and compare the callback before anything else.
 
 use aya_ebpf::{
-    macros::{fentry, fexit, kprobe, kretprobe, map, tracepoint},
+    macros::{fentry, fexit, kprobe, kretprobe, map, raw_tracepoint},
     maps::PerCpuArray,
-    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
+    programs::{FEntryContext, FExitContext, ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use tracer_common::{EventKind, Keepalive, TCP_CLOSE, TimerLayout};
 
 use crate::{
-    filter::is_traced_connection,
-    kernel::{self, keepalive_settings, read_uint, sock_endpoints, sock_state},
+    filter::traced_ports,
+    kernel::{self, Sock, keepalive_settings, read_uint},
     output::emit,
 };
 
 #[unsafe(no_mangle)]
 static TIMER_LAYOUT: TimerLayout = TimerLayout {
-    entry_timer: 0,
-    entry_function: 0,
-    exit_timer: 0,
-    _pad: 0,
     keepalive_timer_fn: 0,
 };
 
@@ -61,15 +58,13 @@ fn timer_layout() -> TimerLayout {
 #[inline(always)]
 fn begin(timer: u64) {
     let sock = timer - u64::from(kernel::field!(keepalive_timer).offset);
-    let Some(endpoints) = sock_endpoints(sock) else {
+    let head = Sock::read(sock);
+    let Some(endpoints) = traced_ports(&head).and_then(|ports| head.endpoints(ports)) else {
         return;
     };
-    if !is_traced_connection(&endpoints) {
-        return;
-    }
     let (Some(probes_out), Some(state)) = (
         read_uint(sock, kernel::field!(icsk_probes_out)),
-        sock_state(sock),
+        head.state(),
     ) else {
         return;
     };
@@ -108,7 +103,7 @@ fn end(timer: Option<u64>) {
     pending.timer = 0;
     // The socket stays allocated: the timer holds a reference until after this point.
     let probes_out = read_uint(pending.sock, kernel::field!(icsk_probes_out)).unwrap_or(0) as u8;
-    let state = sock_state(pending.sock).unwrap_or(pending.state);
+    let state = Sock::read(pending.sock).state().unwrap_or(pending.state);
     let (kind, probe) = if pending.state != TCP_CLOSE && state == TCP_CLOSE {
         (EventKind::KeepaliveTimeout, pending.probes_out)
     } else if probes_out > pending.probes_out {
@@ -120,25 +115,21 @@ fn end(timer: Option<u64>) {
     emit(kind, pending.sock, pending.event);
 }
 
-#[tracepoint]
-pub fn timer_expire_entry(ctx: TracePointContext) -> u32 {
-    let layout = timer_layout();
-    // SAFETY (both reads): offsets from this kernel's tracepoint format.
-    let function = unsafe { ctx.read_at::<u64>(usize::from(layout.entry_function)) };
-    if function == Ok(layout.keepalive_timer_fn)
-        && let Ok(timer) = unsafe { ctx.read_at::<u64>(usize::from(layout.entry_timer)) }
-    {
+/// `TP_PROTO(struct timer_list *timer, unsigned long baseclk)`.
+#[raw_tracepoint(tracepoint = "timer_expire_entry")]
+pub fn timer_expire_entry(ctx: RawTracePointContext) -> i32 {
+    let timer: u64 = ctx.arg(0);
+    let function = read_uint(timer, kernel::field!(timer_function));
+    if function.is_some_and(|function| function == timer_layout().keepalive_timer_fn) {
         begin(timer);
     }
     0
 }
 
-#[tracepoint]
-pub fn timer_expire_exit(ctx: TracePointContext) -> u32 {
-    // SAFETY: offset from this kernel's tracepoint format.
-    if let Ok(timer) = unsafe { ctx.read_at::<u64>(usize::from(timer_layout().exit_timer)) } {
-        end(Some(timer));
-    }
+/// `TP_PROTO(struct timer_list *timer)`.
+#[raw_tracepoint(tracepoint = "timer_expire_exit")]
+pub fn timer_expire_exit(ctx: RawTracePointContext) -> i32 {
+    end(Some(ctx.arg(0)));
     0
 }
 

@@ -4,15 +4,19 @@
 use core::ffi::c_void;
 
 use aya_ebpf::helpers::{bpf_probe_read_kernel, generated};
-use tracer_common::{AF_INET, AF_INET6, Endpoints, KeepaliveSettings, KernelField, KernelLayout};
+use tracer_common::{
+    AF_INET, AF_INET6, Endpoints, IPPROTO_TCP, KeepaliveSettings, KernelField, KernelLayout,
+};
 
 /// Set by the daemon before load.
 #[unsafe(no_mangle)]
 pub(crate) static KERNEL_LAYOUT: KernelLayout = KernelLayout {
+    sock_head: ABSENT,
     skc_family: ABSENT,
     skc_state: ABSENT,
     inet_sport: ABSENT,
     skc_dport: ABSENT,
+    skc_num: ABSENT,
     skc_rcv_saddr: ABSENT,
     skc_daddr: ABSENT,
     skc_v6_rcv_saddr: ABSENT,
@@ -28,11 +32,18 @@ pub(crate) static KERNEL_LAYOUT: KernelLayout = KernelLayout {
     net_keepalive_intvl: ABSENT,
     net_keepalive_probes: ABSENT,
     skb_tcp_flags: ABSENT,
+    skb_seq: ABSENT,
+    skb_end_seq: ABSENT,
     bytes_acked: ABSENT,
     bytes_received: ABSENT,
     total_retrans: ABSENT,
     srtt_us: ABSENT,
+    snd_una: ABSENT,
+    write_seq: ABSENT,
+    sk_flags: ABSENT,
     net_inum: ABSENT,
+    timer_function: ABSENT,
+    sock_done_mask: 0,
 };
 
 const ABSENT: KernelField = KernelField { offset: 0, size: 0 };
@@ -73,34 +84,115 @@ fn read_bytes<const N: usize>(base: u64, field: KernelField) -> Option<[u8; N]> 
     unsafe { bpf_probe_read_kernel(at).ok() }
 }
 
-/// The socket's `TCP_*` state.
-#[inline(always)]
-pub fn sock_state(sk: u64) -> Option<u8> {
-    read_uint(sk, field!(skc_state)).map(|state| state as u8)
+/// Bytes read at once from the start of `sock_common`: its addresses (IPv4), ports,
+/// family and state fit in the first 20 on every kernel so far.
+pub const HEAD: usize = 24;
+
+/// A socket, with the head of its `sock_common` read in one go: the port filter, the
+/// family and the IPv4 addresses come from there instead of a read each.
+pub struct Sock {
+    pub sk: u64,
+    head: [u8; HEAD],
+    /// Fields at `field.offset - head_offset` in `head` are in it (when `head_len` > 0).
+    head_offset: u32,
+    head_len: u32,
 }
 
-/// The socket's addresses and ports.
-#[inline(always)]
-pub fn sock_endpoints(sk: u64) -> Option<Endpoints> {
-    let family = read_uint(sk, field!(skc_family))? as u16;
-    let mut endpoints = Endpoints {
-        family,
-        local_port: u16::from_be(read_uint(sk, field!(inet_sport))? as u16),
-        remote_port: u16::from_be(read_uint(sk, field!(skc_dport))? as u16),
-        ..Endpoints::default()
-    };
-    match family {
-        AF_INET => {
-            endpoints.local_addr[..4].copy_from_slice(&read_bytes::<4>(sk, field!(skc_rcv_saddr))?);
-            endpoints.remote_addr[..4].copy_from_slice(&read_bytes::<4>(sk, field!(skc_daddr))?);
+impl Sock {
+    #[inline(always)]
+    pub fn read(sk: u64) -> Self {
+        let head = field!(sock_head);
+        let mut sock = Self {
+            sk,
+            head: [0; HEAD],
+            head_offset: head.offset,
+            head_len: 0,
+        };
+        if head.size != 0 {
+            let at = (sk + u64::from(head.offset)) as *const c_void;
+            // SAFETY: `sock.head` has room for HEAD bytes; the helper checks `at`.
+            let status = unsafe {
+                generated::bpf_probe_read_kernel(sock.head.as_mut_ptr().cast(), HEAD as u32, at)
+            };
+            if status == 0 {
+                sock.head_len = head.size;
+            }
         }
-        AF_INET6 => {
-            endpoints.local_addr = read_bytes(sk, field!(skc_v6_rcv_saddr))?;
-            endpoints.remote_addr = read_bytes(sk, field!(skc_v6_daddr))?;
-        }
-        _ => return None,
+        sock
     }
-    Some(endpoints)
+
+    /// An unsigned integer field: from the head when it is there, else read.
+    #[inline(always)]
+    pub fn uint(&self, field: KernelField) -> Option<u64> {
+        let at = field.offset.wrapping_sub(self.head_offset) as usize;
+        let size = field.size as usize;
+        if at >= self.head_len as usize || size > self.head_len as usize - at {
+            return read_uint(self.sk, field);
+        }
+        let bytes = &self.head;
+        Some(match size {
+            1 => u64::from(*bytes.get(at)?),
+            2 => u64::from(u16::from_le_bytes([*bytes.get(at)?, *bytes.get(at + 1)?])),
+            4 => u64::from(u32::from_le_bytes([
+                *bytes.get(at)?,
+                *bytes.get(at + 1)?,
+                *bytes.get(at + 2)?,
+                *bytes.get(at + 3)?,
+            ])),
+            _ => return read_uint(self.sk, field),
+        })
+    }
+
+    /// The socket's `TCP_*` state.
+    #[inline(always)]
+    pub fn state(&self) -> Option<u8> {
+        self.uint(field!(skc_state)).map(|state| state as u8)
+    }
+
+    /// The (local, remote) ports, host order. A closing socket has given its local port
+    /// back (`skc_num` 0) before it enters CLOSE; `inet_sport` still has it.
+    #[inline(always)]
+    pub fn ports(&self) -> Option<(u16, u16)> {
+        let remote = u16::from_be(self.uint(field!(skc_dport))? as u16);
+        let local = match self.uint(field!(skc_num))? as u16 {
+            0 => u16::from_be(read_uint(self.sk, field!(inet_sport))? as u16),
+            local => local,
+        };
+        Some((local, remote))
+    }
+
+    /// The socket's ends, with its `ports` already known.
+    #[inline(always)]
+    pub fn endpoints(&self, (local_port, remote_port): (u16, u16)) -> Option<Endpoints> {
+        let family = self.uint(field!(skc_family))? as u16;
+        let mut endpoints = Endpoints {
+            family,
+            local_port,
+            remote_port,
+            ..Endpoints::default()
+        };
+        match family {
+            AF_INET => {
+                let local = self.uint(field!(skc_rcv_saddr))? as u32;
+                let remote = self.uint(field!(skc_daddr))? as u32;
+                endpoints.local_addr[..4].copy_from_slice(&local.to_le_bytes());
+                endpoints.remote_addr[..4].copy_from_slice(&remote.to_le_bytes());
+            }
+            AF_INET6 => {
+                endpoints.local_addr = read_bytes(self.sk, field!(skc_v6_rcv_saddr))?;
+                endpoints.remote_addr = read_bytes(self.sk, field!(skc_v6_daddr))?;
+            }
+            _ => return None,
+        }
+        Some(endpoints)
+    }
+}
+
+/// Whether the socket is TCP: both hooks that fire for it serve every inet protocol.
+/// Unknown (`sk_protocol` a bitfield, before 5.6) counts as TCP.
+#[inline(always)]
+pub fn is_tcp(sk: u64) -> bool {
+    read_uint(sk, field!(sk_protocol)).is_none_or(|protocol| protocol == u64::from(IPPROTO_TCP))
 }
 
 /// The socket's keepalive settings: its own where set (non-zero), else its network

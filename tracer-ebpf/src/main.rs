@@ -9,6 +9,9 @@
 //! pass 512 bytes even when each fits.
 #![no_std]
 #![no_main]
+// For BPF's atomic add (see `output::count`).
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 mod accept;
 mod context;

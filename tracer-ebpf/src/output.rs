@@ -1,21 +1,32 @@
 //! The ring buffer to userspace, the header every event starts with, and the count of
-//! events lost when the ring buffer is full.
+//! events sent and lost.
+//!
+//! Events are submitted without waking the daemon until enough wait in the ring buffer
+//! (`RING_CONFIG`): the daemon reads them in batches, and on a short timer of its own,
+//! instead of once per event.
+
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_ktime_get_boot_ns},
     macros::map,
     maps::{PerCpuArray, RingBuf},
 };
-use tracer_common::{Event, EventHeader, EventKind, FLAG_PROCESS_CONTEXT};
+use tracer_common::{EmitCounts, Event, EventHeader, EventKind, FLAG_PROCESS_CONTEXT, RingConfig};
 
 use crate::context::in_process_context;
 
-/// Default size; the daemon may resize it before load.
+/// Placeholder size; the daemon sets the real one (`--ring-buffer-size`) before load.
 #[map(name = "EVENTS")]
-static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+static EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
 
-#[map(name = "LOST")]
-static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+#[map(name = "EMIT_COUNTS")]
+static EMIT_COUNTS: PerCpuArray<EmitCounts> = PerCpuArray::with_max_entries(1, 0);
+
+/// Set by the daemon before load.
+#[unsafe(no_mangle)]
+static RING_CONFIG: RingConfig = RingConfig { wakeup_bytes: 0 };
 
 #[inline(always)]
 fn header(kind: EventKind, sock: u64) -> EventHeader {
@@ -44,9 +55,39 @@ fn header(kind: EventKind, sock: u64) -> EventHeader {
     }
 }
 
-/// Sends one event, or counts it as lost when the ring buffer has no room.
+/// Wake the daemon only once enough waits for a batch.
+#[inline(always)]
+fn wakeup() -> u64 {
+    // SAFETY: a read-only global the loader wrote before load.
+    let threshold = unsafe { core::ptr::read_volatile(&raw const RING_CONFIG.wakeup_bytes) };
+    if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= threshold {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
+    }
+}
+
+/// Adds one, atomically (BPF's atomic add: the target has no compare-and-swap, so
+/// `AtomicU64` offers no `fetch_add`).
+///
+/// # Safety
+/// `counter` points to a u64 in a map value.
+#[inline(always)]
+unsafe fn count(counter: *mut u64) {
+    // SAFETY: as the caller promises.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, 1) };
+}
+
+/// Sends one event, counting it as sent, and as lost when the ring buffer has no room.
 #[inline(always)]
 pub fn emit<T: 'static>(kind: EventKind, sock: u64, payload: T) {
+    // Atomic adds: a program on this CPU can be interrupted or preempted by another of
+    // tracer's programs counting into the same slot.
+    let counts = EMIT_COUNTS.get_ptr_mut(0);
+    if let Some(counts) = counts {
+        // SAFETY: this CPU's slot of the map, aligned for a u64.
+        unsafe { count(&raw mut (*counts).sent) };
+    }
     match EVENTS.reserve::<Event<T>>(0) {
         Some(mut entry) => {
             // Field by field into the reservation: building the whole event first would
@@ -57,12 +98,12 @@ pub fn emit<T: 'static>(kind: EventKind, sock: u64, payload: T) {
                 (&raw mut (*event).header).write(header(kind, sock));
                 (&raw mut (*event).payload).write(payload);
             }
-            entry.submit(0);
+            entry.submit(wakeup());
         }
         None => {
-            if let Some(lost) = LOST.get_ptr_mut(0) {
-                // SAFETY: per-CPU slot; this program cannot be preempted on this CPU.
-                unsafe { *lost += 1 };
+            if let Some(counts) = counts {
+                // SAFETY: as above.
+                unsafe { count(&raw mut (*counts).lost) };
             }
         }
     }

@@ -1,4 +1,5 @@
-//! Reading tracepoint records at the offsets the daemon found in tracefs.
+//! Reading tracepoint records (the reset and retransmit tracepoints) at the offsets the
+//! daemon found in tracefs.
 
 use aya_ebpf::programs::TracePointContext;
 use tracer_common::{
@@ -29,6 +30,19 @@ pub fn field<T>(ctx: &TracePointContext, offset: u16) -> Option<T> {
 #[inline(always)]
 fn is_v4_mapped(addr: &[u8; 16]) -> bool {
     addr[..10].iter().all(|&b| b == 0) && addr[10] == 0xff && addr[11] == 0xff
+}
+
+/// The connection's (local, remote) ports as the record gives them: read before the
+/// rest, so a connection on another port costs two small reads.
+#[inline(always)]
+pub fn ports(ctx: &TracePointContext, layout: &EndpointLayout) -> Option<(u16, u16)> {
+    if layout.style == ENDPOINTS_SOCKADDR {
+        // `sockaddr_in`/`sockaddr_in6`: the port, network order, at byte 2.
+        let local: u16 = field(ctx, layout.saddr.wrapping_add(2))?;
+        let remote: u16 = field(ctx, layout.daddr.wrapping_add(2))?;
+        return Some((u16::from_be(local), u16::from_be(remote)));
+    }
+    Some((field(ctx, layout.sport)?, field(ctx, layout.dport)?))
 }
 
 /// The connection's endpoints as the record gives them.

@@ -6,7 +6,7 @@ use tracer_common::{
     EventKind, NO_REASON, NO_STATE, RESET_RECEIVED, RESET_SENT, Reset, TracepointLayout,
 };
 
-use crate::{filter::is_traced_connection, kernel, output::emit, record};
+use crate::{filter::is_traced_pair, kernel::Sock, output::emit, record};
 
 #[unsafe(no_mangle)]
 static SEND_RESET_LAYOUT: TracepointLayout = TracepointLayout::ABSENT;
@@ -15,16 +15,18 @@ static RECEIVE_RESET_LAYOUT: TracepointLayout = TracepointLayout::ABSENT;
 
 #[inline(always)]
 fn reset(ctx: &TracePointContext, layout: &TracepointLayout, direction: u8) {
+    if !record::ports(ctx, &layout.endpoints)
+        .is_some_and(|(local, remote)| is_traced_pair(local, remote))
+    {
+        return;
+    }
     let Some(endpoints) = record::endpoints(ctx, &layout.endpoints) else {
         return;
     };
-    if !is_traced_connection(&endpoints) {
-        return;
-    }
     let sock = record::field::<u64>(ctx, layout.skaddr).unwrap_or(0);
     let state = match record::field::<i32>(ctx, layout.state) {
         Some(state) => state as u8,
-        None if sock != 0 => kernel::sock_state(sock).unwrap_or(NO_STATE),
+        None if sock != 0 => Sock::read(sock).state().unwrap_or(NO_STATE),
         None => NO_STATE,
     };
     emit(

@@ -6,7 +6,7 @@ use tracer_common::{
     EventKind, NO_STATE, RETRANSMIT_SEGMENT, RETRANSMIT_SYNACK, Retransmit, TracepointLayout,
 };
 
-use crate::{filter::is_traced_connection, kernel, output::emit, record};
+use crate::{filter::is_traced_pair, kernel, output::emit, record};
 
 #[unsafe(no_mangle)]
 static RETRANSMIT_SKB_LAYOUT: TracepointLayout = TracepointLayout::ABSENT;
@@ -15,12 +15,14 @@ static RETRANSMIT_SYNACK_LAYOUT: TracepointLayout = TracepointLayout::ABSENT;
 
 #[inline(always)]
 fn retransmit(ctx: &TracePointContext, layout: &TracepointLayout, what: u8, sock: Option<u64>) {
+    if !record::ports(ctx, &layout.endpoints)
+        .is_some_and(|(local, remote)| is_traced_pair(local, remote))
+    {
+        return;
+    }
     let Some(endpoints) = record::endpoints(ctx, &layout.endpoints) else {
         return;
     };
-    if !is_traced_connection(&endpoints) {
-        return;
-    }
     let tcp_flags = record::field::<u64>(ctx, layout.skbaddr)
         .and_then(|skb| kernel::read_uint(skb, kernel::field!(skb_tcp_flags)))
         .unwrap_or(0) as u8;

@@ -1,44 +1,79 @@
-//! State changes: the `sock:inet_sock_set_state` tracepoint, or probes on the two kernel
+//! State changes: the `sock:inet_sock_set_state` tracepoint (raw: its arguments, the
+//! socket and both states, with no record formatted), or probes on the two kernel
 //! functions that fire it: `inet_sk_state_store` (what `tcp_set_state` and `listen()`
 //! call) and `inet_sk_set_state` (a new child socket entering SYN_RECV). Probing
 //! `tcp_set_state` itself would miss `CLOSE -> LISTEN`.
+//!
+//! The port filter comes first: a socket on another port costs one read.
 
 use aya_ebpf::{
-    macros::{fentry, kprobe, tracepoint},
-    programs::{FEntryContext, ProbeContext, TracePointContext},
+    macros::{fentry, kprobe, raw_tracepoint},
+    programs::{FEntryContext, ProbeContext, RawTracePointContext},
 };
 use tracer_common::{
-    Endpoints, EventKind, IPPROTO_TCP, StateChange, Summary, TCP_CLOSE, TracepointLayout,
+    CLOSE_ALL_ACKED, CLOSE_FIN_RECEIVED, Close, Endpoints, EventKind, StateChange, TCP_CLOSE,
 };
 
 use crate::{
+    context::in_process_context,
     data::take_last_data_ns,
-    filter::is_traced_connection,
-    kernel::{self, netns, read_uint, sock_endpoints, sock_state},
+    filter::traced_ports,
+    kernel::{self, Sock, is_tcp, netns, read_uint},
     output::emit,
-    record,
 };
 
-/// Emits the state change, preceded by the socket's summary when it is closing.
+/// `TCP_ESTABLISHED`.
+const TCP_ESTABLISHED: u8 = 1;
+
+/// A socket entering CLOSE: its counters with the state change, in one event.
+#[inline(always)]
+fn report_close(sk: u64, endpoints: Endpoints, old_state: u8) {
+    let counter = |field| read_uint(sk, field).unwrap_or(0);
+    let mut flags = 0;
+    if counter(kernel::field!(sk_flags)) & kernel::field!(sock_done_mask) != 0 {
+        flags |= CLOSE_FIN_RECEIVED;
+    }
+    let (snd_una, write_seq) = (
+        read_uint(sk, kernel::field!(snd_una)),
+        read_uint(sk, kernel::field!(write_seq)),
+    );
+    if snd_una.is_some() && snd_una == write_seq {
+        flags |= CLOSE_ALL_ACKED;
+    }
+    emit(
+        EventKind::Close,
+        sk,
+        Close {
+            endpoints,
+            bytes_acked: counter(kernel::field!(bytes_acked)),
+            bytes_received: counter(kernel::field!(bytes_received)),
+            last_data_ns: take_last_data_ns(sk),
+            total_retrans: counter(kernel::field!(total_retrans)) as u32,
+            srtt_us_x8: counter(kernel::field!(srtt_us)) as u32,
+            netns: netns(sk),
+            old_state,
+            flags,
+            _pad: [0; 2],
+        },
+    );
+}
+
+/// `sk` (on a traced port, TCP) enters `new_state` from `old_state`.
 #[inline(always)]
 fn report(sk: u64, endpoints: Endpoints, old_state: u8, new_state: u8) {
     if new_state == TCP_CLOSE {
-        let counter = |field| read_uint(sk, field).unwrap_or(0);
-        emit(
-            EventKind::Summary,
-            sk,
-            Summary {
-                endpoints,
-                bytes_acked: counter(kernel::field!(bytes_acked)),
-                bytes_received: counter(kernel::field!(bytes_received)),
-                last_data_ns: take_last_data_ns(sk),
-                total_retrans: counter(kernel::field!(total_retrans)) as u32,
-                srtt_us_x8: counter(kernel::field!(srtt_us)) as u32,
-                netns: netns(sk),
-                _pad: 0,
-            },
-        );
+        return report_close(sk, endpoints, old_state);
     }
+    // The first RTT sample and retransmits as the handshake completes: for a server, the
+    // kernel's own measurement of its SYN-ACK's round trip, and SYN-ACKs sent again.
+    let (srtt_us_x8, retransmits) = if new_state == TCP_ESTABLISHED {
+        (
+            read_uint(sk, kernel::field!(srtt_us)).unwrap_or(0) as u32,
+            read_uint(sk, kernel::field!(total_retrans)).unwrap_or(0) as u32,
+        )
+    } else {
+        (0, 0)
+    };
     emit(
         EventKind::StateChange,
         sk,
@@ -46,56 +81,64 @@ fn report(sk: u64, endpoints: Endpoints, old_state: u8, new_state: u8) {
             endpoints,
             old_state,
             new_state,
-            _pad: [0; 6],
+            _pad: [0; 2],
+            srtt_us_x8,
+            retransmits,
+            _pad2: 0,
         },
     );
 }
 
-#[unsafe(no_mangle)]
-static SET_STATE_LAYOUT: TracepointLayout = TracepointLayout::ABSENT;
+/// What the tracepoint reports, for `sk` entering `new_state`; `old_state` is taken
+/// only once the socket passed the filter.
+#[inline(always)]
+fn state_change(sk: u64, old_state: impl FnOnce(&Sock) -> Option<u8>, new_state: u8) {
+    let sock = Sock::read(sk);
+    let Some(ports) = traced_ports(&sock) else {
+        return;
+    };
+    if !is_tcp(sk) {
+        return;
+    }
+    if let (Some(endpoints), Some(old_state)) = (sock.endpoints(ports), old_state(&sock)) {
+        report(sk, endpoints, old_state, new_state);
+    }
+}
 
-#[tracepoint]
-pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    let layout = record::layout(&SET_STATE_LAYOUT);
-    if record::field::<u16>(&ctx, layout.protocol).is_some_and(|p| p != IPPROTO_TCP) {
-        return 0;
+/// `TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)`.
+#[inline(always)]
+fn raw_state_change(ctx: &RawTracePointContext) {
+    let sk: u64 = ctx.arg(0);
+    let (old_state, new_state): (u64, u64) = (ctx.arg(1), ctx.arg(2));
+    state_change(sk, |_| Some(old_state as u8), new_state as u8);
+}
+
+// Two programs on the one tracepoint, each taking the state changes of one context. The
+// kernel does not run a program inside itself: a softirq interrupting the program on
+// its CPU would have its state changes skipped (counted as recursion misses, and a
+// connection's close lost with them). A program busy in process context does not keep
+// the softirq's program from running.
+
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
+    if in_process_context() {
+        raw_state_change(&ctx);
     }
-    let Some(endpoints) = record::endpoints(&ctx, &layout.endpoints) else {
-        return 0;
-    };
-    if !is_traced_connection(&endpoints) {
-        return 0;
-    }
-    let (Some(sock), Some(old_state), Some(new_state)) = (
-        record::field::<u64>(&ctx, layout.skaddr),
-        record::field::<i32>(&ctx, layout.oldstate),
-        record::field::<i32>(&ctx, layout.newstate),
-    ) else {
-        return 0;
-    };
-    report(sock, endpoints, old_state as u8, new_state as u8);
     0
 }
 
-/// What the tracepoint would report for `sk` about to enter `new_state`.
-#[inline(always)]
-fn state_change(sk: u64, new_state: i32) {
-    // Both functions serve every inet protocol (SCTP, MPTCP too), as the tracepoint does.
-    if read_uint(sk, kernel::field!(sk_protocol)).is_some_and(|p| p != u64::from(IPPROTO_TCP)) {
-        return;
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn inet_sock_set_state_softirq(ctx: RawTracePointContext) -> i32 {
+    if !in_process_context() {
+        raw_state_change(&ctx);
     }
-    let (Some(endpoints), Some(old_state)) = (sock_endpoints(sk), sock_state(sk)) else {
-        return;
-    };
-    if is_traced_connection(&endpoints) {
-        report(sk, endpoints, old_state, new_state as u8);
-    }
+    0
 }
 
 #[kprobe]
 pub fn inet_sk_state_store_kprobe(ctx: ProbeContext) -> u32 {
     if let (Some(sk), Some(state)) = (ctx.arg::<u64>(0), ctx.arg::<i32>(1)) {
-        state_change(sk, state);
+        state_change(sk, Sock::state, state as u8);
     }
     0
 }
@@ -103,19 +146,21 @@ pub fn inet_sk_state_store_kprobe(ctx: ProbeContext) -> u32 {
 #[kprobe]
 pub fn inet_sk_set_state_kprobe(ctx: ProbeContext) -> u32 {
     if let (Some(sk), Some(state)) = (ctx.arg::<u64>(0), ctx.arg::<i32>(1)) {
-        state_change(sk, state);
+        state_change(sk, Sock::state, state as u8);
     }
     0
 }
 
 #[fentry(function = "inet_sk_state_store")]
 pub fn inet_sk_state_store_fentry(ctx: FEntryContext) -> u32 {
-    state_change(ctx.arg::<u64>(0), ctx.arg::<i32>(1));
+    let sk = ctx.arg::<u64>(0);
+    state_change(sk, Sock::state, ctx.arg::<i32>(1) as u8);
     0
 }
 
 #[fentry(function = "inet_sk_set_state")]
 pub fn inet_sk_set_state_fentry(ctx: FEntryContext) -> u32 {
-    state_change(ctx.arg::<u64>(0), ctx.arg::<i32>(1));
+    let sk = ctx.arg::<u64>(0);
+    state_change(sk, Sock::state, ctx.arg::<i32>(1) as u8);
     0
 }

@@ -25,8 +25,8 @@ use tracer::{
     },
 };
 use tracer_common::{
-    AF_INET, DATA_RECEIVED, DATA_SENT, DataTurn, Endpoints, Event, EventHeader, EventKind,
-    StateChange, Summary,
+    AF_INET, Close, DATA_RECEIVED, DATA_SENT, DataTurn, Endpoints, Event, EventHeader, EventKind,
+    StateChange,
 };
 
 struct Counting;
@@ -57,7 +57,7 @@ static ALLOCATOR: Counting = Counting;
 
 /// Connections open at once while the stream plays.
 const CONCURRENT: u32 = 10_000;
-/// Connection pairs in the stream (each 16 events).
+/// Connection pairs in the stream (each 14 records: 16 events).
 const PAIRS: u32 = 100_000;
 const ROUNDS: usize = 5;
 
@@ -96,6 +96,22 @@ fn endpoints(local_port: u16, remote_port: u16) -> Endpoints {
     ends
 }
 
+/// The record of `sock` entering `new` from `old` at `at`.
+fn state_change(sock: u64, ends: Endpoints, old: u8, new: u8, at: u64) -> Vec<u8> {
+    bytes(&Event {
+        header: header(EventKind::StateChange, sock, at),
+        payload: StateChange {
+            endpoints: ends,
+            old_state: old,
+            new_state: new,
+            _pad: [0; 2],
+            srtt_us_x8: 0,
+            retransmits: 0,
+            _pad2: 0,
+        },
+    })
+}
+
 /// One side's lifecycle: (time offset, record).
 fn side(
     sock: u64,
@@ -106,17 +122,6 @@ fn side(
 ) -> Vec<(u64, Vec<u8>)> {
     let mut records = Vec::new();
     let mut at = start;
-    let state = |old: u8, new: u8, at: u64| {
-        bytes(&Event {
-            header: header(EventKind::StateChange, sock, at),
-            payload: StateChange {
-                endpoints: ends,
-                old_state: old,
-                new_state: new,
-                _pad: [0; 6],
-            },
-        })
-    };
     for (i, &(old, new)) in states.iter().enumerate() {
         at += 1_000;
         if i == 2 {
@@ -136,7 +141,7 @@ fn side(
             }
         }
         if new == 7 {
-            let summary = Summary {
+            let close = Close {
                 endpoints: ends,
                 bytes_acked: 100,
                 bytes_received: 200,
@@ -144,17 +149,20 @@ fn side(
                 total_retrans: 0,
                 srtt_us_x8: 80,
                 netns: 1,
-                _pad: 0,
+                old_state: old,
+                flags: 0,
+                _pad: [0; 2],
             };
             records.push((
                 at,
                 bytes(&Event {
-                    header: header(EventKind::Summary, sock, at),
-                    payload: summary,
+                    header: header(EventKind::Close, sock, at),
+                    payload: close,
                 }),
             ));
+        } else {
+            records.push((at, state_change(sock, ends, old, new, at)));
         }
-        records.push((at, state(old, new, at)));
     }
     records
 }
@@ -222,7 +230,9 @@ fn main() {
         let mut correlator = correlator();
         let mut records_out = 0;
         for record in &records {
-            correlator.observe(&decoder.decode(record).unwrap(), &mut |_| records_out += 1);
+            for event in decoder.decode(record).unwrap() {
+                correlator.observe(&event, &mut |_| records_out += 1);
+            }
         }
         records_out
     });
@@ -230,13 +240,14 @@ fn main() {
         let mut correlator = correlator();
         let mut sink = JsonSink::new(io::sink());
         for record in &records {
-            let event = decoder.decode(record).unwrap();
-            sink.event(clock, &event).unwrap();
-            correlator.observe(&event, &mut |output| {
-                if let Output::Connection(record) = output {
-                    sink.connection(clock, &record, RecordEnd::Closed).unwrap();
-                }
-            });
+            for event in decoder.decode(record).unwrap() {
+                sink.event(clock, &event).unwrap();
+                correlator.observe(&event, &mut |output| {
+                    if let Output::Connection(record) = output {
+                        sink.connection(clock, &record, RecordEnd::Closed).unwrap();
+                    }
+                });
+            }
         }
         0
     });
@@ -249,16 +260,10 @@ fn main() {
         let sock = 0xffff_8880_0000_0000 + i * 0x1000;
         let ends = endpoints((i % 60_000) as u16 + 1024, 8191);
         for (old, new) in [(7, 2), (2, 1)] {
-            let record = bytes(&Event {
-                header: header(EventKind::StateChange, sock, i * 1000),
-                payload: StateChange {
-                    endpoints: ends,
-                    old_state: old,
-                    new_state: new,
-                    _pad: [0; 6],
-                },
-            });
-            correlator.observe(&decoder.decode(&record).unwrap(), &mut |_| {});
+            let record = state_change(sock, ends, old, new, i * 1000);
+            for event in decoder.decode(&record).unwrap() {
+                correlator.observe(&event, &mut |_| {});
+            }
         }
     }
     let per_connection = (ALLOCATED.load(Ordering::Relaxed) - before) as f64 / open as f64;

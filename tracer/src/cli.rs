@@ -1,7 +1,7 @@
 //! Command-line arguments. Every option of a trace also reads an environment variable
 //! (`TRACER_PORT`, `TRACER_OUTPUT`, ...), for systemd units and containers.
 
-use std::{path::PathBuf, str::FromStr};
+use std::{net::SocketAddr, path::PathBuf, str::FromStr};
 
 use bytesize::ByteSize;
 use clap::{Args, Parser, Subcommand};
@@ -171,8 +171,51 @@ pub struct TraceArgs {
     )]
     pub rotate_keep: u32,
 
+    /// The kernel's buffer of events waiting for tracer (a power of two, at least 4K;
+    /// K, M and G suffixes): what absorbs a burst while tracer is not running.
+    #[arg(
+        long,
+        value_name = "SIZE",
+        env = "TRACER_RING_BUFFER_SIZE",
+        default_value = "16M",
+        value_parser = parse_ring_size
+    )]
+    pub ring_buffer_size: u32,
+
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics while tracing (HOST an IP
+    /// address, e.g. 127.0.0.1:9464 or [::]:9464).
+    #[arg(long, value_name = "HOST:PORT", env = "TRACER_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// Turn the kernel's BPF statistics on while tracing (back as they were at exit), for
+    /// the metrics of what each eBPF program costs.
+    #[arg(long, env = "TRACER_BPF_STATS", requires = "metrics_addr")]
+    pub bpf_stats: bool,
+
     #[command(flatten)]
     pub show: OutputArgs,
+}
+
+/// A ring buffer size: `16M`, `64K`, `1G` or bytes; a power of two from 4 KiB (a page) to
+/// 1 GiB.
+fn parse_ring_size(text: &str) -> Result<u32, String> {
+    let (digits, unit) = match text.trim().to_ascii_uppercase() {
+        t if t.ends_with('K') => (t[..t.len() - 1].to_owned(), 1u64 << 10),
+        t if t.ends_with('M') => (t[..t.len() - 1].to_owned(), 1 << 20),
+        t if t.ends_with('G') => (t[..t.len() - 1].to_owned(), 1 << 30),
+        t => (t, 1),
+    };
+    let bytes = digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| format!("{text:?} is not a size (e.g. 16M, 512K)"))?;
+    if !bytes.is_power_of_two() || !(4096..=1 << 30).contains(&bytes) {
+        return Err(format!(
+            "{text} is not a power of two between 4K and 1G (the kernel's ring buffer needs one)"
+        ));
+    }
+    Ok(bytes as u32)
 }
 
 impl TraceArgs {
@@ -282,6 +325,25 @@ mod tests {
     }
 
     #[test]
+    fn ring_buffer_sizes_are_powers_of_two_with_units() {
+        let size = |text: &str| parse(&["-p", "1", "--ring-buffer-size", text]);
+        assert_eq!(
+            parse(&["-p", "1"]).unwrap().trace.ring_buffer_size,
+            16 << 20
+        );
+        assert_eq!(size("64K").unwrap().trace.ring_buffer_size, 64 << 10);
+        assert_eq!(size("4096").unwrap().trace.ring_buffer_size, 4096);
+        assert_eq!(size("1g").unwrap().trace.ring_buffer_size, 1 << 30);
+        for bad in ["3M", "2K", "2G", "lots", "16MB", ""] {
+            assert_eq!(
+                size(bad).unwrap_err().kind(),
+                ErrorKind::ValueValidation,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn rotation_needs_an_output_file_and_a_size() {
         let cli = parse(&["-p", "1", "-o", "t.json", "--rotate-size", "64KiB"]).unwrap();
         assert_eq!(
@@ -350,6 +412,23 @@ mod tests {
                 "--{long}"
             );
         }
+    }
+
+    #[test]
+    fn metrics_address_and_bpf_stats() {
+        let cli = parse(&["-p", "1", "--metrics-addr", "[::1]:9464", "--bpf-stats"]).unwrap();
+        assert_eq!(cli.trace.metrics_addr, Some("[::1]:9464".parse().unwrap()));
+        assert!(cli.trace.bpf_stats);
+        assert_eq!(
+            parse(&["-p", "1", "--metrics-addr", "localhost"])
+                .unwrap_err()
+                .kind(),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            parse(&["-p", "1", "--bpf-stats"]).unwrap_err().kind(),
+            ErrorKind::MissingRequiredArgument
+        );
     }
 
     #[test]

@@ -1,14 +1,23 @@
 //! `tracer --port N`: attach, drop every capability, then move every ring buffer record
-//! through decode, the correlator and the sink until SIGINT or SIGTERM, then drain what
-//! is left and exit. SIGHUP reopens the output file (logrotate) and keeps tracing.
+//! through decode, the correlator and the sink until SIGINT or SIGTERM; then detach, drain
+//! what is left and exit with the kernel's count of what it sent. SIGHUP reopens the
+//! output file (logrotate) and keeps tracing.
+//!
+//! The programs wake the daemon only when a batch waits (see `tracer-ebpf`'s output), so
+//! it also drains on a short timer: that bounds how late a line can be. Each batch ends
+//! with one flush of the output.
 
 use std::{collections::BTreeMap, io, os::fd::AsRawFd, time::Duration};
 
 use anyhow::Result;
-use aya::maps::{MapData, RingBuf};
+use aya::{
+    maps::{MapData, RingBuf},
+    programs::ProgramFd,
+};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
+    time::MissedTickBehavior,
 };
 
 use crate::{
@@ -16,58 +25,95 @@ use crate::{
     clock::{self, WallClock},
     event::TraceEvent,
     kernel::{
-        attach::{self, Hook, Probes},
-        preflight, privileges,
+        attach::{self, Hook, LoadOptions, Probes},
+        preflight, privileges, program_stats,
     },
     output::{
         self, Sink,
         file::{LogFile, ReopenRequest},
+        metrics::Exporter,
     },
     pipeline::{
         Pipeline,
         decode::Decoder,
         existing,
-        reader::{LossCounter, drain},
+        reader::{EmitCounter, EventCounts, LossCause, drain},
     },
 };
 
-/// How often the loss counter is read, the wall-clock offset resampled and finished
+/// How often the wall-clock offset is resampled, losses reported and finished
 /// connections written out.
 const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(1);
 
+/// The longest an event waits in the ring buffer before the daemon reads it.
+const DRAIN_PERIOD: Duration = Duration::from_millis(50);
+
 type LivePipeline = Pipeline<Box<dyn Sink>>;
 
-/// Decodes every waiting record into the pipeline; undecodable ones are counted by reason
-/// and reported after the batch.
-fn drain_ring(
-    pipeline: &mut LivePipeline,
-    decoder: &Decoder,
-    ring: &mut RingBuf<MapData>,
-) -> io::Result<()> {
-    let mut result = Ok(());
-    let mut undecodable: BTreeMap<String, u64> = BTreeMap::new();
-    drain(ring, |record| {
-        if result.is_err() {
-            return;
-        }
-        match decoder.decode(record) {
-            Ok(event) => result = pipeline.event(&event),
-            Err(error) => *undecodable.entry(error.to_string()).or_default() += 1,
-        }
-    });
-    result?;
-    for (reason, count) in undecodable {
-        pipeline.sink.undecodable(count, &reason)?;
-    }
-    pipeline.sink.flush()
+/// The ring buffer, its decoder, and the counts of what came through it and what did
+/// not.
+struct Ring {
+    ring: AsyncFd<RingBuf<MapData>>,
+    decoder: Decoder,
+    counter: EmitCounter,
+    programs: Vec<ProgramFd>,
+    received: u64,
+    reported: EventCounts,
 }
 
-fn report_lost(pipeline: &mut LivePipeline, losses: &mut LossCounter) -> Result<()> {
-    let lost = losses.take_new()?;
-    if lost > 0 {
-        pipeline.sink.lost(lost)?;
+impl Ring {
+    /// Decodes every waiting record into the pipeline; undecodable ones are counted by
+    /// reason and reported after the batch, which ends with one flush.
+    fn drain(&mut self, pipeline: &mut LivePipeline) -> io::Result<()> {
+        let mut result = Ok(());
+        let mut undecodable: BTreeMap<String, u64> = BTreeMap::new();
+        let decoder = &self.decoder;
+        let records = drain(self.ring.get_mut(), |record| {
+            if result.is_err() {
+                return;
+            }
+            match decoder.decode(record) {
+                Ok(events) => {
+                    for event in events {
+                        if result.is_ok() {
+                            result = pipeline.event(&event);
+                        }
+                    }
+                }
+                Err(error) => *undecodable.entry(error.to_string()).or_default() += 1,
+            }
+        });
+        self.received += records;
+        result?;
+        for (reason, count) in undecodable {
+            pipeline.sink.undecodable(count, &reason)?;
+        }
+        if records > 0 {
+            pipeline.sink.flush()?;
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// Reports the events lost since the last report, by cause.
+    fn report_lost(&mut self, pipeline: &mut LivePipeline) -> Result<EventCounts> {
+        let counts = self.counter.read()?;
+        let now = EventCounts {
+            sent: counts.sent,
+            received: self.received,
+            lost: counts.lost,
+            missed: program_stats::total_misses(&self.programs),
+        };
+        for (cause, count, before) in [
+            (LossCause::RingBufferFull, now.lost, self.reported.lost),
+            (LossCause::ProgramBusy, now.missed, self.reported.missed),
+        ] {
+            if count > before {
+                pipeline.sink.lost(count - before, cause)?;
+            }
+        }
+        self.reported = now;
+        Ok(now)
+    }
 }
 
 /// Registers a map's file descriptor with tokio to await readability.
@@ -105,22 +151,45 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     privileges::check_can_attach()?;
     let kernel = preflight::kernel_release();
     let version = preflight::check_kernel(&kernel)?;
+    let mut metrics = match args.metrics_addr {
+        Some(addr) => Some(Exporter::start(addr, &ports).await?),
+        None => None,
+    };
+    let _run_stats = args
+        .bpf_stats
+        .then(program_stats::enable_run_stats)
+        .transpose()?;
 
+    let options = LoadOptions {
+        ports: &ports,
+        ring_buffer_bytes: args.ring_buffer_size,
+    };
     let Probes {
         events,
-        lost,
+        counts,
+        programs,
         plan,
         units,
-        ebpf: _attached,
-    } = attach::attach(args.attach, &ports)?;
+        ebpf,
+    } = attach::attach(args.attach, options)?;
+    if let Some(metrics) = &mut metrics {
+        metrics.watch_programs(&programs)?;
+    }
     privileges::drop_all(version)?;
-    let decoder = Decoder::new(units);
-    let mut losses = LossCounter::new(lost);
-    let mut ring = watch(events)?;
+    let mut ring = Ring {
+        ring: watch(events)?,
+        decoder: Decoder::new(units),
+        counter: EmitCounter::new(counts),
+        programs: programs.into_iter().map(|(_, fd)| fd).collect(),
+        received: 0,
+        reported: EventCounts::default(),
+    };
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING_PERIOD);
+    let mut drain_timer = tokio::time::interval(DRAIN_PERIOD);
+    drain_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
     let hooks: Vec<String> = plan
         .attach
@@ -142,23 +211,31 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         eprintln!("tracer: warning: no {hook} events on this kernel ({why})");
     }
     let data_turns = plan.attach.contains_key(&Hook::Data);
-    let mut pipeline = Pipeline::new(&args.show, data_turns, sink, WallClock::sample());
+    let (show, sink) = match &metrics {
+        Some(metrics) => metrics.pipeline(args.show, sink),
+        None => (args.show, sink),
+    };
+    let mut pipeline = Pipeline::new(&show, data_turns, sink, WallClock::sample());
     pipeline.sink.tracer_start(&kernel, &plan, &ports)?;
     read_existing(&mut pipeline, &ports)?;
     pipeline.sink.flush()?;
 
     loop {
         tokio::select! {
-            guard = ring.readable_mut() => {
-                let mut guard = guard?;
-                drain_ring(&mut pipeline, &decoder, guard.get_inner_mut())?;
-                guard.clear_ready();
+            guard = ring.ring.readable_mut() => {
+                guard?.clear_ready();
+                ring.drain(&mut pipeline)?;
             }
+            _ = drain_timer.tick() => ring.drain(&mut pipeline)?,
             _ = housekeeping.tick() => {
                 pipeline.clock = WallClock::sample();
-                report_lost(&mut pipeline, &mut losses)?;
+                ring.drain(&mut pipeline)?;
+                ring.report_lost(&mut pipeline)?;
                 pipeline.reap(clock::boot_now_ns())?;
                 pipeline.sink.flush()?;
+                if let Some(metrics) = &mut metrics {
+                    metrics.sample(pipeline.open_connections());
+                }
             }
             _ = sighup.recv() => {
                 reopen.request();
@@ -168,7 +245,9 @@ pub async fn run(args: TraceArgs) -> Result<()> {
             _ = sigterm.recv() => break,
         }
     }
-    drain_ring(&mut pipeline, &decoder, ring.get_mut())?;
-    report_lost(&mut pipeline, &mut losses)?;
-    Ok(pipeline.finish()?)
+    // Detached first, so nothing is sent after the last drain and the counts add up.
+    drop(ebpf);
+    ring.drain(&mut pipeline)?;
+    let counts = ring.report_lost(&mut pipeline)?;
+    Ok(pipeline.finish(Some(counts))?)
 }

@@ -99,6 +99,19 @@ pub struct StateChange {
     pub meta: EventMeta,
     pub old_state: TcpState,
     pub new_state: TcpState,
+    /// On entering ESTABLISHED, what the kernel measured of the handshake.
+    pub handshake: Option<HandshakeSample>,
+}
+
+/// The kernel's view of a handshake as the socket enters ESTABLISHED.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HandshakeSample {
+    /// The socket's RTT so far, microseconds, when the kernel took a sample. For a
+    /// server, the round trip of its SYN-ACK: from sending it to the client's ACK.
+    pub rtt_us: Option<u32>,
+    /// Segments sent again so far: for a server, SYN-ACKs (the kernel takes no RTT
+    /// sample from a retransmitted SYN-ACK); for a client, SYNs.
+    pub retransmits: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -173,15 +186,21 @@ pub struct DataTurn {
     pub direction: DataDirection,
 }
 
-/// What the kernel's `tcp_sock` says about a connection as it closes (sent just before
-/// its state change to CLOSE).
+/// What the kernel's `tcp_sock` says about a connection as it closes (the kernel sends
+/// it with the state change to CLOSE, which follows it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnectionSummary {
     pub meta: EventMeta,
-    /// `bytes_acked`: bytes sent and acknowledged by the peer.
-    pub bytes_sent: u64,
-    /// `bytes_received`.
+    /// `bytes_acked`: sequence space the peer acknowledged, that is the payload, plus a
+    /// client's SYN, plus this side's FIN once acknowledged (`fin_acked`).
+    pub bytes_acked: u64,
+    /// `bytes_received`: sequence space received, the payload plus the peer's FIN
+    /// (`fin_received`).
     pub bytes_received: u64,
+    /// The peer's FIN arrived.
+    pub fin_received: bool,
+    /// This side sent a FIN and the peer acknowledged it.
+    pub fin_acked: bool,
     /// `total_retrans`.
     pub retransmits: u32,
     /// Smoothed round-trip time, microseconds.
@@ -221,6 +240,21 @@ pub enum TraceEvent {
 }
 
 impl TraceEvent {
+    /// The event's name in the lines (`event`) and metrics (`kind`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::StateChange(_) => "state_change",
+            Self::Reset(_) => "reset",
+            Self::Retransmit(_) => "retransmit",
+            Self::KeepaliveProbe(_) => "keepalive_probe",
+            Self::KeepaliveTimeout(_) => "keepalive_timeout",
+            Self::DataTurn(_) => "data_turn",
+            Self::Summary(_) => "close_summary",
+            Self::Accepted(_) => "accepted",
+            Self::Existing(_) => "existing",
+        }
+    }
+
     pub fn meta(&self) -> &EventMeta {
         match self {
             Self::StateChange(StateChange { meta, .. })

@@ -8,7 +8,7 @@
 //!   ([`pipeline::decode`], plus the connections already open, [`pipeline::existing`]),
 //!   and events become connection records ([`pipeline::correlator`]);
 //! - [`output`]: the sinks that write them ([`output::json`] lines, [`output::pretty`]
-//!   timelines).
+//!   timelines) and count them ([`output::metrics`], for Prometheus).
 //!
 //! [`daemon`] runs that flow live, [`replay`] on recorded lines, and [`check`] reports what
 //! the kernel allows; [`event`] and [`clock`] are shared by every stage.

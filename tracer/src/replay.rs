@@ -25,9 +25,9 @@ use crate::{
     cli::OutputArgs,
     clock::WallClock,
     event::{
-        Accepted, ConnectionSummary, DataDirection, DataTurn, EventMeta, Existing, Keepalive,
-        KeepaliveSettings, Process, Reset, ResetDirection, Retransmit, RetransmitKind, StateChange,
-        TcpState, TraceEvent,
+        Accepted, ConnectionSummary, DataDirection, DataTurn, EventMeta, Existing, HandshakeSample,
+        Keepalive, KeepaliveSettings, Process, Reset, ResetDirection, Retransmit, RetransmitKind,
+        StateChange, TcpState, TraceEvent,
     },
     output,
     pipeline::Pipeline,
@@ -44,6 +44,10 @@ fn epoch_ns(text: &str) -> Result<u64> {
 
 fn str_field<'a>(line: &'a Value, name: &str) -> Result<&'a str> {
     line[name].as_str().ok_or_else(|| anyhow!("no {name}"))
+}
+
+fn bool_field(line: &Value, name: &str) -> Result<bool> {
+    line[name].as_bool().ok_or_else(|| anyhow!("no {name}"))
 }
 
 fn u64_field(line: &Value, name: &str) -> Result<u64> {
@@ -126,6 +130,16 @@ pub fn parse_line(line: &str) -> Result<Option<TraceEvent>> {
             meta: meta(&line)?,
             old_state: state(str_field(&line, "old_state")?)?,
             new_state: state(str_field(&line, "new_state")?)?,
+            handshake: match &line["handshake"] {
+                Value::Null => None,
+                handshake => Some(HandshakeSample {
+                    rtt_us: handshake["rtt_us"]
+                        .as_u64()
+                        .map(|us| u32::try_from(us).map_err(|_| anyhow!("rtt_us out of range")))
+                        .transpose()?,
+                    retransmits: number(handshake, "retransmits")?,
+                }),
+            },
         }),
         Some("reset") => TraceEvent::Reset(Reset {
             meta: meta(&line)?,
@@ -157,8 +171,10 @@ pub fn parse_line(line: &str) -> Result<Option<TraceEvent>> {
         }),
         Some("close_summary") => TraceEvent::Summary(ConnectionSummary {
             meta: meta(&line)?,
-            bytes_sent: u64_field(&line, "bytes_sent")?,
+            bytes_acked: u64_field(&line, "bytes_acked")?,
             bytes_received: u64_field(&line, "bytes_received")?,
+            fin_received: bool_field(&line, "fin_received")?,
+            fin_acked: bool_field(&line, "fin_acked")?,
             retransmits: number(&line, "retransmits")?,
             srtt_us: number(&line, "srtt_us")?,
             netns: number(&line, "netns")?,
@@ -239,7 +255,7 @@ pub fn run(file: &Path, show: &OutputArgs) -> Result<()> {
             ),
         }
     }
-    Ok(pipeline.finish()?)
+    Ok(pipeline.finish(None)?)
 }
 
 #[cfg(test)]
@@ -270,6 +286,7 @@ mod tests {
                 meta: meta(1),
                 old_state: TcpState::Listen,
                 new_state: TcpState::Unknown(77),
+                handshake: None,
             }),
             TraceEvent::Reset(Reset {
                 meta: meta(0),
@@ -299,7 +316,9 @@ mod tests {
             }),
             TraceEvent::Summary(ConnectionSummary {
                 meta: meta(4),
-                bytes_sent: 1,
+                bytes_acked: 1,
+                fin_received: false,
+                fin_acked: false,
                 bytes_received: 2,
                 retransmits: 3,
                 srtt_us: 4,
@@ -316,7 +335,7 @@ mod tests {
         for event in &events {
             sink.event(WallClock::from_offset_ns(0), event).unwrap();
         }
-        let text = String::from_utf8(sink.into_inner()).unwrap();
+        let text = String::from_utf8(sink.into_inner().unwrap()).unwrap();
         let parsed: Vec<TraceEvent> = text
             .lines()
             .map(|l| parse_line(l).unwrap().unwrap())

@@ -2,26 +2,9 @@
 
 mod support;
 
-use std::{
-    io::{ErrorKind, Read},
-    net::{TcpListener, TcpStream},
-    time::Duration,
-};
+use std::io::{ErrorKind, Read};
 
-use rustix::net::sockopt;
-use support::{PacketDrop, Tracer, free_port, is_event};
-
-/// A connection whose client probes after 1 s idle, every 1 s, `count` times.
-fn keepalive_pair(port: u16, count: u32) -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
-    let client = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    sockopt::set_socket_keepalive(&client, true).unwrap();
-    sockopt::set_tcp_keepidle(&client, Duration::from_secs(1)).unwrap();
-    sockopt::set_tcp_keepintvl(&client, Duration::from_secs(1)).unwrap();
-    sockopt::set_tcp_keepcnt(&client, count).unwrap();
-    let (accepted, _) = listener.accept().unwrap();
-    (client, accepted)
-}
+use support::{PacketDrop, Tracer, free_port, is_event, sockets::keepalive_pair};
 
 #[test]
 fn answered_probes_restart_at_one() {

@@ -7,16 +7,18 @@ mod support;
 use std::{
     fs,
     io::{Read as _, Write as _},
-    net::{TcpListener, TcpStream},
     os::unix::fs::PermissionsExt as _,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Output},
-    time::Duration,
+    sync::OnceLock,
 };
 
-use rustix::net::sockopt;
 use serde_json::Value;
-use support::{Tracer, free_port, is_event, tracer_bin};
+use support::{
+    Tracer, free_port, is_event,
+    sockets::{connected_pair, keepalive_pair},
+    tracer_bin,
+};
 
 const UNIT: &str = include_str!("../../deploy/tracer.service");
 const NOBODY: &str = "65534";
@@ -32,16 +34,18 @@ fn unit_capabilities() -> Vec<String> {
         .collect()
 }
 
-/// The tracer binary where user nobody can run it (the build tree may not be reachable).
-fn tracer_for_nobody() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tracer-privileges-{}", std::process::id()));
-    fs::create_dir_all(&dir).unwrap();
-    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
-    let binary = dir.join("tracer");
-    if !binary.exists() {
+/// The tracer binary where user nobody can run it (the build tree may not be reachable),
+/// copied once: a test executing it while another copies it would find it busy.
+fn tracer_for_nobody() -> &'static Path {
+    static COPY: OnceLock<PathBuf> = OnceLock::new();
+    COPY.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("tracer-privileges-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let binary = dir.join("tracer");
         fs::copy(tracer_bin(), &binary).unwrap();
-    }
-    binary
+        binary
+    })
 }
 
 /// `tracer ARGS` as user nobody with exactly `capabilities` (setpriv, util-linux).
@@ -62,7 +66,7 @@ fn as_nobody(capabilities: &[String], args: &[String]) -> Command {
 
 fn port_args(port: u16) -> Vec<String> {
     let mut args = vec!["--port".to_owned(), port.to_string()];
-    if let Ok(mode) = std::env::var("TRACER_ATTACH") {
+    if let Ok(mode) = std::env::var("TRACER_TEST_ATTACH") {
         args.extend(["--attach".to_owned(), mode]);
     }
     args
@@ -102,10 +106,8 @@ fn allowed_after_attach() -> u64 {
 #[test]
 fn traces_unprivileged_with_the_units_capabilities_and_then_holds_none() {
     let port = free_port("127.0.0.1");
-    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
     // Open before tracing: sock_diag reads it after the capabilities are gone.
-    let before = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let _before_accepted = listener.accept().unwrap();
+    let (before, _before_accepted) = connected_pair(port);
 
     let mut tracer = Tracer::spawn(as_nobody(&unit_capabilities(), &port_args(port)));
     let start = tracer.seen[0].clone();
@@ -134,11 +136,7 @@ fn traces_unprivileged_with_the_units_capabilities_and_then_holds_none() {
 
     // Keepalive probes come after a second: the loop's housekeeping (reading the
     // lost-event counter through its map) has run without capabilities by then.
-    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    sockopt::set_socket_keepalive(&client, true).unwrap();
-    sockopt::set_tcp_keepidle(&client, Duration::from_secs(1)).unwrap();
-    sockopt::set_tcp_keepintvl(&client, Duration::from_secs(1)).unwrap();
-    let (mut server, _) = listener.accept().unwrap();
+    let (mut client, mut server) = keepalive_pair(port, 5);
     let (client_addr, server_addr) = (client.local_addr().unwrap(), client.peer_addr().unwrap());
     tracer.wait_for("a keepalive probe", |line| {
         is_event(line, "keepalive_probe", client_addr, server_addr)

@@ -4,11 +4,11 @@ mod support;
 
 use std::{
     io::{ErrorKind, Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpStream},
     time::Duration,
 };
 
-use support::{Tracer, free_port, is_event};
+use support::{Tracer, free_port, is_event, sockets::connected_pair};
 
 /// Whether this kernel's `tcp_send_reset` also fires for resets sent without a socket
 /// (6.10+, the version whose record holds sockaddr-sized addresses).
@@ -40,14 +40,6 @@ fn connecting_to_a_closed_port_is_refused_by_reset() {
         assert_eq!(sent["sock"], "0x0000000000000000", "no socket sent it");
         assert!(sent["reason"].is_string(), "{sent}");
     }
-}
-
-/// A connected pair on a traced port: (client, accepted).
-fn connected_pair(port: u16) -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
-    let client = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let (accepted, _) = listener.accept().unwrap();
-    (client, accepted)
 }
 
 /// The client sent a reset and the server received it. The kernel enters CLOSE before it

@@ -29,17 +29,13 @@ fn signal(child: &Child, signal: Signal) {
 /// Starts `tracer --port PORT --emit connections --output FILE ARGS` and waits for its
 /// `tracer_start` line in FILE.
 fn start_to_file(port: u16, file: &Path, args: &[&str]) -> Child {
-    let mut command = Command::new(tracer_bin());
-    command
-        .args(["--port", &port.to_string(), "--emit", "connections"])
-        .arg("--output")
+    let child = Tracer::command(&[port])
+        .args(["--emit", "connections", "--output"])
         .arg(file)
         .args(args)
-        .stdout(Stdio::null());
-    if let Some(mode) = std::env::var_os("TRACER_ATTACH") {
-        command.arg("--attach").arg(mode);
-    }
-    let child = command.spawn().expect("cannot start tracer");
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("cannot start tracer");
     wait_until("tracer_start in the file", || {
         fs::read_to_string(file).is_ok_and(|text| text.contains("\"tracer_start\""))
     });

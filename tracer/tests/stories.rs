@@ -1,10 +1,12 @@
-//! The seed article's four stories, told by the tracer's connection records: a real
-//! HTTP/1.1 server and client on loopback, the tracer watching their port.
+//! The seed article's four stories, and the other ways connections end, told by the
+//! tracer's connection records: a real HTTP/1.1 server and client on loopback, the tracer
+//! watching their port, and a packet capture of the same traffic as the truth every
+//! record is compared with (`support::capture`).
 
 mod support;
 
 use std::{
-    io::{BufRead, BufReader, ErrorKind, Read},
+    io::{BufRead, BufReader, ErrorKind, Read, Write},
     net::{SocketAddr, TcpListener},
     process::{Command, Stdio},
     time::Duration,
@@ -13,7 +15,9 @@ use std::{
 use rustix::net::sockopt;
 use serde_json::Value;
 use support::{
-    Tracer, free_port,
+    Tracer,
+    capture::{Capture, Wire},
+    free_port,
     http::{HttpClient, ServerConfig, serve, start_server},
 };
 
@@ -23,14 +27,31 @@ const QUICK: ServerConfig = ServerConfig {
     announce_requests: false,
 };
 
-/// What a record's `exchanges` should be after `n` exchanges: unknown (null) when the
-/// kernel has no data hook for this attach mode (tracer_start lists it unsupported).
-fn exchanges(tracer: &Tracer, n: u64) -> Value {
+/// What a record's `requests` (or `responses`) should be after `n`: unknown (null) when
+/// the kernel has no data hook for this attach mode (tracer_start lists it unsupported).
+fn bursts(tracer: &Tracer, n: u64) -> Value {
     if tracer.seen[0]["unsupported"].get("data").is_some() {
         Value::Null
     } else {
         n.into()
     }
+}
+
+/// A free port, the tracer watching it and a capture of its traffic.
+fn traced_port() -> (u16, Tracer, Capture) {
+    let port = free_port("127.0.0.1");
+    let tracer = Tracer::start(&[port]);
+    let capture = Capture::start(port);
+    (port, tracer, capture)
+}
+
+/// Both records of a connection agree with the capture.
+fn assert_wire_agrees(capture: Capture, records: &[&Value]) -> Wire {
+    let wire = capture.finish();
+    for record in records {
+        wire.assert_agrees(record);
+    }
+    wire
 }
 
 /// The `connection` record of the socket at `local` -> `remote`.
@@ -55,8 +76,7 @@ fn states(record: &Value) -> Vec<&str> {
 /// after its idle timeout.
 #[test]
 fn keep_alive_reuse_then_server_idle_close() {
-    let port = free_port("127.0.0.1");
-    let mut tracer = Tracer::start(&[port]);
+    let (port, mut tracer, capture) = traced_port();
     let server = start_server(port, QUICK);
     let mut client = HttpClient::connect(server);
     for _ in 0..3 {
@@ -75,10 +95,13 @@ fn keep_alive_reuse_then_server_idle_close() {
     );
     assert_eq!(server_side["close_initiator"], "local", "{server_side:#}");
     assert_eq!(client_side["close_initiator"], "remote", "{client_side:#}");
-    assert_eq!(
-        (&server_side["exchanges"], &client_side["exchanges"]),
-        (&exchanges(&tracer, 3), &exchanges(&tracer, 3))
-    );
+    for side in [&server_side, &client_side] {
+        assert_eq!(
+            (&side["requests"], &side["responses"]),
+            (&bursts(&tracer, 3), &bursts(&tracer, 3)),
+            "{side:#}"
+        );
+    }
     // No FIN between the requests: the connection stayed ESTABLISHED until the end.
     assert_eq!(
         states(&server_side)[..3],
@@ -92,7 +115,8 @@ fn keep_alive_reuse_then_server_idle_close() {
     );
     assert_eq!(client_side["pid"], std::process::id());
     assert!(client_side["handshake_us"].as_u64().is_some());
-    if exchanges(&tracer, 0).is_null() {
+    assert_wire_agrees(capture, &[&server_side, &client_side]);
+    if bursts(&tracer, 0).is_null() {
         // No data hook in this mode: no data times either.
         assert_eq!(server_side["idle_before_close_us"], Value::Null);
     } else {
@@ -123,8 +147,7 @@ fn one_request(port: u16) -> (SocketAddr, HttpClient, SocketAddr) {
 /// Story 2: the client goes away right after its response.
 #[test]
 fn client_closes_after_its_response() {
-    let port = free_port("127.0.0.1");
-    let mut tracer = Tracer::start(&[port]);
+    let (port, mut tracer, capture) = traced_port();
     let (server, client, local) = one_request(port);
     drop(client);
 
@@ -132,19 +155,16 @@ fn client_closes_after_its_response() {
     let server_side = record(&mut tracer, server, local);
     assert_eq!(client_side["close_initiator"], "local", "{client_side:#}");
     assert_eq!(server_side["close_initiator"], "remote", "{server_side:#}");
-    assert_eq!(
-        (&client_side["exchanges"], &server_side["exchanges"]),
-        (&exchanges(&tracer, 1), &exchanges(&tracer, 1))
-    );
+    assert_eq!(client_side["requests"], bursts(&tracer, 1));
     assert_eq!(client_side["keepalive"]["probes_sent"], 0);
+    assert_wire_agrees(capture, &[&client_side, &server_side]);
 }
 
 /// Story 3: the request hangs on the server longer than the client's keepalive idle
 /// time; the client's kernel probes, the server's kernel answers, the response arrives.
 #[test]
 fn slow_response_keepalive_probes_answered() {
-    let port = free_port("127.0.0.1");
-    let mut tracer = Tracer::start(&[port]);
+    let (port, mut tracer, capture) = traced_port();
     let server = start_server(
         port,
         ServerConfig {
@@ -168,12 +188,14 @@ fn slow_response_keepalive_probes_answered() {
     assert_eq!(keepalive["probes_answered"], sent, "{client_side:#}");
     assert_eq!(keepalive["timed_out"], false);
     assert_eq!(client_side["close_initiator"], "local");
-    assert_eq!(client_side["exchanges"], exchanges(&tracer, 1));
+    assert_eq!(client_side["responses"], bursts(&tracer, 1));
     let server_side = record(&mut tracer, server, local);
     assert_eq!(
         server_side["keepalive"]["probes_sent"], 0,
         "only the client probes"
     );
+    // The wait for the response is a number: 4 s on both sides, within the tolerance.
+    assert_wire_agrees(capture, &[&client_side, &server_side]);
 }
 
 /// The server process of story 4, started by that test in its own process so it can be
@@ -211,8 +233,7 @@ impl Drop for ServerProcess {
 /// kernel answers with a reset: the socket has no process left to read it.
 #[test]
 fn killed_server_while_request_hangs() {
-    let port = free_port("127.0.0.1");
-    let mut tracer = Tracer::start(&[port]);
+    let (port, mut tracer, capture) = traced_port();
     let mut child = ServerProcess(
         Command::new(std::env::current_exe().unwrap())
             .args([
@@ -269,6 +290,15 @@ fn killed_server_while_request_hangs() {
     let client_side = record(&mut tracer, local, server);
     assert_eq!(server_side["close_initiator"], "local", "{server_side:#}");
     assert_eq!(client_side["close_initiator"], "remote", "{client_side:#}");
+    // The request the process never answered, and how long it waited.
+    if !bursts(&tracer, 0).is_null() {
+        assert_eq!(server_side["responses"], 0, "{server_side:#}");
+        assert!(
+            server_side["unanswered_request_us"].is_u64(),
+            "{server_side:#}"
+        );
+    }
+    assert_wire_agrees(capture, &[&server_side, &client_side]);
     // Which socket answers the second request depends on timing: the orphaned socket,
     // still in FIN_WAIT2 (its reset is traced), or the timewait socket that replaced it
     // (traced only by kernels that trace resets sent without a full socket, 6.10+). The
@@ -282,8 +312,7 @@ fn killed_server_while_request_hangs() {
 /// A connection refused: the client's record ends with the reset it received.
 #[test]
 fn refused_connection_record() {
-    let port = free_port("127.0.0.1");
-    let mut tracer = Tracer::start(&[port]);
+    let (port, mut tracer, capture) = traced_port();
     let server: SocketAddr = ([127, 0, 0, 1], port).into();
     assert!(std::net::TcpStream::connect(server).is_err());
     let client_side = tracer.wait_for("the client's record", |l| {
@@ -295,13 +324,13 @@ fn refused_connection_record() {
     );
     assert_eq!(states(&client_side), ["SYN_SENT", "CLOSE"]);
     assert_eq!(client_side["handshake_us"], Value::Null);
+    assert_wire_agrees(capture, &[&client_side]);
 }
 
 /// A connection reset by the client with `SO_LINGER` 0.
 #[test]
 fn linger_zero_reset_records() {
-    let port = free_port("127.0.0.1");
-    let mut tracer = Tracer::start(&[port]);
+    let (port, mut tracer, capture) = traced_port();
     let (server, client, local) = one_request(port);
     sockopt::set_socket_linger(&client.stream, Some(Duration::ZERO)).unwrap();
     drop(client);
@@ -320,4 +349,132 @@ fn linger_zero_reset_records() {
         (&client_side["resets_sent"], &server_side["resets_received"]),
         (&1.into(), &1.into())
     );
+    assert_wire_agrees(capture, &[&client_side, &server_side]);
+}
+
+/// A pipelining client: three requests in one write, three responses back to back. On
+/// the wire and in the records that is one burst each way.
+#[test]
+fn pipelined_requests_are_one_request_burst() {
+    let (port, mut tracer, capture) = traced_port();
+    let server = start_server(port, QUICK);
+    let mut stream = std::net::TcpStream::connect(server).unwrap();
+    let request = "GET / HTTP/1.1\r\nHost: tracer-test\r\n\r\n";
+    stream.write_all(request.repeat(3).as_bytes()).unwrap();
+    // Three responses, then the server's idle close.
+    let mut responses = Vec::new();
+    stream.read_to_end(&mut responses).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&responses)
+            .matches("200 OK")
+            .count(),
+        3
+    );
+    let local = stream.local_addr().unwrap();
+    drop(stream);
+
+    let client_side = record(&mut tracer, local, server);
+    let server_side = record(&mut tracer, server, local);
+    for side in [&client_side, &server_side] {
+        assert_eq!(
+            (&side["requests"], &side["responses"]),
+            (&bursts(&tracer, 1), &bursts(&tracer, 1)),
+            "{side:#}"
+        );
+    }
+    assert_wire_agrees(capture, &[&client_side, &server_side]);
+}
+
+/// An abortive close with data still unsent: the server reads the start of an upload and
+/// stops, the client fills the server's receive buffer and its own send buffer, then
+/// resets the connection (`SO_LINGER` 0). What never reached the server is not counted
+/// as sent.
+#[test]
+fn abortive_close_with_unsent_data_counts_what_was_acknowledged() {
+    let (port, mut tracer, capture) = traced_port();
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let server = listener.local_addr().unwrap();
+    let mut client = std::net::TcpStream::connect(server).unwrap();
+    let (mut accepted, _) = listener.accept().unwrap();
+    client.write_all(b"upload\n").unwrap();
+    accepted.read_exact(&mut [0u8; 7]).unwrap();
+    client.set_nonblocking(true).unwrap();
+    let chunk = [b'x'; 64 * 1024];
+    let mut written = 0u64;
+    loop {
+        match client.write(&chunk) {
+            Ok(n) => written += n as u64,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let local = client.local_addr().unwrap();
+    sockopt::set_socket_linger(&client, Some(Duration::ZERO)).unwrap();
+    drop(client);
+
+    let client_side = record(&mut tracer, local, server);
+    let server_side = record(&mut tracer, server, local);
+    drop(accepted);
+    assert_eq!(
+        client_side["close_initiator"], "reset_sent",
+        "{client_side:#}"
+    );
+    let sent = client_side["bytes_sent"].as_u64().unwrap();
+    assert!(
+        0 < sent && sent < written,
+        "{sent} bytes acknowledged of {written} written: some were never sent"
+    );
+    // The server took in at least what it acknowledged (its last ACKs may not have gone
+    // out before the reset).
+    let received = server_side["bytes_received"].as_u64().unwrap();
+    assert!(received >= sent, "{received} received, {sent} acknowledged");
+    assert_wire_agrees(capture, &[&client_side, &server_side]);
+}
+
+/// A simultaneous close: both sides close before the other's FIN arrives, so each goes
+/// FIN_WAIT1 -> CLOSING. On loopback the FINs cross only when the two closes meet (one
+/// side's FIN waits while the other holds its socket lock), so connections are closed
+/// from both sides at once until one does; every record agrees with the wire.
+#[test]
+fn crossing_fins_are_a_simultaneous_close() {
+    let (port, mut tracer, capture) = traced_port();
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let server = listener.local_addr().unwrap();
+    let mut pairs = Vec::new();
+    let mut simultaneous = None;
+    for _ in 0..200 {
+        let client = std::net::TcpStream::connect(server).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        let local = client.local_addr().unwrap();
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let other = barrier.clone();
+        let closer = std::thread::spawn(move || {
+            other.wait();
+            drop(accepted);
+        });
+        barrier.wait();
+        drop(client);
+        closer.join().unwrap();
+        let client_side = record(&mut tracer, local, server);
+        let server_side = record(&mut tracer, server, local);
+        let crossed = client_side["close_initiator"] == "simultaneous";
+        pairs.push((client_side, server_side));
+        if crossed {
+            simultaneous = Some(pairs.len() - 1);
+            break;
+        }
+    }
+    let Some(crossed) = simultaneous else {
+        panic!("the FINs never crossed in {} closes", pairs.len());
+    };
+    assert_eq!(
+        pairs[crossed].1["close_initiator"], "simultaneous",
+        "{:#}",
+        pairs[crossed].1
+    );
+    let wire = capture.finish();
+    for (client_side, server_side) in &pairs {
+        wire.assert_agrees(client_side);
+        wire.assert_agrees(server_side);
+    }
 }

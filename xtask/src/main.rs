@@ -1,5 +1,6 @@
 //! `cargo xtask`: set up, build, run and test tracer on a fresh Debian/Ubuntu machine.
 
+mod bench;
 mod fuzz;
 mod setup;
 mod soak;
@@ -34,8 +35,10 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// The userspace pipeline's speed and memory per connection (see docs/performance.md).
-    Bench,
+    /// What tracing costs: the userspace pipeline per event, then the whole tracer under
+    /// connection churn beside tcpdump and bpftrace, and each eBPF program's run time
+    /// (needs root; see docs/performance.md).
+    Bench(bench::BenchArgs),
     /// The release tracer under a steady connection load for a while, writing to a file
     /// it rotates: memory and eBPF maps stay flat, every connection has its records.
     Soak(soak::SoakArgs),
@@ -162,9 +165,7 @@ fn main() -> ExitCode {
                 .with_context(|| format!("cannot run {}", binary.display()))
         }),
         Task::Test { host_only } => test(host_only),
-        Task::Bench => setup::ensure().and_then(|()| {
-            run(cargo().args(["bench", "--package", "tracer", "--bench", "pipeline"]))
-        }),
+        Task::Bench(args) => bench::bench(&args),
         Task::Soak(args) => soak::soak(&args),
         Task::Fuzz(args) => fuzz::fuzz(&args),
         Task::VmTest { kernels, modes } => vm::vm_test(&kernels, &modes),

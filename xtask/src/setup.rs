@@ -18,8 +18,16 @@ use anyhow::{Result, bail};
 use crate::{run, toolchain, workspace_root};
 
 /// Debian packages the tests use: iproute2 and nftables cut a connection's traffic;
-/// util-linux's setpriv and unshare run the tracer unprivileged.
-const TEST_PACKAGES: &[&str] = &["iproute2", "nftables", "util-linux"];
+/// prometheus (the server and `promtool`) scrapes and checks `--metrics-addr`; tcpdump
+/// captures the traffic the records are compared with; util-linux's setpriv and unshare
+/// run the tracer unprivileged.
+const TEST_PACKAGES: &[&str] = &[
+    "iproute2",
+    "nftables",
+    "prometheus",
+    "tcpdump",
+    "util-linux",
+];
 
 /// Debian packages only the test suite's other checks use: systemd-analyze verifies the
 /// unit, logrotate reads its configuration, python3-venv holds the Kubernetes validator,

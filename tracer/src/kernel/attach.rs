@@ -14,18 +14,26 @@
 //! A forced mode (`--attach kprobe`) uses that mechanism for every hook that has it and
 //! the tracepoint for the others; if the kernel cannot do it, that is an error naming
 //! what is missing.
+//!
+//! The tracepoints that fire for all traffic (state changes, sends and receives,
+//! softirqs, timers) are attached raw: the program gets the tracepoint's arguments, and
+//! the kernel formats no record for it. Their arguments are checked against the kernel's
+//! BTF (`btf_trace_<name>`) first. The reset and retransmit tracepoints fire only for
+//! resets and retransmits, and their records carry the connection's ends even when no
+//! socket does, so they stay classic, read at the offsets tracefs gives.
 
 use std::{cell::OnceCell, collections::BTreeMap, fmt, path::Path};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{Array, MapData, PerCpuArray, RingBuf},
-    programs::{FEntry, FExit, KProbe, TracePoint},
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{FEntry, FExit, KProbe, ProgramFd, RawTracePoint, TracePoint},
 };
 use serde::Serialize;
 use tracer_common::{
-    EVENTS_MAP, KernelLayout, LOST_MAP, PORTS_MAP, TimerLayout, TracepointLayout, globals,
+    EMIT_COUNTS_MAP, EVENTS_MAP, EmitCounts, KernelLayout, PortFilter, RingConfig, TimerLayout,
+    TracepointLayout, globals,
 };
 
 use crate::kernel::{
@@ -99,6 +107,11 @@ enum Program {
         category: &'static str,
         name: &'static str,
     },
+    /// A raw tracepoint.
+    RawTracepoint {
+        program: &'static str,
+        name: &'static str,
+    },
     Kprobe {
         program: &'static str,
         function: &'static str,
@@ -116,7 +129,8 @@ enum Program {
 impl Program {
     fn name(self) -> &'static str {
         match self {
-            Self::Tracepoint { program, .. }
+            Self::RawTracepoint { program, .. }
+            | Self::Tracepoint { program, .. }
             | Self::Kprobe { program, .. }
             | Self::FEntry { program, .. }
             | Self::FExit { program, .. } => program,
@@ -132,7 +146,27 @@ const fn tp(program: &'static str, category: &'static str) -> Program {
     }
 }
 
-const SOFTIRQ_TRACKING: &[Program] = &[tp("softirq_entry", "irq"), tp("softirq_exit", "irq")];
+const fn raw(name: &'static str) -> Program {
+    Program::RawTracepoint {
+        program: name,
+        name,
+    }
+}
+
+const SOFTIRQ_TRACKING: &[Program] = &[raw("softirq_entry"), raw("softirq_exit")];
+
+/// The raw tracepoints and the leading arguments their programs read, as the kernel's
+/// BTF declares them (qualifiers aside).
+const RAW_ARGUMENTS: &[(&str, &[&str])] = &[
+    ("softirq_entry", &[]),
+    ("softirq_exit", &[]),
+    ("inet_sock_set_state", &["struct sock *", "int", "int"]),
+    ("sock_send_length", &["struct sock *", "int"]),
+    ("sock_recv_length", &["struct sock *", "int"]),
+    ("tcp_probe", &["struct sock *", "struct sk_buff *"]),
+    ("timer_expire_entry", &["struct timer_list *"]),
+    ("timer_expire_exit", &["struct timer_list *"]),
+];
 
 impl Hook {
     pub const ALL: [Hook; 6] = [
@@ -199,7 +233,14 @@ impl Hook {
     }
 }
 
-const STATE_CHANGE_TRACEPOINT: &[Program] = &[tp("inet_sock_set_state", "sock")];
+/// One program for state changes in process context, one for softirqs (see the eBPF side).
+const STATE_CHANGE_TRACEPOINT: &[Program] = &[
+    raw("inet_sock_set_state"),
+    Program::RawTracepoint {
+        program: "inet_sock_set_state_softirq",
+        name: "inet_sock_set_state",
+    },
+];
 const STATE_CHANGE_KPROBE: &[Program] = &[
     Program::Kprobe {
         program: "inet_sk_state_store_kprobe",
@@ -220,10 +261,7 @@ const STATE_CHANGE_FENTRY: &[Program] = &[
         function: "inet_sk_set_state",
     },
 ];
-const KEEPALIVE_TRACEPOINT: &[Program] = &[
-    tp("timer_expire_entry", "timer"),
-    tp("timer_expire_exit", "timer"),
-];
+const KEEPALIVE_TRACEPOINT: &[Program] = &[raw("timer_expire_entry"), raw("timer_expire_exit")];
 const KEEPALIVE_KPROBE: &[Program] = &[
     Program::Kprobe {
         program: "tcp_keepalive_timer_kprobe",
@@ -250,9 +288,11 @@ const RETRANSMIT_TRACEPOINT: &[Program] = &[
     tp("tcp_retransmit_synack", "tcp"),
 ];
 
+/// Every data mechanism also watches arrivals at `tcp:tcp_probe` (see the eBPF side).
 const DATA_TRACEPOINT: &[Program] = &[
-    tp("sock_send_length", "sock"),
-    tp("sock_recv_length", "sock"),
+    raw("sock_send_length"),
+    raw("sock_recv_length"),
+    raw("tcp_probe"),
 ];
 const DATA_KPROBE: &[Program] = &[
     Program::Kprobe {
@@ -263,6 +303,7 @@ const DATA_KPROBE: &[Program] = &[
         program: "tcp_cleanup_rbuf_kprobe",
         function: "tcp_cleanup_rbuf",
     },
+    raw("tcp_probe"),
 ];
 const DATA_FENTRY: &[Program] = &[
     Program::FEntry {
@@ -273,6 +314,7 @@ const DATA_FENTRY: &[Program] = &[
         program: "tcp_cleanup_rbuf_fentry",
         function: "tcp_cleanup_rbuf",
     },
+    raw("tcp_probe"),
 ];
 const ACCEPT_KPROBE: &[Program] = &[Program::Kprobe {
     program: "inet_csk_accept_kretprobe",
@@ -294,6 +336,8 @@ pub struct KernelFacts {
     pub units: KernelUnits,
     pub kernel: Result<KernelLayout, String>,
     pub tracepoints: BTreeMap<&'static str, Result<TracepointLayout, String>>,
+    /// Whether each raw tracepoint exists with the arguments its program reads.
+    raw_tracepoints: BTreeMap<&'static str, Result<(), String>>,
     pub timer: Result<TimerLayout, String>,
     /// aya's parse of the kernel's BTF, which only fentry programs need: made on first
     /// use, since it takes tens of milliseconds natively and most of a second in an
@@ -302,14 +346,8 @@ pub struct KernelFacts {
     tracefs: std::path::PathBuf,
 }
 
-/// The layout global of each TCP tracepoint, with the fields its program needs.
+/// The layout global of each classic TCP tracepoint, with the fields its program needs.
 const TCP_TRACEPOINTS: &[(&str, &str, &str, &[&str])] = &[
-    (
-        globals::SET_STATE,
-        "sock",
-        "inet_sock_set_state",
-        &["skaddr", "oldstate", "newstate", "endpoints"],
-    ),
     (globals::SEND_RESET, "tcp", "tcp_send_reset", &["endpoints"]),
     (
         globals::RECEIVE_RESET,
@@ -329,23 +367,28 @@ const TCP_TRACEPOINTS: &[(&str, &str, &str, &[&str])] = &[
         "tcp_retransmit_synack",
         &["req", "endpoints"],
     ),
-    // Added in 6.3; the programs read the socket's ends through BTF.
-    (
-        globals::SEND_LENGTH,
-        "sock",
-        "sock_send_length",
-        &["sk", "protocol", "ret"],
-    ),
-    (
-        globals::RECV_LENGTH,
-        "sock",
-        "sock_recv_length",
-        &["sk", "protocol", "ret"],
-    ),
 ];
 
 fn describe(error: anyhow::Error) -> String {
     format!("{error:#}")
+}
+
+/// Whether the kernel's `tracepoint` takes `expected` as its first arguments.
+fn check_raw_arguments(btf: &KernelBtf, tracepoint: &str, expected: &[&str]) -> Result<()> {
+    let arguments = btf.tracepoint_args(tracepoint)?;
+    if arguments.len() < expected.len()
+        || arguments
+            .iter()
+            .zip(expected)
+            .any(|(found, wanted)| found != wanted)
+    {
+        bail!(
+            "the {tracepoint} tracepoint takes ({}) on this kernel, tracer reads ({})",
+            arguments.join(", "),
+            expected.join(", ")
+        );
+    }
+    Ok(())
 }
 
 impl KernelFacts {
@@ -362,26 +405,28 @@ impl KernelFacts {
                 (global, layout)
             })
             .collect();
-        let timer = TracepointFormat::read(&tracefs, "timer", "timer_expire_entry")
-            .and_then(|entry| {
-                Ok((
-                    entry,
-                    TracepointFormat::read(&tracefs, "timer", "timer_expire_exit")?,
-                ))
-            })
-            .and_then(|(entry, exit)| timer_layout(&entry, &exit))
-            .map_err(describe);
         let kernel_btf = KernelBtf::from_sys_fs();
         let kernel = match &kernel_btf {
             Ok(btf) => kernel_layout(btf).map_err(describe),
             Err(error) => Err(format!("{error:#}")),
         };
+        let raw_tracepoints = RAW_ARGUMENTS
+            .iter()
+            .map(|&(name, expected)| {
+                let available = match &kernel_btf {
+                    Ok(btf) => check_raw_arguments(btf, name, expected).map_err(describe),
+                    Err(error) => Err(format!("{error:#}")),
+                };
+                (name, available)
+            })
+            .collect();
         let units = KernelUnits::read(kernel_btf.as_ref().ok(), &preflight::kernel_release());
         Ok(Self {
             units,
             kernel,
             tracepoints,
-            timer,
+            raw_tracepoints,
+            timer: timer_layout().map_err(describe),
             fentry_btf: OnceCell::new(),
             tracefs,
         })
@@ -398,23 +443,32 @@ impl KernelFacts {
         self.tracepoints[global].clone()
     }
 
+    /// Why these raw tracepoints cannot be attached, if they cannot.
+    fn raw_missing(&self, programs: &[Program]) -> Option<String> {
+        programs.iter().find_map(|program| match program {
+            Program::RawTracepoint { name, .. } => self.raw_tracepoints[name].clone().err(),
+            _ => None,
+        })
+    }
+
     /// Why `mechanism` cannot carry `hook` before even trying, if the kernel lacks
     /// something it needs.
     fn missing(&self, hook: Hook, mechanism: Mechanism) -> Option<String> {
-        // Only the tracepoints that carry the connection's ends do without BTF offsets.
+        // Only the classic tracepoints, whose records carry the connection's ends, do
+        // without BTF offsets.
         let needs_kernel_layout = !matches!(
             (hook, mechanism),
-            (
-                Hook::StateChange | Hook::Reset | Hook::Retransmit,
-                Mechanism::Tracepoint
-            )
+            (Hook::Reset | Hook::Retransmit, Mechanism::Tracepoint)
         );
         if needs_kernel_layout && let Err(why) = &self.kernel {
             return Some(why.clone());
         }
+        if let Some(why) = self.raw_missing(hook.programs(mechanism)) {
+            return Some(why);
+        }
         match (hook, mechanism) {
-            (Hook::StateChange, Mechanism::Tracepoint) => self.tracepoint(globals::SET_STATE).err(),
             (Hook::Keepalive, Mechanism::Tracepoint) => self.timer.as_ref().err().cloned(),
+            (Hook::StateChange | Hook::Data, Mechanism::Tracepoint) => None,
             (Hook::Reset, _) => self
                 .tracepoint(globals::SEND_RESET)
                 .and(self.tracepoint(globals::RECEIVE_RESET))
@@ -422,10 +476,6 @@ impl KernelFacts {
             (Hook::Retransmit, _) => self
                 .tracepoint(globals::RETRANSMIT_SKB)
                 .and(self.tracepoint(globals::RETRANSMIT_SYNACK))
-                .err(),
-            (Hook::Data, Mechanism::Tracepoint) => self
-                .tracepoint(globals::SEND_LENGTH)
-                .and(self.tracepoint(globals::RECV_LENGTH))
                 .err(),
             (_, Mechanism::Kprobe) => (!has_kprobes(&self.tracefs)).then(|| {
                 "this kernel has no kprobes (no kprobe PMU and no kprobe_events)".to_owned()
@@ -445,7 +495,20 @@ fn has_kprobes(tracefs: &Path) -> bool {
 
 /// Loads the eBPF object with every layout set (placeholders for what this kernel
 /// lacks: the hooks that need those are not attached).
-fn load(facts: &KernelFacts) -> Result<Ebpf> {
+/// What the programs are loaded with, besides what the kernel tells.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadOptions<'a> {
+    /// The traced ports.
+    pub ports: &'a [u16],
+    /// The ring buffer's size: a power of two, a multiple of the page size.
+    pub ring_buffer_bytes: u32,
+}
+
+/// The programs wake the daemon once this fraction of the ring buffer waits to be read
+/// (the daemon also drains it on a short timer).
+const WAKEUP_FRACTION: u32 = 8;
+
+fn load(facts: &KernelFacts, options: LoadOptions) -> Result<Ebpf> {
     let mut loader = EbpfLoader::new();
     // The programs read kernel structs at offsets resolved here (`layout`), not through
     // CO-RE relocations, so the loader needs no kernel BTF (and would parse it).
@@ -460,14 +523,15 @@ fn load(facts: &KernelFacts) -> Result<Ebpf> {
     }
     let kernel = facts.kernel.clone().unwrap_or_default();
     loader.override_global(globals::KERNEL, &kernel, true);
-    let timer = facts.timer.clone().unwrap_or(TimerLayout {
-        entry_timer: 0,
-        entry_function: 0,
-        exit_timer: 0,
-        _pad: 0,
-        keepalive_timer_fn: 0,
-    });
+    let timer = facts.timer.clone().unwrap_or_default();
     loader.override_global(globals::TIMER, &timer, true);
+    let filter = PortFilter::with_ports(options.ports);
+    loader.override_global(globals::PORT_FILTER, &filter, true);
+    let ring = RingConfig {
+        wakeup_bytes: u64::from(options.ring_buffer_bytes / WAKEUP_FRACTION),
+    };
+    loader.override_global(globals::RING, &ring, true);
+    loader.map_max_entries(EVENTS_MAP, options.ring_buffer_bytes);
     loader
         .load(EBPF_OBJECT)
         .context("the kernel refused the eBPF object")
@@ -480,6 +544,15 @@ fn attach_program(ebpf: &mut Ebpf, btf: Option<&Btf>, program: Program) -> Resul
         .with_context(|| format!("the eBPF object has no program {name}"))?;
     let no_btf = || anyhow!("fentry needs the kernel's BTF");
     match program {
+        Program::RawTracepoint { name, .. } => {
+            let tracepoint: &mut RawTracePoint = loaded.try_into()?;
+            tracepoint
+                .load()
+                .with_context(|| format!("the kernel refused the {name} program"))?;
+            tracepoint
+                .attach(name)
+                .with_context(|| format!("cannot attach to the raw tracepoint {name}"))?;
+        }
         Program::Tracepoint { category, name, .. } => {
             let tracepoint: &mut TracePoint = loaded.try_into()?;
             tracepoint
@@ -552,6 +625,7 @@ fn unload_program(ebpf: &mut Ebpf, program: Program) -> Result<()> {
         .context("no such program")?;
     match program {
         Program::Tracepoint { .. } => <&mut TracePoint>::try_from(loaded)?.unload()?,
+        Program::RawTracepoint { .. } => <&mut RawTracePoint>::try_from(loaded)?.unload()?,
         Program::Kprobe { .. } => <&mut KProbe>::try_from(loaded)?.unload()?,
         Program::FEntry { .. } => <&mut FEntry>::try_from(loaded)?.unload()?,
         Program::FExit { .. } => <&mut FExit>::try_from(loaded)?.unload()?,
@@ -570,37 +644,23 @@ fn detach_hook(ebpf: &mut Ebpf, hook: Hook, mechanism: Mechanism) {
 /// everything.
 pub struct Probes {
     pub events: RingBuf<MapData>,
-    pub lost: PerCpuArray<MapData, u64>,
+    /// Events the programs sent and lost, per CPU.
+    pub counts: PerCpuArray<MapData, EmitCounts>,
+    /// The attached programs by name, each with a file descriptor of its own, so their
+    /// kernel counts stay readable after `ebpf` is dropped (which detaches them).
+    pub programs: Vec<(&'static str, ProgramFd)>,
     pub plan: AttachPlan,
     pub units: KernelUnits,
     /// Keeps the programs attached while it lives.
     pub ebpf: Ebpf,
 }
 
-fn set_port_filter(ebpf: &mut Ebpf, ports: &[u16]) -> Result<()> {
-    let mut filter: Array<_, u64> = Array::try_from(
-        ebpf.map_mut(PORTS_MAP)
-            .context("the eBPF object has no port filter map")?,
-    )?;
-    let mut words: BTreeMap<u32, u64> = BTreeMap::new();
-    for &port in ports {
-        *words.entry(u32::from(port / 64)).or_default() |= 1 << (port % 64);
-    }
-    for (index, word) in words {
-        filter
-            .set(index, word, 0)
-            .context("cannot set the port filter")?;
-    }
-    Ok(())
-}
-
 /// Loads the programs, sets the port filter and attaches each hook as `mode` says. The
 /// state-change hook is required; another hook this kernel cannot carry in auto mode is
 /// reported in the plan's `unsupported`.
-pub fn attach(mode: AttachMode, ports: &[u16]) -> Result<Probes> {
+pub fn attach(mode: AttachMode, options: LoadOptions) -> Result<Probes> {
     let facts = KernelFacts::gather()?;
-    let mut ebpf = load(&facts)?;
-    set_port_filter(&mut ebpf, ports)?;
+    let mut ebpf = load(&facts, options)?;
     // Before any hook, so the first events already know their context.
     for &program in SOFTIRQ_TRACKING {
         attach_program(&mut ebpf, None, program)?;
@@ -641,13 +701,31 @@ pub fn attach(mode: AttachMode, ports: &[u16]) -> Result<Probes> {
         ebpf.take_map(EVENTS_MAP)
             .context("the eBPF object has no ring buffer")?,
     )?;
-    let lost = PerCpuArray::try_from(
-        ebpf.take_map(LOST_MAP)
-            .context("the eBPF object has no loss counter")?,
+    let counts = PerCpuArray::try_from(
+        ebpf.take_map(EMIT_COUNTS_MAP)
+            .context("the eBPF object has no event counters")?,
     )?;
+    let attached = plan
+        .attach
+        .iter()
+        .flat_map(|(hook, mechanism)| hook.programs(*mechanism))
+        .chain(SOFTIRQ_TRACKING);
+    let programs = attached
+        .map(|program| {
+            let name = program.name();
+            let fd = ebpf
+                .program(name)
+                .with_context(|| format!("the eBPF object has no program {name}"))?
+                .fd()?
+                .try_clone()
+                .with_context(|| format!("cannot keep the {name} program open"))?;
+            Ok((name, fd))
+        })
+        .collect::<Result<_>>()?;
     Ok(Probes {
         events,
-        lost,
+        counts,
+        programs,
         plan,
         units: facts.units,
         ebpf,
@@ -661,7 +739,11 @@ pub type Availability = (Mechanism, Result<(), String>);
 /// trying each one and detaching it again.
 pub fn probe_all() -> Result<BTreeMap<Hook, Vec<Availability>>> {
     let facts = KernelFacts::gather()?;
-    let mut ebpf = load(&facts)?;
+    let options = LoadOptions {
+        ports: &[],
+        ring_buffer_bytes: 4096,
+    };
+    let mut ebpf = load(&facts, options)?;
     let mut report = BTreeMap::new();
     for hook in Hook::ALL {
         let results = hook

@@ -135,6 +135,52 @@ impl KernelBtf {
             .collect()
     }
 
+    /// The arguments a raw tracepoint's programs receive, as C types without qualifiers
+    /// (`["struct sock *", "int", "int"]` for `inet_sock_set_state`), from the kernel's
+    /// `btf_trace_<name>` typedef; an error when this kernel has no such tracepoint.
+    pub fn tracepoint_args(&self, tracepoint: &str) -> Result<Vec<String>> {
+        let typedef = format!("btf_trace_{tracepoint}");
+        let proto = self
+            .btf
+            .resolve_types_by_name(&typedef)?
+            .into_iter()
+            .find_map(|ty| match ty {
+                Type::Typedef(t) => Some(t),
+                _ => None,
+            })
+            .map(|t| self.strip_qualifiers(Type::Typedef(t)))
+            .transpose()?;
+        let Some(Type::Ptr(pointer)) = proto else {
+            bail!("this kernel has no tracepoint {tracepoint} (no {typedef} in its BTF)");
+        };
+        let Type::FuncProto(proto) = self.btf.resolve_chained_type(&pointer)? else {
+            bail!("kernel BTF: {typedef} is not a function pointer");
+        };
+        // The first parameter is the tracepoint's private data, not an argument.
+        proto
+            .parameters
+            .iter()
+            .skip(1)
+            .map(|parameter| self.c_type(self.btf.resolve_chained_type(parameter)?))
+            .collect()
+    }
+
+    /// A type as C writes it, without qualifiers: `struct sock *`, `int`.
+    fn c_type(&self, ty: Type) -> Result<String> {
+        Ok(match self.strip_qualifiers(ty)? {
+            Type::Ptr(pointer) => format!(
+                "{} *",
+                self.c_type(self.btf.resolve_chained_type(&pointer)?)?
+            ),
+            Type::Struct(s) => format!("struct {}", self.btf.resolve_name(&s)?),
+            Type::Union(u) => format!("union {}", self.btf.resolve_name(&u)?),
+            Type::Enum(e) => format!("enum {}", self.btf.resolve_name(&e)?),
+            Type::Int(i) => self.btf.resolve_name(&i)?,
+            Type::Void => "void".to_owned(),
+            other => other.name().to_owned(),
+        })
+    }
+
     fn lookup(&self, struct_name: &str, path: &str) -> Result<Lookup> {
         let Some(mut container) = self.named_struct(struct_name)? else {
             return Ok(Lookup::Missing(format!(

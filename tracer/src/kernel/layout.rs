@@ -15,10 +15,7 @@ const KNOWN_FIELDS: &[(&str, &[u16])] = &[
     ("skaddr", &[8]),
     ("skbaddr", &[8]),
     ("req", &[8]),
-    ("oldstate", &[4]),
-    ("newstate", &[4]),
     ("state", &[4]),
-    ("protocol", &[2]),
     ("reason", &[4]),
     ("sport", &[2]),
     ("dport", &[2]),
@@ -28,10 +25,6 @@ const KNOWN_FIELDS: &[(&str, &[u16])] = &[
     ("daddr", &[4, 28]),
     ("saddr_v6", &[16]),
     ("daddr_v6", &[16]),
-    ("timer", &[8]),
-    ("sk", &[8]),
-    ("ret", &[4]),
-    ("function", &[8]),
 ];
 
 /// Offsets of a tracepoint's fields, by name.
@@ -117,14 +110,10 @@ pub fn tracepoint_layout(
     Ok(TracepointLayout {
         skaddr: field("skaddr")?,
         skbaddr: field("skbaddr")?,
-        oldstate: field("oldstate")?,
-        newstate: field("newstate")?,
         state: field("state")?,
-        protocol: field("protocol")?,
         reason: field("reason")?,
         req: field("req")?,
-        sk: field("sk")?,
-        ret: field("ret")?,
+        _pad: [0; 3],
         endpoints: if required.contains(&"endpoints") {
             fields.endpoints()?
         } else {
@@ -133,21 +122,9 @@ pub fn tracepoint_layout(
     })
 }
 
-/// The timer tracepoints' layouts and the keepalive callback's address.
-pub fn timer_layout(entry: &TracepointFormat, exit: &TracepointFormat) -> Result<TimerLayout> {
-    let entry = Fields {
-        tracepoint: "timer:timer_expire_entry",
-        format: entry,
-    };
-    let exit = Fields {
-        tracepoint: "timer:timer_expire_exit",
-        format: exit,
-    };
+/// What the timer tracepoints compare callbacks with: the keepalive callback's address.
+pub fn timer_layout() -> Result<TimerLayout> {
     Ok(TimerLayout {
-        entry_timer: entry.required("timer")?,
-        entry_function: entry.required("function")?,
-        exit_timer: exit.required("timer")?,
-        _pad: 0,
         keepalive_timer_fn: kallsyms::address_of("tcp_keepalive_timer")?,
     })
 }
@@ -188,6 +165,24 @@ fn keepalive_timer(btf: &KernelBtf) -> Result<KernelField> {
     })
 }
 
+/// Bytes the programs read at once from the head of `sock_common` (see `Sock` on the eBPF
+/// side).
+const SOCK_HEAD: u32 = 24;
+
+/// The span of `fields` when they fit in one read of the socket's head, else absent (the
+/// programs then read them one by one).
+fn sock_head(fields: &[KernelField]) -> KernelField {
+    let start = fields.iter().map(|f| f.offset).min().unwrap_or(0);
+    let end = fields.iter().map(|f| f.offset + f.size).max().unwrap_or(0);
+    if end - start > SOCK_HEAD {
+        return KernelField::default();
+    }
+    KernelField {
+        offset: start,
+        size: SOCK_HEAD,
+    }
+}
+
 /// The struct fields the programs read, from the running kernel's BTF. A missing field
 /// is an error naming it, except the two documented as optional (reported absent with
 /// `size == 0`): `sock.sk_protocol` (a bitfield before 5.6; state changes by probe then
@@ -197,21 +192,41 @@ pub fn kernel_layout(btf: &KernelBtf) -> Result<KernelLayout> {
     let common = |name: &str, sizes: &[u32]| sock(&format!("__sk_common.{name}"), sizes);
     let tcp = |path: &str| kernel_field(btf, "tcp_sock", path, INTEGER);
     let net = |name: &str| kernel_field(btf, "net", &format!("ipv4.{name}"), INTEGER);
-    let skb_tcp_flags = btf
-        .field("sk_buff", "cb")
-        .and_then(|cb| Ok((cb, btf.field("tcp_skb_cb", "tcp_flags")?)))
-        .map(|(cb, flags)| KernelField {
-            offset: cb.offset + flags.offset,
-            size: flags.size,
-        })
-        .unwrap_or_default();
+    // A segment's control block (`sk_buff.cb` as `struct tcp_skb_cb`).
+    let skb_cb = |name: &str| {
+        btf.field("sk_buff", "cb")
+            .and_then(|cb| Ok((cb, btf.field("tcp_skb_cb", name)?)))
+            .map(|(cb, field)| KernelField {
+                offset: cb.offset + field.offset,
+                size: field.size,
+            })
+    };
+    let skb_tcp_flags = skb_cb("tcp_flags").unwrap_or_default();
+    let head_fields = [
+        common("skc_family", &[2])?,
+        common("skc_state", &[1])?,
+        common("skc_dport", &[2])?,
+        common("skc_num", &[2])?,
+        common("skc_rcv_saddr", &[4])?,
+        common("skc_daddr", &[4])?,
+    ];
+    let [
+        skc_family,
+        skc_state,
+        skc_dport,
+        skc_num,
+        skc_rcv_saddr,
+        skc_daddr,
+    ] = head_fields;
     Ok(KernelLayout {
-        skc_family: common("skc_family", &[2])?,
-        skc_state: common("skc_state", &[1])?,
+        sock_head: sock_head(&head_fields),
+        skc_family,
+        skc_state,
         inet_sport: kernel_field(btf, "inet_sock", "inet_sport", &[2])?,
-        skc_dport: common("skc_dport", &[2])?,
-        skc_rcv_saddr: common("skc_rcv_saddr", &[4])?,
-        skc_daddr: common("skc_daddr", &[4])?,
+        skc_dport,
+        skc_num,
+        skc_rcv_saddr,
+        skc_daddr,
         skc_v6_rcv_saddr: common("skc_v6_rcv_saddr", &[16])?,
         skc_v6_daddr: common("skc_v6_daddr", &[16])?,
         skc_net: common("skc_net.net", &[8])?,
@@ -225,10 +240,22 @@ pub fn kernel_layout(btf: &KernelBtf) -> Result<KernelLayout> {
         net_keepalive_intvl: net("sysctl_tcp_keepalive_intvl")?,
         net_keepalive_probes: net("sysctl_tcp_keepalive_probes")?,
         skb_tcp_flags,
+        skb_seq: skb_cb("seq")?,
+        skb_end_seq: skb_cb("end_seq")?,
         bytes_acked: tcp("bytes_acked")?,
         bytes_received: tcp("bytes_received")?,
         total_retrans: tcp("total_retrans")?,
         srtt_us: tcp("srtt_us")?,
+        snd_una: tcp("snd_una")?,
+        write_seq: tcp("write_seq")?,
+        sk_flags: common("skc_flags", &[8])?,
         net_inum: kernel_field(btf, "net", "ns.inum", INTEGER)?,
+        timer_function: kernel_field(btf, "timer_list", "function", &[8])?,
+        // Without it, bytes received count the peer's FIN (documented).
+        sock_done_mask: btf
+            .enum_values("sock_flags")
+            .ok()
+            .and_then(|values| values.into_iter().find(|(name, _)| name == "SOCK_DONE"))
+            .map_or(0, |(_, bit)| 1 << bit),
     })
 }

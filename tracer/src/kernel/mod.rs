@@ -11,5 +11,6 @@ pub mod kconfig;
 pub mod layout;
 pub mod preflight;
 pub mod privileges;
+pub mod program_stats;
 pub mod tracefs;
 pub mod units;

@@ -1,9 +1,11 @@
 //! Where the pipeline's output goes: the [`Sink`] trait, and its JSON lines
 //! ([`json::JsonSink`]) and timelines for people ([`pretty::PrettySink`]), written to
-//! standard output or to a rotating [`file::LogFile`].
+//! standard output or to a rotating [`file::LogFile`]; with `--metrics-addr`, Prometheus
+//! [`metrics`] in front of either.
 
 pub mod file;
 pub mod json;
+pub mod metrics;
 pub mod pretty;
 
 use std::io::{self, BufWriter, IsTerminal as _, Write};
@@ -12,13 +14,18 @@ use serde::Serialize;
 
 use self::{file::LogFile, json::JsonSink, pretty::PrettySink};
 use crate::{
-    cli::Format, clock::WallClock, event::TraceEvent, kernel::attach::AttachPlan,
-    pipeline::correlator::ConnectionRecord,
+    cli::Format,
+    clock::WallClock,
+    event::TraceEvent,
+    kernel::attach::AttachPlan,
+    pipeline::{
+        correlator::{ConnectionRecord, ResponseTime},
+        reader::{EventCounts, LossCause},
+    },
 };
 
 /// Why a connection record was written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RecordEnd {
     /// The kernel reported its close.
     Closed,
@@ -26,6 +33,17 @@ pub enum RecordEnd {
     Evicted,
     /// No event for a long time, or its socket was reused: its close was never seen.
     Stale,
+}
+
+impl RecordEnd {
+    /// As the lines (and metrics labels) spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Evicted => "evicted",
+            Self::Stale => "stale",
+        }
+    }
 }
 
 /// The last line: what tracing saw and did not turn into records.
@@ -37,6 +55,9 @@ pub struct StopSummary {
     pub unmatched_events: u64,
     pub evicted: u64,
     pub stale: u64,
+    /// What the kernel sent, tracer received and the ring buffer lost (live traces).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<EventCounts>,
 }
 
 pub trait Sink {
@@ -49,8 +70,13 @@ pub trait Sink {
         record: &ConnectionRecord,
         end: RecordEnd,
     ) -> io::Result<()>;
-    /// `count` events the kernel could not queue since the last report.
-    fn lost(&mut self, count: u64) -> io::Result<()>;
+    /// A response answered a request on an open connection (what metrics observe per
+    /// exchange; the lines have it in the connection's record).
+    fn response(&mut self, _response: &ResponseTime) -> io::Result<()> {
+        Ok(())
+    }
+    /// `count` events lost since the last report, and why.
+    fn lost(&mut self, count: u64, cause: LossCause) -> io::Result<()>;
     /// `count` records that reached tracer but could not be decoded.
     fn undecodable(&mut self, count: u64, reason: &str) -> io::Result<()>;
     fn tracer_stop(&mut self, summary: &StopSummary) -> io::Result<()>;
@@ -72,8 +98,11 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
     ) -> io::Result<()> {
         (**self).connection(clock, record, end)
     }
-    fn lost(&mut self, count: u64) -> io::Result<()> {
-        (**self).lost(count)
+    fn response(&mut self, response: &ResponseTime) -> io::Result<()> {
+        (**self).response(response)
+    }
+    fn lost(&mut self, count: u64, cause: LossCause) -> io::Result<()> {
+        (**self).lost(count, cause)
     }
     fn undecodable(&mut self, count: u64, reason: &str) -> io::Result<()> {
         (**self).undecodable(count, reason)
@@ -86,6 +115,9 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
     }
 }
 
+/// Bytes of output gathered before a write.
+const OUTPUT_BUFFER: usize = 256 * 1024;
+
 /// The sink for `format`, writing to `file` or standard output (buffered: the caller
 /// flushes after each batch, so the writer below sees whole lines at each flush). Pretty
 /// output is coloured on a terminal only.
@@ -94,7 +126,8 @@ pub fn open(file: Option<LogFile>, format: Format) -> Box<dyn Sink> {
         Some(file) => (Box::new(file), false),
         None => (Box::new(io::stdout()), io::stdout().is_terminal()),
     };
-    let out = BufWriter::new(out);
+    // Large enough that a batch of lines costs few write calls.
+    let out = BufWriter::with_capacity(OUTPUT_BUFFER, out);
     match format {
         Format::Json => Box::new(JsonSink::new(out)),
         Format::Pretty => Box::new(PrettySink::new(out, terminal)),

@@ -21,6 +21,7 @@ use crate::{
     pipeline::correlator::{
         CloseInitiator, ConnectionRecord, KEPT_EVENTS, ProbeFate, Role, probe_fate,
     },
+    pipeline::reader::LossCause,
 };
 
 /// Width of the graph between its two bars.
@@ -172,6 +173,8 @@ fn lines(record: &ConnectionRecord, count: usize) -> Vec<Line> {
     use TcpState::*;
     let events = &record.events;
     let mut lines = Vec::new();
+    // The request waiting for its response: (its time, its line).
+    let mut waiting: Option<(u64, usize)> = None;
     for (index, event) in events.iter().take(count).enumerate() {
         let at = event.meta().boot_ns.saturating_sub(record.start_ns);
         match event {
@@ -256,13 +259,22 @@ fn lines(record: &ConnectionRecord, count: usize) -> Vec<Line> {
                 format!("keepalive timeout after {} probes", timeout.probe),
             )),
             TraceEvent::DataTurn(turn) => {
-                let (direction, label) = match (record.role, turn.direction) {
-                    (Role::Client, DataDirection::Sent) => (Out, "request"),
-                    (Role::Client, DataDirection::Received) => (In, "response"),
-                    (Role::Server, DataDirection::Received) => (In, "request"),
-                    (Role::Server, DataDirection::Sent) => (Out, "response"),
+                let (direction, request) = match (record.role, turn.direction) {
+                    (Role::Client, DataDirection::Sent) => (Out, true),
+                    (Role::Client, DataDirection::Received) => (In, false),
+                    (Role::Server, DataDirection::Received) => (In, true),
+                    (Role::Server, DataDirection::Sent) => (Out, false),
                 };
-                lines.push(Line::arrow(at, direction, label, Data));
+                let label = match (request, waiting.take()) {
+                    (true, still) => {
+                        waiting = still.or(Some((at, lines.len())));
+                        "request".to_owned()
+                    }
+                    // The response time on its arrow.
+                    (false, Some((since, _))) => format!("response {}", ms((at - since) / 1_000)),
+                    (false, None) => "response".to_owned(),
+                };
+                lines.push(Line::arrow(at, direction, &label, Data));
             }
             TraceEvent::Accepted(accepted) => {
                 let by = match &accepted.meta.process {
@@ -278,6 +290,11 @@ fn lines(record: &ConnectionRecord, count: usize) -> Vec<Line> {
             // Its figures are in the summary line.
             TraceEvent::Summary(_) => {}
         }
+    }
+    if let (Some((_, line)), Some(waited)) = (waiting, record.unanswered_request_us) {
+        let note = format!("never answered (waited {})", ms(waited));
+        lines[line].note = note;
+        lines[line].kind = Kind::Reset;
     }
     lines
 }
@@ -307,6 +324,7 @@ fn summary(record: &ConnectionRecord) -> String {
     let closed = match record.close_initiator {
         CloseInitiator::Local => "closed by this host (FIN)",
         CloseInitiator::Remote => "closed by the peer (FIN)",
+        CloseInitiator::Simultaneous => "closed by both at once (the FINs crossed)",
         CloseInitiator::ResetSent => "reset by this host",
         CloseInitiator::ResetReceived => "reset by the peer",
         CloseInitiator::KeepaliveTimeout => "killed by keepalive timeout",
@@ -320,10 +338,25 @@ fn summary(record: &ConnectionRecord) -> String {
     if let Some(handshake) = record.handshake_us {
         parts.push(format!("handshake {}", ms(handshake)));
     }
-    match record.exchanges {
-        Some(1) => parts.push("1 exchange".to_owned()),
-        Some(n) => parts.push(format!("{n} exchanges")),
-        None => {}
+    if let (Some(requests), Some(responses)) = (record.requests, record.responses) {
+        let plural = |n: u32, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+        parts.push(format!(
+            "{}, {}",
+            plural(requests, "request"),
+            plural(responses, "response")
+        ));
+    }
+    if let Some(times) = record.response_time_us {
+        let mean = times.total_us / u64::from(times.count.max(1));
+        parts.push(format!(
+            "response time {} (min {}, max {})",
+            ms(mean),
+            ms(u64::from(times.min_us)),
+            ms(u64::from(times.max_us))
+        ));
+    }
+    if let Some(waited) = record.unanswered_request_us {
+        parts.push(format!("a request never answered (waited {})", ms(waited)));
     }
     if let Some(idle) = record.idle_before_close_us {
         parts.push(format!("idle {} before close", ms(idle)));
@@ -371,7 +404,7 @@ fn describe(event: &TraceEvent) -> String {
         },
         TraceEvent::Summary(summary) => format!(
             "closing: {} bytes sent, {} received, {} retransmits, srtt {} us",
-            summary.bytes_sent, summary.bytes_received, summary.retransmits, summary.srtt_us
+            summary.bytes_acked, summary.bytes_received, summary.retransmits, summary.srtt_us
         ),
         TraceEvent::Accepted(_) => "accepted".to_owned(),
         TraceEvent::Existing(existing) => format!("already open ({})", existing.state),
@@ -438,8 +471,12 @@ impl<W: Write> Sink for PrettySink<W> {
         }
     }
 
-    fn lost(&mut self, count: u64) -> io::Result<()> {
-        writeln!(self.out, "! {count} events lost: the ring buffer was full")
+    fn lost(&mut self, count: u64, cause: LossCause) -> io::Result<()> {
+        let why = match cause {
+            LossCause::RingBufferFull => "the ring buffer was full",
+            LossCause::ProgramBusy => "the kernel skipped a program already running on its CPU",
+        };
+        writeln!(self.out, "! {count} events lost: {why}")
     }
 
     fn undecodable(&mut self, count: u64, reason: &str) -> io::Result<()> {
@@ -500,6 +537,7 @@ mod tests {
                 meta: Self::meta(at_us),
                 old_state,
                 new_state,
+                handshake: None,
             })
         }
 
@@ -534,7 +572,9 @@ mod tests {
         fn summary(at_us: u64, last_data_us: u64) -> TraceEvent {
             TraceEvent::Summary(ConnectionSummary {
                 meta: Self::meta(at_us),
-                bytes_sent: 156,
+                bytes_acked: 156,
+                fin_received: false,
+                fin_acked: false,
                 bytes_received: 2048,
                 retransmits: 0,
                 srtt_us: 40,
@@ -574,6 +614,7 @@ mod tests {
             correlator.observe(event, &mut |output| records.push(output));
         }
         correlator.reap(u64::MAX, &mut |output| records.push(output));
+        records.retain(|output| !matches!(output, Output::Response(_)));
         let [Output::Connection(record)] = &records[..] else {
             panic!("{records:#?}");
         };
@@ -609,16 +650,16 @@ connection 1: client, curl (pid 9904)
     +0.150 ms  |<------------- SYN-ACK -------------|
     +0.150 ms  |--------------- ACK --------------->|  ESTABLISHED
     +0.200 ms  |------------- request ------------->|
-    +1.200 ms  |<------------ response -------------|
+    +1.200 ms  |<-------- response 1.000 ms --------|
    +10.000 ms  |------------- request ------------->|
  +1010.000 ms  |---------- keepalive #1 ----------->|
                |<--------------- ACK ---------------|  answered
- +1500.000 ms  |<------------ response -------------|
+ +1500.000 ms  |<------ response 1490.000 ms -------|
  +6500.000 ms  |<--------------- FIN ---------------|
  +6500.000 ms  |--------------- ACK --------------->|  CLOSE_WAIT
  +6500.100 ms  |--------------- FIN --------------->|  LAST_ACK
  +6500.150 ms  |<--------------- ACK ---------------|  CLOSE
-               closed by the peer (FIN), lasted 6500.150 ms, handshake 0.150 ms, 2 exchanges, idle 5000.000 ms before close, 156 bytes sent, 2048 received
+               closed by the peer (FIN), lasted 6500.150 ms, handshake 0.150 ms, 2 requests, 2 responses, response time 745.500 ms (min 1.000 ms, max 1490.000 ms), idle 5000.000 ms before close, 155 bytes sent, 2048 received
 ";
         assert_eq!(text, expected, "\n{text}");
     }
@@ -642,12 +683,12 @@ connection 1: client, curl (pid 9904)
     +0.000 ms  |--------------- SYN --------------->|  SYN_SENT
     +0.150 ms  |<------------- SYN-ACK -------------|
     +0.150 ms  |--------------- ACK --------------->|  ESTABLISHED
-    +0.200 ms  |------------- request ------------->|
+    +0.200 ms  |------------- request ------------->|  never answered (waited 2999.850 ms)
  +2000.000 ms  |---------- keepalive #1 ----------->|  no answer
  +3000.000 ms  |---------- keepalive #2 ----------->|  no answer
  +3000.050 ms  |<--------------- RST ---------------|  NOT_SPECIFIED
  +3000.050 ms  |                                    |  CLOSE
-               reset by the peer, lasted 3000.050 ms, handshake 0.150 ms, 0 exchanges, idle 2999.850 ms before close
+               reset by the peer, lasted 3000.050 ms, handshake 0.150 ms, 1 request, 0 responses, a request never answered (waited 2999.850 ms), idle 2999.850 ms before close
 ";
         assert_eq!(text, expected, "\n{text}");
     }

@@ -11,8 +11,9 @@ use std::{
 use tracer_common as raw;
 
 use crate::event::{
-    Accepted, ConnectionSummary, DataDirection, DataTurn, EventMeta, Keepalive, KeepaliveSettings,
-    Process, Reset, ResetDirection, Retransmit, RetransmitKind, StateChange, TcpState, TraceEvent,
+    Accepted, ConnectionSummary, DataDirection, DataTurn, EventMeta, HandshakeSample, Keepalive,
+    KeepaliveSettings, Process, Reset, ResetDirection, Retransmit, RetransmitKind, StateChange,
+    TcpState, TraceEvent,
 };
 use crate::kernel::units::KernelUnits;
 
@@ -100,6 +101,41 @@ fn state(value: u8) -> Option<TcpState> {
     (value != raw::NO_STATE).then(|| TcpState::from_kernel(value))
 }
 
+/// One record's events: one, or for a close two, the socket's close summary and then its
+/// state change to CLOSE (the kernel sends them as one record).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decoded {
+    first: TraceEvent,
+    second: Option<TraceEvent>,
+}
+
+impl IntoIterator for Decoded {
+    type Item = TraceEvent;
+    type IntoIter =
+        std::iter::Chain<std::iter::Once<TraceEvent>, std::option::IntoIter<TraceEvent>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        std::iter::once(self.first).chain(self.second)
+    }
+}
+
+impl From<TraceEvent> for Decoded {
+    fn from(first: TraceEvent) -> Self {
+        Self {
+            first,
+            second: None,
+        }
+    }
+}
+
+/// The states in which a socket has sent its FIN.
+fn fin_sent(state: TcpState) -> bool {
+    matches!(
+        state,
+        TcpState::FinWait1 | TcpState::FinWait2 | TcpState::Closing | TcpState::LastAck
+    )
+}
+
 /// Decodes records with this kernel's units.
 #[derive(Clone, Debug, Default)]
 pub struct Decoder {
@@ -112,7 +148,7 @@ impl Decoder {
     }
 
     /// Decodes one ring buffer record.
-    pub fn decode(&self, record: &[u8]) -> Result<TraceEvent, DecodeError> {
+    pub fn decode(&self, record: &[u8]) -> Result<Decoded, DecodeError> {
         let header: raw::EventHeader = read(record).ok_or(DecodeError::Truncated {
             kind: record
                 .get(std::mem::offset_of!(raw::EventHeader, kind))
@@ -126,7 +162,7 @@ impl Decoder {
             kind: header.kind,
             len: record.len(),
         };
-        Ok(match kind {
+        Ok(Decoded::from(match kind {
             raw::EventKind::DataTurn => {
                 let event: raw::Event<raw::DataTurn> = read(record).ok_or(truncated)?;
                 TraceEvent::DataTurn(DataTurn {
@@ -138,18 +174,32 @@ impl Decoder {
                     },
                 })
             }
-            raw::EventKind::Summary => {
-                let event: raw::Event<raw::Summary> = read(record).ok_or(truncated)?;
+            raw::EventKind::Close => {
+                let event: raw::Event<raw::Close> = read(record).ok_or(truncated)?;
                 let p = event.payload;
-                TraceEvent::Summary(ConnectionSummary {
-                    meta: meta(&event.header, &p.endpoints)?,
-                    bytes_sent: p.bytes_acked,
+                let meta = meta(&event.header, &p.endpoints)?;
+                let old_state = TcpState::from_kernel(p.old_state);
+                let summary = TraceEvent::Summary(ConnectionSummary {
+                    meta: meta.clone(),
+                    bytes_acked: p.bytes_acked,
                     bytes_received: p.bytes_received,
+                    fin_received: p.flags & raw::CLOSE_FIN_RECEIVED != 0,
+                    fin_acked: fin_sent(old_state) && p.flags & raw::CLOSE_ALL_ACKED != 0,
                     retransmits: p.total_retrans,
                     srtt_us: p.srtt_us_x8 >> 3,
                     netns: p.netns,
                     last_data_ns: (p.last_data_ns != raw::NO_DATA).then_some(p.last_data_ns),
-                })
+                });
+                let change = TraceEvent::StateChange(StateChange {
+                    meta,
+                    old_state,
+                    new_state: TcpState::Close,
+                    handshake: None,
+                });
+                return Ok(Decoded {
+                    first: summary,
+                    second: Some(change),
+                });
             }
             raw::EventKind::Accepted => {
                 let event: raw::Event<raw::Accepted> = read(record).ok_or(truncated)?;
@@ -160,10 +210,15 @@ impl Decoder {
             raw::EventKind::StateChange => {
                 let event: raw::Event<raw::StateChange> = read(record).ok_or(truncated)?;
                 let p = event.payload;
+                let new_state = TcpState::from_kernel(p.new_state);
                 TraceEvent::StateChange(StateChange {
                     meta: meta(&event.header, &p.endpoints)?,
                     old_state: TcpState::from_kernel(p.old_state),
-                    new_state: TcpState::from_kernel(p.new_state),
+                    new_state,
+                    handshake: (new_state == TcpState::Established).then_some(HandshakeSample {
+                        rtt_us: (p.srtt_us_x8 > 0).then_some(p.srtt_us_x8 >> 3),
+                        retransmits: p.retransmits,
+                    }),
                 })
             }
             raw::EventKind::Reset => {
@@ -220,7 +275,7 @@ impl Decoder {
                     TraceEvent::KeepaliveTimeout(keepalive)
                 }
             }
-        })
+        }))
     }
 
     fn settings(&self, settings: &raw::KeepaliveSettings) -> KeepaliveSettings {
@@ -290,13 +345,22 @@ pub(crate) mod tests {
                 endpoints: v4_endpoints(),
                 old_state: 2,
                 new_state: 1,
-                _pad: [0; 6],
+                _pad: [0; 2],
+                srtt_us_x8: 248,
+                retransmits: 1,
+                _pad2: 0,
             },
         }
     }
 
+    /// The one event a record decodes to.
+    fn only(decoded: Decoded) -> TraceEvent {
+        assert_eq!(decoded.second, None, "one event expected");
+        decoded.first
+    }
+
     fn decode(record: &[u8]) -> Result<TraceEvent, DecodeError> {
-        Decoder::default().decode(record)
+        Decoder::default().decode(record).map(only)
     }
 
     #[test]
@@ -310,6 +374,13 @@ pub(crate) mod tests {
         assert_eq!(change.meta.remote, "10.1.2.3:8191".parse().unwrap());
         assert_eq!(change.old_state, TcpState::SynSent);
         assert_eq!(change.new_state, TcpState::Established);
+        assert_eq!(
+            change.handshake,
+            Some(HandshakeSample {
+                rtt_us: Some(31),
+                retransmits: 1
+            })
+        );
         assert_eq!(change.meta.boot_ns, 42);
         assert_eq!(change.meta.sock, 0xffff_8880_1234_5678);
         assert_eq!(
@@ -319,6 +390,59 @@ pub(crate) mod tests {
                 comm: "curl".into()
             })
         );
+    }
+
+    #[test]
+    fn a_close_is_its_summary_then_its_state_change() {
+        let close = |old_state: u8, flags: u8| Event {
+            header: header(EventKind::Close, 0, b""),
+            payload: raw::Close {
+                endpoints: v4_endpoints(),
+                bytes_acked: 81,
+                bytes_received: 1025,
+                last_data_ns: 40,
+                total_retrans: 2,
+                srtt_us_x8: 400,
+                netns: 7,
+                old_state,
+                flags,
+                _pad: [0; 2],
+            },
+        };
+        let events: Vec<TraceEvent> = Decoder::default()
+            .decode(&record(&close(
+                5,
+                raw::CLOSE_FIN_RECEIVED | raw::CLOSE_ALL_ACKED,
+            )))
+            .unwrap()
+            .into_iter()
+            .collect();
+        let [
+            TraceEvent::Summary(summary),
+            TraceEvent::StateChange(change),
+        ] = &events[..]
+        else {
+            panic!("not a summary and a state change: {events:?}");
+        };
+        assert_eq!(
+            (summary.bytes_acked, summary.bytes_received, summary.srtt_us),
+            (81, 1025, 50)
+        );
+        assert_eq!((summary.fin_received, summary.fin_acked), (true, true));
+        assert_eq!(summary.last_data_ns, Some(40));
+        assert_eq!(
+            (change.old_state, change.new_state),
+            (TcpState::FinWait2, TcpState::Close)
+        );
+        // Everything acknowledged, but no FIN was sent from ESTABLISHED (an abort).
+        let Ok(aborted) = Decoder::default().decode(&record(&close(1, raw::CLOSE_ALL_ACKED)))
+        else {
+            panic!("does not decode");
+        };
+        let Some(TraceEvent::Summary(summary)) = aborted.into_iter().next() else {
+            panic!("no summary first");
+        };
+        assert_eq!((summary.fin_received, summary.fin_acked), (false, false));
     }
 
     #[test]
@@ -405,7 +529,7 @@ pub(crate) mod tests {
             },
         };
         let decoder = Decoder::new(units);
-        let decoded = |event| match decoder.decode(&record(&event)).unwrap() {
+        let decoded = |event| match only(decoder.decode(&record(&event)).unwrap()) {
             TraceEvent::Reset(reset) => reset,
             other => panic!("not a reset: {other:?}"),
         };
@@ -465,10 +589,11 @@ pub(crate) mod tests {
             hz: Some(250),
             ..KernelUnits::default()
         });
-        let TraceEvent::KeepaliveProbe(probe) = decoder
-            .decode(&record(&event(EventKind::KeepaliveProbe)))
-            .unwrap()
-        else {
+        let TraceEvent::KeepaliveProbe(probe) = only(
+            decoder
+                .decode(&record(&event(EventKind::KeepaliveProbe)))
+                .unwrap(),
+        ) else {
             panic!("not a probe");
         };
         assert_eq!(probe.probe, 3);

@@ -8,9 +8,12 @@ pub mod decode;
 pub mod existing;
 pub mod reader;
 
-use std::io;
+use std::{io, net::SocketAddr};
 
-use self::correlator::{CLOSE_GRACE_NS, Correlator, CorrelatorConfig, Output};
+use self::{
+    correlator::{CLOSE_GRACE_NS, Correlator, CorrelatorConfig, Output, Role},
+    reader::EventCounts,
+};
 use crate::{
     cli::{Format, OutputArgs},
     clock::WallClock,
@@ -57,6 +60,7 @@ impl<S: Sink> Pipeline<S> {
             Output::Connection(record) => sink.connection(clock, &record, RecordEnd::Closed),
             Output::Evicted(record) => sink.connection(clock, &record, RecordEnd::Evicted),
             Output::Reaped(record) => sink.connection(clock, &record, RecordEnd::Stale),
+            Output::Response(response) => sink.response(&response),
         }
     }
 
@@ -86,14 +90,21 @@ impl<S: Sink> Pipeline<S> {
         self.collect(|correlator, out| correlator.observe(event, &mut |o| out(o)))
     }
 
+    /// The connections open now, as (role, local end, remote end); none without a
+    /// correlator.
+    pub fn open_connections(&self) -> impl Iterator<Item = (Role, SocketAddr, SocketAddr)> {
+        self.correlator.iter().flat_map(Correlator::open)
+    }
+
     /// Writes the records that are due by boot-clock time `now_ns`: closed ones past their
     /// grace period, stale ones.
     pub fn reap(&mut self, now_ns: u64) -> io::Result<()> {
         self.collect(|correlator, out| correlator.reap(now_ns, &mut |o| out(o)))
     }
 
-    /// Writes what is due after the last event and the closing summary line.
-    pub fn finish(&mut self) -> io::Result<()> {
+    /// Writes what is due after the last event and the closing summary line, with the
+    /// kernel's event counts of a live trace.
+    pub fn finish(&mut self, events: Option<EventCounts>) -> io::Result<()> {
         self.reap(self.last_boot_ns.saturating_add(CLOSE_GRACE_NS + 1))?;
         let summary = self
             .correlator
@@ -105,8 +116,10 @@ impl<S: Sink> Pipeline<S> {
                     unmatched_events: stats.ignored_events,
                     evicted: stats.evicted,
                     stale: stats.reaped,
+                    events: None,
                 }
             });
+        let summary = StopSummary { events, ..summary };
         self.sink.tracer_stop(&summary)?;
         self.sink.flush()
     }

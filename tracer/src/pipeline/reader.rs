@@ -1,37 +1,74 @@
-//! The ring buffer side of the daemon: records as they arrive, and the kernel's count of
-//! records it had to drop.
+//! The ring buffer side of the daemon: records as they arrive, and the kernel's counts of
+//! the events its programs sent and could not queue.
 
 use anyhow::{Context as _, Result};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
+use serde::Serialize;
+use tracer_common::EmitCounts;
 
-/// Sums the per-CPU `LOST` counters and hands out what is new since the last call.
-pub struct LossCounter {
-    map: PerCpuArray<MapData, u64>,
-    reported: u64,
+/// Kernel events: what the programs tried to send, what reached tracer, and what the
+/// ring buffer had no room for. Once the programs are detached and the ring buffer
+/// drained, `sent == received + lost`. `missed` counts the program runs the kernel
+/// skipped (see `kernel::program_stats`): their events were never sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct EventCounts {
+    pub sent: u64,
+    pub received: u64,
+    pub lost: u64,
+    pub missed: u64,
 }
 
-impl LossCounter {
-    pub fn new(map: PerCpuArray<MapData, u64>) -> Self {
-        Self { map, reported: 0 }
+/// Why events were lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossCause {
+    /// The ring buffer had no room: tracer did not read fast enough.
+    RingBufferFull,
+    /// The kernel skipped a program run because the program was already running on
+    /// that CPU (interrupted or preempted): the event was never sent.
+    ProgramBusy,
+}
+
+impl LossCause {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::RingBufferFull => "ring_buffer_full",
+            Self::ProgramBusy => "program_busy",
+        }
+    }
+}
+
+/// Sums the programs' per-CPU counts.
+pub struct EmitCounter {
+    map: PerCpuArray<MapData, EmitCounts>,
+}
+
+impl EmitCounter {
+    pub fn new(map: PerCpuArray<MapData, EmitCounts>) -> Self {
+        Self { map }
     }
 
-    /// Events lost since the previous call.
-    pub fn take_new(&mut self) -> Result<u64> {
-        let total: u64 = self
+    /// Events sent and lost so far, over all CPUs.
+    pub fn read(&self) -> Result<EmitCounts> {
+        let per_cpu = self
             .map
             .get(&0, 0)
-            .context("cannot read the lost-event counter")?
+            .context("cannot read the kernel's event counters")?;
+        Ok(per_cpu
             .iter()
-            .sum();
-        let new = total.saturating_sub(self.reported);
-        self.reported = total;
-        Ok(new)
+            .fold(EmitCounts::default(), |sum, cpu| EmitCounts {
+                sent: sum.sent + cpu.sent,
+                lost: sum.lost + cpu.lost,
+            }))
     }
 }
 
-/// Calls `handle` on every record waiting in the ring buffer.
-pub fn drain(ring: &mut RingBuf<MapData>, mut handle: impl FnMut(&[u8])) {
+/// Calls `handle` on every record waiting in the ring buffer; returns how many there were.
+pub fn drain(ring: &mut RingBuf<MapData>, mut handle: impl FnMut(&[u8])) -> u64 {
+    let mut records = 0;
     while let Some(record) = ring.next() {
         handle(&record);
+        records += 1;
     }
+    records
 }

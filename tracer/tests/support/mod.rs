@@ -16,8 +16,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod capture;
 pub mod http;
 pub mod load;
+pub mod prometheus;
+pub mod sockets;
 
 use rustix::process::{Pid, Signal, kill_process};
 use serde_json::Value;
@@ -50,17 +53,22 @@ pub struct Tracer {
 }
 
 impl Tracer {
-    /// Starts `tracer --port P ...` and waits for its `tracer_start` line. With
-    /// `TRACER_ATTACH` set (the kernel matrix), the tracer runs with `--attach` that mode.
+    /// Starts `tracer --port P ...` and waits for its `tracer_start` line.
     pub fn start(ports: &[u16]) -> Self {
+        Self::spawn(Self::command(ports))
+    }
+
+    /// `tracer --port P ...`, for more arguments. With `TRACER_TEST_ATTACH` set (the kernel
+    /// matrix), the tracer runs with `--attach` that mode.
+    pub fn command(ports: &[u16]) -> Command {
         let mut command = Command::new(tracer_bin());
         for port in ports {
             command.args(["--port", &port.to_string()]);
         }
-        if let Some(mode) = std::env::var_os("TRACER_ATTACH") {
+        if let Some(mode) = std::env::var_os("TRACER_TEST_ATTACH") {
             command.arg("--attach").arg(mode);
         }
-        Self::spawn(command)
+        command
     }
 
     pub fn spawn(mut command: Command) -> Self {

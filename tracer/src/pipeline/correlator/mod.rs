@@ -35,9 +35,11 @@
 //! # `close_initiator`
 //!
 //! Decided when the record is emitted, from the first of these the connection showed:
-//! - a FIN: the first transition to FIN_WAIT1, FIN_WAIT2, CLOSING or TIME_WAIT means this
-//!   host sent the first FIN (`local`); to CLOSE_WAIT or LAST_ACK, the peer did (`remote`).
-//!   A connection already closing when tracing started counts its state at that time.
+//! - a FIN: the first transition to FIN_WAIT1, FIN_WAIT2 or TIME_WAIT means this host sent
+//!   the first FIN (`local`); to CLOSE_WAIT or LAST_ACK, the peer did (`remote`); CLOSING
+//!   means both FINs crossed (`simultaneous`: each side had sent its FIN before the
+//!   other's arrived). A connection already closing when tracing started counts its
+//!   state at that time.
 //! - an RST before any FIN: `reset_sent` or `reset_received` (in either order around the
 //!   CLOSE, see above).
 //! - a keepalive timeout before any FIN: `keepalive_timeout`; it replaces `reset_sent`,
@@ -55,11 +57,19 @@
 //! probe has a higher number, the keepalive timer gives up, or an RST arrives. A probe
 //! whose fate the connection never showed counts as unanswered. See [`probe_fate`].
 //!
-//! # Exchanges and idleness
+//! # Handshake
 //!
-//! `exchanges` counts turns of the data direction ([`TraceEvent::DataTurn`]) towards the
-//! answer: on a server each turn to sent that follows received data (a response), on a
-//! client each turn to received that follows sent data. Pipelined requests are one turn.
+//! A client's handshake runs from its SYN (`CLOSE -> SYN_SENT`) to ESTABLISHED. A
+//! server's socket only exists once the handshake is done, so its time is what the
+//! kernel measured: the round trip of its SYN-ACK (first sample of `srtt_us` as the
+//! socket enters ESTABLISHED). The kernel takes no sample from a SYN-ACK it sent again;
+//! then the first SYN-ACK went out the initial retransmission timeout (1 s) before the
+//! first SYN-ACK retransmit event with the same ends, and the handshake runs from there.
+//!
+//! # Requests, responses and idleness
+//!
+//! See [`exchanges`]: bursts of data each way from the turns of the data direction
+//! ([`TraceEvent::DataTurn`]), response times, and a request left unanswered.
 //! `idle_before_close_us` runs from the last data activity before the first FIN or RST
 //! (the summary's `last_data_ns` or the last turn) to that FIN or RST.
 //!
@@ -68,7 +78,7 @@
 //! Events that belong to no record are counted in [`Stats::ignored_events`] and otherwise
 //! dropped: resets without a socket (`sock` 0, e.g. the kernel refusing a connection to a
 //! port without listener), SYN-ACK retransmits (keyed by the request socket, which is
-//! never a record), events other than state changes of a connection whose record was
+//! never a record; their time is kept for the handshake, see above), events other than state changes of a connection whose record was
 //! evicted or whose start was lost (its next state change starts a partial record),
 //! events of a later lifecycle reaching a closed record (see Closing), transitions to
 //! CLOSE of sockets without a record, and `Existing` events for known sockets or for
@@ -78,11 +88,16 @@
 //!
 //! At most `max_connections` records are held (closing ones included); a new one evicts
 //! the least recently active, emitted as [`Output::Evicted`] and counted. An open record
-//! takes 200 bytes plus 17 for its map entry (the `memory_per_connection` test holds it
-//! to issue 4's 256), in a slab that grows by an eighth, with an intrusive LRU list;
-//! processes are shared through an interning table.
+//! is held to 256 bytes with its map entry (the `memory_per_connection` test), in a slab
+//! that grows by an eighth, with an intrusive LRU list; processes are shared through an
+//! interning table.
 
+mod close;
 mod conn;
+pub mod exchanges;
+mod keepalive;
+mod lifecycle;
+mod owner;
 mod record;
 mod table;
 #[cfg(test)]
@@ -91,16 +106,22 @@ mod tests;
 use std::{collections::VecDeque, net::SocketAddr};
 
 use self::{
-    conn::{Conn, OwnerRank},
-    table::{Listeners, NIL, Processes, Table},
+    conn::Conn,
+    owner::{Listeners, OwnerRank, Processes},
+    table::{NIL, Table},
 };
 pub use self::{
-    conn::{ProbeFate, probe_fate},
+    keepalive::{ProbeFate, probe_fate},
     record::{
-        CloseInitiator, ConnectionRecord, Family, KEPT_EVENTS, KeepaliveCounts, Role, StateEntry,
+        CloseInitiator, ConnectionRecord, Family, KEPT_EVENTS, KeepaliveCounts, ResponseTimes,
+        Role, StateEntry,
     },
 };
-use crate::event::{EventMeta, ResetDirection, StateChange, TcpState, TraceEvent};
+use crate::event::{EventMeta, ResetDirection, RetransmitKind, StateChange, TcpState, TraceEvent};
+
+/// SYN-ACK retransmits remembered until their connection's server socket is established;
+/// past that the oldest is forgotten.
+const SYNACK_RETRANSMITS: usize = 1024;
 
 /// How long a closed record waits for the facts the kernel reports after the CLOSE. They
 /// come from the same kernel call, microseconds later, but that call can be preempted
@@ -118,7 +139,7 @@ pub struct CorrelatorConfig {
     /// Keep each record's events in [`ConnectionRecord::events`] (for the pretty timeline).
     pub keep_events: bool,
     /// Data turns are traced (the `data` hook is attached). Without them a record's
-    /// `exchanges` is unknown (`None`), not zero.
+    /// requests and responses are unknown (`None`), not zero.
     pub data_turns: bool,
 }
 
@@ -145,6 +166,17 @@ pub enum Output {
     /// Its close was never seen: no events for longer than `stale_after_ns`, or its
     /// socket address started a new lifecycle (an event was lost).
     Reaped(ConnectionRecord),
+    /// A response answered a request on an open connection (its record will count it).
+    Response(ResponseTime),
+}
+
+/// One request's response time, as it happens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResponseTime {
+    pub role: Role,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub micros: u64,
 }
 
 /// Counters of what the correlator could not turn into records.
@@ -164,6 +196,8 @@ pub struct Correlator {
     closing: VecDeque<(u32, u64)>,
     listeners: Listeners,
     processes: Processes,
+    /// The first SYN-ACK retransmit of each pending handshake: (local, remote, time).
+    synack_retransmits: VecDeque<(SocketAddr, SocketAddr, u64)>,
     next_conn_id: u64,
     stats: Stats,
 }
@@ -180,6 +214,7 @@ impl Correlator {
             closing: VecDeque::new(),
             listeners: Listeners::default(),
             processes: Processes::default(),
+            synack_retransmits: VecDeque::new(),
             next_conn_id: 1,
             stats: Stats::default(),
         }
@@ -192,6 +227,15 @@ impl Correlator {
 
     pub fn stats(&self) -> Stats {
         self.stats
+    }
+
+    /// The connections open now, as (role, local end, remote end): the records held but
+    /// those closed and waiting out their grace period.
+    pub fn open(&self) -> impl Iterator<Item = (Role, SocketAddr, SocketAddr)> {
+        self.table
+            .iter()
+            .filter(|conn| !conn.closed)
+            .map(|conn| (conn.role, conn.local.get(conn.v4), conn.remote.get(conn.v4)))
     }
 
     /// Takes one event, in the order the kernel produced them.
@@ -218,12 +262,15 @@ impl Correlator {
                 } else {
                     let role = self.guess_role(meta.local);
                     let slot = self.start(meta, role, false, out);
-                    self.apply(slot, event);
+                    self.apply(slot, event, out);
                 }
+            }
+            TraceEvent::Retransmit(retransmit) if retransmit.kind == RetransmitKind::SynAck => {
+                self.synack_retransmit(meta);
             }
             _ => match self.table.slot(meta.sock) {
                 Some(slot) if !self.table.conn(slot).closed || reported_after_close(event) => {
-                    self.apply(slot, event)
+                    self.apply(slot, event, out)
                 }
                 _ => self.stats.ignored_events += 1,
             },
@@ -237,7 +284,7 @@ impl Correlator {
         self.flush_closed(now_boot_ns, out);
         while let Some(slot) = self.table.oldest() {
             let conn = self.table.conn(slot);
-            if now_boot_ns.saturating_sub(conn.last_ns) <= self.config.stale_after_ns {
+            if now_boot_ns.saturating_sub(conn.last_ns()) <= self.config.stale_after_ns {
                 break;
             }
             self.finish(slot, Unfinished::Reaped, out);
@@ -289,7 +336,15 @@ impl Correlator {
                 self.start(meta, role, lifecycle_start, out)
             }
         };
-        self.apply(slot, event);
+        self.apply(slot, event, out);
+        if let Some(sample) = change.handshake
+            && self.table.conn(slot).role == Role::Server
+        {
+            let first_retransmit = self.take_synack_retransmit(meta.local, meta.remote);
+            self.table
+                .conn_mut(slot)
+                .server_established(meta.boot_ns, sample, first_retransmit);
+        }
         if new == Close {
             let conn = self.table.conn_mut(slot);
             conn.closed = true;
@@ -297,8 +352,41 @@ impl Correlator {
         }
     }
 
-    fn apply(&mut self, slot: u32, event: &TraceEvent) {
-        self.table.conn_mut(slot).apply(event, &mut self.processes);
+    /// A SYN-ACK sent again: its time is kept for the handshake (see the module docs),
+    /// the event itself belongs to no record.
+    fn synack_retransmit(&mut self, meta: &EventMeta) {
+        self.stats.ignored_events += 1;
+        let known = self
+            .synack_retransmits
+            .iter()
+            .any(|&(local, remote, _)| (local, remote) == (meta.local, meta.remote));
+        if !known {
+            if self.synack_retransmits.len() == SYNACK_RETRANSMITS {
+                self.synack_retransmits.pop_front();
+            }
+            self.synack_retransmits
+                .push_back((meta.local, meta.remote, meta.boot_ns));
+        }
+    }
+
+    fn take_synack_retransmit(&mut self, local: SocketAddr, remote: SocketAddr) -> Option<u64> {
+        let at = self
+            .synack_retransmits
+            .iter()
+            .position(|&(l, r, _)| (l, r) == (local, remote))?;
+        self.synack_retransmits.remove(at).map(|(_, _, ns)| ns)
+    }
+
+    fn apply(&mut self, slot: u32, event: &TraceEvent, out: &mut impl FnMut(Output)) {
+        let conn = self.table.conn_mut(slot);
+        if let Some(micros) = conn.apply(event, &mut self.processes) {
+            out(Output::Response(ResponseTime {
+                role: conn.role,
+                local: conn.local.get(conn.v4),
+                remote: conn.remote.get(conn.v4),
+                micros,
+            }));
+        }
         self.table.touch(slot);
         self.table.keep(slot, event);
     }
@@ -329,15 +417,15 @@ impl Correlator {
         let mut conn = Conn::new(meta, self.next_conn_id, role, observed_from_start);
         self.next_conn_id += 1;
         match role {
-            Role::Client if observed_from_start => conn.set_owner(
+            Role::Client if observed_from_start => conn.owner.offer(
                 meta.process.as_ref(),
                 OwnerRank::Direct,
                 &mut self.processes,
             ),
             Role::Client => {}
-            Role::Server => {
-                conn.set_owner_arc(self.listeners.owner(meta.local), OwnerRank::Listener);
-            }
+            Role::Server => conn
+                .owner
+                .offer_shared(self.listeners.owner(meta.local), OwnerRank::Listener),
         }
         self.table.insert(conn, meta.local, meta.remote)
     }
@@ -347,11 +435,8 @@ impl Correlator {
     fn finish(&mut self, slot: u32, unfinished: Unfinished, out: &mut impl FnMut(Output)) {
         let kept = self.table.take_kept(slot);
         let conn = self.table.conn(slot);
-        let (closed, mut record) = (conn.closed, conn.record(kept));
+        let (closed, record) = (conn.closed, conn.record(kept, self.config.data_turns));
         self.table.remove(slot);
-        if !self.config.data_turns {
-            record.exchanges = None;
-        }
         out(match (closed, unfinished) {
             (true, _) => Output::Connection(record),
             (false, Unfinished::Evicted) => {

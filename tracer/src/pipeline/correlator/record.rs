@@ -4,34 +4,50 @@
 
 use std::net::SocketAddr;
 
-use serde::{Serialize, Serializer};
-
 use crate::event::{TcpState, TraceEvent};
 
 /// Events kept per record for [`CorrelatorConfig::keep_events`](super::CorrelatorConfig::keep_events):
 /// the first half and the most recent half, the middle is dropped and counted.
 pub const KEPT_EVENTS: usize = 256;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     Client,
     Server,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+impl Role {
+    /// As the lines (and metrics labels) spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Server => "server",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Family {
     Ipv4,
     Ipv6,
 }
 
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ipv4 => "ipv4",
+            Self::Ipv6 => "ipv6",
+        }
+    }
+}
+
 /// Who ended the connection; the rules are in the module docs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CloseInitiator {
     Local,
     Remote,
+    /// Both sides sent their FIN before receiving the other's.
+    Simultaneous,
     ResetSent,
     ResetReceived,
     KeepaliveTimeout,
@@ -39,15 +55,39 @@ pub enum CloseInitiator {
     Unknown,
 }
 
+impl CloseInitiator {
+    /// As the lines (and metrics labels) spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Remote => "remote",
+            Self::Simultaneous => "simultaneous",
+            Self::ResetSent => "reset_sent",
+            Self::ResetReceived => "reset_received",
+            Self::KeepaliveTimeout => "keepalive_timeout",
+            Self::Aborted => "aborted",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
 /// A state entered, `offset_us` after the record's start.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StateEntry {
-    #[serde(serialize_with = "display")]
     pub state: TcpState,
     pub offset_us: u64,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+/// Response times of a connection's answered requests, microseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResponseTimes {
+    pub count: u32,
+    pub min_us: u32,
+    pub max_us: u32,
+    pub total_us: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KeepaliveCounts {
     pub probes_sent: u32,
     pub probes_answered: u32,
@@ -55,11 +95,10 @@ pub struct KeepaliveCounts {
 }
 
 /// One connection lifecycle, as the `connection` line shows it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ConnectionRecord {
     pub conn_id: u64,
     /// The socket's kernel address, as event lines show it.
-    #[serde(serialize_with = "hex")]
     pub sock: u64,
     pub role: Role,
     pub family: Family,
@@ -84,24 +123,21 @@ pub struct ConnectionRecord {
     pub keepalive: KeepaliveCounts,
     pub bytes_sent: Option<u64>,
     pub bytes_received: Option<u64>,
-    pub exchanges: Option<u32>,
+    /// Client-to-server and server-to-client data bursts (the same on both sides'
+    /// records); null without the data hook.
+    pub requests: Option<u32>,
+    pub responses: Option<u32>,
+    /// From each answered request's first byte to its response's first byte.
+    pub response_time_us: Option<ResponseTimes>,
+    /// A request left waiting when the connection closed: how long it had waited.
+    pub unanswered_request_us: Option<u64>,
     pub idle_before_close_us: Option<u64>,
     pub observed_from_start: bool,
     /// The record's events, when [`CorrelatorConfig::keep_events`](super::CorrelatorConfig::keep_events); at most
     /// [`KEPT_EVENTS`], the first half and the last.
-    #[serde(skip)]
     pub events: Vec<TraceEvent>,
     /// Events dropped from the middle of `events` (they were after `KEPT_EVENTS / 2`).
-    #[serde(skip)]
     pub events_omitted: u32,
-}
-
-fn display<T: std::fmt::Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(value)
-}
-
-fn hex<S: Serializer>(value: &u64, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&format_args!("{value:#018x}"))
 }
 
 /// A record's events, for `keep_events`.

@@ -1,24 +1,19 @@
 //! Where the open records live: a slab of [`Conn`]s that grows by an eighth, found by
 //! the socket's kernel address (or, for connections read from sock_diag, by their ends
 //! until an event names the socket), on an intrusive list from least to most recently
-//! active for eviction and reaping; the listeners a server connection is accepted from;
-//! and the processes records name, shared.
+//! active for eviction and reaping.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::HashMap,
     hash::{BuildHasherDefault, Hasher},
     net::SocketAddr,
-    sync::Arc,
 };
 
 use super::{conn::Conn, record::KeptEvents};
-use crate::event::{EventMeta, Process, TraceEvent};
+use crate::event::{EventMeta, TraceEvent};
 
 /// No slot: the end of a list.
 pub(super) const NIL: u32 = u32::MAX;
-
-/// Listeners remembered for the owner fallback; past that the oldest is forgotten.
-const LISTENERS: usize = 1024;
 
 /// The open records.
 pub(super) struct Table {
@@ -95,6 +90,15 @@ impl Table {
         (self.lru_head != NIL).then_some(self.lru_head)
     }
 
+    /// The records, least recently active first.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Conn> {
+        std::iter::successors(self.oldest(), |&slot| {
+            let next = self.conn(slot).next;
+            (next != NIL).then_some(next)
+        })
+        .map(|slot| self.conn(slot))
+    }
+
     /// Keeps `event` with the record in `slot`, when events are kept.
     pub(super) fn keep(&mut self, slot: u32, event: &TraceEvent) {
         if self.keep_events {
@@ -151,7 +155,7 @@ impl Table {
             (conn.local.get(conn.v4), conn.remote.get(conn.v4)),
         );
         conn.sock = 0;
-        conn.owner = None;
+        conn.owner = Default::default();
         self.unlink(slot);
         self.slab[slot as usize].next = self.free_head;
         self.free_head = slot;
@@ -204,62 +208,6 @@ impl Table {
     }
 }
 
-struct Listener {
-    sock: u64,
-    addr: SocketAddr,
-    owner: Option<Arc<Process>>,
-}
-
-/// Sockets in LISTEN with their owners, most recent last.
-#[derive(Default)]
-pub(super) struct Listeners(VecDeque<Listener>);
-
-impl Listeners {
-    pub(super) fn add(&mut self, meta: &EventMeta, processes: &mut Processes) {
-        self.remove(meta.sock);
-        if self.0.len() == LISTENERS {
-            self.0.pop_front();
-        }
-        let owner = meta
-            .process
-            .as_ref()
-            .map(|process| processes.intern(process));
-        self.0.push_back(Listener {
-            sock: meta.sock,
-            addr: meta.local,
-            owner,
-        });
-    }
-
-    pub(super) fn remove(&mut self, sock: u64) {
-        self.0.retain(|listener| listener.sock != sock);
-    }
-
-    /// The listener a server socket with local address `local` was accepted from: same
-    /// port, same address or a wildcard, exact address first, then the most recent.
-    fn find(&self, local: SocketAddr) -> Option<&Listener> {
-        let same_port = || {
-            self.0
-                .iter()
-                .rev()
-                .filter(|l| l.addr.port() == local.port())
-        };
-        same_port()
-            .find(|l| l.addr.ip() == local.ip())
-            .or_else(|| same_port().find(|l| l.addr.ip().is_unspecified()))
-    }
-
-    /// A server is a socket whose local port has a listener.
-    pub(super) fn serves(&self, local: SocketAddr) -> bool {
-        self.find(local).is_some()
-    }
-
-    pub(super) fn owner(&self, local: SocketAddr) -> Option<&Arc<Process>> {
-        self.find(local)
-            .and_then(|listener| listener.owner.as_ref())
-    }
-}
-
 /// Hashes socket addresses: kernel pointers, not chosen by an attacker, so a
 /// multiply-shift hash does instead of SipHash, for a fraction of the cost.
 #[derive(Default)]
@@ -279,32 +227,5 @@ impl Hasher for SockHasher {
     /// The product's high bits mixed into the low ones, which pick the bucket.
     fn finish(&self) -> u64 {
         self.0 ^ (self.0 >> 32)
-    }
-}
-
-/// Processes shared by the records that name them, so a record holds a pointer.
-#[derive(Default)]
-pub(super) struct Processes {
-    by_pid: HashMap<u32, Arc<Process>>,
-    /// Table size that triggers the next sweep: twice what the last one kept, so
-    /// sweeping is amortized O(1) and the table at most twice the live processes.
-    sweep_at: usize,
-}
-
-impl Processes {
-    pub(super) fn intern(&mut self, process: &Process) -> Arc<Process> {
-        if let Some(known) = self.by_pid.get(&process.pid)
-            && known.comm == process.comm
-        {
-            return Arc::clone(known);
-        }
-        if self.by_pid.len() >= self.sweep_at {
-            // Forget processes no record or listener names any more.
-            self.by_pid.retain(|_, known| Arc::strong_count(known) > 1);
-            self.sweep_at = 2 * self.by_pid.len() + 64;
-        }
-        let interned = Arc::new(process.clone());
-        self.by_pid.insert(process.pid, Arc::clone(&interned));
-        interned
     }
 }

@@ -1,0 +1,566 @@
+//! The metric families, registered once with their help text and buckets, and what fills
+//! them: connection records, events, and what the daemon samples each second (open
+//! connections, the programs' cost). Every family is declared in every scrape from the
+//! start, observed or not, so dashboards and alerts find it. Labels are the traced `port` a
+//! connection matched and its `role`, never addresses, pids or sockets: the number of series
+//! is bounded by the ports traced. docs/metrics.md lists the families.
+
+use std::{collections::BTreeMap, fmt, net::SocketAddr, sync::Arc};
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder},
+    metrics::{
+        MetricType,
+        counter::Counter,
+        family::{Family, MetricConstructor},
+        gauge::Gauge,
+        histogram::Histogram,
+    },
+    registry::{Metric, Registry},
+};
+
+use super::{
+    labels::{CLOSE_INITIATORS, EVENT_KINDS, RECORD_ENDS, ROLES},
+    programs::{Costs, ProgramCosts},
+};
+use crate::{
+    event::{ResetDirection, TraceEvent},
+    kernel::attach::AttachPlan,
+    output::RecordEnd,
+    pipeline::correlator::{ConnectionRecord, ResponseTime, Role},
+};
+
+/// Handshakes: microseconds on loopback and in a data centre, up to seconds when SYNs are
+/// sent again (after 1, 3 and 7 s: the 2, 4 and 8 s bounds count one, two, three).
+const HANDSHAKE_BUCKETS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0,
+];
+/// Lifetimes: from a one-request connection to a keep-alive one held for a day.
+const DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0,
+];
+/// Response times per exchange: the usual range of HTTP latencies.
+const RESPONSE_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+/// Idle time before the close: keep-alive idle timeouts are seconds to minutes (Node 5 s,
+/// nginx 75 s); a connection closed by a timeout of T lands in the first bucket above T.
+const IDLE_BUCKETS: &[f64] = &[
+    0.001, 0.01, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0,
+];
+/// Requests per connection: none and one (no reuse) apart, then 1-2-5 steps.
+const REQUEST_BUCKETS: &[f64] = &[
+    0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0,
+];
+
+/// How a family learns its histograms' buckets.
+#[derive(Clone, Copy, Debug)]
+struct Buckets(&'static [f64]);
+
+impl MetricConstructor<Histogram> for Buckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(self.0.iter().copied())
+    }
+}
+
+type Histograms = Family<PortRole, Histogram, Buckets>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct PortRole {
+    port: u16,
+    role: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnectionLabels {
+    port: u16,
+    role: &'static str,
+    close_initiator: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResetLabels {
+    port: u16,
+    direction: &'static str,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PortLabel {
+    port: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProbeLabels {
+    port: u16,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RecordLabel {
+    record: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    kernel: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HookLabels {
+    hook: String,
+    mechanism: String,
+}
+
+/// A family declared (`# HELP`, `# TYPE`) in every scrape, also before its first series:
+/// prometheus-client leaves empty families out, as Go's client does, and would hide a
+/// family until its first observation.
+#[derive(Debug)]
+struct Declared<M>(M);
+
+impl<M: EncodeMetric> EncodeMetric for Declared<M> {
+    fn encode(&self, encoder: MetricEncoder) -> fmt::Result {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
+    }
+}
+
+/// Registers `metric` (a handle: the registry keeps a clone) and returns it.
+fn declare<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, Declared(metric.clone()));
+    metric
+}
+
+fn histograms(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    buckets: &'static [f64],
+) -> Histograms {
+    declare(
+        registry,
+        name,
+        help,
+        Family::new_with_constructor(Buckets(buckets)),
+    )
+}
+
+/// The traced ports, sorted: the `port` label is the one a connection matched.
+#[derive(Clone, Debug)]
+struct TracedPorts(Arc<[u16]>);
+
+impl TracedPorts {
+    /// The local port if traced, else the remote one (the kernel only reports connections
+    /// with a traced port).
+    fn matched(&self, local: SocketAddr, remote: SocketAddr) -> u16 {
+        if self.0.binary_search(&local.port()).is_ok() {
+            local.port()
+        } else {
+            remote.port()
+        }
+    }
+}
+
+/// Handles on every family; clones share the series.
+#[derive(Clone, Debug)]
+pub struct Families {
+    ports: TracedPorts,
+    connections: Family<ConnectionLabels, Counter>,
+    open_connections: Family<PortRole, Gauge>,
+    handshake: Histograms,
+    duration: Histograms,
+    idle_before_close: Histograms,
+    requests: Histograms,
+    response: Histograms,
+    resets: Family<ResetLabels, Counter>,
+    retransmits: Family<PortLabel, Counter>,
+    keepalive_probes: Family<ProbeLabels, Counter>,
+    keepalive_timeouts: Family<PortLabel, Counter>,
+    events: Family<KindLabel, Counter>,
+    events_lost: Counter,
+    records: Family<RecordLabel, Counter>,
+    undecodable: Counter,
+    build_info: Family<BuildLabels, Gauge>,
+    hook_info: Family<HookLabels, Gauge>,
+    program_costs: ProgramCosts,
+}
+
+/// `tracer_resets_total`'s reason when the kernel gives none (received resets, kernels
+/// before 6.10).
+const NO_REASON: &str = "none";
+
+fn seconds(us: u64) -> f64 {
+    us as f64 / 1e6
+}
+
+impl Families {
+    /// Registers every family with `registry` (prefixed `tracer_`) for `ports`, with a
+    /// zero series for every label set known in advance (so that the first increment of a
+    /// counter shows in `rate()` and `increase()`).
+    pub fn register(registry: &mut Registry, ports: &[u16]) -> Self {
+        let mut ports = ports.to_vec();
+        ports.sort_unstable();
+        let r = registry;
+        let families = Self {
+            ports: TracedPorts(ports.into()),
+            connections: declare(
+                r,
+                "connections",
+                "Connection records written (closed, evicted or stale), by traced port, role and who closed the connection",
+                Family::default(),
+            ),
+            open_connections: declare(
+                r,
+                "open_connections",
+                "Connections open now, by traced port and role",
+                Family::default(),
+            ),
+            handshake: histograms(
+                r,
+                "handshake_seconds",
+                "Handshake time of the connections that had one observed: client SYN to ESTABLISHED, server the kernel's SYN-ACK round trip",
+                HANDSHAKE_BUCKETS,
+            ),
+            duration: histograms(
+                r,
+                "connection_duration_seconds",
+                "Lifetime of the closed connections, first state to CLOSE",
+                DURATION_BUCKETS,
+            ),
+            idle_before_close: histograms(
+                r,
+                "idle_before_close_seconds",
+                "Time from the last data to the first FIN or RST of the closed connections that carried data",
+                IDLE_BUCKETS,
+            ),
+            requests: histograms(
+                r,
+                "requests_per_connection",
+                "Requests (client-to-server data bursts) per closed connection (when the data hook is attached)",
+                REQUEST_BUCKETS,
+            ),
+            resets: declare(
+                r,
+                "resets",
+                "TCP resets sent and received, by traced port, direction and the kernel's reason (none when it gives none)",
+                Family::default(),
+            ),
+            retransmits: declare(
+                r,
+                "retransmits",
+                "Segments and SYN-ACKs sent again, by traced port",
+                Family::default(),
+            ),
+            keepalive_probes: declare(
+                r,
+                "keepalive_probes",
+                "Keepalive probes of the connections written as records, by traced port and whether the peer answered",
+                Family::default(),
+            ),
+            keepalive_timeouts: declare(
+                r,
+                "keepalive_timeouts",
+                "Connections the keepalive timer killed after unanswered probes, by traced port",
+                Family::default(),
+            ),
+            events: declare(
+                r,
+                "events",
+                "Kernel events decoded, by kind (the event lines' names)",
+                Family::default(),
+            ),
+            events_lost: declare(
+                r,
+                "events_lost",
+                "Events lost, for either cause of the lost lines: the ring buffer was full, or the kernel skipped a program run",
+                Counter::default(),
+            ),
+            records: declare(
+                r,
+                "records",
+                "Connection records written, by how they ended: closed, evicted (--max-connections) or stale",
+                Family::default(),
+            ),
+            undecodable: declare(
+                r,
+                "undecodable",
+                "Records from the kernel that could not be decoded (a bug worth reporting)",
+                Counter::default(),
+            ),
+            build_info: declare(
+                r,
+                "build_info",
+                "tracer's version and the kernel it runs on; always 1",
+                Family::default(),
+            ),
+            hook_info: declare(
+                r,
+                "hook_info",
+                "The mechanism carrying each hook (unsupported: not attached on this kernel); always 1",
+                Family::default(),
+            ),
+            response: histograms(
+                r,
+                "response_seconds",
+                "Response time of each answered request: its first byte to the response's first byte as this host saw them",
+                RESPONSE_BUCKETS,
+            ),
+            program_costs: ProgramCosts::default(),
+        };
+        r.register_collector(Box::new(families.program_costs.clone()));
+        families.zero_series();
+        families
+    }
+
+    fn zero_series(&self) {
+        for &port in self.ports.0.iter() {
+            for connection_role in ROLES {
+                let role = connection_role.name();
+                for initiator in CLOSE_INITIATORS {
+                    let close_initiator = initiator.name();
+                    let labels = ConnectionLabels {
+                        port,
+                        role,
+                        close_initiator,
+                    };
+                    self.connections.get_or_create_owned(&labels);
+                }
+            }
+            self.retransmits.get_or_create_owned(&PortLabel { port });
+            self.keepalive_timeouts
+                .get_or_create_owned(&PortLabel { port });
+            for outcome in ["answered", "unanswered"] {
+                self.keepalive_probes
+                    .get_or_create_owned(&ProbeLabels { port, outcome });
+            }
+        }
+        for kind in EVENT_KINDS {
+            self.events.get_or_create_owned(&KindLabel { kind });
+        }
+        for end in RECORD_ENDS {
+            self.records
+                .get_or_create_owned(&RecordLabel { record: end.name() });
+        }
+        self.open_connections(std::iter::empty());
+    }
+
+    /// Tracing started: the build and the hooks.
+    pub fn started(&self, kernel: &str, plan: &AttachPlan) {
+        let version = env!("CARGO_PKG_VERSION");
+        let build = BuildLabels {
+            version,
+            kernel: kernel.to_owned(),
+        };
+        self.build_info.get_or_create(&build).set(1);
+        let hooks = plan
+            .attach
+            .iter()
+            .map(|(hook, mechanism)| (hook, mechanism.to_string()));
+        let unsupported = plan
+            .unsupported
+            .keys()
+            .map(|hook| (hook, "unsupported".to_owned()));
+        for (hook, mechanism) in hooks.chain(unsupported) {
+            let labels = HookLabels {
+                hook: hook.to_string(),
+                mechanism,
+            };
+            self.hook_info.get_or_create(&labels).set(1);
+        }
+    }
+
+    pub fn event(&self, event: &TraceEvent) {
+        let kind = event.name();
+        self.events.get_or_create(&KindLabel { kind }).inc();
+        let meta = event.meta();
+        let port = self.ports.matched(meta.local, meta.remote);
+        match event {
+            TraceEvent::Reset(reset) => {
+                let direction = match reset.direction {
+                    ResetDirection::Sent => "sent",
+                    ResetDirection::Received => "received",
+                };
+                let reason = reset.reason.clone().unwrap_or_else(|| NO_REASON.to_owned());
+                let labels = ResetLabels {
+                    port,
+                    direction,
+                    reason,
+                };
+                self.resets.get_or_create(&labels).inc();
+            }
+            TraceEvent::Retransmit(_) => {
+                self.retransmits.get_or_create(&PortLabel { port }).inc();
+            }
+            _ => {}
+        }
+    }
+
+    /// A connection record written (or, with `--emit events`, made and not written).
+    /// Every record counts; only closed ones tell a lifetime, idle time and requests.
+    pub fn record(&self, record: &ConnectionRecord, end: RecordEnd) {
+        let port = self.ports.matched(record.local, record.remote);
+        let role = record.role.name();
+        let close_initiator = record.close_initiator.name();
+        self.records
+            .get_or_create(&RecordLabel { record: end.name() })
+            .inc();
+        let labels = ConnectionLabels {
+            port,
+            role,
+            close_initiator,
+        };
+        self.connections.get_or_create(&labels).inc();
+        let series = PortRole { port, role };
+        if let Some(us) = record.handshake_us {
+            self.handshake.get_or_create(&series).observe(seconds(us));
+        }
+        if end == RecordEnd::Closed {
+            self.duration
+                .get_or_create(&series)
+                .observe(seconds(record.duration_us));
+            if let Some(us) = record.idle_before_close_us {
+                self.idle_before_close
+                    .get_or_create(&series)
+                    .observe(seconds(us));
+            }
+            if let Some(requests) = record.requests {
+                self.requests
+                    .get_or_create(&series)
+                    .observe(requests.into());
+            }
+        }
+        let keepalive = record.keepalive;
+        let probes = |outcome, count: u32| {
+            let labels = ProbeLabels { port, outcome };
+            self.keepalive_probes
+                .get_or_create(&labels)
+                .inc_by(count.into());
+        };
+        probes("answered", keepalive.probes_answered);
+        probes(
+            "unanswered",
+            keepalive
+                .probes_sent
+                .saturating_sub(keepalive.probes_answered),
+        );
+        if keepalive.timed_out {
+            self.keepalive_timeouts
+                .get_or_create(&PortLabel { port })
+                .inc();
+        }
+    }
+
+    /// A response answered a request.
+    pub fn response(&self, response: &ResponseTime) {
+        let series = PortRole {
+            port: self.ports.matched(response.local, response.remote),
+            role: response.role.name(),
+        };
+        self.response
+            .get_or_create(&series)
+            .observe(seconds(response.micros));
+    }
+
+    pub fn lost(&self, count: u64) {
+        self.events_lost.inc_by(count);
+    }
+
+    pub fn undecodable(&self, count: u64) {
+        self.undecodable.inc_by(count);
+    }
+
+    /// The connections open now, as (role, local end, remote end).
+    pub fn open_connections(&self, open: impl Iterator<Item = (Role, SocketAddr, SocketAddr)>) {
+        let mut counts: BTreeMap<PortRole, i64> = BTreeMap::new();
+        for &port in self.ports.0.iter() {
+            for connection_role in ROLES {
+                counts.insert(
+                    PortRole {
+                        port,
+                        role: connection_role.name(),
+                    },
+                    0,
+                );
+            }
+        }
+        for (connection_role, local, remote) in open {
+            let port = self.ports.matched(local, remote);
+            *counts
+                .entry(PortRole {
+                    port,
+                    role: connection_role.name(),
+                })
+                .or_default() += 1;
+        }
+        for (series, count) in counts {
+            self.open_connections.get_or_create(&series).set(count);
+        }
+    }
+
+    /// The programs' cost as the kernel counts it now.
+    pub fn program_costs(&self, costs: Costs) {
+        self.program_costs.set(costs);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::encoding::prometheus_text;
+
+    use super::*;
+    use crate::kernel::program_stats::ProgramStats;
+
+    fn exposition(registry: &Registry) -> String {
+        let mut text = String::new();
+        prometheus_text::encode(&mut text, registry).unwrap();
+        text
+    }
+
+    #[test]
+    fn samples_become_series_by_traced_port() {
+        let mut registry = Registry::with_prefix("tracer");
+        let families = Families::register(&mut registry, &[8191, 80]);
+        let ends = |local: &str, remote: &str| (local.parse().unwrap(), remote.parse().unwrap());
+        let (client_local, client_remote) = ends("127.0.0.1:41000", "127.0.0.1:8191");
+        let (server_local, server_remote) = ends("[::1]:80", "[::1]:41001");
+        families.open_connections(
+            [
+                (Role::Client, client_local, client_remote),
+                (Role::Server, server_local, server_remote),
+            ]
+            .into_iter(),
+        );
+        let stats = ProgramStats {
+            run_time_ns: 1_500_000,
+            run_count: 12,
+            recursion_misses: 0,
+        };
+        families.program_costs(vec![("inet_sock_set_state", stats)]);
+        let text = exposition(&registry);
+        for line in [
+            r#"tracer_open_connections{port="8191",role="client"} 1"#,
+            r#"tracer_open_connections{port="8191",role="server"} 0"#,
+            r#"tracer_open_connections{port="80",role="server"} 1"#,
+            r#"tracer_bpf_run_seconds_total{program="inet_sock_set_state"} 0.0015"#,
+            r#"tracer_bpf_runs_total{program="inet_sock_set_state"} 12"#,
+        ] {
+            assert!(text.contains(&format!("{line}\n")), "{line} in\n{text}");
+        }
+
+        // Nothing open any more: back to zero, not gone.
+        families.open_connections(std::iter::empty());
+        let text = exposition(&registry);
+        assert!(text.contains("tracer_open_connections{port=\"8191\",role=\"client\"} 0\n"));
+    }
+}

@@ -1,0 +1,104 @@
+//! `--metrics-addr`: Prometheus metrics of the traced ports' connections and of tracer
+//! itself, served at `/metrics` while tracing ([`server`]); docs/metrics.md lists them and
+//! says why prometheus-client.
+//!
+//! The metrics count everything the pipeline produces, whatever `--emit` writes: with
+//! metrics on, the pipeline runs in full (the correlator included) into a [`MetricsSink`],
+//! which counts each event and record and passes on what `--emit` asks to write
+//! ([`Exporter::pipeline`]). What no event says, the connections open now and the eBPF
+//! programs' cost, the daemon samples once a second ([`Exporter::sample`]).
+
+mod families;
+mod labels;
+mod programs;
+mod server;
+mod sink;
+
+use std::{net::SocketAddr, os::fd::AsFd as _};
+
+use anyhow::{Context as _, Result};
+use aya::programs::ProgramFd;
+use prometheus_client::registry::Registry;
+
+pub use self::sink::MetricsSink;
+use self::{families::Families, server::Server};
+use crate::{
+    cli::{Emit, OutputArgs},
+    kernel::program_stats,
+    output::Sink,
+    pipeline::correlator::Role,
+};
+
+/// The metrics and their endpoint, serving until dropped.
+pub struct Exporter {
+    families: Families,
+    _server: Server,
+    /// The attached programs, by name, whose cost the kernel counts.
+    programs: Vec<(&'static str, ProgramFd)>,
+    /// A program's cost could not be read once; said once.
+    cost_error_reported: bool,
+}
+
+impl Exporter {
+    /// Registers the metrics for `ports` and serves them at `addr` from the current
+    /// runtime. Fails when it cannot listen there.
+    pub async fn start(addr: SocketAddr, ports: &[u16]) -> Result<Self> {
+        let mut registry = Registry::with_prefix("tracer");
+        let families = Families::register(&mut registry, ports);
+        let server = server::start(addr, registry).await?;
+        eprintln!(
+            "tracer: serving metrics at http://{}{}",
+            server.addr,
+            server::PATH
+        );
+        Ok(Self {
+            families,
+            _server: server,
+            programs: Vec::new(),
+            cost_error_reported: false,
+        })
+    }
+
+    /// Reports what `programs` cost (descriptors of their own: the programs' counts stay
+    /// readable after they are detached).
+    pub fn watch_programs(&mut self, programs: &[(&'static str, ProgramFd)]) -> Result<()> {
+        for (name, fd) in programs {
+            let fd = fd
+                .try_clone()
+                .with_context(|| format!("cannot keep a descriptor of the {name} program"))?;
+            self.programs.push((name, fd));
+        }
+        Ok(())
+    }
+
+    /// What the pipeline runs with, and its sink: everything, into a sink that counts it
+    /// and writes to `sink` what `show.emit` asks for.
+    pub fn pipeline(&self, show: OutputArgs, sink: Box<dyn Sink>) -> (OutputArgs, Box<dyn Sink>) {
+        let everything = OutputArgs {
+            emit: Emit::All,
+            ..show
+        };
+        let counting = MetricsSink::new(sink, show.emit, self.families.clone());
+        (everything, Box::new(counting))
+    }
+
+    /// Samples what no event says: the connections open now, as (role, local end, remote
+    /// end), and the programs' cost.
+    pub fn sample(&mut self, open: impl Iterator<Item = (Role, SocketAddr, SocketAddr)>) {
+        self.families.open_connections(open);
+        let mut costs = Vec::with_capacity(self.programs.len());
+        for (name, fd) in &self.programs {
+            match program_stats::read(fd.as_fd()) {
+                Ok(stats) => costs.push((*name, stats)),
+                Err(error) if !self.cost_error_reported => {
+                    self.cost_error_reported = true;
+                    eprintln!(
+                        "tracer: warning: cannot read what the {name} program costs ({error}): tracer_bpf_* leave it out"
+                    );
+                }
+                Err(_) => {}
+            }
+        }
+        self.families.program_costs(costs);
+    }
+}

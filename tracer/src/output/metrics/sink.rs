@@ -1,0 +1,86 @@
+//! The sink in front of the JSON or pretty sink when metrics are on: the pipeline hands it
+//! every event and every connection record, whatever `--emit` says, so the metrics count
+//! everything; it passes on to the inner sink only what `--emit` asks to write.
+
+use std::io;
+
+use super::families::Families;
+use crate::{
+    cli::Emit,
+    clock::WallClock,
+    event::TraceEvent,
+    kernel::attach::AttachPlan,
+    output::{RecordEnd, Sink, StopSummary},
+    pipeline::{
+        correlator::{ConnectionRecord, ResponseTime},
+        reader::LossCause,
+    },
+};
+
+pub struct MetricsSink<S> {
+    inner: S,
+    /// What the user asked to write.
+    emit: Emit,
+    families: Families,
+}
+
+impl<S: Sink> MetricsSink<S> {
+    pub fn new(inner: S, emit: Emit, families: Families) -> Self {
+        Self {
+            inner,
+            emit,
+            families,
+        }
+    }
+}
+
+impl<S: Sink> Sink for MetricsSink<S> {
+    fn tracer_start(&mut self, kernel: &str, plan: &AttachPlan, ports: &[u16]) -> io::Result<()> {
+        self.families.started(kernel, plan);
+        self.inner.tracer_start(kernel, plan, ports)
+    }
+
+    fn event(&mut self, clock: WallClock, event: &TraceEvent) -> io::Result<()> {
+        self.families.event(event);
+        if self.emit.events() {
+            self.inner.event(clock, event)?;
+        }
+        Ok(())
+    }
+
+    fn connection(
+        &mut self,
+        clock: WallClock,
+        record: &ConnectionRecord,
+        end: RecordEnd,
+    ) -> io::Result<()> {
+        self.families.record(record, end);
+        if self.emit.connections() {
+            self.inner.connection(clock, record, end)?;
+        }
+        Ok(())
+    }
+
+    fn response(&mut self, response: &ResponseTime) -> io::Result<()> {
+        self.families.response(response);
+        self.inner.response(response)
+    }
+
+    fn lost(&mut self, count: u64, cause: LossCause) -> io::Result<()> {
+        self.families.lost(count);
+        self.inner.lost(count, cause)
+    }
+
+    fn undecodable(&mut self, count: u64, reason: &str) -> io::Result<()> {
+        self.families.undecodable(count);
+        self.inner.undecodable(count, reason)
+    }
+
+    fn tracer_stop(&mut self, summary: &StopSummary) -> io::Result<()> {
+        self.inner.tracer_stop(summary)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}

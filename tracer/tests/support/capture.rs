@@ -1,0 +1,599 @@
+//! The wire as the truth: a packet capture of a test's traffic (tcpdump on loopback),
+//! read back with pcap-file and etherparse into what happened on each connection, and
+//! compared with the tracer's records field by field.
+//!
+//! What the wire says of a connection, per direction: payload bytes the peer acknowledged
+//! (what a record calls sent) and that reached the peer in order and were not refused
+//! with an RST (what the peer's record calls received),
+//! FINs and RSTs and when, keepalive probes (a segment of at most one byte one below the
+//! next sequence number, as Wireshark's `tcp.analysis.keep_alive`), and bursts of data:
+//! a request is a burst from client to server, a response one back, and a response time
+//! runs from a request's first segment to its response's first segment.
+
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    io::{BufRead, BufReader},
+    net::{IpAddr, SocketAddr, UdpSocket},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{Mutex, MutexGuard, mpsc},
+    thread,
+    time::{Duration, Instant},
+};
+
+use etherparse::{InternetSlice, SlicedPacket, TransportSlice};
+use pcap_file::pcap::PcapReader;
+use rustix::process::{Pid, Signal, kill_process};
+use serde_json::Value;
+
+use super::DEADLINE;
+
+/// Wire and host see the same moments a little apart: a test machine may be busy, and
+/// guests run under emulation.
+pub const TOLERANCE_US: u64 = 1_000;
+
+/// Captured tests run one at a time: a test's host times are compared with its wire
+/// times within [`TOLERANCE_US`], which other tests' load on the CPUs would stretch.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// tcpdump writing the traffic of one port to a file until [`Capture::finish`]; it also
+/// captures datagrams to `marker`, which tell when it has written all before them.
+pub struct Capture {
+    child: Child,
+    file: PathBuf,
+    marker: UdpSocket,
+    _turn: MutexGuard<'static, ()>,
+}
+
+impl Capture {
+    /// Starts capturing loopback TCP on `port` and waits until tcpdump listens.
+    pub fn start(port: u16) -> Self {
+        // A test that failed while capturing left the lock poisoned; the next may go on.
+        let turn = ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let file =
+            std::env::temp_dir().join(format!("tracer-test-{}-{port}.pcap", std::process::id()));
+        let marker = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let marker_port = marker.local_addr().unwrap().port();
+        // `-Z root`: Debian's tcpdump would switch to a `tcpdump` user, which the guests of
+        // the kernel matrix do not have.
+        let mut child = Command::new("tcpdump")
+            .args([
+                "-i",
+                "lo",
+                "-n",
+                "-U",
+                "-Z",
+                "root",
+                "--time-stamp-precision=nano",
+            ])
+            .arg("-w")
+            .arg(&file)
+            .arg(format!("tcp port {port} or udp dst port {marker_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot run tcpdump (install tcpdump)");
+        let (send, said) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = send.send(line);
+            }
+        });
+        let mut lines = Vec::new();
+        loop {
+            match said.recv_timeout(DEADLINE) {
+                Ok(line) if line.contains("listening on") => break,
+                Ok(line) => lines.push(line),
+                Err(_) => panic!("tcpdump did not start listening: {}", lines.join(" / ")),
+            }
+        }
+        Self {
+            child,
+            file,
+            marker,
+            _turn: turn,
+        }
+    }
+
+    /// Waits until tcpdump has written every packet so far (a datagram to the marker
+    /// port shows up in the file), stops it and reads the capture.
+    pub fn finish(mut self) -> Wire {
+        let marker = self.marker.local_addr().unwrap();
+        self.marker.send_to(b"end", marker).unwrap();
+        let deadline = Instant::now() + DEADLINE;
+        while !self.contains_datagram_to(marker) {
+            assert!(
+                Instant::now() < deadline,
+                "tcpdump did not write its capture"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+        let pid = Pid::from_raw(self.child.id() as i32).expect("tcpdump's pid");
+        kill_process(pid, Signal::INT).expect("cannot stop tcpdump");
+        self.child.wait().unwrap();
+        Wire::read(self.packets())
+    }
+
+    /// The packets written so far, with their times.
+    fn packets(&self) -> Vec<(u64, Vec<u8>)> {
+        let Ok(mut reader) = File::open(&self.file)
+            .map_err(drop)
+            .and_then(|file| PcapReader::new(file).map_err(drop))
+        else {
+            return Vec::new();
+        };
+        let mut packets = Vec::new();
+        // A packet still being written ends the read early.
+        while let Some(Ok(packet)) = reader.next_packet() {
+            packets.push((packet.timestamp.as_nanos() as u64, packet.data.into_owned()));
+        }
+        packets
+    }
+
+    fn contains_datagram_to(&self, marker: SocketAddr) -> bool {
+        self.packets().iter().any(|(_, data)| {
+            SlicedPacket::from_ethernet(data).is_ok_and(|packet| {
+                matches!(packet.transport, Some(TransportSlice::Udp(udp)) if udp.destination_port() == marker.port())
+            })
+        })
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+/// One TCP segment as captured.
+#[derive(Clone, Copy, Debug)]
+struct Segment {
+    ns: u64,
+    from: SocketAddr,
+    to: SocketAddr,
+    seq: u32,
+    ack: u32,
+    len: u32,
+    syn: bool,
+    ack_flag: bool,
+    fin: bool,
+    rst: bool,
+}
+
+fn segment(ns: u64, data: &[u8]) -> Option<Segment> {
+    let packet = SlicedPacket::from_ethernet(data).ok()?;
+    let (source, destination): (IpAddr, IpAddr) = match packet.net? {
+        InternetSlice::Ipv4(ip) => (
+            ip.header().source_addr().into(),
+            ip.header().destination_addr().into(),
+        ),
+        InternetSlice::Ipv6(ip) => (
+            ip.header().source_addr().into(),
+            ip.header().destination_addr().into(),
+        ),
+        _ => return None,
+    };
+    let Some(TransportSlice::Tcp(tcp)) = packet.transport else {
+        return None;
+    };
+    Some(Segment {
+        ns,
+        from: SocketAddr::new(source, tcp.source_port()),
+        to: SocketAddr::new(destination, tcp.destination_port()),
+        seq: tcp.sequence_number(),
+        ack: tcp.acknowledgment_number(),
+        len: tcp.payload().len() as u32,
+        syn: tcp.syn(),
+        ack_flag: tcp.ack(),
+        fin: tcp.fin(),
+        rst: tcp.rst(),
+    })
+}
+
+/// What the wire shows of one side's sending.
+#[derive(Clone, Debug, Default)]
+pub struct Direction {
+    /// The SYN's sequence number, and the highest the peer acknowledged.
+    isn: Option<u32>,
+    acked: Option<u32>,
+    /// New payload bytes (retransmissions counted once).
+    payload: u64,
+    /// Bytes since the peer last answered, and bytes the peer refused: an RST right
+    /// after data answers data the peer's socket would not take (it had closed).
+    unanswered: u64,
+    refused: u64,
+    pub fin_ns: Option<u64>,
+    /// The FIN's sequence number.
+    fin_seq: Option<u32>,
+    /// This side's FIN did not acknowledge the other's: it was sent before that arrived.
+    fin_crossed: bool,
+    pub resets: u32,
+    pub first_reset_ns: Option<u64>,
+    pub keepalive_probes: u32,
+    /// The next sequence number after the highest byte sent.
+    next_seq: Option<u32>,
+}
+
+/// One connection as the wire shows it.
+#[derive(Clone, Debug)]
+pub struct WireConnection {
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    pub to_server: Direction,
+    pub to_client: Direction,
+    pub syn_ns: u64,
+    pub synack_ns: Option<u64>,
+    /// The client's ACK of the SYN-ACK.
+    pub established_ns: Option<u64>,
+    /// (to server?, first segment's time) of each data burst.
+    bursts: Vec<(bool, u64)>,
+}
+
+impl WireConnection {
+    fn new(syn: &Segment) -> Self {
+        Self {
+            client: syn.from,
+            server: syn.to,
+            to_server: Direction::default(),
+            to_client: Direction::default(),
+            syn_ns: syn.ns,
+            synack_ns: None,
+            established_ns: None,
+            bursts: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, segment: &Segment) {
+        let to_server = segment.from == self.client;
+        if segment.syn && !to_server {
+            self.synack_ns.get_or_insert(segment.ns);
+        }
+        if to_server
+            && !segment.syn
+            && segment.ack_flag
+            && self.synack_ns.is_some()
+            && self.established_ns.is_none()
+        {
+            self.established_ns = Some(segment.ns);
+        }
+        let (direction, peer) = if to_server {
+            (&mut self.to_server, &mut self.to_client)
+        } else {
+            (&mut self.to_client, &mut self.to_server)
+        };
+        let peer_fin = peer.fin_seq;
+        if segment.ack_flag && !segment.rst {
+            let acked = peer
+                .acked
+                .map_or(segment.ack, |acked| acked.max_seq(segment.ack));
+            peer.acked = Some(acked);
+        }
+        if segment.rst {
+            peer.refused += peer.unanswered;
+        }
+        peer.unanswered = 0;
+        if segment.syn {
+            direction.isn.get_or_insert(segment.seq);
+        }
+        let end = segment
+            .seq
+            .wrapping_add(segment.len + u32::from(segment.syn) + u32::from(segment.fin));
+        let probe = !segment.syn
+            && !segment.fin
+            && !segment.rst
+            && segment.len <= 1
+            && direction
+                .next_seq
+                .is_some_and(|next| segment.seq == next.wrapping_sub(1));
+        if probe {
+            direction.keepalive_probes += 1;
+            return;
+        }
+        if segment.rst {
+            direction.resets += 1;
+            direction.first_reset_ns.get_or_insert(segment.ns);
+            return;
+        }
+        let new_bytes = match direction.next_seq {
+            Some(next) if (end.wrapping_sub(next) as i32) <= 0 => 0,
+            Some(next) => end
+                .wrapping_sub(next.max_seq(segment.seq))
+                .saturating_sub(u32::from(segment.fin)),
+            None => segment.len,
+        };
+        if segment.fin && direction.fin_ns.is_none() {
+            direction.fin_ns = Some(segment.ns);
+            direction.fin_seq = Some(segment.seq.wrapping_add(segment.len));
+            direction.fin_crossed =
+                peer_fin.is_some_and(|fin| (segment.ack.wrapping_sub(fin) as i32) <= 0);
+        }
+        if direction
+            .next_seq
+            .is_none_or(|next| (end.wrapping_sub(next) as i32) > 0)
+        {
+            direction.next_seq = Some(end);
+        }
+        let new_bytes = new_bytes.min(segment.len);
+        direction.payload += u64::from(new_bytes);
+        direction.unanswered += u64::from(new_bytes);
+        if new_bytes > 0
+            && self
+                .bursts
+                .last()
+                .is_none_or(|&(last_to_server, _)| last_to_server != to_server)
+        {
+            self.bursts.push((to_server, segment.ns));
+        }
+    }
+
+    /// Payload bytes the peer acknowledged: sequence space from after the SYN to the
+    /// highest acknowledgment, less the FIN when that was acknowledged too.
+    fn acked_payload(direction: &Direction) -> u64 {
+        let (Some(isn), Some(acked)) = (direction.isn, direction.acked) else {
+            return 0;
+        };
+        let fin_acked = direction
+            .fin_seq
+            .is_some_and(|fin| (acked.wrapping_sub(fin) as i32) > 0);
+        u64::from(acked.wrapping_sub(isn.wrapping_add(1))).saturating_sub(u64::from(fin_acked))
+    }
+
+    /// Payload bytes that reached the other side and were not refused.
+    fn delivered_payload(direction: &Direction) -> u64 {
+        direction.payload - direction.refused
+    }
+
+    pub fn requests(&self) -> u32 {
+        self.bursts
+            .iter()
+            .filter(|(to_server, _)| *to_server)
+            .count() as u32
+    }
+
+    pub fn responses(&self) -> u32 {
+        self.bursts
+            .iter()
+            .filter(|(to_server, _)| !*to_server)
+            .count() as u32
+    }
+
+    /// Each answered request's response time, microseconds.
+    pub fn response_times_us(&self) -> Vec<u64> {
+        self.bursts
+            .windows(2)
+            .filter(|pair| pair[0].0 && !pair[1].0)
+            .map(|pair| (pair[1].1 - pair[0].1) / 1_000)
+            .collect()
+    }
+
+    /// When the close started: the first FIN or RST either way.
+    pub fn close_ns(&self) -> Option<u64> {
+        [
+            self.to_server.fin_ns,
+            self.to_client.fin_ns,
+            self.to_server.first_reset_ns,
+            self.to_client.first_reset_ns,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// How long a last request without a response waited until the close started.
+    pub fn unanswered_us(&self) -> Option<u64> {
+        match self.bursts.last() {
+            Some(&(true, since)) => self.close_ns().map(|close| (close - since) / 1_000),
+            _ => None,
+        }
+    }
+
+    /// Who ended it, in the words of a record at `local`.
+    pub fn close_initiator(&self, local: SocketAddr) -> &'static str {
+        let (mine, theirs) = if local == self.client {
+            (&self.to_server, &self.to_client)
+        } else {
+            (&self.to_client, &self.to_server)
+        };
+        let first = |d: &Direction| {
+            [d.fin_ns, d.first_reset_ns]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(u64::MAX)
+        };
+        let mine_first = first(mine) < first(theirs);
+        let (first_dir, first_is_mine) = if mine_first {
+            (mine, true)
+        } else {
+            (theirs, false)
+        };
+        match (first_dir.fin_ns, first_dir.first_reset_ns) {
+            (Some(fin), reset) if reset.is_none_or(|r| fin < r) => {
+                if mine.fin_crossed || theirs.fin_crossed {
+                    "simultaneous"
+                } else if first_is_mine {
+                    "local"
+                } else {
+                    "remote"
+                }
+            }
+            (_, Some(_)) if first_is_mine => "reset_sent",
+            (_, Some(_)) => "reset_received",
+            _ => "unknown",
+        }
+    }
+}
+
+trait MaxSeq {
+    fn max_seq(self, other: u32) -> u32;
+}
+
+impl MaxSeq for u32 {
+    /// The later of two sequence numbers (modulo 2^32).
+    fn max_seq(self, other: u32) -> u32 {
+        if (other.wrapping_sub(self) as i32) > 0 {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+/// Every connection of a capture, by its client's address.
+pub struct Wire {
+    connections: BTreeMap<SocketAddr, WireConnection>,
+}
+
+impl Wire {
+    fn read(packets: Vec<(u64, Vec<u8>)>) -> Self {
+        let mut connections: BTreeMap<SocketAddr, WireConnection> = BTreeMap::new();
+        for (ns, data) in packets {
+            let Some(segment) = segment(ns, &data) else {
+                continue;
+            };
+            if segment.syn && !segment.ack_flag {
+                connections
+                    .entry(segment.from)
+                    .or_insert_with(|| WireConnection::new(&segment));
+            }
+            let key = if connections.contains_key(&segment.from) {
+                segment.from
+            } else {
+                segment.to
+            };
+            if let Some(connection) = connections.get_mut(&key) {
+                connection.add(&segment);
+            }
+        }
+        Self { connections }
+    }
+
+    /// The connection between `a` and `b`, either way round.
+    pub fn connection(&self, a: SocketAddr, b: SocketAddr) -> &WireConnection {
+        self.connections
+            .get(&a)
+            .filter(|c| c.server == b)
+            .or_else(|| self.connections.get(&b).filter(|c| c.server == a))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no connection {a} - {b} in the capture: {:#?}",
+                    self.connections.keys()
+                )
+            })
+    }
+
+    /// Asserts that `record` (a `connection` line) agrees with the wire on every field the
+    /// wire shows: payload bytes each way, who closed, resets each way, keepalive probes,
+    /// requests and responses, response times and an unanswered request (within
+    /// [`TOLERANCE_US`]), and the handshake's time.
+    pub fn assert_agrees(&self, record: &Value) {
+        let field = |name: &str| -> SocketAddr { record[name].as_str().unwrap().parse().unwrap() };
+        let (local, remote) = (field("local"), field("remote"));
+        let wire = self.connection(local, remote);
+        let client = local == wire.client;
+        let (sent, received) = if client {
+            (&wire.to_server, &wire.to_client)
+        } else {
+            (&wire.to_client, &wire.to_server)
+        };
+        let context = || format!("record {record:#}\nwire {wire:#?}");
+        assert_eq!(
+            record["bytes_sent"],
+            WireConnection::acked_payload(sent),
+            "bytes sent: {}",
+            context()
+        );
+        assert_eq!(
+            record["bytes_received"],
+            WireConnection::delivered_payload(received),
+            "bytes received: {}",
+            context()
+        );
+        assert_eq!(
+            record["close_initiator"],
+            wire.close_initiator(local),
+            "{}",
+            context()
+        );
+        assert_eq!(
+            record["resets_sent"],
+            sent.resets,
+            "resets sent: {}",
+            context()
+        );
+        assert_eq!(
+            record["resets_received"],
+            received.resets,
+            "resets received: {}",
+            context()
+        );
+        assert_eq!(
+            record["keepalive"]["probes_sent"],
+            sent.keepalive_probes,
+            "keepalive probes: {}",
+            context()
+        );
+        let close_enough = |tracer: &Value, wire: u64, what: &str| {
+            let tracer = tracer
+                .as_u64()
+                .unwrap_or_else(|| panic!("no {what}: {}", context()));
+            assert!(
+                tracer.abs_diff(wire) <= TOLERANCE_US,
+                "{what}: tracer {tracer} us, wire {wire} us: {}",
+                context()
+            );
+        };
+        let handshake_us = if client {
+            wire.synack_ns.map(|synack| (synack - wire.syn_ns) / 1_000)
+        } else {
+            wire.established_ns.map(|ack| (ack - wire.syn_ns) / 1_000)
+        };
+        if let Some(wire_us) = handshake_us {
+            close_enough(&record["handshake_us"], wire_us, "handshake");
+        }
+        // Without the data hook (some attach modes) the tracer does not know.
+        if record["requests"].is_null() {
+            return;
+        }
+        assert_eq!(
+            (&record["requests"], &record["responses"]),
+            (&wire.requests().into(), &wire.responses().into()),
+            "requests and responses: {}",
+            context()
+        );
+        let times = wire.response_times_us();
+        if times.is_empty() {
+            assert_eq!(record["response_time_us"], Value::Null, "{}", context());
+        } else {
+            let measured = &record["response_time_us"];
+            assert_eq!(measured["count"], times.len(), "{}", context());
+            close_enough(
+                &measured["min"],
+                *times.iter().min().unwrap(),
+                "fastest response",
+            );
+            close_enough(
+                &measured["max"],
+                *times.iter().max().unwrap(),
+                "slowest response",
+            );
+        }
+        match wire.unanswered_us() {
+            Some(waited) => {
+                close_enough(&record["unanswered_request_us"], waited, "unanswered wait")
+            }
+            None => assert_eq!(
+                record["unanswered_request_us"],
+                Value::Null,
+                "{}",
+                context()
+            ),
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! Connected pairs on loopback, as the scenarios need them.
+
+use std::{
+    net::{TcpListener, TcpStream},
+    time::Duration,
+};
+
+use rustix::net::sockopt;
+
+/// A connected pair on `port`: (client, accepted).
+pub fn connected_pair(port: u16) -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (accepted, _) = listener.accept().unwrap();
+    (client, accepted)
+}
+
+/// A connected pair on `port` whose client probes after 1 s idle, every 1 s, `count`
+/// times: (client, accepted).
+pub fn keepalive_pair(port: u16, count: u32) -> (TcpStream, TcpStream) {
+    let (client, accepted) = connected_pair(port);
+    sockopt::set_socket_keepalive(&client, true).unwrap();
+    sockopt::set_tcp_keepidle(&client, Duration::from_secs(1)).unwrap();
+    sockopt::set_tcp_keepintvl(&client, Duration::from_secs(1)).unwrap();
+    sockopt::set_tcp_keepcnt(&client, count).unwrap();
+    (client, accepted)
+}

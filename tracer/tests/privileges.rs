@@ -1,12 +1,13 @@
 //! Least privilege: the tracer runs as an unprivileged user with exactly the systemd unit's
-//! capabilities (`deploy/tracer.service`), keepalive included, and holds none once
-//! attached; with fewer, it names the missing one and exits.
+//! capabilities (`deploy/tracer.service`), keepalive and metrics included, and holds none
+//! once attached; with fewer, it names the missing one and exits.
 
 mod support;
 
 use std::{
     fs,
     io::{Read as _, Write as _},
+    net::SocketAddr,
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::{Command, Output},
@@ -16,6 +17,7 @@ use std::{
 use serde_json::Value;
 use support::{
     Tracer, free_port, is_event,
+    prometheus::scrape,
     sockets::{connected_pair, keepalive_pair},
     tracer_bin,
 };
@@ -109,7 +111,13 @@ fn traces_unprivileged_with_the_units_capabilities_and_then_holds_none() {
     // Open before tracing: sock_diag reads it after the capabilities are gone.
     let (before, _before_accepted) = connected_pair(port);
 
-    let mut tracer = Tracer::spawn(as_nobody(&unit_capabilities(), &port_args(port)));
+    // The DaemonSet serves metrics, which read the programs' counts after the drop.
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
+        .parse()
+        .unwrap();
+    let mut args = port_args(port);
+    args.extend(["--metrics-addr".to_owned(), metrics.to_string()]);
+    let mut tracer = Tracer::spawn(as_nobody(&unit_capabilities(), &args));
     let start = tracer.seen[0].clone();
     assert!(
         start["attach"].get("keepalive").is_some(),
@@ -129,6 +137,11 @@ fn traces_unprivileged_with_the_units_capabilities_and_then_holds_none() {
             );
         }
     }
+    let (_, scraped) = scrape(metrics, None);
+    assert!(
+        scraped.contains("tracer_bpf_run_seconds_total{program=\"inet_sock_set_state\"}"),
+        "{scraped}"
+    );
     let local = before.local_addr().unwrap();
     tracer.wait_for("the connection open before tracing", |line| {
         line["event"] == "existing" && line["local"] == local.to_string()

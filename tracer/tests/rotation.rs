@@ -42,7 +42,8 @@ fn start_to_file(port: u16, file: &Path, args: &[&str]) -> Child {
     child
 }
 
-/// Every line of every file in `dir`, parsed: panics on a line that is not whole JSON.
+/// Every line of every file in `dir` once the tracer has exited, parsed: panics on a line
+/// that is not whole JSON.
 fn lines_in(dir: &Path) -> Vec<Value> {
     let mut lines = Vec::new();
     for entry in fs::read_dir(dir).unwrap() {
@@ -66,6 +67,16 @@ fn records(lines: &[Value]) -> usize {
     lines.iter().filter(|l| l["event"] == "connection").count()
 }
 
+/// Connection records in `dir` while the tracer still writes and rotates: a file can end
+/// mid-line or be renamed while read, so this is a rough count to wait on.
+fn records_so_far(dir: &Path) -> usize {
+    fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|entry| fs::read_to_string(entry.ok()?.path()).ok())
+        .map(|text| text.matches("\"event\":\"connection\"").count())
+        .sum()
+}
+
 fn size(path: &Path) -> u64 {
     fs::metadata(path).map_or(0, |metadata| metadata.len())
 }
@@ -75,7 +86,7 @@ fn size(path: &Path) -> u64 {
 fn finish(load: Load, tracer: &mut Child, dir: &Path) -> Vec<Value> {
     let connections = load.stop() as usize;
     wait_until("a record of each connection's two sides", || {
-        records(&lines_in(dir)) >= 2 * connections
+        records_so_far(dir) >= 2 * connections
     });
     signal(tracer, Signal::TERM);
     assert!(wait_exit(tracer).success());

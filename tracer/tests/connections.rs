@@ -9,13 +9,7 @@ use std::{
     process::Command,
 };
 
-use support::{Tracer, free_port, tracer_bin};
-
-fn pair(listener: &TcpListener) -> (TcpStream, TcpStream) {
-    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (server, _) = listener.accept().unwrap();
-    (client, server)
-}
+use support::{Tracer, free_port, sockets::pair, tracer_bin};
 
 /// Closes `client` first and waits for the server side to see it, then closes that too.
 fn close(client: TcpStream, mut server: TcpStream) {

@@ -19,6 +19,7 @@ use support::{
     capture::{Capture, Wire},
     free_port,
     http::{HttpClient, ServerConfig, serve, start_server},
+    sockets::{connected_pair, pair},
 };
 
 const QUICK: ServerConfig = ServerConfig {
@@ -392,10 +393,8 @@ fn pipelined_requests_are_one_request_burst() {
 #[test]
 fn abortive_close_with_unsent_data_counts_what_was_acknowledged() {
     let (port, mut tracer, capture) = traced_port();
-    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
-    let server = listener.local_addr().unwrap();
-    let mut client = std::net::TcpStream::connect(server).unwrap();
-    let (mut accepted, _) = listener.accept().unwrap();
+    let (mut client, mut accepted) = connected_pair(port);
+    let server = accepted.local_addr().unwrap();
     client.write_all(b"upload\n").unwrap();
     accepted.read_exact(&mut [0u8; 7]).unwrap();
     client.set_nonblocking(true).unwrap();
@@ -443,8 +442,7 @@ fn crossing_fins_are_a_simultaneous_close() {
     let mut pairs = Vec::new();
     let mut simultaneous = None;
     for _ in 0..200 {
-        let client = std::net::TcpStream::connect(server).unwrap();
-        let (accepted, _) = listener.accept().unwrap();
+        let (client, accepted) = pair(&listener);
         let local = client.local_addr().unwrap();
         let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
         let other = barrier.clone();

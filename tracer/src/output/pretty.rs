@@ -187,6 +187,8 @@ fn lines(record: &ConnectionRecord, count: usize) -> Vec<Line> {
                     reset_next_to(index.checked_sub(1)) || reset_next_to(Some(index + 1));
                 let segments: &[(Direction, &str, Kind)] =
                     match (change.old_state, change.new_state) {
+                        // The kernel setting the state it is in (close() after shutdown()).
+                        (old, new) if old == new => &[],
                         (Close, SynSent) => &[(Out, "SYN", Handshake)],
                         (SynSent, Established) => {
                             &[(In, "SYN-ACK", Handshake), (Out, "ACK", Handshake)]

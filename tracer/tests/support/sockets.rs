@@ -9,8 +9,12 @@ use rustix::net::sockopt;
 
 /// A connected pair on `port`: (client, accepted).
 pub fn connected_pair(port: u16) -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
-    let client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    pair(&TcpListener::bind(("127.0.0.1", port)).unwrap())
+}
+
+/// A connection to `listener`: (client, accepted).
+pub fn pair(listener: &TcpListener) -> (TcpStream, TcpStream) {
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (accepted, _) = listener.accept().unwrap();
     (client, accepted)
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::kernel::{
     attach::{self, AttachMode, Hook, Mechanism},
-    btf, preflight, tracefs,
+    btf, preflight, privileges, tracefs,
 };
 
 #[derive(Serialize)]
@@ -56,9 +56,9 @@ fn report(mode: AttachMode) -> Report {
         can_trace: false,
         problem: None,
     };
-    let probed = preflight::check_privileges()
+    let probed = privileges::check_can_attach()
         .and_then(|()| preflight::check_kernel(&report.kernel))
-        .and_then(|()| attach::probe_all());
+        .and_then(|_| attach::probe_all());
     let results = match probed {
         Ok(results) => results,
         Err(error) => {

@@ -1,10 +1,12 @@
-//! Command-line arguments.
+//! Command-line arguments. Every option of a trace also reads an environment variable
+//! (`TRACER_PORT`, `TRACER_OUTPUT`, ...), for systemd units and containers.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf, str::FromStr};
 
+use bytesize::ByteSize;
 use clap::{Args, Parser, Subcommand};
 
-use crate::kernel::attach::AttachMode;
+use crate::{kernel::attach::AttachMode, output::file::Rotation};
 
 /// Kernel-level TCP event tracer: state changes, resets, retransmits and keepalive
 /// probes of the TCP connections on the given ports, as JSON lines.
@@ -33,7 +35,7 @@ pub enum Command {
         json: bool,
 
         /// Report what this mode would attach (exit 0 when it can trace).
-        #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
+        #[arg(long, value_enum, env = "TRACER_ATTACH", default_value_t = AttachMode::Auto)]
         attach: AttachMode,
     },
     /// Read recorded JSON lines (a trace's events) and show them through the same
@@ -51,16 +53,21 @@ pub enum Command {
 #[derive(Debug, Clone, Copy, Args)]
 pub struct OutputArgs {
     /// Kernel events, finished connections (one record each), or both.
-    #[arg(long, value_enum, default_value_t = Emit::All)]
+    #[arg(long, value_enum, env = "TRACER_EMIT", default_value_t = Emit::All)]
     pub emit: Emit,
 
     /// JSON lines, or a timeline per connection for people (coloured on a terminal).
-    #[arg(long, value_enum, default_value_t = Format::Json)]
+    #[arg(long, value_enum, env = "TRACER_FORMAT", default_value_t = Format::Json)]
     pub format: Format,
 
     /// Open connections tracked at most; beyond, the least recently active is reported
     /// as evicted.
-    #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(
+        long,
+        env = "TRACER_MAX_CONNECTIONS",
+        default_value_t = 65536,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
     pub max_connections: u32,
 }
 
@@ -87,40 +94,102 @@ pub enum Format {
     Pretty,
 }
 
+/// Ports to trace as one argument: `8191`, or several separated by commas or spaces
+/// (`80,443` or `"80 443"`, handy in `TRACER_PORT`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortList(Vec<u16>);
+
+impl FromStr for PortList {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let ports = text
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|port| !port.is_empty())
+            .map(|port| match port.parse::<u16>() {
+                Ok(0) | Err(_) => Err(format!("{port:?} is not a port (1 to 65535)")),
+                Ok(port) => Ok(port),
+            })
+            .collect::<Result<Vec<u16>, String>>()?;
+        if ports.is_empty() {
+            return Err("no port given".to_owned());
+        }
+        Ok(Self(ports))
+    }
+}
+
+/// A file size such as `64KiB`, `100MB` or `1048576` (bytes), more than zero.
+fn file_size(text: &str) -> Result<u64, String> {
+    match text.parse::<ByteSize>()?.as_u64() {
+        0 => Err("the size must be more than 0 bytes".to_owned()),
+        bytes => Ok(bytes),
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct TraceArgs {
-    /// Trace TCP connections with this local or remote port; repeat for several ports.
+    /// Trace TCP connections with this local or remote port; repeat, or separate several
+    /// with commas or spaces.
     #[arg(
         long = "port",
         short = 'p',
         value_name = "PORT",
-        required = true,
-        value_parser = clap::value_parser!(u16).range(1..)
+        env = "TRACER_PORT",
+        required = true
     )]
-    pub port: Vec<u16>,
+    pub port: Vec<PortList>,
 
     /// How to attach to the kernel: the best each hook can have (auto), or one mechanism
     /// for every hook that has it.
-    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
+    #[arg(long, value_enum, env = "TRACER_ATTACH", default_value_t = AttachMode::Auto)]
     pub attach: AttachMode,
 
-    /// Write to FILE instead of standard output.
-    #[arg(long, short = 'o', value_name = "FILE")]
+    /// Append to FILE instead of writing to standard output; SIGHUP reopens it (after
+    /// logrotate renamed it).
+    #[arg(long, short = 'o', value_name = "FILE", env = "TRACER_OUTPUT")]
     pub output: Option<PathBuf>,
+
+    /// Rotate FILE before it grows past SIZE (e.g. 100MiB): FILE becomes FILE.1, FILE.1
+    /// becomes FILE.2, and so on.
+    #[arg(
+        long,
+        value_name = "SIZE",
+        env = "TRACER_ROTATE_SIZE",
+        requires = "output",
+        value_parser = file_size
+    )]
+    pub rotate_size: Option<u64>,
+
+    /// Rotated files to keep (FILE.1 to FILE.N); the oldest beyond is deleted.
+    #[arg(
+        long,
+        value_name = "N",
+        env = "TRACER_ROTATE_KEEP",
+        default_value_t = 5,
+        requires = "rotate_size",
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub rotate_keep: u32,
 
     /// The kernel's buffer of events waiting for tracer (a power of two, at least 4K;
     /// K, M and G suffixes): what absorbs a burst while tracer is not running.
-    #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = parse_ring_size)]
+    #[arg(
+        long,
+        value_name = "SIZE",
+        env = "TRACER_RING_BUFFER_SIZE",
+        default_value = "16M",
+        value_parser = parse_ring_size
+    )]
     pub ring_buffer_size: u32,
 
     /// Serve Prometheus metrics at http://HOST:PORT/metrics while tracing (HOST an IP
     /// address, e.g. 127.0.0.1:9464 or [::]:9464).
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(long, value_name = "HOST:PORT", env = "TRACER_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
 
     /// Turn the kernel's BPF statistics on while tracing (back as they were at exit), for
     /// the metrics of what each eBPF program costs.
-    #[arg(long, requires = "metrics_addr")]
+    #[arg(long, env = "TRACER_BPF_STATS", requires = "metrics_addr")]
     pub bpf_stats: bool,
 
     #[command(flatten)]
@@ -152,10 +221,18 @@ fn parse_ring_size(text: &str) -> Result<u32, String> {
 impl TraceArgs {
     /// The ports, sorted, without repeats.
     pub fn ports(&self) -> Vec<u16> {
-        let mut ports = self.port.clone();
+        let mut ports: Vec<u16> = self.port.iter().flat_map(|list| list.0.clone()).collect();
         ports.sort_unstable();
         ports.dedup();
         ports
+    }
+
+    /// How the output file rotates by size, if it does.
+    pub fn rotation(&self) -> Option<Rotation> {
+        self.rotate_size.map(|max_bytes| Rotation {
+            max_bytes,
+            keep: self.rotate_keep,
+        })
     }
 }
 
@@ -235,6 +312,19 @@ mod tests {
     }
 
     #[test]
+    fn ports_list_with_commas_and_spaces() {
+        let cli = parse(&["--port", "443, 80 8191", "-p", "22"]).unwrap();
+        assert_eq!(cli.trace.ports(), vec![22, 80, 443, 8191]);
+        for bad in ["", " , ", "80,x", "80,0"] {
+            assert_eq!(
+                parse(&["--port", bad]).unwrap_err().kind(),
+                ErrorKind::ValueValidation,
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
     fn ring_buffer_sizes_are_powers_of_two_with_units() {
         let size = |text: &str| parse(&["-p", "1", "--ring-buffer-size", text]);
         assert_eq!(
@@ -249,6 +339,77 @@ mod tests {
                 size(bad).unwrap_err().kind(),
                 ErrorKind::ValueValidation,
                 "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn rotation_needs_an_output_file_and_a_size() {
+        let cli = parse(&["-p", "1", "-o", "t.json", "--rotate-size", "64KiB"]).unwrap();
+        assert_eq!(
+            cli.trace.rotation(),
+            Some(Rotation {
+                max_bytes: 64 * 1024,
+                keep: 5
+            })
+        );
+        let cli = parse(&[
+            "-p",
+            "1",
+            "-o",
+            "t",
+            "--rotate-size",
+            "2MB",
+            "--rotate-keep",
+            "9",
+        ]);
+        assert_eq!(
+            cli.unwrap().trace.rotation(),
+            Some(Rotation {
+                max_bytes: 2_000_000,
+                keep: 9
+            })
+        );
+        assert_eq!(
+            parse(&["-p", "1", "-o", "t"]).unwrap().trace.rotation(),
+            None
+        );
+        for args in [
+            &["-p", "1", "--rotate-size", "1MiB"][..],
+            &["-p", "1", "-o", "t", "--rotate-keep", "3"],
+        ] {
+            assert_eq!(
+                parse(args).unwrap_err().kind(),
+                ErrorKind::MissingRequiredArgument,
+                "{args:?}"
+            );
+        }
+        for size in ["0", "lots", "1 parsec"] {
+            assert_eq!(
+                parse(&["-p", "1", "-o", "t", "--rotate-size", size])
+                    .unwrap_err()
+                    .kind(),
+                ErrorKind::ValueValidation,
+                "{size}"
+            );
+        }
+    }
+
+    /// Units and containers configure the tracer through the environment: every option
+    /// of a trace has its `TRACER_` variable.
+    #[test]
+    fn every_trace_option_has_an_environment_variable() {
+        let command = Cli::command();
+        for arg in command.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if matches!(long, "help" | "version") {
+                continue;
+            }
+            let expected = format!("TRACER_{}", long.to_uppercase().replace('-', "_"));
+            assert_eq!(
+                arg.get_env().and_then(|env| env.to_str()),
+                Some(expected.as_str()),
+                "--{long}"
             );
         }
     }

@@ -1,6 +1,7 @@
-//! `tracer --port N`: attach, then move every ring buffer record through decode, the
-//! correlator and the sink until SIGINT or SIGTERM; then detach, drain what is left and
-//! exit with the kernel's count of what it sent.
+//! `tracer --port N`: attach, drop every capability, then move every ring buffer record
+//! through decode, the correlator and the sink until SIGINT or SIGTERM; then detach, drain
+//! what is left and exit with the kernel's count of what it sent. SIGHUP reopens the
+//! output file (logrotate) and keeps tracing.
 //!
 //! The programs wake the daemon only when a batch waits (see `tracer-ebpf`'s output), so
 //! it also drains on a short timer: that bounds how late a line can be. Each batch ends
@@ -25,9 +26,13 @@ use crate::{
     event::TraceEvent,
     kernel::{
         attach::{self, Hook, LoadOptions, Probes},
-        preflight, program_stats,
+        preflight, privileges, program_stats,
     },
-    output::{self, Sink, metrics::Exporter},
+    output::{
+        self, Sink,
+        file::{LogFile, ReopenRequest},
+        metrics::Exporter,
+    },
     pipeline::{
         Pipeline,
         decode::Decoder,
@@ -139,10 +144,14 @@ fn read_existing(pipeline: &mut LivePipeline, ports: &[u16]) -> io::Result<()> {
 
 pub async fn run(args: TraceArgs) -> Result<()> {
     let ports = args.ports();
-    let sink = output::open(args.output.as_deref(), args.show.format)?;
-    preflight::check_privileges()?;
+    let reopen = ReopenRequest::default();
+    let file = (args.output.as_deref())
+        .map(|path| LogFile::open(path, args.rotation(), reopen.clone()))
+        .transpose()?;
+    let sink = output::open(file, args.show.format);
+    privileges::check_can_attach()?;
     let kernel = preflight::kernel_release();
-    preflight::check_kernel(&kernel)?;
+    let version = preflight::check_kernel(&kernel)?;
     let mut metrics = match args.metrics_addr {
         Some(addr) => Some(Exporter::start(addr, &ports).await?),
         None => None,
@@ -167,6 +176,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     if let Some(metrics) = &mut metrics {
         metrics.watch_programs(&programs)?;
     }
+    privileges::drop_all(version)?;
     let mut ring = Ring {
         ring: watch(events)?,
         decoder: Decoder::new(units),
@@ -181,6 +191,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     };
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING_PERIOD);
     let mut drain_timer = tokio::time::interval(DRAIN_PERIOD);
     drain_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -230,6 +241,10 @@ pub async fn run(args: TraceArgs) -> Result<()> {
                 if let Some(metrics) = &mut metrics {
                     metrics.sample(pipeline.open_connections());
                 }
+            }
+            _ = sighup.recv() => {
+                reopen.request();
+                pipeline.sink.flush()?;
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,

@@ -5,6 +5,10 @@
 //! Only event lines are read back (`state_change`, `reset`, ...); `tracer_start`,
 //! `connection` and the other lines a live trace wrote are skipped, since the replay
 //! makes its own. Times are the lines' `ts`, so the replay's output has the same times.
+//!
+//! A line cut short (a tracer killed mid-write, which a restarted tracer appends after)
+//! is reported on stderr and skipped; any other line that is not a tracer's stops the
+//! replay.
 
 use std::{
     fs::File,
@@ -186,6 +190,40 @@ pub fn parse_line(line: &str) -> Result<Option<TraceEvent>> {
     Ok(Some(event))
 }
 
+/// What the replay does with one line of the recorded file.
+#[derive(Debug)]
+pub enum Line {
+    Event(TraceEvent),
+    /// Not an event (`tracer_start`, `connection`, blank...): the replay makes its own.
+    Other,
+    /// The line ends before its JSON does: written by a tracer stopped mid-write.
+    Cut,
+}
+
+/// Reads one line of a recorded trace (without its newline).
+pub fn read_line(bytes: &[u8]) -> Result<Line> {
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        // Cut inside a character.
+        Err(error) if error.error_len().is_none() => return Ok(Line::Cut),
+        Err(error) => bail!("not UTF-8 text ({error})"),
+    };
+    if text.trim().is_empty() {
+        return Ok(Line::Other);
+    }
+    match parse_line(text) {
+        Ok(event) => Ok(event.map_or(Line::Other, Line::Event)),
+        Err(error)
+            if error
+                .downcast_ref::<serde_json::Error>()
+                .is_some_and(serde_json::Error::is_eof) =>
+        {
+            Ok(Line::Cut)
+        }
+        Err(error) => Err(error),
+    }
+}
+
 /// Replays `file` (`-` for standard input) to standard output.
 pub fn run(file: &Path, show: &OutputArgs) -> Result<()> {
     let input: Box<dyn BufRead> = if file == Path::new("-") {
@@ -195,26 +233,26 @@ pub fn run(file: &Path, show: &OutputArgs) -> Result<()> {
             File::open(file).with_context(|| format!("cannot read {}", file.display()))?,
         ))
     };
-    let sink = output::open(None, show.format)?;
+    let sink = output::open(None, show.format);
     // The lines' times are wall-clock already: an offset of zero keeps them.
     let clock = WallClock::from_offset_ns(0);
-    let mut lines = input.lines().enumerate().peekable();
+    let mut lines = input.split(b'\n').enumerate().peekable();
     // A trace whose tracer had no data hook cannot count exchanges: its first line says.
     let data_turns = match lines.peek() {
-        Some((_, Ok(first))) => serde_json::from_str::<Value>(first)
+        Some((_, Ok(first))) => serde_json::from_slice::<Value>(first)
             .map_or(true, |line| line["unsupported"].get("data").is_none()),
         _ => true,
     };
     let mut pipeline = Pipeline::new(show, data_turns, sink, clock);
     for (number, line) in lines {
         let line = line.with_context(|| format!("cannot read {}", file.display()))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let event = parse_line(&line)
-            .with_context(|| format!("{}:{}: not a tracer line", file.display(), number + 1))?;
-        if let Some(event) = event {
-            pipeline.event(&event)?;
+        let location = format!("{}:{}", file.display(), number + 1);
+        match read_line(&line).with_context(|| format!("{location}: not a tracer line"))? {
+            Line::Event(event) => pipeline.event(&event)?,
+            Line::Other => {}
+            Line::Cut => eprintln!(
+                "tracer: warning: {location}: skipped a line cut short (its tracer was stopped mid-write)"
+            ),
         }
     }
     Ok(pipeline.finish(None)?)
@@ -315,5 +353,23 @@ mod tests {
         let err =
             parse_line(r#"{"event":"state_change","ts":"2026-11-26T03:04:05Z"}"#).unwrap_err();
         assert!(format!("{err:#}").contains("no sock"), "{err:#}");
+    }
+
+    #[test]
+    fn cut_lines_are_told_apart_from_bad_ones() {
+        let whole = r#"{"event":"tracer_stop","comm":"é"}"#.as_bytes();
+        assert!(matches!(read_line(whole).unwrap(), Line::Other));
+        assert!(matches!(read_line(b"  ").unwrap(), Line::Other));
+        // Cut anywhere, inside a character too.
+        for end in 1..whole.len() - 1 {
+            assert!(
+                matches!(read_line(&whole[..end]).unwrap(), Line::Cut),
+                "{:?}",
+                String::from_utf8_lossy(&whole[..end])
+            );
+        }
+        for bad in [&b"not json"[..], b"{\"a\":1}}", b"\xff\xfe{}"] {
+            assert!(read_line(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -5,6 +5,7 @@ mod support;
 use std::{
     io::{Read, Write},
     net::{TcpListener, TcpStream},
+    path::Path,
     process::Command,
 };
 
@@ -18,6 +19,26 @@ fn story(record: &Value) -> Value {
         story.as_object_mut().unwrap().remove(clock_field);
     }
     story
+}
+
+/// `tracer replay FILE --emit connections`: its records' stories, and its stderr.
+fn replay_records(trace: &Path) -> (Vec<Value>, String) {
+    let output = Command::new(tracer_bin())
+        .arg("replay")
+        .arg(trace)
+        .args(["--emit", "connections"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(output.status.success(), "{stderr}");
+    let records = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["event"] == "connection")
+        .map(|l| story(&l))
+        .collect();
+    (records, stderr)
 }
 
 #[test]
@@ -49,26 +70,24 @@ fn replayed_events_give_the_live_connection_records() {
 
     let trace = std::env::temp_dir().join(format!("tracer-replay-{}.json", std::process::id()));
     let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    std::fs::write(&trace, text).unwrap();
-    let output = Command::new(tracer_bin())
-        .arg("replay")
-        .arg(&trace)
-        .args(["--emit", "connections"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let replayed: Vec<Value> = String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|l| l["event"] == "connection")
-        .map(|l| story(&l))
-        .collect();
+    std::fs::write(&trace, &text).unwrap();
+    let (replayed, stderr) = replay_records(&trace);
     assert_eq!(replayed, live);
+    assert_eq!(stderr, "");
+
+    // A tracer killed mid-write leaves a cut last line: warned about, and the rest replays.
+    let last = text.lines().last().unwrap();
+    std::fs::write(&trace, format!("{text}{}", &last[..last.len() / 2])).unwrap();
+    let (replayed_cut, stderr) = replay_records(&trace);
+    assert_eq!(
+        stderr,
+        format!(
+            "tracer: warning: {}:{}: skipped a line cut short (its tracer was stopped mid-write)\n",
+            trace.display(),
+            text.lines().count() + 1
+        )
+    );
+    assert_eq!(replayed_cut, live);
 
     let pretty = Command::new(tracer_bin())
         .arg("replay")

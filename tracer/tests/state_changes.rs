@@ -255,13 +255,13 @@ fn bad_input_is_one_clear_error() {
     );
     assert_eq!(
         stderr,
-        "tracer: cannot write to /nonexistent/dir/out.json: No such file or directory (os error 2)\n"
+        "tracer: cannot open /nonexistent/dir/out.json: No such file or directory (os error 2)\n"
     );
 
     let stderr = run_failing(&["--port", "8191"], true);
     assert_eq!(
         stderr,
-        "tracer: tracer must run as root (or with CAP_BPF and CAP_PERFMON) to load eBPF programs\n"
+        "tracer: missing CAP_BPF and CAP_PERFMON: tracer needs CAP_BPF to load its eBPF programs and CAP_PERFMON to attach them; run it as root or grant them (see docs/deploy.md)\n"
     );
 }
 

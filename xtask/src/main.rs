@@ -1,7 +1,9 @@
 //! `cargo xtask`: set up, build, run and test tracer on a fresh Debian/Ubuntu machine.
 
 mod bench;
+mod fuzz;
 mod setup;
+mod soak;
 #[path = "../../tracer-ebpf/toolchain.rs"]
 mod toolchain;
 mod vm;
@@ -37,8 +39,14 @@ enum Task {
     /// connection churn beside tcpdump and bpftrace, and each eBPF program's run time
     /// (needs root; see docs/performance.md).
     Bench(bench::BenchArgs),
+    /// The release tracer under a steady connection load for a while, writing to a file
+    /// it rotates: memory and eBPF maps stay flat, every connection has its records.
+    Soak(soak::SoakArgs),
+    /// Fuzz the ring-record decoder and replay's line reader (cargo-fuzz, libFuzzer).
+    Fuzz(fuzz::FuzzArgs),
     /// Everything CI checks: formatting, clippy on both toolchains, unit and integration
-    /// tests against the running kernel (needs root), then the kernel matrix (`vm-test`).
+    /// tests against the running kernel (needs root), the deployment files' checks, the
+    /// fuzzers and a one-minute soak, then the kernel matrix (`vm-test`).
     Test {
         /// Stop after the running kernel's tests: skip the kernel matrix.
         #[arg(long)]
@@ -98,6 +106,7 @@ fn ebpf_cargo() -> Result<Command> {
 
 fn test(host_only: bool) -> Result<()> {
     setup::ensure()?;
+    setup::ensure_test_tools()?;
     // Each crate formatted and linted by the toolchain that builds it.
     run(cargo()
         .args(["fmt", "--package", "tracer", "--package", "tracer-common"])
@@ -137,6 +146,8 @@ fn test(host_only: bool) -> Result<()> {
         "--bins",
         "--tests",
     ]))?;
+    fuzz::fuzz(&fuzz::FuzzArgs::short())?;
+    soak::soak(&soak::SoakArgs::short())?;
     if host_only {
         return Ok(());
     }
@@ -146,7 +157,7 @@ fn test(host_only: bool) -> Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Task::Setup => setup::ensure(),
+        Task::Setup => setup::ensure().and_then(|()| setup::ensure_test_tools()),
         Task::Build => build().map(|binary| println!("built {}", binary.display())),
         Task::Run { args } => build().and_then(|binary| {
             // Replace this process so Ctrl-C and the exit status belong to the tracer.
@@ -155,6 +166,8 @@ fn main() -> ExitCode {
         }),
         Task::Test { host_only } => test(host_only),
         Task::Bench(args) => bench::bench(&args),
+        Task::Soak(args) => soak::soak(&args),
+        Task::Fuzz(args) => fuzz::fuzz(&args),
         Task::VmTest { kernels, modes } => vm::vm_test(&kernels, &modes),
     };
     match result {

@@ -3,9 +3,12 @@
 //! from `rust-toolchain.toml` (rustup installs it), the eBPF tools are the pinned ones of
 //! `tracer-ebpf/toolchain.rs`, checked rather than assumed, and repaired when they do not
 //! match. The user's own `nightly`, default toolchain and bpf-linker are never touched.
+//! What only the tests use (deployment checkers, the fuzzer, bpftool for the soak) is
+//! installed by [`ensure_test_tools`], so a build alone does not pull it in.
 
 use std::{
     env,
+    path::PathBuf,
     process::Command,
     time::{Duration, Instant},
 };
@@ -16,8 +19,26 @@ use crate::{run, toolchain, workspace_root};
 
 /// Debian packages the tests use: iproute2 and nftables cut a connection's traffic;
 /// prometheus (the server and `promtool`) scrapes and checks `--metrics-addr`; tcpdump
-/// captures the traffic the records are compared with.
-const TEST_PACKAGES: &[&str] = &["iproute2", "nftables", "prometheus", "tcpdump"];
+/// captures the traffic the records are compared with; util-linux's setpriv and unshare
+/// run the tracer unprivileged.
+const TEST_PACKAGES: &[&str] = &[
+    "iproute2",
+    "nftables",
+    "prometheus",
+    "tcpdump",
+    "util-linux",
+];
+
+/// Debian packages only the test suite's other checks use: systemd-analyze verifies the
+/// unit, logrotate reads its configuration, python3-venv holds the Kubernetes validator,
+/// bpftool counts the soak's eBPF map entries, g++ builds libFuzzer.
+const CHECK_PACKAGES: &[&str] = &["systemd", "logrotate", "python3-venv", "bpftool", "g++"];
+
+/// cargo-fuzz (crates.io), which builds and runs the fuzz targets.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// The Kubernetes schema validator, from PyPI, with the schemas inside (works offline).
+const KUBERNETES_VALIDATE: (&str, &str) = ("kubernetes-validate", "1.37.0");
 
 fn is_root() -> bool {
     Command::new("id")
@@ -135,6 +156,63 @@ fn ensure_bpf_linker(nightly: &toolchain::Nightly, llvm_major: u32) -> Result<()
         .arg(&root)
         .env("PATH", path))?;
     toolchain::bpf_linker(nightly, llvm_major).map(|_| ())
+}
+
+/// `kubernetes-validate`, in a Python virtual environment of its own under `target/`.
+pub fn kubernetes_validate() -> PathBuf {
+    workspace_root().join("target/deploy-tools/bin/kubernetes-validate")
+}
+
+fn ensure_kubernetes_validate() -> Result<()> {
+    let (package, version) = KUBERNETES_VALIDATE;
+    let validator = kubernetes_validate();
+    let installed = Command::new(&validator)
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains(version));
+    if installed {
+        return Ok(());
+    }
+    println!("xtask: installing {package} {version} (PyPI) into target/deploy-tools");
+    let venv = workspace_root().join("target/deploy-tools");
+    // Debian's Python (python3-venv), whatever else is first on PATH.
+    run(Command::new("/usr/bin/python3")
+        .args(["-m", "venv", "--clear"])
+        .arg(&venv))?;
+    run(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "--quiet",
+        &format!("{package}=={version}"),
+    ]))
+}
+
+pub fn ensure_cargo_fuzz() -> Result<()> {
+    let installed = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|out| {
+            out.status.success()
+                && String::from_utf8_lossy(&out.stdout).contains(CARGO_FUZZ_VERSION)
+        });
+    if installed {
+        return Ok(());
+    }
+    println!("xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION} (crates.io)");
+    run(crate::cargo().args([
+        "install",
+        "cargo-fuzz",
+        "--locked",
+        "--version",
+        &format!("={CARGO_FUZZ_VERSION}"),
+    ]))
+}
+
+/// What the test suite needs beyond building: the deployment checkers, the fuzzer and
+/// bpftool.
+pub fn ensure_test_tools() -> Result<()> {
+    ensure_packages(CHECK_PACKAGES)?;
+    ensure_kubernetes_validate()?;
+    ensure_cargo_fuzz()
 }
 
 /// Installs whatever is missing and verifies the rest; quick when nothing is.

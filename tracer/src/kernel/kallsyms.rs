@@ -1,4 +1,5 @@
-//! Kernel symbol addresses from `/proc/kallsyms` (real addresses need root).
+//! Kernel symbol addresses from `/proc/kallsyms` (real addresses need CAP_SYSLOG, and
+//! `kernel.kptr_restrict` below 2).
 
 use std::{
     fs::File,
@@ -33,7 +34,9 @@ pub fn address_of(name: &str) -> Result<u64> {
     let found =
         find(BufReader::new(kallsyms), name).with_context(|| format!("cannot read {KALLSYMS}"))?;
     match found {
-        Some(0) => bail!("{KALLSYMS} hides addresses (kptr_restrict): cannot locate {name}"),
+        Some(0) => bail!(
+            "{KALLSYMS} hides kernel addresses: tracer needs CAP_SYSLOG (and kernel.kptr_restrict below 2) to locate {name}"
+        ),
         Some(address) => Ok(address),
         None => bail!("the kernel has no {name} symbol in {KALLSYMS}"),
     }

@@ -1,4 +1,5 @@
-//! The kernel side: whether this kernel can run tracer ([`preflight`]), what it offers
+//! The kernel side: whether this kernel can run tracer ([`preflight`]) and with which
+//! capabilities, dropped once attached ([`privileges`]), what it offers
 //! (BTF, tracefs, kallsyms, its build configuration), the layouts the eBPF programs need
 //! ([`layout`]) and units the decoder needs ([`units`]), and the attach plan that loads
 //! and attaches the programs ([`attach`]).
@@ -9,6 +10,7 @@ pub mod kallsyms;
 pub mod kconfig;
 pub mod layout;
 pub mod preflight;
+pub mod privileges;
 pub mod program_stats;
 pub mod tracefs;
 pub mod units;

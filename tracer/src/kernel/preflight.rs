@@ -1,7 +1,8 @@
-//! Checks that turn the usual reasons tracing cannot start (privileges, kernel version,
-//! BTF) into one clear sentence before the kernel answers with a bare errno.
+//! Checks that turn the usual reasons tracing cannot start (kernel version, BTF; the
+//! capabilities are [`super::privileges`]') into one clear sentence before the kernel
+//! answers with a bare errno.
 
-use std::{fs, path::Path};
+use std::path::Path;
 
 use anyhow::{Context as _, Result, bail};
 
@@ -10,10 +11,6 @@ use crate::kernel::btf::SYS_FS_PATH;
 /// The oldest kernel with everything the programs use: the BPF ring buffer (5.8) and
 /// `bpf_ktime_get_boot_ns` (5.8).
 pub const MIN_KERNEL: KernelVersion = KernelVersion { major: 5, minor: 8 };
-
-const CAP_SYS_ADMIN: u32 = 21;
-const CAP_PERFMON: u32 = 38;
-const CAP_BPF: u32 = 39;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct KernelVersion {
@@ -39,30 +36,8 @@ pub fn kernel_release() -> String {
         .into_owned()
 }
 
-/// Effective capabilities of this process, from `/proc/self/status`.
-fn effective_capabilities() -> Result<u64> {
-    let status =
-        fs::read_to_string("/proc/self/status").context("cannot read /proc/self/status")?;
-    let hex = status
-        .lines()
-        .find_map(|line| line.strip_prefix("CapEff:"))
-        .context("/proc/self/status has no CapEff line")?;
-    u64::from_str_radix(hex.trim(), 16).context("/proc/self/status has a malformed CapEff line")
-}
-
-/// Loading tracing programs takes CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN on kernels
-/// older than 5.8 and as the catch-all.
-pub fn check_privileges() -> Result<()> {
-    let caps = effective_capabilities()?;
-    let has = |cap: u32| caps & (1 << cap) != 0;
-    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
-        Ok(())
-    } else {
-        bail!("tracer must run as root (or with CAP_BPF and CAP_PERFMON) to load eBPF programs")
-    }
-}
-
-pub fn check_kernel(release: &str) -> Result<()> {
+/// The version of kernel `release`, refused by name when tracer cannot run on it.
+pub fn check_kernel(release: &str) -> Result<KernelVersion> {
     let version = KernelVersion::parse(release)
         .with_context(|| format!("cannot read the kernel version from {release:?}"))?;
     if version < MIN_KERNEL {
@@ -77,7 +52,7 @@ pub fn check_kernel(release: &str) -> Result<()> {
             "kernel {release} has no BTF ({SYS_FS_PATH} is missing): tracer needs CONFIG_DEBUG_INFO_BTF=y"
         );
     }
-    Ok(())
+    Ok(version)
 }
 
 #[cfg(test)]

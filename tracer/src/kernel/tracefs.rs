@@ -1,14 +1,19 @@
 //! tracefs: where it is mounted (mounting it when the host has not), and the record
 //! layout of a tracepoint, read from its `format` file because it differs by kernel.
+//! tracefs is readable by root only and mounting it takes CAP_SYS_ADMIN: the errors say
+//! which capability is missing rather than a bare "permission denied".
 
 use std::{
     collections::HashMap,
-    fs,
+    fs, io,
     path::{Path, PathBuf},
 };
 
 use anyhow::{Context as _, Result, bail};
-use rustix::mount::{MountFlags, mount};
+use rustix::{
+    io::Errno,
+    mount::{MountFlags, mount},
+};
 
 const TRACEFS: &str = "/sys/kernel/tracing";
 const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
@@ -16,13 +21,22 @@ const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
 /// The tracefs root, mounting it at `/sys/kernel/tracing` when no mount is found.
 pub fn root() -> Result<PathBuf> {
     for candidate in [TRACEFS, DEBUGFS_TRACING] {
-        if Path::new(candidate).join("events").is_dir() {
-            return Ok(candidate.into());
+        match fs::metadata(Path::new(candidate).join("events")) {
+            Ok(events) if events.is_dir() => return Ok(candidate.into()),
+            Err(error) if error.kind() == io::ErrorKind::PermissionDenied => bail!(
+                "cannot read tracefs ({candidate}: permission denied): tracer needs CAP_DAC_READ_SEARCH to read the tracepoints' formats there"
+            ),
+            _ => {}
         }
     }
-    mount("nodev", TRACEFS, "tracefs", MountFlags::empty(), None)
-        .with_context(|| format!("tracefs is not mounted and mounting it on {TRACEFS} failed"))?;
-    Ok(TRACEFS.into())
+    match mount("nodev", TRACEFS, "tracefs", MountFlags::empty(), None) {
+        Ok(()) => Ok(TRACEFS.into()),
+        Err(Errno::PERM) => bail!(
+            "tracefs is not mounted: mount it (mount -t tracefs nodev {TRACEFS}) or give tracer CAP_SYS_ADMIN to mount it"
+        ),
+        Err(error) => Err(error)
+            .with_context(|| format!("tracefs is not mounted and mounting it on {TRACEFS} failed")),
+    }
 }
 
 /// One field of a tracepoint record.

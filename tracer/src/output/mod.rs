@@ -1,21 +1,18 @@
 //! Where the pipeline's output goes: the [`Sink`] trait, and its JSON lines
-//! ([`json::JsonSink`]) and timelines for people ([`pretty::PrettySink`]); with
-//! `--metrics-addr`, Prometheus [`metrics`] in front of either.
+//! ([`json::JsonSink`]) and timelines for people ([`pretty::PrettySink`]), written to
+//! standard output or to a rotating [`file::LogFile`]; with `--metrics-addr`, Prometheus
+//! [`metrics`] in front of either.
 
+pub mod file;
 pub mod json;
 pub mod metrics;
 pub mod pretty;
 
-use std::{
-    fs::File,
-    io::{self, BufWriter, IsTerminal as _, Write},
-    path::Path,
-};
+use std::io::{self, BufWriter, IsTerminal as _, Write};
 
-use anyhow::{Context as _, Result};
 use serde::Serialize;
 
-use self::{json::JsonSink, pretty::PrettySink};
+use self::{file::LogFile, json::JsonSink, pretty::PrettySink};
 use crate::{
     cli::Format,
     clock::WallClock,
@@ -127,23 +124,18 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
 /// Bytes of output gathered before a write.
 const OUTPUT_BUFFER: usize = 256 * 1024;
 
-/// The sink for `format`, writing to `path` or standard output (buffered: the caller
-/// flushes after each batch). Pretty output is coloured on a terminal only.
-pub fn open(path: Option<&Path>, format: Format) -> Result<Box<dyn Sink>> {
-    let (out, terminal): (Box<dyn Write>, bool) = match path {
-        Some(path) => (
-            Box::new(
-                File::create(path)
-                    .with_context(|| format!("cannot write to {}", path.display()))?,
-            ),
-            false,
-        ),
+/// The sink for `format`, writing to `file` or standard output (buffered: the caller
+/// flushes after each batch, so the writer below sees whole lines at each flush). Pretty
+/// output is coloured on a terminal only.
+pub fn open(file: Option<LogFile>, format: Format) -> Box<dyn Sink> {
+    let (out, terminal): (Box<dyn Write>, bool) = match file {
+        Some(file) => (Box::new(file), false),
         None => (Box::new(io::stdout()), io::stdout().is_terminal()),
     };
     // Large enough that a batch of lines costs few write calls.
     let out = BufWriter::with_capacity(OUTPUT_BUFFER, out);
-    Ok(match format {
+    match format {
         Format::Json => Box::new(JsonSink::new(out)),
         Format::Pretty => Box::new(PrettySink::new(out, terminal)),
-    })
+    }
 }

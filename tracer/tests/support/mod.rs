@@ -18,6 +18,7 @@ use std::{
 
 pub mod capture;
 pub mod http;
+pub mod load;
 pub mod prometheus;
 pub mod sockets;
 
@@ -57,14 +58,14 @@ impl Tracer {
         Self::spawn(Self::command(ports))
     }
 
-    /// `tracer --port P ...`, for more arguments. With `TRACER_ATTACH` set (the kernel
+    /// `tracer --port P ...`, for more arguments. With `TRACER_TEST_ATTACH` set (the kernel
     /// matrix), the tracer runs with `--attach` that mode.
     pub fn command(ports: &[u16]) -> Command {
         let mut command = Command::new(tracer_bin());
         for port in ports {
             command.args(["--port", &port.to_string()]);
         }
-        if let Some(mode) = std::env::var_os("TRACER_ATTACH") {
+        if let Some(mode) = std::env::var_os("TRACER_TEST_ATTACH") {
             command.arg("--attach").arg(mode);
         }
         command
@@ -113,6 +114,10 @@ impl Tracer {
 
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Reads lines until one satisfies `condition`, and returns it.
@@ -183,6 +188,30 @@ impl Drop for Tracer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Polls `condition` until it holds; panics naming `what` after [`DEADLINE`].
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !condition() {
+        assert!(Instant::now() < deadline, "no {what} within {DEADLINE:?}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits for `child` to exit by itself; kills it and panics after [`DEADLINE`].
+pub fn wait_exit(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the process did not exit within {DEADLINE:?}");
+        }
+        thread::sleep(Duration::from_millis(20));
     }
 }
 

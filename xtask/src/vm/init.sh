@@ -96,7 +96,7 @@ for mode in $MODES; do
         echo "TRACER-VM-BEGIN mode=$mode binary=$binary"
         began=$(cut -d. -f1 /proc/uptime)
         # shellcheck disable=SC2086 # the filters are separate arguments
-        TRACER_BIN=/opt/tracer/tracer TRACER_ATTACH=$mode \
+        TRACER_BIN=/opt/tracer/tracer TRACER_TEST_ATTACH=$mode \
             "$test" --test-threads="$(nproc)" $filters 2>&1 | tee /tmp/test-output
         status=$?
         # libtest's summary line: "test result: ok. 7 passed; 0 failed; 0 ignored; ..."

@@ -20,13 +20,17 @@ use super::{
 use crate::{cargo, run, workspace_root};
 
 /// Host tools the tests run in guests, where busybox's `ip` and `tc` lack what they need
-/// (netem, nftables), and tcpdump for the captures the records are compared with.
-/// Installed by `setup` (iproute2, nftables, tcpdump).
+/// (netem, nftables), tcpdump for the captures the records are compared with, and
+/// setpriv and unshare, which busybox lacks (the privilege tests run the tracer as an
+/// unprivileged user in a mount namespace). Installed by `setup` (iproute2, nftables,
+/// tcpdump; util-linux is essential in Debian).
 const GUEST_TOOLS: &[&str] = &[
     "/usr/sbin/ip",
     "/usr/sbin/tc",
     "/usr/sbin/nft",
     "/usr/bin/tcpdump",
+    "/usr/bin/setpriv",
+    "/usr/bin/unshare",
 ];
 
 pub(super) struct Binaries {

@@ -1,6 +1,7 @@
-//! The tools that build the eBPF programs, pinned and verified: the nightly named in
-//! `rust-toolchain.toml` beside this file (the only place it is named), and bpf-linker at
-//! an exact version, built on the LLVM major that nightly reports. rustc hands bpf-linker
+//! The toolchains, pinned and verified: the nightly that builds the eBPF programs, named in
+//! `rust-toolchain.toml` beside this file (the only place it is named), the stable one
+//! that builds the rest, named in `xtask/rust-toolchain.toml`, and bpf-linker at an exact
+//! version, built on the LLVM major that nightly reports. rustc hands bpf-linker
 //! LLVM bitcode, which an older LLVM cannot read ("Invalid record"), so the two must agree.
 //!
 //! tracer's build script verifies before it builds, and says in one line what to run when
@@ -25,17 +26,18 @@ pub const BPF_LINKER_VERSION: &str = "0.13.0";
 /// The LLVM majors bpf-linker 0.13.0 can be built on (its `llvm-21` .. `llvm-23` features).
 pub const BPF_LINKER_LLVM: std::ops::RangeInclusive<u32> = 21..=23;
 
-/// The pinned nightly, from `rust-toolchain.toml` in the eBPF crate's directory.
-pub struct Nightly {
+/// A toolchain pinned by the `rust-toolchain.toml` of a directory: the eBPF crate's
+/// (the nightly) or xtask's (the stable toolchain).
+pub struct PinnedToolchain {
     /// e.g. `nightly-2026-05-19`: what `rustup run` takes.
     pub channel: String,
     /// Components the toolchain file asks for (`rust-src`, `clippy`, `rustfmt`).
     pub components: Vec<String>,
 }
 
-impl Nightly {
-    pub fn pinned(ebpf_dir: &Path) -> Result<Self> {
-        let path = ebpf_dir.join("rust-toolchain.toml");
+impl PinnedToolchain {
+    pub fn pinned(dir: &Path) -> Result<Self> {
+        let path = dir.join("rust-toolchain.toml");
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read {}", path.display()))?;
         let file: toml::Table = text
@@ -70,12 +72,17 @@ impl Nightly {
             .context("cannot run rustup")?;
         if !output.status.success() {
             bail!(
-                "the eBPF toolchain {} is not installed ({}): run `cargo xtask setup`",
+                "the toolchain {} is not installed ({}): run `cargo xtask setup`",
                 self.channel,
                 first_line(&output)
             );
         }
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// `rustc -vV` of the installed toolchain: fails when it is not installed.
+    pub fn version(&self) -> Result<String> {
+        self.rustc(&["-vV"])
     }
 
     /// The LLVM major of the installed toolchain, after checking it has `rust-src` (the
@@ -154,7 +161,7 @@ pub fn bpf_linker_root(llvm_major: u32) -> PathBuf {
 
 /// The bpf-linker for `nightly`, verified: its version, and the LLVM it runs on (asked
 /// of LLVM itself) against the nightly's `llvm_major`.
-pub fn bpf_linker(nightly: &Nightly, llvm_major: u32) -> Result<PathBuf> {
+pub fn bpf_linker(nightly: &PinnedToolchain, llvm_major: u32) -> Result<PathBuf> {
     let path = bpf_linker_root(llvm_major).join("bin/bpf-linker");
     let wanted = format!("bpf-linker {BPF_LINKER_VERSION} built on LLVM {llvm_major}");
     if !path.exists() {

@@ -31,7 +31,7 @@ fn build() -> Result<()> {
         .parent()
         .ok_or_else(|| anyhow!("{} has no parent directory", ebpf.manifest_path))?;
 
-    let nightly = toolchain::Nightly::pinned(root_dir.as_std_path())?;
+    let nightly = toolchain::PinnedToolchain::pinned(root_dir.as_std_path())?;
     let llvm_major = nightly.llvm_major()?;
     let linker = toolchain::bpf_linker(&nightly, llvm_major)?;
     println!("cargo::rerun-if-changed={}", linker.display());

@@ -86,33 +86,39 @@ pub fn run(command: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn cargo() -> Command {
-    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+/// `rustup run` with a toolchain pinned by the `rust-toolchain.toml` of `dir`.
+fn pinned_cargo(dir: &str) -> Result<Command> {
+    let pinned = toolchain::PinnedToolchain::pinned(&workspace_root().join(dir))?;
+    let mut command = Command::new("rustup");
+    command.args(["run", &pinned.channel, "cargo"]);
+    Ok(command)
+}
+
+/// cargo of the pinned stable toolchain, for the workspace's builds and checks.
+fn cargo() -> Result<Command> {
+    pinned_cargo("xtask")
 }
 
 fn build() -> Result<PathBuf> {
     setup::ensure()?;
-    run(cargo().args(["build", "--release", "--package", "tracer"]))?;
+    run(cargo()?.args(["build", "--release", "--package", "tracer"]))?;
     Ok(workspace_root().join("target/release/tracer"))
 }
 
-/// `rustup run` with the pinned eBPF nightly, for the eBPF crate's own checks.
+/// cargo of the pinned eBPF nightly, for the eBPF crate's own checks.
 fn ebpf_cargo() -> Result<Command> {
-    let nightly = toolchain::Nightly::pinned(&workspace_root().join("tracer-ebpf"))?;
-    let mut command = Command::new("rustup");
-    command.args(["run", &nightly.channel, "cargo"]);
-    Ok(command)
+    pinned_cargo("tracer-ebpf")
 }
 
 fn test(host_only: bool) -> Result<()> {
     setup::ensure()?;
     setup::ensure_test_tools()?;
     // Each crate formatted and linted by the toolchain that builds it.
-    run(cargo()
+    run(cargo()?
         .args(["fmt", "--package", "tracer", "--package", "tracer-common"])
         .args(["--package", "xtask", "--", "--check"]))?;
     run(ebpf_cargo()?.args(["fmt", "--package", "tracer-ebpf", "--", "--check"]))?;
-    run(cargo().args([
+    run(cargo()?.args([
         "clippy",
         "--workspace",
         "--exclude",
@@ -137,7 +143,7 @@ fn test(host_only: bool) -> Result<()> {
     ]))?;
     // No doc tests (there are none): CI reads the runner's last summary, which must count
     // the tests that ran.
-    run(cargo().args([
+    run(cargo()?.args([
         "test",
         "--workspace",
         "--exclude",

@@ -1,8 +1,8 @@
 //! Installs and verifies the build and test prerequisites, so `cargo xtask test` and
-//! `cargo xtask run` work on a fresh Debian/Ubuntu machine: the stable toolchain comes
-//! from `rust-toolchain.toml` (rustup installs it), the eBPF tools are the pinned ones of
-//! `tracer-ebpf/toolchain.rs`, checked rather than assumed, and repaired when they do not
-//! match. The user's own `nightly`, default toolchain and bpf-linker are never touched.
+//! `cargo xtask run` work on a fresh Debian/Ubuntu machine: the pinned toolchains (the
+//! stable one of `xtask/rust-toolchain.toml`, the eBPF nightly and bpf-linker of
+//! `tracer-ebpf/toolchain.rs`), checked rather than assumed, and repaired when they do
+//! not match. The user's own `nightly`, default toolchain and bpf-linker are never touched.
 //! What only the tests use (deployment checkers, the fuzzer, bpftool for the soak) is
 //! installed by [`ensure_test_tools`], so a build alone does not pull it in.
 
@@ -84,38 +84,57 @@ pub fn ensure_packages<S: AsRef<str>>(packages: &[S]) -> Result<()> {
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
-/// The pinned nightly, installed with its components; returns it with its LLVM major.
-fn ensure_nightly() -> Result<(toolchain::Nightly, u32)> {
-    let nightly = toolchain::Nightly::pinned(&workspace_root().join("tracer-ebpf"))?;
-    let missing = nightly.missing_components();
-    let problem = match nightly.llvm_major() {
+/// The toolchain pinned in `dir` (`what` it builds), installed with its components when
+/// it or one of them is missing, or when `check` fails on it.
+fn ensure_toolchain(
+    dir: &str,
+    what: &str,
+    check: impl Fn(&toolchain::PinnedToolchain) -> Result<()>,
+) -> Result<toolchain::PinnedToolchain> {
+    let pinned = toolchain::PinnedToolchain::pinned(&workspace_root().join(dir))?;
+    let missing = pinned.missing_components();
+    let problem = match check(&pinned) {
         Err(error) => Some(format!("{error:#}")),
-        Ok(_) if !missing.is_empty() => Some(format!("missing {}", missing.join(", "))),
-        Ok(_) => None,
+        Ok(()) if !missing.is_empty() => Some(format!("missing {}", missing.join(", "))),
+        Ok(()) => None,
     };
     if let Some(problem) = problem {
         println!(
-            "xtask: installing the eBPF toolchain {} with {} ({problem})",
-            nightly.channel,
-            nightly.components.join(", ")
+            "xtask: installing the toolchain that builds {what}, {} with {} ({problem})",
+            pinned.channel,
+            pinned.components.join(", ")
         );
         run(Command::new("rustup")
             .args([
                 "toolchain",
                 "install",
-                &nightly.channel,
+                &pinned.channel,
                 "--profile",
                 "minimal",
             ])
-            .args(["--component", &nightly.components.join(",")]))?;
+            .args(["--component", &pinned.components.join(",")]))?;
     }
+    Ok(pinned)
+}
+
+/// The pinned stable toolchain, which builds everything but the eBPF programs.
+fn ensure_stable() -> Result<()> {
+    ensure_toolchain("xtask", "the daemon", |stable| stable.version().map(drop))?;
+    Ok(())
+}
+
+/// The pinned nightly, installed with its components; returns it with its LLVM major.
+fn ensure_nightly() -> Result<(toolchain::PinnedToolchain, u32)> {
+    let nightly = ensure_toolchain("tracer-ebpf", "the eBPF programs", |nightly| {
+        nightly.llvm_major().map(drop)
+    })?;
     let llvm_major = nightly.llvm_major()?;
     Ok((nightly, llvm_major))
 }
 
 /// bpf-linker at the pinned version, built on the nightly's LLVM major in its own
 /// directory (see `toolchain`), rebuilt when what is there does not verify.
-fn ensure_bpf_linker(nightly: &toolchain::Nightly, llvm_major: u32) -> Result<()> {
+fn ensure_bpf_linker(nightly: &toolchain::PinnedToolchain, llvm_major: u32) -> Result<()> {
     let Err(problem) = toolchain::bpf_linker(nightly, llvm_major) else {
         return Ok(());
     };
@@ -144,7 +163,7 @@ fn ensure_bpf_linker(nightly: &toolchain::Nightly, llvm_major: u32) -> Result<()
         env::var("PATH").unwrap_or_default()
     );
     let root = toolchain::bpf_linker_root(llvm_major);
-    run(crate::cargo()
+    run(crate::cargo()?
         .args(["install", "bpf-linker", "--locked", "--force"])
         .args(["--version", &format!("={}", toolchain::BPF_LINKER_VERSION)])
         .args([
@@ -198,7 +217,7 @@ pub fn ensure_cargo_fuzz() -> Result<()> {
         return Ok(());
     }
     println!("xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION} (crates.io)");
-    run(crate::cargo().args([
+    run(crate::cargo()?.args([
         "install",
         "cargo-fuzz",
         "--locked",
@@ -219,6 +238,7 @@ pub fn ensure_test_tools() -> Result<()> {
 pub fn ensure() -> Result<()> {
     let started = Instant::now();
     ensure_packages(TEST_PACKAGES)?;
+    ensure_stable()?;
     let (nightly, llvm_major) = ensure_nightly()?;
     ensure_bpf_linker(&nightly, llvm_major)?;
     let took = started.elapsed();

@@ -66,7 +66,7 @@ pub struct BenchArgs {
 pub fn bench(args: &BenchArgs) -> Result<()> {
     setup::ensure()?;
     if !args.overhead_only {
-        run(cargo().args(["bench", "--package", "tracer", "--bench", "pipeline"]))?;
+        run(cargo()?.args(["bench", "--package", "tracer", "--bench", "pipeline"]))?;
     }
     setup::ensure_packages(BENCH_PACKAGES)?;
     let tracer = crate::build()?;

@@ -45,7 +45,7 @@ pub(super) struct Binaries {
 /// (the integration tests need it), so one command yields both.
 pub(super) fn build_binaries() -> Result<Binaries> {
     println!("xtask: building the tracer and its tests");
-    let output = cargo()
+    let output = cargo()?
         .args([
             "test",
             "--package",

@@ -234,7 +234,7 @@ pub struct TracerOutput {
     /// Closed records by role.
     pub client_records: u64,
     pub server_records: u64,
-    /// Records written `evicted` or `stale`, or with an `unknown` close.
+    /// Records written `evicted`, `stale` or `ended`, or with an `unknown` close.
     pub inexact_records: u64,
     pub stop: Value,
 }

@@ -436,7 +436,8 @@ fn abortive_close_with_unsent_data_counts_what_was_acknowledged() {
 /// peer's FIN before its own was acknowledged goes FIN_WAIT1 -> CLOSING and says
 /// `simultaneous`. When one retransmission is delivered (and acknowledged) before the
 /// other is sent, only its receiver goes through CLOSING; the other side's close looks
-/// sequential to its kernel, and to the wire as that side saw it. Either way, at least one
+/// sequential to its kernel (`local`: its FIN went out before the peer's arrived), and to
+/// the wire as that side saw it. Either way, at least one
 /// side crossed, and both records agree with the capture.
 #[test]
 fn crossing_fins_are_a_simultaneous_close() {

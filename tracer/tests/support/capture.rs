@@ -226,7 +226,10 @@ pub struct Direction {
     /// after data answers data the peer's socket would not take (it had closed).
     unanswered: u64,
     refused: u64,
+    /// The first FIN's time (when this side closed) and the last copy's (the one that
+    /// arrived, when a FIN had to be sent again).
     pub fin_ns: Option<u64>,
+    last_fin_ns: Option<u64>,
     /// The FIN's sequence number.
     fin_seq: Option<u32>,
     /// This side's FIN, as last sent (a retransmission is the copy that arrived), did not
@@ -339,6 +342,7 @@ impl WireConnection {
             None => segment.len,
         };
         if segment.fin {
+            direction.last_fin_ns = Some(segment.ns);
             if direction.fin_ns.is_none() {
                 direction.fin_ns = Some(segment.ns);
                 direction.fin_seq = Some(segment.seq.wrapping_add(segment.len));
@@ -433,14 +437,16 @@ impl WireConnection {
         } else {
             (&self.to_client, &self.to_server)
         };
-        let first = |d: &Direction| {
-            [d.fin_ns, d.first_reset_ns]
+        let first = |fin: Option<u64>, d: &Direction| {
+            [fin, d.first_reset_ns]
                 .into_iter()
                 .flatten()
                 .min()
                 .unwrap_or(u64::MAX)
         };
-        let mine_first = first(mine) < first(theirs);
+        // As this side's kernel saw it: its own FIN when sent, the peer's when it arrived
+        // (the last copy, when FINs were lost).
+        let mine_first = first(mine.fin_ns, mine) < first(theirs.last_fin_ns, theirs);
         let (first_dir, first_is_mine) = if mine_first {
             (mine, true)
         } else {

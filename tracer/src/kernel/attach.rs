@@ -39,7 +39,7 @@ use tracer_common::{
 use crate::kernel::{
     btf::KernelBtf,
     layout::{kernel_layout, timer_layout, tracepoint_layout},
-    preflight,
+    preflight, privileges,
     tracefs::{self, TracepointFormat},
     units::KernelUnits,
 };
@@ -533,9 +533,13 @@ fn load(facts: &KernelFacts, options: LoadOptions) -> Result<Ebpf> {
     };
     loader.override_global(globals::RING, &ring, true);
     loader.map_max_entries(EVENTS_MAP, options.ring_buffer_bytes);
-    loader
-        .load(EBPF_OBJECT)
-        .context("the kernel refused the eBPF object")
+    loader.load(EBPF_OBJECT).map_err(|error| {
+        let error = anyhow!(error).context("the kernel refused the eBPF object");
+        match privileges::memlock_hint() {
+            Some(hint) => error.context(hint),
+            None => error,
+        }
+    })
 }
 
 fn attach_program(ebpf: &mut Ebpf, btf: Option<&Btf>, program: Program) -> Result<()> {

@@ -20,7 +20,28 @@ use rustix::thread::{
     CapabilitySet, CapabilitySets, capabilities, clear_ambient_capability_set, set_capabilities,
 };
 
-use crate::kernel::preflight::KernelVersion;
+use crate::kernel::preflight::{KernelVersion, kernel_release};
+
+/// The first kernel that charges BPF maps to the memory cgroup instead of the process's
+/// locked-memory limit (RLIMIT_MEMLOCK), which aya raises only with CAP_SYS_RESOURCE.
+const MAPS_OUTSIDE_MEMLOCK: KernelVersion = KernelVersion {
+    major: 5,
+    minor: 11,
+};
+
+/// Why the kernel may have refused to create the maps: before 5.11 they count against a
+/// locked-memory limit that an unprivileged process cannot raise itself. `None` on later
+/// kernels or without a limit.
+pub fn memlock_hint() -> Option<String> {
+    let version = KernelVersion::parse(&kernel_release())?;
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Memlock).current?;
+    (version < MAPS_OUTSIDE_MEMLOCK).then(|| {
+        format!(
+            "kernels before 5.11 charge eBPF maps to the locked-memory limit, here {} KiB: raise it (LimitMEMLOCK=infinity in a systemd unit, ulimit -l unlimited) or give tracer CAP_SYS_RESOURCE",
+            limit / 1024
+        )
+    })
+}
 
 /// The first kernel that lets a process without CAP_BPF read a map through a file
 /// descriptor it has while `kernel.unprivileged_bpf_disabled` is set (Debian sets 2).

@@ -591,9 +591,11 @@ impl Wire {
             "resets sent: {}",
             context()
         );
+        // A socket takes one reset: the first closes it, and any later one (e.g. answering
+        // a FIN sent before the first arrived) finds no socket.
         assert_eq!(
             record["resets_received"],
-            received.resets,
+            received.resets.min(1),
             "resets received: {}",
             context()
         );

@@ -26,8 +26,8 @@ use std::{cell::OnceCell, collections::BTreeMap, fmt, path::Path};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
-    Btf, Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
+    Btf, Ebpf, EbpfError, EbpfLoader,
+    maps::{MapData, MapError, PerCpuArray, RingBuf},
     programs::{FEntry, FExit, KProbe, ProgramFd, RawTracePoint, TracePoint},
 };
 use serde::Serialize;
@@ -534,8 +534,13 @@ fn load(facts: &KernelFacts, options: LoadOptions) -> Result<Ebpf> {
     loader.override_global(globals::RING, &ring, true);
     loader.map_max_entries(EVENTS_MAP, options.ring_buffer_bytes);
     loader.load(EBPF_OBJECT).map_err(|error| {
+        let map_refused = matches!(
+            &error,
+            EbpfError::MapError(MapError::CreateError { io_error, .. })
+                if io_error.kind() == std::io::ErrorKind::PermissionDenied
+        );
         let error = anyhow!(error).context("the kernel refused the eBPF object");
-        match privileges::memlock_hint() {
+        match privileges::memlock_hint().filter(|_| map_refused) {
             Some(hint) => error.context(hint),
             None => error,
         }

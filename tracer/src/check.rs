@@ -26,7 +26,6 @@ struct Report {
     kernel: String,
     /// The mode the report is for: `chosen` and `can_trace` are what `--attach` this mode
     /// would do.
-    #[serde(serialize_with = "crate::check::display")]
     attach: AttachMode,
     btf: bool,
     tracefs: Option<String>,
@@ -37,10 +36,6 @@ struct Report {
     can_trace: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     problem: Option<String>,
-}
-
-fn display<S: serde::Serializer>(value: &AttachMode, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(value)
 }
 
 fn report(mode: AttachMode) -> Report {

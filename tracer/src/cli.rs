@@ -1,12 +1,30 @@
-//! Command-line arguments. Every option of a trace also reads an environment variable
-//! (`TRACER_PORT`, `TRACER_OUTPUT`, ...), for systemd units and containers.
+//! Command-line arguments, resolved at the edge: [`Cli::resolve`] turns them into the plain
+//! configuration each stage takes ([`TraceConfig`], [`PipelineConfig`], [`OutputConfig`],
+//! [`MetricsConfig`]), so nothing below this module sees the parser. Every option of a
+//! trace also reads an environment variable (`TRACER_PORT`, `TRACER_OUTPUT`, ...), for
+//! systemd units and containers. Values with names (`--emit`, `--format`, `--attach`) are
+//! read through their type's vocabulary, the same one the output writes.
 
 use std::{net::SocketAddr, path::PathBuf, str::FromStr};
 
 use bytesize::ByteSize;
-use clap::{Args, Parser, Subcommand};
+use clap::{
+    Args, Parser, Subcommand,
+    builder::{PossibleValuesParser, TypedValueParser},
+};
 
-use crate::{kernel::attach::AttachMode, output::file::Rotation};
+use crate::{
+    daemon::TraceConfig,
+    kernel::attach::AttachMode,
+    output::{FileOutput, Format, OutputConfig, file::Rotation, metrics::MetricsConfig},
+    pipeline::{Emit, PipelineConfig, correlator::DEFAULT_MAX_CONNECTIONS},
+    vocabulary::Named,
+};
+
+/// Parses one of `T`'s names, offering them all in `--help` and in errors.
+fn named<T: Named>() -> impl TypedValueParser<Value = T> {
+    PossibleValuesParser::new(T::NAMES).try_map(|name| name.parse::<T>())
+}
 
 /// Kernel-level TCP event tracer: state changes, resets, retransmits and keepalive
 /// probes of the TCP connections on the given ports, as JSON lines.
@@ -35,7 +53,7 @@ pub enum Command {
         json: bool,
 
         /// Report what this mode would attach (exit 0 when it can trace).
-        #[arg(long, value_enum, env = "TRACER_ATTACH", default_value_t = AttachMode::Auto)]
+        #[arg(long, env = "TRACER_ATTACH", default_value_t = AttachMode::Auto, value_parser = named::<AttachMode>())]
         attach: AttachMode,
     },
     /// Read recorded JSON lines (a trace's events) and show them through the same
@@ -53,11 +71,11 @@ pub enum Command {
 #[derive(Debug, Clone, Copy, Args)]
 pub struct OutputArgs {
     /// Kernel events, finished connections (one record each), or both.
-    #[arg(long, value_enum, env = "TRACER_EMIT", default_value_t = Emit::All)]
+    #[arg(long, env = "TRACER_EMIT", default_value_t = Emit::All, value_parser = named::<Emit>())]
     pub emit: Emit,
 
     /// JSON lines, or a timeline per connection for people (coloured on a terminal).
-    #[arg(long, value_enum, env = "TRACER_FORMAT", default_value_t = Format::Json)]
+    #[arg(long, env = "TRACER_FORMAT", default_value_t = Format::Json, value_parser = named::<Format>())]
     pub format: Format,
 
     /// Open connections tracked at most; beyond, the least recently active is reported
@@ -65,33 +83,20 @@ pub struct OutputArgs {
     #[arg(
         long,
         env = "TRACER_MAX_CONNECTIONS",
-        default_value_t = 65536,
+        default_value_t = DEFAULT_MAX_CONNECTIONS as u32,
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub max_connections: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Emit {
-    Events,
-    Connections,
-    All,
-}
-
-impl Emit {
-    pub fn events(self) -> bool {
-        self != Emit::Connections
+impl OutputArgs {
+    fn pipeline(&self) -> PipelineConfig {
+        PipelineConfig {
+            emit: self.emit,
+            max_connections: self.max_connections as usize,
+            keep_events: self.format.draws_events(),
+        }
     }
-
-    pub fn connections(self) -> bool {
-        self != Emit::Events
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Json,
-    Pretty,
 }
 
 /// Ports to trace as one argument: `8191`, or several separated by commas or spaces
@@ -141,7 +146,7 @@ pub struct TraceArgs {
 
     /// How to attach to the kernel: the best each hook can have (auto), or one mechanism
     /// for every hook that has it.
-    #[arg(long, value_enum, env = "TRACER_ATTACH", default_value_t = AttachMode::Auto)]
+    #[arg(long, env = "TRACER_ATTACH", default_value_t = AttachMode::Auto, value_parser = named::<AttachMode>())]
     pub attach: AttachMode,
 
     /// Append to FILE instead of writing to standard output; SIGHUP reopens it (after
@@ -220,7 +225,7 @@ fn parse_ring_size(text: &str) -> Result<u32, String> {
 
 impl TraceArgs {
     /// The ports, sorted, without repeats.
-    pub fn ports(&self) -> Vec<u16> {
+    fn ports(&self) -> Vec<u16> {
         let mut ports: Vec<u16> = self.port.iter().flat_map(|list| list.0.clone()).collect();
         ports.sort_unstable();
         ports.dedup();
@@ -228,11 +233,60 @@ impl TraceArgs {
     }
 
     /// How the output file rotates by size, if it does.
-    pub fn rotation(&self) -> Option<Rotation> {
+    fn rotation(&self) -> Option<Rotation> {
         self.rotate_size.map(|max_bytes| Rotation {
             max_bytes,
             keep: self.rotate_keep,
         })
+    }
+
+    fn resolve(self) -> TraceConfig {
+        TraceConfig {
+            ports: self.ports(),
+            attach: self.attach,
+            ring_buffer_bytes: self.ring_buffer_size,
+            pipeline: self.show.pipeline(),
+            output: OutputConfig {
+                format: self.show.format,
+                file: self.output.clone().map(|path| FileOutput {
+                    path,
+                    rotation: self.rotation(),
+                }),
+            },
+            metrics: self.metrics_addr.map(|addr| MetricsConfig {
+                addr,
+                bpf_stats: self.bpf_stats,
+            }),
+        }
+    }
+}
+
+/// What the command line asks tracer to do, in each stage's terms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Invocation {
+    /// Trace live.
+    Trace(TraceConfig),
+    /// `tracer check`.
+    Check { json: bool, attach: AttachMode },
+    /// `tracer replay FILE`.
+    Replay {
+        file: PathBuf,
+        pipeline: PipelineConfig,
+        format: Format,
+    },
+}
+
+impl Cli {
+    pub fn resolve(self) -> Invocation {
+        match self.command {
+            Some(Command::Check { json, attach }) => Invocation::Check { json, attach },
+            Some(Command::Replay { file, output }) => Invocation::Replay {
+                file,
+                pipeline: output.pipeline(),
+                format: output.format,
+            },
+            None => Invocation::Trace(self.trace.resolve()),
+        }
     }
 }
 
@@ -428,6 +482,85 @@ mod tests {
         assert_eq!(
             parse(&["-p", "1", "--bpf-stats"]).unwrap_err().kind(),
             ErrorKind::MissingRequiredArgument
+        );
+    }
+
+    /// What the stages are told: the command line, resolved at the edge.
+    #[test]
+    fn the_command_line_resolves_into_each_stage_configuration() {
+        let invocation = parse(&[
+            "-p",
+            "80,8191",
+            "-o",
+            "t.json",
+            "--rotate-size",
+            "1MiB",
+            "--format",
+            "pretty",
+            "--emit",
+            "connections",
+            "--max-connections",
+            "9",
+            "--metrics-addr",
+            "127.0.0.1:9464",
+        ])
+        .unwrap()
+        .resolve();
+        assert_eq!(
+            invocation,
+            Invocation::Trace(TraceConfig {
+                ports: vec![80, 8191],
+                attach: AttachMode::Auto,
+                ring_buffer_bytes: 16 << 20,
+                pipeline: PipelineConfig {
+                    emit: Emit::Connections,
+                    max_connections: 9,
+                    keep_events: true,
+                },
+                output: OutputConfig {
+                    format: Format::Pretty,
+                    file: Some(FileOutput {
+                        path: "t.json".into(),
+                        rotation: Some(Rotation {
+                            max_bytes: 1 << 20,
+                            keep: 5
+                        }),
+                    }),
+                },
+                metrics: Some(MetricsConfig {
+                    addr: "127.0.0.1:9464".parse().unwrap(),
+                    bpf_stats: false,
+                }),
+            })
+        );
+        let Invocation::Trace(defaults) = parse(&["-p", "1"]).unwrap().resolve() else {
+            panic!("not a trace");
+        };
+        assert_eq!(
+            (defaults.pipeline, defaults.output.file, defaults.metrics),
+            (
+                PipelineConfig {
+                    emit: Emit::All,
+                    max_connections: DEFAULT_MAX_CONNECTIONS,
+                    keep_events: false,
+                },
+                None,
+                None
+            )
+        );
+        assert_eq!(
+            parse(&["replay", "-", "--emit", "events"])
+                .unwrap()
+                .resolve(),
+            Invocation::Replay {
+                file: "-".into(),
+                pipeline: PipelineConfig {
+                    emit: Emit::Events,
+                    max_connections: DEFAULT_MAX_CONNECTIONS,
+                    keep_events: false,
+                },
+                format: Format::Json,
+            }
         );
     }
 

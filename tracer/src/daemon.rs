@@ -21,25 +21,37 @@ use tokio::{
 };
 
 use crate::{
-    cli::TraceArgs,
     clock::{self, WallClock},
     event::TraceEvent,
     kernel::{
-        attach::{self, Hook, LoadOptions, Probes},
+        attach::{self, AttachMode, Hook, LoadOptions, Probes},
         preflight, privileges, program_stats,
     },
     output::{
-        self, Sink,
+        self, OutputConfig, Sink,
         file::{LogFile, ReopenRequest},
-        metrics::Exporter,
+        metrics::{Exporter, MetricsConfig},
     },
     pipeline::{
-        Pipeline,
+        Pipeline, PipelineConfig,
         decode::Decoder,
         existing,
         reader::{EmitCounter, EventCounts, LossCause, drain},
     },
 };
+
+/// A live trace, as the command line asked for it (resolved by `cli`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceConfig {
+    /// The traced ports, sorted, without repeats.
+    pub ports: Vec<u16>,
+    pub attach: AttachMode,
+    /// The kernel's ring buffer: a power of two, a multiple of the page size.
+    pub ring_buffer_bytes: u32,
+    pub pipeline: PipelineConfig,
+    pub output: OutputConfig,
+    pub metrics: Option<MetricsConfig>,
+}
 
 /// How often the wall-clock offset is resampled, losses reported and finished
 /// connections written out.
@@ -142,28 +154,28 @@ fn read_existing(pipeline: &mut LivePipeline, ports: &[u16]) -> io::Result<()> {
     Ok(())
 }
 
-pub async fn run(args: TraceArgs) -> Result<()> {
-    let ports = args.ports();
+pub async fn run(config: TraceConfig) -> Result<()> {
+    let ports = &config.ports;
     let reopen = ReopenRequest::default();
-    let file = (args.output.as_deref())
-        .map(|path| LogFile::open(path, args.rotation(), reopen.clone()))
+    let file = (config.output.file.as_ref())
+        .map(|file| LogFile::open(&file.path, file.rotation, reopen.clone()))
         .transpose()?;
-    let sink = output::open(file, args.show.format);
+    let sink = output::open(file, config.output.format);
     privileges::check_can_attach()?;
     let kernel = preflight::kernel_release();
     let version = preflight::check_kernel(&kernel)?;
-    let mut metrics = match args.metrics_addr {
-        Some(addr) => Some(Exporter::start(addr, &ports).await?),
+    let mut metrics = match config.metrics {
+        Some(metrics) => Some(Exporter::start(metrics.addr, ports).await?),
         None => None,
     };
-    let _run_stats = args
-        .bpf_stats
+    let bpf_stats = config.metrics.is_some_and(|metrics| metrics.bpf_stats);
+    let _run_stats = bpf_stats
         .then(program_stats::enable_run_stats)
         .transpose()?;
 
     let options = LoadOptions {
-        ports: &ports,
-        ring_buffer_bytes: args.ring_buffer_size,
+        ports,
+        ring_buffer_bytes: config.ring_buffer_bytes,
     };
     let Probes {
         events,
@@ -172,7 +184,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         plan,
         units,
         ebpf,
-    } = attach::attach(args.attach, options)?;
+    } = attach::attach(config.attach, options)?;
     if let Some(metrics) = &mut metrics {
         metrics.watch_programs(&programs)?;
     }
@@ -216,13 +228,13 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         eprintln!("tracer: warning: no {hook} events on this kernel ({why})");
     }
     let data_turns = plan.attach.contains_key(&Hook::Data);
-    let (show, sink) = match &metrics {
-        Some(metrics) => metrics.pipeline(args.show, sink),
-        None => (args.show, sink),
+    let (pipeline_config, sink) = match &metrics {
+        Some(metrics) => metrics.pipeline(config.pipeline, sink),
+        None => (config.pipeline, sink),
     };
-    let mut pipeline = Pipeline::new(&show, data_turns, sink, WallClock::sample());
-    pipeline.sink.tracer_start(&kernel, &plan, &ports)?;
-    read_existing(&mut pipeline, &ports)?;
+    let mut pipeline = Pipeline::new(pipeline_config, data_turns, sink, WallClock::sample());
+    pipeline.sink.tracer_start(&kernel, &plan, ports)?;
+    read_existing(&mut pipeline, ports)?;
     pipeline.sink.flush()?;
 
     loop {

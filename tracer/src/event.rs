@@ -1,7 +1,9 @@
 //! What the daemon knows about a kernel event once decoded: plain Rust values, with the
 //! kernel's boot-clock timestamp (wall-clock conversion belongs to the sinks).
 
-use std::{fmt, net::SocketAddr};
+use std::{fmt, net::SocketAddr, str::FromStr};
+
+use crate::vocabulary::{UnknownName, names};
 
 /// A TCP state, numbered as in the kernel's `include/net/tcp_states.h`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -61,12 +63,39 @@ impl TcpState {
     }
 }
 
+/// As the lines spell a state: the kernel's name, or `UNKNOWN_<number>`.
 impl fmt::Display for TcpState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Unknown(value) => write!(f, "UNKNOWN_{value}"),
+            Self::Unknown(value) => write!(f, "{UNKNOWN_PREFIX}{value}"),
             known => f.write_str(known.name()),
         }
+    }
+}
+
+/// How the lines spell a state number this tracer does not know.
+const UNKNOWN_PREFIX: &str = "UNKNOWN_";
+
+/// The largest state number the kernel has (`TCP_NEW_SYN_RECV`).
+const LAST_KNOWN_STATE: u8 = 12;
+
+impl FromStr for TcpState {
+    type Err = UnknownName;
+
+    /// Reads back what [`fmt::Display`] wrote.
+    fn from_str(name: &str) -> Result<Self, UnknownName> {
+        let unknown = || UnknownName {
+            what: "TCP state",
+            name: name.to_owned(),
+            expected: &[],
+        };
+        if let Some(number) = name.strip_prefix(UNKNOWN_PREFIX) {
+            return number.parse().map(Self::Unknown).map_err(|_| unknown());
+        }
+        (1..=LAST_KNOWN_STATE)
+            .map(Self::from_kernel)
+            .find(|state| state.name() == name)
+            .ok_or_else(unknown)
     }
 }
 
@@ -114,17 +143,23 @@ pub struct HandshakeSample {
     pub retransmits: u32,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ResetDirection {
+/// Which way a reset or a data turn went, from this host's side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
     Sent,
     Received,
 }
+
+names!(Direction as "direction" {
+    Sent => "sent",
+    Received => "received",
+});
 
 /// A reset sent or received.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reset {
     pub meta: EventMeta,
-    pub direction: ResetDirection,
+    pub direction: Direction,
     /// The kernel's `enum sk_rst_reason` name without its prefix (6.10+), or its number
     /// when BTF does not name it.
     pub reason: Option<String>,
@@ -140,14 +175,59 @@ pub enum RetransmitKind {
     SynAck,
 }
 
+names!(RetransmitKind as "retransmitted segment kind" {
+    Segment => "segment",
+    SynAck => "synack",
+});
+
+/// A TCP header flag, as the kernel's `TCPHDR_*` bits number them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpFlag {
+    Fin,
+    Syn,
+    Rst,
+    Psh,
+    Ack,
+    Urg,
+    Ece,
+    Cwr,
+}
+
+names!(TcpFlag as "TCP flag" {
+    Fin => "FIN",
+    Syn => "SYN",
+    Rst => "RST",
+    Psh => "PSH",
+    Ack => "ACK",
+    Urg => "URG",
+    Ece => "ECE",
+    Cwr => "CWR",
+});
+
+impl TcpFlag {
+    /// Its bit in the flags byte of the TCP header (`TCPHDR_*`).
+    pub fn bit(self) -> u8 {
+        1 << self as u8
+    }
+
+    /// The flags set in `bits`, in bit order.
+    pub fn from_bits(bits: u8) -> Vec<TcpFlag> {
+        Self::ALL
+            .iter()
+            .copied()
+            .filter(|flag| bits & flag.bit() != 0)
+            .collect()
+    }
+}
+
 /// A retransmitted segment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Retransmit {
     pub meta: EventMeta,
     pub kind: RetransmitKind,
     pub state: Option<TcpState>,
-    /// The segment's TCP flags, e.g. `["SYN", "ACK"]`, where the kernel exposes them.
-    pub tcp_flags: Option<Vec<&'static str>>,
+    /// The segment's TCP flags, e.g. SYN and ACK, where the kernel exposes them.
+    pub tcp_flags: Option<Vec<TcpFlag>>,
 }
 
 /// The keepalive settings in force for a socket.
@@ -170,12 +250,6 @@ pub struct Keepalive {
     pub settings: KeepaliveSettings,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DataDirection {
-    Sent,
-    Received,
-}
-
 /// The socket's data changed direction: the first data in `direction` after data went
 /// the other way (or the first data at all). The kernel aggregates per socket and sends
 /// only these boundaries, so a request/response exchange costs two events however many
@@ -183,7 +257,7 @@ pub enum DataDirection {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DataTurn {
     pub meta: EventMeta,
-    pub direction: DataDirection,
+    pub direction: Direction,
 }
 
 /// What the kernel's `tcp_sock` says about a connection as it closes (the kernel sends
@@ -239,20 +313,51 @@ pub enum TraceEvent {
     Existing(Existing),
 }
 
+/// Which [`TraceEvent`] an event is: its name in the lines (`event`) and metrics
+/// (`kind`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    StateChange,
+    Reset,
+    Retransmit,
+    KeepaliveProbe,
+    KeepaliveTimeout,
+    DataTurn,
+    Summary,
+    Accepted,
+    Existing,
+}
+
+names!(EventKind as "event" {
+    StateChange => "state_change",
+    Reset => "reset",
+    Retransmit => "retransmit",
+    KeepaliveProbe => "keepalive_probe",
+    KeepaliveTimeout => "keepalive_timeout",
+    DataTurn => "data_turn",
+    Summary => "close_summary",
+    Accepted => "accepted",
+    Existing => "existing",
+});
+
 impl TraceEvent {
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Self::StateChange(_) => EventKind::StateChange,
+            Self::Reset(_) => EventKind::Reset,
+            Self::Retransmit(_) => EventKind::Retransmit,
+            Self::KeepaliveProbe(_) => EventKind::KeepaliveProbe,
+            Self::KeepaliveTimeout(_) => EventKind::KeepaliveTimeout,
+            Self::DataTurn(_) => EventKind::DataTurn,
+            Self::Summary(_) => EventKind::Summary,
+            Self::Accepted(_) => EventKind::Accepted,
+            Self::Existing(_) => EventKind::Existing,
+        }
+    }
+
     /// The event's name in the lines (`event`) and metrics (`kind`).
     pub fn name(&self) -> &'static str {
-        match self {
-            Self::StateChange(_) => "state_change",
-            Self::Reset(_) => "reset",
-            Self::Retransmit(_) => "retransmit",
-            Self::KeepaliveProbe(_) => "keepalive_probe",
-            Self::KeepaliveTimeout(_) => "keepalive_timeout",
-            Self::DataTurn(_) => "data_turn",
-            Self::Summary(_) => "close_summary",
-            Self::Accepted(_) => "accepted",
-            Self::Existing(_) => "existing",
-        }
+        self.kind().name()
     }
 
     pub fn meta(&self) -> &EventMeta {

@@ -11,7 +11,9 @@
 //!   timelines) and count them ([`output::metrics`], for Prometheus).
 //!
 //! [`daemon`] runs that flow live, [`replay`] on recorded lines, and [`check`] reports what
-//! the kernel allows; [`event`] and [`clock`] are shared by every stage.
+//! the kernel allows; [`event`] and [`clock`] are shared by every stage, and
+//! [`vocabulary`] spells every name the output carries. [`cli`] resolves the command line
+//! into each stage's plain configuration: nothing below it sees the parser.
 
 pub mod check;
 pub mod cli;
@@ -22,3 +24,4 @@ pub mod kernel;
 pub mod output;
 pub mod pipeline;
 pub mod replay;
+pub mod vocabulary;

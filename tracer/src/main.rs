@@ -3,7 +3,7 @@ use std::{io, process::ExitCode};
 use clap::Parser as _;
 use tracer::{
     check,
-    cli::{Cli, Command},
+    cli::{Cli, Invocation},
     daemon, replay,
 };
 
@@ -16,30 +16,34 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let invocation = Cli::parse().resolve();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    match cli.command {
-        Some(Command::Check { json, attach }) => {
+    let config = match invocation {
+        Invocation::Check { json, attach } => {
             return match check::run(json, attach) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
                 Err(error) => fail(&error),
             };
         }
-        Some(Command::Replay { file, output }) => {
-            return match replay::run(&file, &output) {
+        Invocation::Replay {
+            file,
+            pipeline,
+            format,
+        } => {
+            return match replay::run(&file, pipeline, format) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
                 Err(error) => fail(&error),
             };
         }
-        None => {}
-    }
+        Invocation::Trace(config) => config,
+    };
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)
-        .and_then(|runtime| runtime.block_on(daemon::run(cli.trace)));
+        .and_then(|runtime| runtime.block_on(daemon::run(config)));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,

@@ -15,6 +15,7 @@ use std::{
     io::{self, BufRead, BufReader},
     net::SocketAddr,
     path::Path,
+    str::FromStr,
     time::SystemTime,
 };
 
@@ -22,15 +23,15 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use serde_json::Value;
 
 use crate::{
-    cli::OutputArgs,
     clock::WallClock,
     event::{
-        Accepted, ConnectionSummary, DataDirection, DataTurn, EventMeta, Existing, HandshakeSample,
-        Keepalive, KeepaliveSettings, Process, Reset, ResetDirection, Retransmit, RetransmitKind,
-        StateChange, TcpState, TraceEvent,
+        Accepted, ConnectionSummary, DataTurn, EventKind, EventMeta, Existing, HandshakeSample,
+        Keepalive, KeepaliveSettings, Process, Reset, Retransmit, StateChange, TcpFlag, TcpState,
+        TraceEvent,
     },
-    output,
-    pipeline::Pipeline,
+    output::{self, Format},
+    pipeline::{Pipeline, PipelineConfig},
+    vocabulary::UnknownName,
 };
 
 /// Nanoseconds since the epoch of an RFC 3339 time.
@@ -64,19 +65,13 @@ fn addr(line: &Value, name: &str) -> Result<SocketAddr> {
         .with_context(|| format!("bad {name}"))
 }
 
-/// A state name as the JSON lines write it, back to the state.
-fn state(name: &str) -> Result<TcpState> {
-    if let Some(number) = name.strip_prefix("UNKNOWN_") {
-        return Ok(TcpState::Unknown(number.parse()?));
-    }
-    (1..=12)
-        .map(TcpState::from_kernel)
-        .find(|state| state.name() == name)
-        .ok_or_else(|| anyhow!("unknown state {name}"))
+/// A name of `T`'s vocabulary (the one the lines were written with), read back.
+fn named<T: FromStr<Err = UnknownName>>(line: &Value, name: &str) -> Result<T> {
+    Ok(str_field(line, name)?.parse()?)
 }
 
 fn optional_state(line: &Value, name: &str) -> Result<Option<TcpState>> {
-    line[name].as_str().map(state).transpose()
+    Ok(line[name].as_str().map(str::parse).transpose()?)
 }
 
 fn meta(line: &Value) -> Result<EventMeta> {
@@ -110,26 +105,29 @@ fn keepalive(line: &Value, probe_field: &str) -> Result<Keepalive> {
     })
 }
 
-/// TCP flag names as the JSON lines write them, back to the names `decode` uses.
-fn tcp_flags(line: &Value) -> Option<Vec<&'static str>> {
-    const NAMES: [&str; 8] = ["FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"];
-    let flags = line["tcp_flags"].as_array()?;
-    Some(
-        flags
-            .iter()
-            .filter_map(|f| NAMES.iter().find(|n| Some(**n) == f.as_str()).copied())
-            .collect(),
-    )
+/// A retransmitted segment's TCP flags, `null` when the kernel did not expose them.
+fn tcp_flags(line: &Value) -> Result<Option<Vec<TcpFlag>>> {
+    let Some(flags) = line["tcp_flags"].as_array() else {
+        return Ok(None);
+    };
+    let flags = flags.iter().map(|flag| match flag.as_str() {
+        Some(name) => Ok(name.parse::<TcpFlag>()?),
+        None => bail!("bad tcp_flags {flag}"),
+    });
+    Ok(Some(flags.collect::<Result<_>>()?))
 }
 
 /// The event on `line`, `None` for lines that are not events.
 pub fn parse_line(line: &str) -> Result<Option<TraceEvent>> {
     let line: Value = serde_json::from_str(line).context("not JSON")?;
-    let event = match line["event"].as_str() {
-        Some("state_change") => TraceEvent::StateChange(StateChange {
+    let Some(kind) = line["event"].as_str().and_then(|name| name.parse().ok()) else {
+        return Ok(None);
+    };
+    let event = match kind {
+        EventKind::StateChange => TraceEvent::StateChange(StateChange {
             meta: meta(&line)?,
-            old_state: state(str_field(&line, "old_state")?)?,
-            new_state: state(str_field(&line, "new_state")?)?,
+            old_state: named(&line, "old_state")?,
+            new_state: named(&line, "new_state")?,
             handshake: match &line["handshake"] {
                 Value::Null => None,
                 handshake => Some(HandshakeSample {
@@ -141,35 +139,27 @@ pub fn parse_line(line: &str) -> Result<Option<TraceEvent>> {
                 }),
             },
         }),
-        Some("reset") => TraceEvent::Reset(Reset {
+        EventKind::Reset => TraceEvent::Reset(Reset {
             meta: meta(&line)?,
-            direction: match str_field(&line, "direction")? {
-                "sent" => ResetDirection::Sent,
-                "received" => ResetDirection::Received,
-                other => bail!("bad direction {other}"),
-            },
+            direction: named(&line, "direction")?,
             reason: line["reason"].as_str().map(str::to_owned),
             state: optional_state(&line, "state")?,
         }),
-        Some("retransmit") => TraceEvent::Retransmit(Retransmit {
+        EventKind::Retransmit => TraceEvent::Retransmit(Retransmit {
             meta: meta(&line)?,
-            kind: match str_field(&line, "what")? {
-                "synack" => RetransmitKind::SynAck,
-                _ => RetransmitKind::Segment,
-            },
+            kind: named(&line, "what")?,
             state: optional_state(&line, "state")?,
-            tcp_flags: tcp_flags(&line),
+            tcp_flags: tcp_flags(&line)?,
         }),
-        Some("keepalive_probe") => TraceEvent::KeepaliveProbe(keepalive(&line, "probe")?),
-        Some("keepalive_timeout") => TraceEvent::KeepaliveTimeout(keepalive(&line, "probes_sent")?),
-        Some("data_turn") => TraceEvent::DataTurn(DataTurn {
+        EventKind::KeepaliveProbe => TraceEvent::KeepaliveProbe(keepalive(&line, "probe")?),
+        EventKind::KeepaliveTimeout => {
+            TraceEvent::KeepaliveTimeout(keepalive(&line, "probes_sent")?)
+        }
+        EventKind::DataTurn => TraceEvent::DataTurn(DataTurn {
             meta: meta(&line)?,
-            direction: match str_field(&line, "direction")? {
-                "sent" => DataDirection::Sent,
-                _ => DataDirection::Received,
-            },
+            direction: named(&line, "direction")?,
         }),
-        Some("close_summary") => TraceEvent::Summary(ConnectionSummary {
+        EventKind::Summary => TraceEvent::Summary(ConnectionSummary {
             meta: meta(&line)?,
             bytes_acked: u64_field(&line, "bytes_acked")?,
             bytes_received: u64_field(&line, "bytes_received")?,
@@ -180,12 +170,11 @@ pub fn parse_line(line: &str) -> Result<Option<TraceEvent>> {
             netns: number(&line, "netns")?,
             last_data_ns: line["last_data_ts"].as_str().map(epoch_ns).transpose()?,
         }),
-        Some("accepted") => TraceEvent::Accepted(Accepted { meta: meta(&line)? }),
-        Some("existing") => TraceEvent::Existing(Existing {
+        EventKind::Accepted => TraceEvent::Accepted(Accepted { meta: meta(&line)? }),
+        EventKind::Existing => TraceEvent::Existing(Existing {
             meta: meta(&line)?,
-            state: state(str_field(&line, "state")?)?,
+            state: named(&line, "state")?,
         }),
-        _ => return Ok(None),
     };
     Ok(Some(event))
 }
@@ -225,7 +214,7 @@ pub fn read_line(bytes: &[u8]) -> Result<Line> {
 }
 
 /// Replays `file` (`-` for standard input) to standard output.
-pub fn run(file: &Path, show: &OutputArgs) -> Result<()> {
+pub fn run(file: &Path, config: PipelineConfig, format: Format) -> Result<()> {
     let input: Box<dyn BufRead> = if file == Path::new("-") {
         Box::new(io::stdin().lock())
     } else {
@@ -233,7 +222,7 @@ pub fn run(file: &Path, show: &OutputArgs) -> Result<()> {
             File::open(file).with_context(|| format!("cannot read {}", file.display()))?,
         ))
     };
-    let sink = output::open(None, show.format);
+    let sink = output::open(None, format);
     // The lines' times are wall-clock already: an offset of zero keeps them.
     let clock = WallClock::from_offset_ns(0);
     let mut lines = input.split(b'\n').enumerate().peekable();
@@ -243,7 +232,7 @@ pub fn run(file: &Path, show: &OutputArgs) -> Result<()> {
             .map_or(true, |line| line["unsupported"].get("data").is_none()),
         _ => true,
     };
-    let mut pipeline = Pipeline::new(show, data_turns, sink, clock);
+    let mut pipeline = Pipeline::new(config, data_turns, sink, clock);
     for (number, line) in lines {
         let line = line.with_context(|| format!("cannot read {}", file.display()))?;
         let location = format!("{}:{}", file.display(), number + 1);
@@ -261,7 +250,10 @@ pub fn run(file: &Path, show: &OutputArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::{Sink, json::JsonSink};
+    use crate::{
+        event::{Direction, RetransmitKind},
+        output::{Sink, json::JsonSink},
+    };
 
     /// Every kind of event survives rendering and parsing unchanged.
     #[test]
@@ -290,7 +282,7 @@ mod tests {
             }),
             TraceEvent::Reset(Reset {
                 meta: meta(0),
-                direction: ResetDirection::Sent,
+                direction: Direction::Sent,
                 reason: Some("NO_SOCKET".into()),
                 state: None,
             }),
@@ -298,7 +290,7 @@ mod tests {
                 meta: meta(2),
                 kind: RetransmitKind::Segment,
                 state: Some(TcpState::Established),
-                tcp_flags: Some(vec!["PSH", "ACK"]),
+                tcp_flags: Some(vec![TcpFlag::Psh, TcpFlag::Ack]),
             }),
             TraceEvent::KeepaliveProbe(Keepalive {
                 meta: meta(3),
@@ -312,7 +304,7 @@ mod tests {
             }),
             TraceEvent::DataTurn(DataTurn {
                 meta: meta(4),
-                direction: DataDirection::Received,
+                direction: Direction::Received,
             }),
             TraceEvent::Summary(ConnectionSummary {
                 meta: meta(4),
@@ -341,6 +333,131 @@ mod tests {
             .map(|l| parse_line(l).unwrap().unwrap())
             .collect();
         assert_eq!(parsed, events);
+    }
+
+    /// Every value of every name an event line carries survives write -> replay, the
+    /// events cover every kind, and a line with a name outside its vocabulary is refused
+    /// (never read as some other value).
+    #[test]
+    fn every_name_of_the_event_lines_reads_back() {
+        let meta = |sock| EventMeta {
+            boot_ns: 1_795_662_245_123_456_789,
+            sock,
+            process: None,
+            local: "127.0.0.1:8191".parse().unwrap(),
+            remote: "127.0.0.1:5".parse().unwrap(),
+        };
+        let settings = KeepaliveSettings {
+            idle_ms: None,
+            interval_ms: Some(75_000),
+            probes: 9,
+        };
+        // Every state the kernel numbers, and one it does not.
+        let states = (0..=LAST_STATE_TRIED).map(TcpState::from_kernel);
+        let mut events: Vec<TraceEvent> = states
+            .flat_map(|state| {
+                [
+                    TraceEvent::StateChange(StateChange {
+                        meta: meta(1),
+                        old_state: state,
+                        new_state: state,
+                        handshake: None,
+                    }),
+                    TraceEvent::Existing(Existing {
+                        meta: meta(2),
+                        state,
+                    }),
+                ]
+            })
+            .collect();
+        for &direction in Direction::ALL {
+            events.push(TraceEvent::Reset(Reset {
+                meta: meta(3),
+                direction,
+                reason: None,
+                state: None,
+            }));
+            events.push(TraceEvent::DataTurn(DataTurn {
+                meta: meta(4),
+                direction,
+            }));
+        }
+        for &kind in RetransmitKind::ALL {
+            events.push(TraceEvent::Retransmit(Retransmit {
+                meta: meta(5),
+                kind,
+                state: None,
+                tcp_flags: Some(TcpFlag::ALL.to_vec()),
+            }));
+        }
+        events.extend([
+            TraceEvent::KeepaliveProbe(Keepalive {
+                meta: meta(6),
+                probe: 1,
+                settings,
+            }),
+            TraceEvent::KeepaliveTimeout(Keepalive {
+                meta: meta(6),
+                probe: 9,
+                settings,
+            }),
+            TraceEvent::Summary(ConnectionSummary {
+                meta: meta(7),
+                bytes_acked: 0,
+                fin_received: true,
+                fin_acked: true,
+                bytes_received: 0,
+                retransmits: 0,
+                srtt_us: 0,
+                netns: 0,
+                last_data_ns: None,
+            }),
+            TraceEvent::Accepted(Accepted { meta: meta(8) }),
+        ]);
+        let kinds: Vec<EventKind> = EventKind::ALL
+            .iter()
+            .copied()
+            .filter(|kind| events.iter().any(|event| event.kind() == *kind))
+            .collect();
+        assert_eq!(kinds, EventKind::ALL, "an event kind is missing here");
+
+        let mut sink = JsonSink::new(Vec::new());
+        for event in &events {
+            sink.event(WallClock::from_offset_ns(0), event).unwrap();
+        }
+        let text = String::from_utf8(sink.into_inner().unwrap()).unwrap();
+        let parsed: Vec<TraceEvent> = text
+            .lines()
+            .map(|l| parse_line(l).unwrap().unwrap())
+            .collect();
+        assert_eq!(parsed, events);
+
+        for (written, unknown) in [
+            (r#""direction":"sent""#, r#""direction":"both""#),
+            (r#""what":"synack""#, r#""what":"syn""#),
+            (r#""ACK""#, r#""ACKED""#),
+            (r#""state":"ESTABLISHED""#, r#""state":"OPEN""#),
+        ] {
+            let line = text.lines().find(|l| l.contains(written)).unwrap();
+            let error = parse_line(&line.replace(written, unknown)).unwrap_err();
+            assert!(format!("{error:#}").contains("is not a"), "{error:#}");
+        }
+    }
+
+    /// The largest state number the test writes: one past the kernel's last.
+    const LAST_STATE_TRIED: u8 = 13;
+
+    /// Replay reads back exactly the event lines: each kind is one of them (a line of that
+    /// name without its fields is refused, not skipped as another line).
+    #[test]
+    fn event_kinds_are_the_event_lines() {
+        for kind in EventKind::ALL {
+            assert!(
+                parse_line(&format!(r#"{{"event":"{kind}"}}"#)).is_err(),
+                "{kind}"
+            );
+        }
+        assert!(parse_line(r#"{"event":"connection"}"#).unwrap().is_none());
     }
 
     #[test]

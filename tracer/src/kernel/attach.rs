@@ -22,7 +22,7 @@
 //! resets and retransmits, and their records carry the connection's ends even when no
 //! socket does, so they stay classic, read at the offsets tracefs gives.
 
-use std::{cell::OnceCell, collections::BTreeMap, fmt, path::Path};
+use std::{cell::OnceCell, collections::BTreeMap, path::Path};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
@@ -43,12 +43,13 @@ use crate::kernel::{
     tracefs::{self, TracepointFormat},
     units::KernelUnits,
 };
+use crate::vocabulary::names;
 
 /// The eBPF object built by `build.rs`, embedded so the binary is self-contained.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
 
-/// `--attach`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// `--attach`: the best mechanism each hook has here, or one for every hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttachMode {
     Auto,
     Tracepoint,
@@ -56,8 +57,14 @@ pub enum AttachMode {
     Fentry,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
+names!(AttachMode as "attach mode" {
+    Auto => "auto",
+    Tracepoint => "tracepoint",
+    Kprobe => "kprobe",
+    Fentry => "fentry",
+});
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Hook {
     StateChange,
     Keepalive,
@@ -69,35 +76,27 @@ pub enum Hook {
     Accept,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+names!(Hook as "hook" {
+    StateChange => "state_change",
+    Keepalive => "keepalive",
+    Reset => "reset",
+    Retransmit => "retransmit",
+    Data => "data",
+    Accept => "accept",
+});
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mechanism {
     Tracepoint,
     Kprobe,
     Fentry,
 }
 
-impl fmt::Display for AttachMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use clap::ValueEnum as _;
-        match self.to_possible_value() {
-            Some(value) => f.write_str(value.get_name()),
-            None => Ok(()),
-        }
-    }
-}
-
-impl fmt::Display for Hook {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.serialize(f)
-    }
-}
-
-impl fmt::Display for Mechanism {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.serialize(f)
-    }
-}
+names!(Mechanism as "attach mechanism" {
+    Tracepoint => "tracepoint",
+    Kprobe => "kprobe",
+    Fentry => "fentry",
+});
 
 /// One program of the eBPF object and where it attaches.
 #[derive(Clone, Copy, Debug)]
@@ -169,15 +168,6 @@ const RAW_ARGUMENTS: &[(&str, &[&str])] = &[
 ];
 
 impl Hook {
-    pub const ALL: [Hook; 6] = [
-        Hook::StateChange,
-        Hook::Keepalive,
-        Hook::Reset,
-        Hook::Retransmit,
-        Hook::Data,
-        Hook::Accept,
-    ];
-
     /// `--attach auto`'s order of preference (see the module docs for why).
     pub fn preference(self) -> &'static [Mechanism] {
         use Mechanism::*;
@@ -683,7 +673,7 @@ pub fn attach(mode: AttachMode, options: LoadOptions) -> Result<Probes> {
     }
 
     let mut plan = AttachPlan::default();
-    for hook in Hook::ALL {
+    for &hook in Hook::ALL {
         let mut why_not = Vec::new();
         for mechanism in hook.candidates(mode) {
             match attach_hook(&mut ebpf, &facts, hook, mechanism) {
@@ -761,7 +751,7 @@ pub fn probe_all() -> Result<BTreeMap<Hook, Vec<Availability>>> {
     };
     let mut ebpf = load(&facts, options)?;
     let mut report = BTreeMap::new();
-    for hook in Hook::ALL {
+    for &hook in Hook::ALL {
         let results = hook
             .preference()
             .iter()

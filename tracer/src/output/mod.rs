@@ -8,13 +8,19 @@ pub mod json;
 pub mod metrics;
 pub mod pretty;
 
-use std::io::{self, BufWriter, IsTerminal as _, Write};
+use std::{
+    io::{self, BufWriter, IsTerminal as _, Write},
+    path::PathBuf,
+};
 
 use serde::Serialize;
 
-use self::{file::LogFile, json::JsonSink, pretty::PrettySink};
+use self::{
+    file::{LogFile, Rotation},
+    json::JsonSink,
+    pretty::PrettySink,
+};
 use crate::{
-    cli::Format,
     clock::WallClock,
     event::TraceEvent,
     kernel::attach::AttachPlan,
@@ -22,7 +28,44 @@ use crate::{
         correlator::{ConnectionRecord, ResponseTime},
         reader::{EventCounts, LossCause},
     },
+    vocabulary::names,
 };
+
+/// How the lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// JSON lines, for machines.
+    Json,
+    /// A flow graph per connection, for people.
+    Pretty,
+}
+
+names!(Format as "format" {
+    Json => "json",
+    Pretty => "pretty",
+});
+
+impl Format {
+    /// Whether the format draws each connection's events, which records then keep.
+    pub fn draws_events(self) -> bool {
+        self == Self::Pretty
+    }
+}
+
+/// Where the lines go, and how: resolved from the command line by `cli`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputConfig {
+    pub format: Format,
+    /// Standard output when `None`.
+    pub file: Option<FileOutput>,
+}
+
+/// An output file, and how it rotates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileOutput {
+    pub path: PathBuf,
+    pub rotation: Option<Rotation>,
+}
 
 /// Why a connection record was written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,17 +81,12 @@ pub enum RecordEnd {
     Ended,
 }
 
-impl RecordEnd {
-    /// As the lines (and metrics labels) spell it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Closed => "closed",
-            Self::Evicted => "evicted",
-            Self::Stale => "stale",
-            Self::Ended => "ended",
-        }
-    }
-}
+names!(RecordEnd as "record end" {
+    Closed => "closed",
+    Evicted => "evicted",
+    Stale => "stale",
+    Ended => "ended",
+});
 
 /// The last line: what tracing saw and did not turn into records.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]

@@ -15,7 +15,7 @@ use std::io::{self, Write};
 
 use crate::{
     clock::WallClock,
-    event::{DataDirection, ResetDirection, RetransmitKind, TcpState, TraceEvent},
+    event::{Direction, RetransmitKind, TcpFlag, TcpState, TraceEvent},
     kernel::attach::AttachPlan,
     output::{RecordEnd, Sink, StopSummary},
     pipeline::correlator::{
@@ -29,8 +29,9 @@ const GRAPH: usize = 36;
 /// Width of the time column (`+12345.678 ms`).
 const TIME: usize = 13;
 
+/// Which way an arrow points.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Direction {
+enum Arrow {
     /// From this host to the peer.
     Out,
     In,
@@ -66,13 +67,13 @@ const RESET_ANSI: &str = "\x1b[0m";
 struct Line {
     /// Offset from the start in ns; `None` for an inferred segment.
     at: Option<u64>,
-    arrow: Option<(Direction, String)>,
+    arrow: Option<(Arrow, String)>,
     note: String,
     kind: Kind,
 }
 
 impl Line {
-    fn arrow(at: u64, direction: Direction, label: &str, kind: Kind) -> Self {
+    fn arrow(at: u64, direction: Arrow, label: &str, kind: Kind) -> Self {
         Self {
             at: Some(at),
             arrow: Some((direction, label.to_owned())),
@@ -82,7 +83,7 @@ impl Line {
     }
 
     /// A segment the events imply without its time.
-    fn inferred(direction: Direction, label: &str, kind: Kind) -> Self {
+    fn inferred(direction: Arrow, label: &str, kind: Kind) -> Self {
         Self {
             at: None,
             ..Self::arrow(0, direction, label, kind)
@@ -123,11 +124,7 @@ pub fn write_timeline(
         (Some(comm), Some(pid)) => format!(", {comm} (pid {pid})"),
         _ => String::new(),
     };
-    let role = match record.role {
-        Role::Client => "client",
-        Role::Server => "server",
-    };
-    let title = format!("connection {}: {role}{owner}", record.conn_id);
+    let title = format!("connection {}: {}{owner}", record.conn_id, record.role);
     writeln!(
         out,
         "{}",
@@ -168,7 +165,7 @@ pub fn write_timeline(
 
 /// The lines of the first `count` kept events (each makes one or more).
 fn lines(record: &ConnectionRecord, count: usize) -> Vec<Line> {
-    use Direction::{In, Out};
+    use Arrow::{In, Out};
     use Kind::*;
     use TcpState::*;
     let events = &record.events;
@@ -185,35 +182,32 @@ fn lines(record: &ConnectionRecord, count: usize) -> Vec<Line> {
                 };
                 let by_reset =
                     reset_next_to(index.checked_sub(1)) || reset_next_to(Some(index + 1));
-                let segments: &[(Direction, &str, Kind)] =
-                    match (change.old_state, change.new_state) {
-                        // The kernel setting the state it is in (close() after shutdown()).
-                        (old, new) if old == new => &[],
-                        (Close, SynSent) => &[(Out, "SYN", Handshake)],
-                        (SynSent, Established) => {
-                            &[(In, "SYN-ACK", Handshake), (Out, "ACK", Handshake)]
-                        }
-                        (Listen | SynSent, SynRecv) => {
-                            &[(In, "SYN", Handshake), (Out, "SYN-ACK", Handshake)]
-                        }
-                        (SynRecv, Established) => &[(In, "ACK", Handshake)],
-                        (_, FinWait1) | (CloseWait, LastAck) => &[(Out, "FIN", Fin)],
-                        (FinWait1, FinWait2) | (Closing | LastAck, Close | TimeWait)
-                            if !by_reset =>
-                        {
-                            &[(In, "ACK", Fin)]
-                        }
-                        (Established, CloseWait) | (FinWait1, Closing) => {
-                            &[(In, "FIN", Fin), (Out, "ACK", Fin)]
-                        }
-                        (FinWait2, Close | TimeWait) if !by_reset => {
-                            &[(In, "FIN", Fin), (Out, "ACK", Fin)]
-                        }
-                        (FinWait1, Close | TimeWait) if !by_reset => {
-                            &[(In, "FIN-ACK", Fin), (Out, "ACK", Fin)]
-                        }
-                        _ => &[],
-                    };
+                let segments: &[(Arrow, &str, Kind)] = match (change.old_state, change.new_state) {
+                    // The kernel setting the state it is in (close() after shutdown()).
+                    (old, new) if old == new => &[],
+                    (Close, SynSent) => &[(Out, "SYN", Handshake)],
+                    (SynSent, Established) => {
+                        &[(In, "SYN-ACK", Handshake), (Out, "ACK", Handshake)]
+                    }
+                    (Listen | SynSent, SynRecv) => {
+                        &[(In, "SYN", Handshake), (Out, "SYN-ACK", Handshake)]
+                    }
+                    (SynRecv, Established) => &[(In, "ACK", Handshake)],
+                    (_, FinWait1) | (CloseWait, LastAck) => &[(Out, "FIN", Fin)],
+                    (FinWait1, FinWait2) | (Closing | LastAck, Close | TimeWait) if !by_reset => {
+                        &[(In, "ACK", Fin)]
+                    }
+                    (Established, CloseWait) | (FinWait1, Closing) => {
+                        &[(In, "FIN", Fin), (Out, "ACK", Fin)]
+                    }
+                    (FinWait2, Close | TimeWait) if !by_reset => {
+                        &[(In, "FIN", Fin), (Out, "ACK", Fin)]
+                    }
+                    (FinWait1, Close | TimeWait) if !by_reset => {
+                        &[(In, "FIN-ACK", Fin), (Out, "ACK", Fin)]
+                    }
+                    _ => &[],
+                };
                 let state = change.new_state.to_string();
                 match segments.split_last() {
                     None => lines.push(Line::note(at, state)),
@@ -228,8 +222,8 @@ fn lines(record: &ConnectionRecord, count: usize) -> Vec<Line> {
             }
             TraceEvent::Reset(reset) => {
                 let direction = match reset.direction {
-                    ResetDirection::Sent => Out,
-                    ResetDirection::Received => In,
+                    Direction::Sent => Out,
+                    Direction::Received => In,
                 };
                 let line = Line::arrow(at, direction, "RST", Reset);
                 lines.push(match &reset.reason {
@@ -240,7 +234,7 @@ fn lines(record: &ConnectionRecord, count: usize) -> Vec<Line> {
             TraceEvent::Retransmit(retransmit) => {
                 let label = match (retransmit.kind, &retransmit.tcp_flags) {
                     (RetransmitKind::SynAck, _) => "SYN-ACK".to_owned(),
-                    (RetransmitKind::Segment, Some(flags)) if !flags.is_empty() => flags.join(","),
+                    (RetransmitKind::Segment, Some(flags)) if !flags.is_empty() => flag_list(flags),
                     (RetransmitKind::Segment, _) => "segment".to_owned(),
                 };
                 lines.push(Line::arrow(at, Out, &label, Note).with_note("retransmission"));
@@ -262,10 +256,10 @@ fn lines(record: &ConnectionRecord, count: usize) -> Vec<Line> {
             )),
             TraceEvent::DataTurn(turn) => {
                 let (direction, request) = match (record.role, turn.direction) {
-                    (Role::Client, DataDirection::Sent) => (Out, true),
-                    (Role::Client, DataDirection::Received) => (In, false),
-                    (Role::Server, DataDirection::Received) => (In, true),
-                    (Role::Server, DataDirection::Sent) => (Out, false),
+                    (Role::Client, Direction::Sent) => (Out, true),
+                    (Role::Client, Direction::Received) => (In, false),
+                    (Role::Server, Direction::Received) => (In, true),
+                    (Role::Server, Direction::Sent) => (Out, false),
                 };
                 let label = match (request, waiting.take()) {
                     (true, still) => {
@@ -311,13 +305,13 @@ fn ms(us: u64) -> String {
 }
 
 /// `label` centred on a shaft of `GRAPH` characters with its head towards `direction`.
-fn arrow(direction: Direction, label: &str) -> String {
+fn arrow(direction: Arrow, label: &str) -> String {
     let label = format!(" {label} ");
     let shaft = GRAPH.saturating_sub(label.chars().count() + 1);
     let (left, right) = (shaft / 2, shaft - shaft / 2);
     match direction {
-        Direction::Out => format!("{}{label}{}>", "-".repeat(left), "-".repeat(right)),
-        Direction::In => format!("<{}{label}{}", "-".repeat(left), "-".repeat(right)),
+        Arrow::Out => format!("{}{label}{}>", "-".repeat(left), "-".repeat(right)),
+        Arrow::In => format!("<{}{label}{}", "-".repeat(left), "-".repeat(right)),
     }
 }
 
@@ -372,15 +366,18 @@ fn summary(record: &ConnectionRecord) -> String {
     format!("{:TIME$}  {}", "", parts.join(", "))
 }
 
+/// `SYN,ACK`.
+fn flag_list(flags: &[TcpFlag]) -> String {
+    let names: Vec<&str> = flags.iter().map(|flag| flag.name()).collect();
+    names.join(",")
+}
+
 /// One line about an event, for `--format pretty --emit events|all`.
 fn describe(event: &TraceEvent) -> String {
     match event {
         TraceEvent::StateChange(change) => format!("{} -> {}", change.old_state, change.new_state),
         TraceEvent::Reset(reset) => {
-            let direction = match reset.direction {
-                ResetDirection::Sent => "sent",
-                ResetDirection::Received => "received",
-            };
+            let direction = reset.direction;
             match &reset.reason {
                 Some(reason) => format!("RST {direction} ({reason})"),
                 None => format!("RST {direction}"),
@@ -389,7 +386,7 @@ fn describe(event: &TraceEvent) -> String {
         TraceEvent::Retransmit(retransmit) => match retransmit.kind {
             RetransmitKind::SynAck => "retransmit SYN-ACK".to_owned(),
             RetransmitKind::Segment => match &retransmit.tcp_flags {
-                Some(flags) => format!("retransmit [{}]", flags.join(",")),
+                Some(flags) => format!("retransmit [{}]", flag_list(flags)),
                 None => "retransmit".to_owned(),
             },
         },
@@ -400,10 +397,7 @@ fn describe(event: &TraceEvent) -> String {
                 timeout.probe
             )
         }
-        TraceEvent::DataTurn(turn) => match turn.direction {
-            DataDirection::Sent => "data sent".to_owned(),
-            DataDirection::Received => "data received".to_owned(),
-        },
+        TraceEvent::DataTurn(turn) => format!("data {}", turn.direction),
         TraceEvent::Summary(summary) => format!(
             "closing: {} bytes sent, {} received, {} retransmits, srtt {} us",
             summary.bytes_acked, summary.bytes_received, summary.retransmits, summary.srtt_us
@@ -547,7 +541,7 @@ mod tests {
             })
         }
 
-        fn turn(at_us: u64, direction: DataDirection) -> TraceEvent {
+        fn turn(at_us: u64, direction: Direction) -> TraceEvent {
             TraceEvent::DataTurn(DataTurn {
                 meta: Self::meta(at_us),
                 direction,
@@ -566,7 +560,7 @@ mod tests {
             })
         }
 
-        fn reset(at_us: u64, direction: ResetDirection, reason: &str) -> TraceEvent {
+        fn reset(at_us: u64, direction: Direction, reason: &str) -> TraceEvent {
             TraceEvent::Reset(Reset {
                 meta: Self::meta(at_us),
                 direction,
@@ -634,7 +628,7 @@ mod tests {
 
     #[test]
     fn client_keep_alive_story() {
-        use DataDirection::*;
+        use Direction::*;
         let text = timeline(&[
             Client::state(0, Close, SynSent),
             Client::state(150, SynSent, Established),
@@ -672,7 +666,7 @@ connection 1: client, curl (pid 9904)
 
     #[test]
     fn reset_story() {
-        use DataDirection::*;
+        use Direction::*;
         // The server dies with the request unread: its kernel answers with an RST.
         let text = timeline(&[
             Client::state(0, Close, SynSent),
@@ -680,7 +674,7 @@ connection 1: client, curl (pid 9904)
             Client::turn(200, Sent),
             Client::probe(2_000_000, 1),
             Client::probe(3_000_000, 2),
-            Client::reset(3_000_050, ResetDirection::Received, "NOT_SPECIFIED"),
+            Client::reset(3_000_050, Direction::Received, "NOT_SPECIFIED"),
             Client::state(3_000_050, Established, Close),
         ]);
         let expected = "\

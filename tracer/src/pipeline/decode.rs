@@ -11,9 +11,9 @@ use std::{
 use tracer_common as raw;
 
 use crate::event::{
-    Accepted, ConnectionSummary, DataDirection, DataTurn, EventMeta, HandshakeSample, Keepalive,
-    KeepaliveSettings, Process, Reset, ResetDirection, Retransmit, RetransmitKind, StateChange,
-    TcpState, TraceEvent,
+    Accepted, ConnectionSummary, DataTurn, Direction, EventMeta, HandshakeSample, Keepalive,
+    KeepaliveSettings, Process, Reset, Retransmit, RetransmitKind, StateChange, TcpFlag, TcpState,
+    TraceEvent,
 };
 use crate::kernel::units::KernelUnits;
 
@@ -41,18 +41,6 @@ impl fmt::Display for DecodeError {
 }
 
 impl std::error::Error for DecodeError {}
-
-/// TCP header flag bits (`TCPHDR_*`) in wire order.
-const TCP_FLAGS: [(u8, &str); 8] = [
-    (0x01, "FIN"),
-    (0x02, "SYN"),
-    (0x04, "RST"),
-    (0x08, "PSH"),
-    (0x10, "ACK"),
-    (0x20, "URG"),
-    (0x40, "ECE"),
-    (0x80, "CWR"),
-];
 
 /// Reads a `T` from the start of `bytes` (ring buffer records are only 8-byte aligned
 /// by luck, so never by reference).
@@ -168,9 +156,9 @@ impl Decoder {
                 TraceEvent::DataTurn(DataTurn {
                     meta: meta(&event.header, &event.payload.endpoints)?,
                     direction: if event.payload.direction == raw::DATA_RECEIVED {
-                        DataDirection::Received
+                        Direction::Received
                     } else {
-                        DataDirection::Sent
+                        Direction::Sent
                     },
                 })
             }
@@ -227,9 +215,9 @@ impl Decoder {
                 TraceEvent::Reset(Reset {
                     meta: meta(&event.header, &p.endpoints)?,
                     direction: if p.direction == raw::RESET_RECEIVED {
-                        ResetDirection::Received
+                        Direction::Received
                     } else {
-                        ResetDirection::Sent
+                        Direction::Sent
                     },
                     reason: (p.reason != raw::NO_REASON).then(|| {
                         self.units
@@ -252,13 +240,7 @@ impl Decoder {
                         RetransmitKind::Segment
                     },
                     state: state(p.state),
-                    tcp_flags: (p.tcp_flags != 0).then(|| {
-                        TCP_FLAGS
-                            .iter()
-                            .filter(|(bit, _)| p.tcp_flags & bit != 0)
-                            .map(|(_, name)| *name)
-                            .collect()
-                    }),
+                    tcp_flags: (p.tcp_flags != 0).then(|| TcpFlag::from_bits(p.tcp_flags)),
                 })
             }
             raw::EventKind::KeepaliveProbe | raw::EventKind::KeepaliveTimeout => {
@@ -536,12 +518,12 @@ pub(crate) mod tests {
         let sent = decoded(reset(2, raw::RESET_SENT));
         assert_eq!(
             (sent.direction, sent.reason.as_deref(), sent.state),
-            (ResetDirection::Sent, Some("NO_SOCKET"), None)
+            (Direction::Sent, Some("NO_SOCKET"), None)
         );
         let received = decoded(reset(raw::NO_REASON, raw::RESET_RECEIVED));
         assert_eq!(
             (received.direction, received.reason),
-            (ResetDirection::Received, None)
+            (Direction::Received, None)
         );
         assert_eq!(
             decoded(reset(99, raw::RESET_SENT)).reason.as_deref(),
@@ -566,7 +548,7 @@ pub(crate) mod tests {
         };
         assert_eq!(retransmit.kind, RetransmitKind::Segment);
         assert_eq!(retransmit.state, Some(TcpState::Established));
-        assert_eq!(retransmit.tcp_flags, Some(vec!["PSH", "ACK"]));
+        assert_eq!(retransmit.tcp_flags, Some(vec![TcpFlag::Psh, TcpFlag::Ack]));
     }
 
     #[test]

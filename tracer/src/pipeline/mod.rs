@@ -11,20 +11,49 @@ pub mod reader;
 use std::{io, net::SocketAddr};
 
 use self::{
-    correlator::{CLOSE_GRACE_NS, Correlator, CorrelatorConfig, Output, Role},
+    correlator::{CLOSE_GRACE_NS, Correlator, CorrelatorConfig, Output, Role, STALE_AFTER_NS},
     reader::EventCounts,
 };
 use crate::{
-    cli::{Format, OutputArgs},
     clock::WallClock,
     event::TraceEvent,
     output::{RecordEnd, Sink, StopSummary},
+    vocabulary::names,
 };
 
-/// Connections without any event for a day are reported as stale (their close was
-/// lost). Healthy idle keep-alive connections send nothing, and TCP keepalive's default
-/// idle time is 2 hours.
-const STALE_AFTER_NS: u64 = 24 * 3600 * 1_000_000_000;
+/// What reaches the sink: the kernel's events, the connection records, or both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Emit {
+    Events,
+    Connections,
+    All,
+}
+
+names!(Emit as "kind of output" {
+    Events => "events",
+    Connections => "connections",
+    All => "all",
+});
+
+impl Emit {
+    pub fn events(self) -> bool {
+        self != Emit::Connections
+    }
+
+    pub fn connections(self) -> bool {
+        self != Emit::Events
+    }
+}
+
+/// What the pipeline makes of the events: resolved from the command line by `cli`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PipelineConfig {
+    pub emit: Emit,
+    /// Open connections tracked at most (at least 1).
+    pub max_connections: usize,
+    /// Records keep their events, for a view that draws them.
+    pub keep_events: bool,
+}
 
 pub struct Pipeline<S: Sink> {
     pub sink: S,
@@ -37,19 +66,19 @@ pub struct Pipeline<S: Sink> {
 impl<S: Sink> Pipeline<S> {
     /// `data_turns`: the data hook is attached, so connection records can count
     /// exchanges.
-    pub fn new(show: &OutputArgs, data_turns: bool, sink: S, clock: WallClock) -> Self {
-        let correlator = show.emit.connections().then(|| {
+    pub fn new(config: PipelineConfig, data_turns: bool, sink: S, clock: WallClock) -> Self {
+        let correlator = config.emit.connections().then(|| {
             Correlator::new(CorrelatorConfig {
-                max_connections: show.max_connections as usize,
+                max_connections: config.max_connections,
                 stale_after_ns: STALE_AFTER_NS,
-                keep_events: show.format == Format::Pretty,
+                keep_events: config.keep_events,
                 data_turns,
             })
         });
         Self {
             sink,
             clock,
-            emit_events: show.emit.events(),
+            emit_events: config.emit.events(),
             correlator,
             last_boot_ns: 0,
         }

@@ -6,6 +6,8 @@ use aya::maps::{MapData, PerCpuArray, RingBuf};
 use serde::Serialize;
 use tracer_common::EmitCounts;
 
+use crate::vocabulary::names;
+
 /// Kernel events: what the programs tried to send, what reached tracer, and what the
 /// ring buffer had no room for. Once the programs are detached and the ring buffer
 /// drained, `sent == received + lost`. `missed` counts the program runs the kernel
@@ -19,8 +21,7 @@ pub struct EventCounts {
 }
 
 /// Why events were lost.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LossCause {
     /// The ring buffer had no room: tracer did not read fast enough.
     RingBufferFull,
@@ -29,14 +30,10 @@ pub enum LossCause {
     ProgramBusy,
 }
 
-impl LossCause {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::RingBufferFull => "ring_buffer_full",
-            Self::ProgramBusy => "program_busy",
-        }
-    }
-}
+names!(LossCause as "loss cause" {
+    RingBufferFull => "ring_buffer_full",
+    ProgramBusy => "program_busy",
+});
 
 /// Sums the programs' per-CPU counts.
 pub struct EmitCounter {

@@ -127,13 +127,6 @@ impl<'a> Object<'a> {
         }
     }
 
-    pub fn optional_name(&mut self, key: &str, value: Option<&str>) -> &mut Self {
-        match value {
-            Some(value) => self.name(key, value),
-            None => self.null(key),
-        }
-    }
-
     pub fn null(&mut self, key: &str) -> &mut Self {
         self.key(key).extend_from_slice(b"null");
         self
@@ -191,6 +184,22 @@ impl<'a> Object<'a> {
         self
     }
 
+    /// An array of names the sink spells itself (no escaping needed).
+    pub fn names<'n>(&mut self, key: &str, names: impl IntoIterator<Item = &'n str>) -> &mut Self {
+        let out = self.key(key);
+        out.push(b'[');
+        for (i, name) in names.into_iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.push(b'"');
+            out.extend_from_slice(name.as_bytes());
+            out.push(b'"');
+        }
+        out.push(b']');
+        self
+    }
+
     /// An array of `items`, each written by `fill` into an object.
     pub fn objects<T>(
         &mut self,
@@ -209,13 +218,6 @@ impl<'a> Object<'a> {
             inner.end();
         }
         out.push(b']');
-        self
-    }
-
-    /// Any serializable value, through serde_json (for the rare lines).
-    pub fn value(&mut self, key: &str, value: &impl serde::Serialize) -> &mut Self {
-        let out = self.key(key);
-        let _ = serde_json::to_writer(out, value);
         self
     }
 }

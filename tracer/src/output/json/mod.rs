@@ -17,10 +17,7 @@ use serde::Serialize;
 use self::line::{Object, Timestamps};
 use crate::{
     clock::WallClock,
-    event::{
-        ConnectionSummary, DataDirection, EventMeta, Keepalive, KeepaliveSettings, ResetDirection,
-        RetransmitKind, TcpState, TraceEvent,
-    },
+    event::{ConnectionSummary, EventMeta, Keepalive, KeepaliveSettings, TcpState, TraceEvent},
     kernel::attach::AttachPlan,
     output::{RecordEnd, Sink, StopSummary},
     pipeline::{correlator::ConnectionRecord, reader::LossCause},
@@ -61,7 +58,8 @@ fn now() -> String {
     humantime::format_rfc3339_nanos(SystemTime::now()).to_string()
 }
 
-/// A state as the lines spell it: the kernel's name, or `UNKNOWN_<number>`.
+/// A state as the lines spell it (its `Display`): the kernel's name, or
+/// `UNKNOWN_<number>`.
 fn write_state(object: &mut Object<'_>, key: &str, state: TcpState) {
     match state {
         TcpState::Unknown(_) => object.text(key, &state.to_string()),
@@ -223,28 +221,16 @@ impl<W: Write> Sink for JsonSink<W> {
                 })
             }
             TraceEvent::Reset(reset) => self.event_line(clock, event.name(), &reset.meta, |line| {
-                line.name(
-                    "direction",
-                    match reset.direction {
-                        ResetDirection::Sent => "sent",
-                        ResetDirection::Received => "received",
-                    },
-                )
-                .optional_text("reason", reset.reason.as_deref());
+                line.name("direction", reset.direction.name())
+                    .optional_text("reason", reset.reason.as_deref());
                 write_optional_state(line, "state", reset.state);
             }),
             TraceEvent::Retransmit(retransmit) => {
                 self.event_line(clock, event.name(), &retransmit.meta, |line| {
-                    line.name(
-                        "what",
-                        match retransmit.kind {
-                            RetransmitKind::Segment => "segment",
-                            RetransmitKind::SynAck => "synack",
-                        },
-                    );
+                    line.name("what", retransmit.kind.name());
                     write_optional_state(line, "state", retransmit.state);
                     match &retransmit.tcp_flags {
-                        Some(flags) => line.value("tcp_flags", flags),
+                        Some(flags) => line.names("tcp_flags", flags.iter().map(|f| f.name())),
                         None => line.null("tcp_flags"),
                     };
                 })
@@ -257,13 +243,7 @@ impl<W: Write> Sink for JsonSink<W> {
             }
             TraceEvent::DataTurn(turn) => {
                 self.event_line(clock, event.name(), &turn.meta, |line| {
-                    line.name(
-                        "direction",
-                        match turn.direction {
-                            DataDirection::Sent => "sent",
-                            DataDirection::Received => "received",
-                        },
-                    );
+                    line.name("direction", turn.direction.name());
                 })
             }
             TraceEvent::Summary(summary) => self.summary(clock, event.name(), summary),
@@ -376,7 +356,10 @@ mod tests {
 
     use super::*;
     use crate::{
-        event::{Accepted, DataTurn, Process, Reset, Retransmit, StateChange},
+        event::{
+            Accepted, DataTurn, Direction, Process, Reset, Retransmit, RetransmitKind, StateChange,
+            TcpFlag,
+        },
         output::Sink,
         pipeline::correlator::{Correlator, CorrelatorConfig, Output},
     };
@@ -466,7 +449,7 @@ mod tests {
     fn renders_resets_retransmits_and_keepalive() {
         let reset = render(&TraceEvent::Reset(Reset {
             meta: meta(None, "127.0.0.1:8191", "127.0.0.1:50000"),
-            direction: ResetDirection::Sent,
+            direction: Direction::Sent,
             reason: Some("NO_SOCKET".into()),
             state: None,
         }));
@@ -488,7 +471,7 @@ mod tests {
             meta: meta(None, "127.0.0.1:8191", "127.0.0.1:50000"),
             kind: RetransmitKind::SynAck,
             state: Some(TcpState::SynRecv),
-            tcp_flags: Some(vec!["SYN", "ACK"]),
+            tcp_flags: Some(vec![TcpFlag::Syn, TcpFlag::Ack]),
         }));
         assert_eq!(
             (
@@ -557,7 +540,7 @@ mod tests {
         assert_eq!(summary["last_data_ts"], "2026-11-26T03:04:05.123456789Z");
         let turn = render(&TraceEvent::DataTurn(DataTurn {
             meta: meta(None, "127.0.0.1:8191", "127.0.0.1:5"),
-            direction: DataDirection::Received,
+            direction: Direction::Received,
         }));
         assert_eq!(
             (&turn["event"], &turn["direction"]),

@@ -19,15 +19,12 @@ use prometheus_client::{
     registry::{Metric, Registry},
 };
 
-use super::{
-    labels::{CLOSE_INITIATORS, EVENT_KINDS, RECORD_ENDS, ROLES},
-    programs::{Costs, ProgramCosts},
-};
+use super::programs::{Costs, ProgramCosts};
 use crate::{
-    event::{ResetDirection, TraceEvent},
+    event::{EventKind, TraceEvent},
     kernel::attach::AttachPlan,
     output::RecordEnd,
-    pipeline::correlator::{ConnectionRecord, ResponseTime, Role},
+    pipeline::correlator::{CloseInitiator, ConnectionRecord, ProbeFate, ResponseTime, Role},
 };
 
 /// Handshakes: microseconds on loopback and in a data centre, up to seconds when SYNs are
@@ -116,8 +113,8 @@ struct BuildLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HookLabels {
-    hook: String,
-    mechanism: String,
+    hook: &'static str,
+    mechanism: &'static str,
 }
 
 /// A family declared (`# HELP`, `# TYPE`) in every scrape, also before its first series:
@@ -325,9 +322,9 @@ impl Families {
 
     fn zero_series(&self) {
         for &port in self.ports.0.iter() {
-            for connection_role in ROLES {
+            for connection_role in Role::ALL {
                 let role = connection_role.name();
-                for initiator in CLOSE_INITIATORS {
+                for initiator in CloseInitiator::ALL {
                     let close_initiator = initiator.name();
                     let labels = ConnectionLabels {
                         port,
@@ -340,15 +337,17 @@ impl Families {
             self.retransmits.get_or_create_owned(&PortLabel { port });
             self.keepalive_timeouts
                 .get_or_create_owned(&PortLabel { port });
-            for outcome in ["answered", "unanswered"] {
+            for fate in ProbeFate::ALL {
+                let outcome = fate.name();
                 self.keepalive_probes
                     .get_or_create_owned(&ProbeLabels { port, outcome });
             }
         }
-        for kind in EVENT_KINDS {
+        for kind in EventKind::ALL {
+            let kind = kind.name();
             self.events.get_or_create_owned(&KindLabel { kind });
         }
-        for end in RECORD_ENDS {
+        for end in RecordEnd::ALL {
             self.records
                 .get_or_create_owned(&RecordLabel { record: end.name() });
         }
@@ -366,14 +365,11 @@ impl Families {
         let hooks = plan
             .attach
             .iter()
-            .map(|(hook, mechanism)| (hook, mechanism.to_string()));
-        let unsupported = plan
-            .unsupported
-            .keys()
-            .map(|hook| (hook, "unsupported".to_owned()));
+            .map(|(hook, mechanism)| (hook, mechanism.name()));
+        let unsupported = plan.unsupported.keys().map(|hook| (hook, "unsupported"));
         for (hook, mechanism) in hooks.chain(unsupported) {
             let labels = HookLabels {
-                hook: hook.to_string(),
+                hook: hook.name(),
                 mechanism,
             };
             self.hook_info.get_or_create(&labels).set(1);
@@ -387,10 +383,7 @@ impl Families {
         let port = self.ports.matched(meta.local, meta.remote);
         match event {
             TraceEvent::Reset(reset) => {
-                let direction = match reset.direction {
-                    ResetDirection::Sent => "sent",
-                    ResetDirection::Received => "received",
-                };
+                let direction = reset.direction.name();
                 let reason = reset.reason.clone().unwrap_or_else(|| NO_REASON.to_owned());
                 let labels = ResetLabels {
                     port,
@@ -441,15 +434,16 @@ impl Families {
             }
         }
         let keepalive = record.keepalive;
-        let probes = |outcome, count: u32| {
+        let probes = |fate: ProbeFate, count: u32| {
+            let outcome = fate.name();
             let labels = ProbeLabels { port, outcome };
             self.keepalive_probes
                 .get_or_create(&labels)
                 .inc_by(count.into());
         };
-        probes("answered", keepalive.probes_answered);
+        probes(ProbeFate::Answered, keepalive.probes_answered);
         probes(
-            "unanswered",
+            ProbeFate::Unanswered,
             keepalive
                 .probes_sent
                 .saturating_sub(keepalive.probes_answered),
@@ -484,7 +478,7 @@ impl Families {
     pub fn open_connections(&self, open: impl Iterator<Item = (Role, SocketAddr, SocketAddr)>) {
         let mut counts: BTreeMap<PortRole, i64> = BTreeMap::new();
         for &port in self.ports.0.iter() {
-            for connection_role in ROLES {
+            for connection_role in Role::ALL {
                 counts.insert(
                     PortRole {
                         port,

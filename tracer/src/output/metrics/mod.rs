@@ -9,7 +9,6 @@
 //! programs' cost, the daemon samples once a second ([`Exporter::sample`]).
 
 mod families;
-mod labels;
 mod programs;
 mod server;
 mod sink;
@@ -23,11 +22,19 @@ use prometheus_client::registry::Registry;
 pub use self::sink::MetricsSink;
 use self::{families::Families, server::Server};
 use crate::{
-    cli::{Emit, OutputArgs},
     kernel::program_stats,
     output::Sink,
-    pipeline::correlator::Role,
+    pipeline::{Emit, PipelineConfig, correlator::Role},
 };
+
+/// `--metrics-addr` and `--bpf-stats`, resolved by `cli`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Where `/metrics` is served.
+    pub addr: SocketAddr,
+    /// Turn the kernel's BPF statistics on while tracing, for the programs' cost.
+    pub bpf_stats: bool,
+}
 
 /// The metrics and their endpoint, serving until dropped.
 pub struct Exporter {
@@ -72,13 +79,17 @@ impl Exporter {
     }
 
     /// What the pipeline runs with, and its sink: everything, into a sink that counts it
-    /// and writes to `sink` what `show.emit` asks for.
-    pub fn pipeline(&self, show: OutputArgs, sink: Box<dyn Sink>) -> (OutputArgs, Box<dyn Sink>) {
-        let everything = OutputArgs {
+    /// and writes to `sink` what `config.emit` asks for.
+    pub fn pipeline(
+        &self,
+        config: PipelineConfig,
+        sink: Box<dyn Sink>,
+    ) -> (PipelineConfig, Box<dyn Sink>) {
+        let everything = PipelineConfig {
             emit: Emit::All,
-            ..show
+            ..config
         };
-        let counting = MetricsSink::new(sink, show.emit, self.families.clone());
+        let counting = MetricsSink::new(sink, config.emit, self.families.clone());
         (everything, Box::new(counting))
     }
 

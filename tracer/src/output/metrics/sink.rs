@@ -6,12 +6,12 @@ use std::io;
 
 use super::families::Families;
 use crate::{
-    cli::Emit,
     clock::WallClock,
     event::TraceEvent,
     kernel::attach::AttachPlan,
     output::{RecordEnd, Sink, StopSummary},
     pipeline::{
+        Emit,
         correlator::{ConnectionRecord, ResponseTime},
         reader::LossCause,
     },

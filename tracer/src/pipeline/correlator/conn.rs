@@ -14,7 +14,7 @@ use super::{
     record::{ConnectionRecord, Family, KeptEvents, Role, StateEntry},
     table::NIL,
 };
-use crate::event::{ConnectionSummary, EventMeta, ResetDirection, TraceEvent};
+use crate::event::{ConnectionSummary, Direction, EventMeta, TraceEvent};
 
 /// An address in 18 bytes instead of `SocketAddr`'s 32; IPv4 as its mapped IPv6 form.
 #[derive(Clone, Copy, Debug, Default)]
@@ -182,11 +182,11 @@ impl Conn {
                 self.close.state(change.new_state, Some(ns));
             }
             TraceEvent::Reset(reset) => match reset.direction {
-                ResetDirection::Sent => {
+                Direction::Sent => {
                     self.resets_sent = self.resets_sent.saturating_add(1);
                     self.close.reset_sent(ns);
                 }
-                ResetDirection::Received => {
+                Direction::Received => {
                     self.resets_received = self.resets_received.saturating_add(1);
                     self.close.reset_received(ns);
                 }

@@ -15,7 +15,7 @@ use super::{
     close::nonzero,
     record::{ResponseTimes, Role},
 };
-use crate::event::DataDirection;
+use crate::event::Direction;
 
 /// The data turns of one connection, seen from one side.
 #[derive(Clone, Copy, Debug, Default)]
@@ -39,13 +39,13 @@ impl Exchanges {
     pub(super) fn turn(
         &mut self,
         role: Role,
-        direction: DataDirection,
+        direction: Direction,
         ns: u64,
         closing: bool,
     ) -> Option<u64> {
         let to_server = match role {
-            Role::Server => DataDirection::Received,
-            Role::Client => DataDirection::Sent,
+            Role::Server => Direction::Received,
+            Role::Client => Direction::Sent,
         };
         if !closing {
             self.data_activity(ns);

@@ -2,7 +2,10 @@
 //! module docs ([`probe_fate`], shared with the pretty timeline).
 
 use super::record::KeepaliveCounts;
-use crate::event::{DataDirection, ResetDirection, StateChange, TcpState, TraceEvent};
+use crate::{
+    event::{Direction, StateChange, TcpState, TraceEvent},
+    vocabulary::names,
+};
 
 /// What an event says about the keepalive probe sent before it, if anything.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -10,6 +13,11 @@ pub enum ProbeFate {
     Answered,
     Unanswered,
 }
+
+names!(ProbeFate as "probe fate" {
+    Answered => "answered",
+    Unanswered => "unanswered",
+});
 
 /// The rule of the module docs, shared with the pretty timeline.
 pub fn probe_fate(event: &TraceEvent) -> Option<ProbeFate> {
@@ -19,10 +27,10 @@ pub fn probe_fate(event: &TraceEvent) -> Option<ProbeFate> {
         TraceEvent::KeepaliveProbe(_) | TraceEvent::KeepaliveTimeout(_) => {
             Some(ProbeFate::Unanswered)
         }
-        TraceEvent::Reset(reset) if reset.direction == ResetDirection::Received => {
+        TraceEvent::Reset(reset) if reset.direction == Direction::Received => {
             Some(ProbeFate::Unanswered)
         }
-        TraceEvent::DataTurn(turn) if turn.direction == DataDirection::Received => {
+        TraceEvent::DataTurn(turn) if turn.direction == Direction::Received => {
             Some(ProbeFate::Answered)
         }
         TraceEvent::StateChange(StateChange {

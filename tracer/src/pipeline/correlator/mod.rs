@@ -120,7 +120,7 @@ pub use self::{
         Role, StateEntry,
     },
 };
-use crate::event::{EventMeta, ResetDirection, RetransmitKind, StateChange, TcpState, TraceEvent};
+use crate::event::{Direction, EventMeta, RetransmitKind, StateChange, TcpState, TraceEvent};
 
 /// SYN-ACK retransmits remembered until their connection's server socket is established;
 /// past that the oldest is forgotten.
@@ -146,13 +146,19 @@ pub struct CorrelatorConfig {
     pub data_turns: bool,
 }
 
+/// Records without any event for a day are reaped as stale (their close was lost). A
+/// healthy idle keep-alive connection sends nothing, and TCP keepalive's default idle
+/// time is 2 hours.
+pub const STALE_AFTER_NS: u64 = 24 * 3600 * 1_000_000_000;
+
+/// Open connections tracked at most unless told otherwise (`--max-connections`).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 65_536;
+
 impl Default for CorrelatorConfig {
-    /// A healthy idle keep-alive connection sends nothing (TCP keepalive defaults to 2
-    /// hours), so a record is stale only after a day without events.
     fn default() -> Self {
         Self {
-            max_connections: 65_536,
-            stale_after_ns: 24 * 3600 * 1_000_000_000,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            stale_after_ns: STALE_AFTER_NS,
             keep_events: false,
             data_turns: true,
         }
@@ -494,7 +500,7 @@ impl Correlator {
         let TraceEvent::Reset(reset) = event else {
             return None;
         };
-        if reset.direction != ResetDirection::Sent || reset.state != Some(TcpState::TimeWait) {
+        if reset.direction != Direction::Sent || reset.state != Some(TcpState::TimeWait) {
             return None;
         }
         let meta = &reset.meta;
@@ -531,7 +537,7 @@ impl Correlator {
 /// to a later lifecycle whose start was lost.
 fn reported_after_close(event: &TraceEvent) -> bool {
     match event {
-        TraceEvent::Reset(reset) => reset.direction == ResetDirection::Sent,
+        TraceEvent::Reset(reset) => reset.direction == Direction::Sent,
         TraceEvent::KeepaliveTimeout(_) | TraceEvent::Accepted(_) => true,
         _ => false,
     }

@@ -4,7 +4,10 @@
 
 use std::net::SocketAddr;
 
-use crate::event::{TcpState, TraceEvent};
+use crate::{
+    event::{TcpState, TraceEvent},
+    vocabulary::names,
+};
 
 /// Events kept per record for [`CorrelatorConfig::keep_events`](super::CorrelatorConfig::keep_events):
 /// the first half and the most recent half, the middle is dropped and counted.
@@ -16,15 +19,10 @@ pub enum Role {
     Server,
 }
 
-impl Role {
-    /// As the lines (and metrics labels) spell it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Client => "client",
-            Self::Server => "server",
-        }
-    }
-}
+names!(Role as "role" {
+    Client => "client",
+    Server => "server",
+});
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Family {
@@ -32,14 +30,10 @@ pub enum Family {
     Ipv6,
 }
 
-impl Family {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Ipv4 => "ipv4",
-            Self::Ipv6 => "ipv6",
-        }
-    }
-}
+names!(Family as "address family" {
+    Ipv4 => "ipv4",
+    Ipv6 => "ipv6",
+});
 
 /// Who ended the connection; the rules are in the module docs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,21 +49,16 @@ pub enum CloseInitiator {
     Unknown,
 }
 
-impl CloseInitiator {
-    /// As the lines (and metrics labels) spell it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Local => "local",
-            Self::Remote => "remote",
-            Self::Simultaneous => "simultaneous",
-            Self::ResetSent => "reset_sent",
-            Self::ResetReceived => "reset_received",
-            Self::KeepaliveTimeout => "keepalive_timeout",
-            Self::Aborted => "aborted",
-            Self::Unknown => "unknown",
-        }
-    }
-}
+names!(CloseInitiator as "close initiator" {
+    Local => "local",
+    Remote => "remote",
+    Simultaneous => "simultaneous",
+    ResetSent => "reset_sent",
+    ResetReceived => "reset_received",
+    KeepaliveTimeout => "keepalive_timeout",
+    Aborted => "aborted",
+    Unknown => "unknown",
+});
 
 /// A state entered, `offset_us` after the record's start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,7 +10,7 @@ fn linger_zero_reset_after_close_is_reset_sent() {
         c.summary(2 * MS, None),
         // tcp_disconnect enters CLOSE, then sends the RST.
         c.state_by(2 * MS, Established, Close, process(9904, "curl")),
-        c.reset(2 * MS + 2 * US, ResetDirection::Sent),
+        c.reset(2 * MS + 2 * US, Direction::Sent),
     ]);
     let record = one(&events);
     assert_eq!(record.close_initiator, CloseInitiator::ResetSent);
@@ -26,8 +26,8 @@ fn refused_connection_is_reset_received_and_the_socketless_reset_ignored() {
         config(16),
         &[
             c.state_by(MS, Close, SynSent, process(9904, "curl")),
-            refusing.reset(MS + 10 * US, ResetDirection::Sent),
-            c.reset(MS + 20 * US, ResetDirection::Received),
+            refusing.reset(MS + 10 * US, Direction::Sent),
+            c.reset(MS + 20 * US, Direction::Received),
             c.state(MS + 20 * US, SynSent, Close),
         ],
     );
@@ -46,7 +46,7 @@ fn a_reset_from_the_timewait_socket_counts_for_its_connection() {
     // The socket that replaced the closed one: same ends, its own address.
     let timewait = Side::server(0x7e, 49320);
     let other_timewait = Side::server(0x7f, 49321);
-    let from_timewait = |side: &Side, ns: u64| match side.reset(ns, ResetDirection::Sent) {
+    let from_timewait = |side: &Side, ns: u64| match side.reset(ns, Direction::Sent) {
         TraceEvent::Reset(reset) => TraceEvent::Reset(Reset {
             state: Some(TimeWait),
             ..reset
@@ -80,7 +80,7 @@ fn fin_before_reset_decides() {
     let mut events = c.connect(MS);
     events.extend([
         c.state(2 * MS, Established, CloseWait),
-        c.reset(3 * MS, ResetDirection::Received),
+        c.reset(3 * MS, Direction::Received),
         c.state(3 * MS, CloseWait, Close),
     ]);
     let record = one(&events);
@@ -96,7 +96,7 @@ fn keepalive_timeout_replaces_its_reset_and_counts_unanswered_probes() {
         c.probe(1000 * MS, 1),
         c.probe(2000 * MS, 2),
         // Inside the timer callback: RST, summary, CLOSE; the timeout when it returns.
-        c.reset(3000 * MS, ResetDirection::Sent),
+        c.reset(3000 * MS, Direction::Sent),
         c.summary(3000 * MS, None),
         c.state(3000 * MS, Established, Close),
         c.keepalive_timeout(3000 * MS + US, 2),

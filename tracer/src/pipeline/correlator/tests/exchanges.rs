@@ -14,10 +14,10 @@ fn keep_alive_exchanges_count_requests_on_both_sides() {
     for request in 0..3 {
         let t = (10 + request * 10) * MS;
         events.extend([
-            c.turn(t, DataDirection::Sent),
-            s.turn(t + 10 * US, DataDirection::Received),
-            s.turn(t + 500 * US, DataDirection::Sent),
-            c.turn(t + 510 * US, DataDirection::Received),
+            c.turn(t, Direction::Sent),
+            s.turn(t + 10 * US, Direction::Received),
+            s.turn(t + 500 * US, Direction::Sent),
+            c.turn(t + 510 * US, Direction::Received),
         ]);
     }
     // The server closes the idle connection 5 s after the last response.
@@ -90,7 +90,7 @@ fn a_request_left_unanswered_says_how_long_it_waited() {
     let record = one(&[
         s.state(MS, Listen, SynRecv),
         s.established(MS, Some(20), 0),
-        s.turn(10 * MS, DataDirection::Received),
+        s.turn(10 * MS, Direction::Received),
         s.state(2500 * MS, Established, FinWait1),
         s.state(2500 * MS + 50 * US, FinWait1, FinWait2),
         s.state(2501 * MS, FinWait2, Close),
@@ -106,9 +106,9 @@ fn a_server_speaking_first_has_a_response_without_a_request() {
     let record = one(&[
         s.state(MS, Listen, SynRecv),
         s.established(MS, Some(20), 0),
-        s.turn(2 * MS, DataDirection::Sent),
-        s.turn(3 * MS, DataDirection::Received),
-        s.turn(4 * MS, DataDirection::Sent),
+        s.turn(2 * MS, Direction::Sent),
+        s.turn(3 * MS, Direction::Received),
+        s.turn(4 * MS, Direction::Sent),
         s.state(5 * MS, Established, Close),
     ]);
     assert_eq!((record.requests, record.responses), (Some(1), Some(2)));

@@ -9,11 +9,11 @@ fn keepalive_probes_answered_by_restart_and_by_data() {
     let c = Side::client(0xa, 49320);
     let mut events = c.connect(MS);
     events.extend([
-        c.turn(2 * MS, DataDirection::Sent),
+        c.turn(2 * MS, Direction::Sent),
         c.probe(1000 * MS, 1),
         c.probe(2000 * MS, 1),
         c.probe(3000 * MS, 1),
-        c.turn(3500 * MS, DataDirection::Received),
+        c.turn(3500 * MS, Direction::Received),
         c.state(3600 * MS, Established, FinWait1),
         c.state(3600 * MS, FinWait1, FinWait2),
         c.state(3601 * MS, FinWait2, Close),
@@ -42,7 +42,7 @@ fn probe_lost_then_answered_counts_one_answer() {
         c.probe(1100 * MS, 2),
         c.probe(2000 * MS, 1),
         // The last probe's fate is never shown.
-        c.reset(2100 * MS, ResetDirection::Received),
+        c.reset(2100 * MS, Direction::Received),
         c.state(2100 * MS, Established, Close),
     ]);
     let record = one(&events);

@@ -9,8 +9,8 @@ fn client_closing_first_is_local_with_handshake_and_times() {
     let t = 1000 * MS;
     let mut events = c.connect(t);
     events.extend([
-        c.turn(t + 200 * US, DataDirection::Sent),
-        c.turn(t + MS, DataDirection::Received),
+        c.turn(t + 200 * US, Direction::Sent),
+        c.turn(t + MS, Direction::Received),
         c.summary(t + 5 * MS, Some(t + 2 * MS)),
         c.state_by(t + 5 * MS, Established, FinWait1, process(9904, "curl")),
         c.state(t + 5 * MS + 30 * US, FinWait1, FinWait2),
@@ -77,8 +77,8 @@ fn server_closed_by_peer_is_remote_owned_by_listener() {
         listener.state_by(t - MS, Close, Listen, process(9862, "python3")),
         cloned.state(t, Listen, SynRecv),
         s.established(t + 8 * US, Some(23), 0),
-        s.turn(t + 100 * US, DataDirection::Received),
-        s.turn(t + 300 * US, DataDirection::Sent),
+        s.turn(t + 100 * US, Direction::Received),
+        s.turn(t + 300 * US, Direction::Sent),
         s.state(t + 2 * MS, Established, CloseWait),
         s.state_by(t + 3 * MS, CloseWait, LastAck, process(9862, "python3")),
         s.state(t + 3 * MS + 40 * US, LastAck, Close),

@@ -11,7 +11,7 @@ mod table;
 
 use super::*;
 use crate::event::{
-    Accepted, ConnectionSummary, DataDirection, DataTurn, Existing, HandshakeSample, Keepalive,
+    Accepted, ConnectionSummary, DataTurn, Direction, Existing, HandshakeSample, Keepalive,
     KeepaliveSettings, Process, Reset, Retransmit, RetransmitKind,
 };
 use TcpState::*;
@@ -102,7 +102,7 @@ impl Side {
         })
     }
 
-    fn reset(&self, ns: u64, direction: ResetDirection) -> TraceEvent {
+    fn reset(&self, ns: u64, direction: Direction) -> TraceEvent {
         TraceEvent::Reset(Reset {
             meta: self.meta(ns, None),
             direction,
@@ -131,7 +131,7 @@ impl Side {
         TraceEvent::KeepaliveTimeout(self.keepalive(ns, probe))
     }
 
-    fn turn(&self, ns: u64, direction: DataDirection) -> TraceEvent {
+    fn turn(&self, ns: u64, direction: Direction) -> TraceEvent {
         TraceEvent::DataTurn(DataTurn {
             meta: self.meta(ns, None),
             direction,

@@ -19,7 +19,7 @@ enum Story {
 
 impl Story {
     fn events(self, side: &Side) -> (Vec<TraceEvent>, Vec<TcpState>, CloseInitiator) {
-        use DataDirection::*;
+        use Direction::*;
         let s = |old, new| side.state(0, old, new);
         let (events, initiator) = match self {
             Self::ClientLocal => (
@@ -61,7 +61,7 @@ impl Story {
             Self::Refused => (
                 vec![
                     s(Close, SynSent),
-                    side.reset(0, ResetDirection::Received),
+                    side.reset(0, Direction::Received),
                     s(SynSent, Close),
                 ],
                 CloseInitiator::ResetReceived,
@@ -72,7 +72,7 @@ impl Story {
                     s(SynSent, Established),
                     side.retransmit(0),
                     s(Established, Close),
-                    side.reset(0, ResetDirection::Sent),
+                    side.reset(0, Direction::Sent),
                 ],
                 CloseInitiator::ResetSent,
             ),
@@ -82,7 +82,7 @@ impl Story {
                     s(SynSent, Established),
                     side.probe(0, 1),
                     side.probe(0, 2),
-                    side.reset(0, ResetDirection::Sent),
+                    side.reset(0, Direction::Sent),
                     side.summary(0, None),
                     s(Established, Close),
                     side.keepalive_timeout(0, 2),

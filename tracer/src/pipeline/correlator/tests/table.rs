@@ -11,7 +11,7 @@ fn full_correlator_evicts_the_least_recently_active() {
     let c = Side::client(0xc, 3);
     let mut events = a.connect(MS);
     events.extend(b.connect(2 * MS));
-    events.push(a.turn(3 * MS, DataDirection::Sent));
+    events.push(a.turn(3 * MS, Direction::Sent));
     events.extend(c.connect(4 * MS));
     let mut correlator = Correlator::new(config(2));
     let mut outputs = Vec::new();
@@ -28,9 +28,7 @@ fn full_correlator_evicts_the_least_recently_active() {
     // The evicted connection's later events: a state starts a partial record, the
     // rest are ignored.
     outputs.clear();
-    correlator.observe(&b.turn(5 * MS, DataDirection::Sent), &mut |o| {
-        outputs.push(o)
-    });
+    correlator.observe(&b.turn(5 * MS, Direction::Sent), &mut |o| outputs.push(o));
     assert_eq!(correlator.stats().ignored_events, 1);
     correlator.observe(&b.state(6 * MS, Established, FinWait1), &mut |o| {
         outputs.push(o)

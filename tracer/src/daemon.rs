@@ -28,9 +28,11 @@ use crate::{
         preflight, privileges, program_stats,
     },
     output::{
-        self, OutputConfig, Sink,
+        self, OutputConfig, Sink, StopSummary,
+        exporter::Exporters,
         file::{LogFile, ReopenRequest},
-        metrics::{Exporter, MetricsConfig},
+        metrics::{Metrics, MetricsConfig},
+        route,
     },
     pipeline::{
         Pipeline, PipelineConfig,
@@ -56,6 +58,9 @@ pub struct TraceConfig {
 /// How often the wall-clock offset is resampled, losses reported and finished
 /// connections written out.
 const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(1);
+
+/// How long the exporters have at exit to send what they were given.
+const EXPORTER_DEADLINE: Duration = Duration::from_secs(5);
 
 /// The longest an event waits in the ring buffer before the daemon reads it.
 const DRAIN_PERIOD: Duration = Duration::from_millis(50);
@@ -165,7 +170,7 @@ pub async fn run(config: TraceConfig) -> Result<()> {
     let kernel = preflight::kernel_release();
     let version = preflight::check_kernel(&kernel)?;
     let mut metrics = match config.metrics {
-        Some(metrics) => Some(Exporter::start(metrics.addr, ports).await?),
+        Some(metrics) => Some(Metrics::start(metrics.addr, ports).await?),
         None => None,
     };
     let bpf_stats = config.metrics.is_some_and(|metrics| metrics.bpf_stats);
@@ -228,9 +233,18 @@ pub async fn run(config: TraceConfig) -> Result<()> {
         eprintln!("tracer: warning: no {hook} events on this kernel ({why})");
     }
     let data_turns = plan.attach.contains_key(&Hook::Data);
-    let (pipeline_config, sink) = match &metrics {
-        Some(metrics) => metrics.pipeline(config.pipeline, sink),
-        None => (config.pipeline, sink),
+    // Exporters (none yet: the OpenTelemetry exporter will be the first) start here, each
+    // on its own task: `output::exporter::spawn`, its sink in `queues`, its handle added
+    // to `exporters`.
+    let queues = Vec::new();
+    let exporters = Exporters::default();
+    if let Some(metrics) = &metrics {
+        metrics.watch_exporters(exporters.counters());
+    }
+    let (emit, sink) = route::route(sink, config.pipeline.emit, queues, metrics.as_ref());
+    let pipeline_config = PipelineConfig {
+        emit,
+        ..config.pipeline
     };
     let mut pipeline = Pipeline::new(pipeline_config, data_turns, sink, WallClock::sample());
     pipeline.sink.tracer_start(&kernel, &plan, ports)?;
@@ -266,5 +280,13 @@ pub async fn run(config: TraceConfig) -> Result<()> {
     drop(ebpf);
     ring.drain(&mut pipeline)?;
     let counts = ring.report_lost(&mut pipeline)?;
-    Ok(pipeline.finish(Some(counts))?)
+    // The exporters get the last records before they finish, and the stop line says what
+    // became of everything they were offered.
+    pipeline.reap_last()?;
+    let exporters = exporters.finish(EXPORTER_DEADLINE).await;
+    Ok(pipeline.finish(StopSummary {
+        events: Some(counts),
+        exporters,
+        ..StopSummary::default()
+    })?)
 }

@@ -29,7 +29,7 @@ use crate::{
         Keepalive, KeepaliveSettings, Process, Reset, Retransmit, StateChange, TcpFlag, TcpState,
         TraceEvent,
     },
-    output::{self, Format},
+    output::{self, Format, StopSummary},
     pipeline::{Pipeline, PipelineConfig},
     vocabulary::UnknownName,
 };
@@ -244,7 +244,7 @@ pub fn run(file: &Path, config: PipelineConfig, format: Format) -> Result<()> {
             ),
         }
     }
-    Ok(pipeline.finish(None)?)
+    Ok(pipeline.finish(StopSummary::default())?)
 }
 
 #[cfg(test)]

@@ -3,12 +3,15 @@
 //! standard output or to a rotating [`file::LogFile`]; with `--metrics-addr`, Prometheus
 //! [`metrics`] in front of either.
 
+pub mod exporter;
 pub mod file;
 pub mod json;
 pub mod metrics;
 pub mod pretty;
+pub mod route;
 
 use std::{
+    collections::BTreeMap,
     io::{self, BufWriter, IsTerminal as _, Write},
     path::PathBuf,
 };
@@ -16,6 +19,7 @@ use std::{
 use serde::Serialize;
 
 use self::{
+    exporter::ExportCounts,
     file::{LogFile, Rotation},
     json::JsonSink,
     pretty::PrettySink,
@@ -89,7 +93,7 @@ names!(RecordEnd as "record end" {
 });
 
 /// The last line: what tracing saw and did not turn into records.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct StopSummary {
     /// Connections still open when tracing stopped (no record written).
     pub open_connections: usize,
@@ -102,6 +106,10 @@ pub struct StopSummary {
     /// What the kernel sent, tracer received and the ring buffer lost (live traces).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub events: Option<EventCounts>,
+    /// What became of the items offered to each exporter, by name (live traces with
+    /// exporters).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub exporters: BTreeMap<&'static str, ExportCounts>,
 }
 
 pub trait Sink {

@@ -10,9 +10,8 @@ pub mod reader;
 
 use std::{io, net::SocketAddr};
 
-use self::{
-    correlator::{CLOSE_GRACE_NS, Correlator, CorrelatorConfig, Output, Role, STALE_AFTER_NS},
-    reader::EventCounts,
+use self::correlator::{
+    CLOSE_GRACE_NS, Correlator, CorrelatorConfig, Output, Role, STALE_AFTER_NS,
 };
 use crate::{
     clock::WallClock,
@@ -132,14 +131,18 @@ impl<S: Sink> Pipeline<S> {
         self.collect(|correlator, out| correlator.reap(now_ns, &mut |o| out(o)))
     }
 
-    /// Writes what is due after the last event and the closing summary line, with the
-    /// kernel's event counts of a live trace.
-    pub fn finish(&mut self, events: Option<EventCounts>) -> io::Result<()> {
-        self.reap(self.last_boot_ns.saturating_add(CLOSE_GRACE_NS + 1))?;
-        let summary = self
-            .correlator
-            .as_ref()
-            .map_or(StopSummary::default(), |correlator| {
+    /// Writes the records that are due after the last event: the closed ones still in
+    /// their grace period.
+    pub fn reap_last(&mut self) -> io::Result<()> {
+        self.reap(self.last_boot_ns.saturating_add(CLOSE_GRACE_NS + 1))
+    }
+
+    /// Writes what is due after the last event and the closing summary line, with what a
+    /// live trace adds to it: the kernel's event counts, the exporters' outcomes.
+    pub fn finish(&mut self, live: StopSummary) -> io::Result<()> {
+        self.reap_last()?;
+        let summary = match &self.correlator {
+            Some(correlator) => {
                 let stats = correlator.stats();
                 StopSummary {
                     open_connections: correlator.open_connections(),
@@ -147,10 +150,11 @@ impl<S: Sink> Pipeline<S> {
                     evicted: stats.evicted,
                     stale: stats.reaped,
                     ended: stats.ended,
-                    events: None,
+                    ..live
                 }
-            });
-        let summary = StopSummary { events, ..summary };
+            }
+            None => live,
+        };
         self.sink.tracer_stop(&summary)?;
         self.sink.flush()
     }

@@ -19,11 +19,15 @@ use prometheus_client::{
     registry::{Metric, Registry},
 };
 
-use super::programs::{Costs, ProgramCosts};
+use super::{
+    exporters::ExporterOutcomes,
+    programs::{Costs, ProgramCosts},
+};
 use crate::{
     event::{EventKind, TraceEvent},
     kernel::attach::AttachPlan,
     output::RecordEnd,
+    output::exporter::NamedCounters,
     pipeline::correlator::{CloseInitiator, ConnectionRecord, ProbeFate, ResponseTime, Role},
 };
 
@@ -191,6 +195,7 @@ pub struct Families {
     build_info: Family<BuildLabels, Gauge>,
     hook_info: Family<HookLabels, Gauge>,
     program_costs: ProgramCosts,
+    exporters: ExporterOutcomes,
 }
 
 /// `tracer_resets_total`'s reason when the kernel gives none (received resets, kernels
@@ -314,8 +319,10 @@ impl Families {
                 RESPONSE_BUCKETS,
             ),
             program_costs: ProgramCosts::default(),
+            exporters: ExporterOutcomes::default(),
         };
         r.register_collector(Box::new(families.program_costs.clone()));
+        r.register_collector(Box::new(families.exporters.clone()));
         families.zero_series();
         families
     }
@@ -506,6 +513,11 @@ impl Families {
     pub fn program_costs(&self, costs: Costs) {
         self.program_costs.set(costs);
     }
+
+    /// Reports what becomes of the items offered to these exporters.
+    pub fn exporters(&self, exporters: Vec<NamedCounters>) {
+        self.exporters.watch(exporters);
+    }
 }
 
 #[cfg(test)]
@@ -556,5 +568,23 @@ mod tests {
         families.open_connections(std::iter::empty());
         let text = exposition(&registry);
         assert!(text.contains("tracer_open_connections{port=\"8191\",role=\"client\"} 0\n"));
+    }
+
+    /// The exporters' family is declared before any exporter runs, and then has a series
+    /// for each outcome of each exporter.
+    #[test]
+    fn exporter_outcomes_are_declared_then_counted() {
+        let mut registry = Registry::with_prefix("tracer");
+        let families = Families::register(&mut registry, &[8191]);
+        let family = "# TYPE tracer_exporter_items_total counter\n";
+        assert!(exposition(&registry).contains(family));
+        families.exporters(vec![("otlp", Arc::default())]);
+        let text = exposition(&registry);
+        for outcome in ["exported", "queue_full", "failed", "unsent"] {
+            let line = format!(
+                "tracer_exporter_items_total{{exporter=\"otlp\",outcome=\"{outcome}\"}} 0\n"
+            );
+            assert!(text.contains(&line), "{line} in\n{text}");
+        }
     }
 }

@@ -4,10 +4,11 @@
 //!
 //! The metrics count everything the pipeline produces, whatever `--emit` writes: with
 //! metrics on, the pipeline runs in full (the correlator included) into a [`MetricsSink`],
-//! which counts each event and record and passes on what `--emit` asks to write
-//! ([`Exporter::pipeline`]). What no event says, the connections open now and the eBPF
-//! programs' cost, the daemon samples once a second ([`Exporter::sample`]).
+//! which counts each event and record and passes everything on, for the lines to take
+//! what `--emit` asks to write (`output::route`). What no event says, the connections open now and the eBPF
+//! programs' cost, the daemon samples once a second ([`Metrics::sample`]).
 
+mod exporters;
 mod families;
 mod programs;
 mod server;
@@ -23,8 +24,8 @@ pub use self::sink::MetricsSink;
 use self::{families::Families, server::Server};
 use crate::{
     kernel::program_stats,
-    output::Sink,
-    pipeline::{Emit, PipelineConfig, correlator::Role},
+    output::{Sink, exporter::NamedCounters},
+    pipeline::correlator::Role,
 };
 
 /// `--metrics-addr` and `--bpf-stats`, resolved by `cli`.
@@ -37,7 +38,7 @@ pub struct MetricsConfig {
 }
 
 /// The metrics and their endpoint, serving until dropped.
-pub struct Exporter {
+pub struct Metrics {
     families: Families,
     _server: Server,
     /// The attached programs, by name, whose cost the kernel counts.
@@ -46,7 +47,7 @@ pub struct Exporter {
     cost_error_reported: bool,
 }
 
-impl Exporter {
+impl Metrics {
     /// Registers the metrics for `ports` and serves them at `addr` from the current
     /// runtime. Fails when it cannot listen there.
     pub async fn start(addr: SocketAddr, ports: &[u16]) -> Result<Self> {
@@ -78,19 +79,14 @@ impl Exporter {
         Ok(())
     }
 
-    /// What the pipeline runs with, and its sink: everything, into a sink that counts it
-    /// and writes to `sink` what `config.emit` asks for.
-    pub fn pipeline(
-        &self,
-        config: PipelineConfig,
-        sink: Box<dyn Sink>,
-    ) -> (PipelineConfig, Box<dyn Sink>) {
-        let everything = PipelineConfig {
-            emit: Emit::All,
-            ..config
-        };
-        let counting = MetricsSink::new(sink, config.emit, self.families.clone());
-        (everything, Box::new(counting))
+    /// A sink that counts everything the pipeline makes, then hands it to `sink`.
+    pub fn counting<S: Sink>(&self, sink: S) -> MetricsSink<S> {
+        MetricsSink::new(sink, self.families.clone())
+    }
+
+    /// Reports the outcomes of the items offered to each exporter.
+    pub fn watch_exporters(&self, exporters: Vec<NamedCounters>) {
+        self.families.exporters(exporters);
     }
 
     /// Samples what no event says: the connections open now, as (role, local end, remote

@@ -1,6 +1,6 @@
-//! The sink in front of the JSON or pretty sink when metrics are on: the pipeline hands it
-//! every event and every connection record, whatever `--emit` says, so the metrics count
-//! everything; it passes on to the inner sink only what `--emit` asks to write.
+//! The sink in front of the others when metrics are on: the pipeline hands it every event
+//! and every connection record, whatever `--emit` says, so the metrics count everything;
+//! it passes everything on (`output::route` filters what the lines write).
 
 use std::io;
 
@@ -11,7 +11,6 @@ use crate::{
     kernel::attach::AttachPlan,
     output::{RecordEnd, Sink, StopSummary},
     pipeline::{
-        Emit,
         correlator::{ConnectionRecord, ResponseTime},
         reader::LossCause,
     },
@@ -19,18 +18,12 @@ use crate::{
 
 pub struct MetricsSink<S> {
     inner: S,
-    /// What the user asked to write.
-    emit: Emit,
     families: Families,
 }
 
 impl<S: Sink> MetricsSink<S> {
-    pub fn new(inner: S, emit: Emit, families: Families) -> Self {
-        Self {
-            inner,
-            emit,
-            families,
-        }
+    pub fn new(inner: S, families: Families) -> Self {
+        Self { inner, families }
     }
 }
 
@@ -42,10 +35,7 @@ impl<S: Sink> Sink for MetricsSink<S> {
 
     fn event(&mut self, clock: WallClock, event: &TraceEvent) -> io::Result<()> {
         self.families.event(event);
-        if self.emit.events() {
-            self.inner.event(clock, event)?;
-        }
-        Ok(())
+        self.inner.event(clock, event)
     }
 
     fn connection(
@@ -55,10 +45,7 @@ impl<S: Sink> Sink for MetricsSink<S> {
         end: RecordEnd,
     ) -> io::Result<()> {
         self.families.record(record, end);
-        if self.emit.connections() {
-            self.inner.connection(clock, record, end)?;
-        }
-        Ok(())
+        self.inner.connection(clock, record, end)
     }
 
     fn response(&mut self, response: &ResponseTime) -> io::Result<()> {

@@ -40,10 +40,14 @@ pub struct Activity {
     pub _pad: [u8; 7],
 }
 
+/// Traced sockets whose data direction is kept at once; beyond, the least recently active
+/// one is forgotten (its next data counts as a turn, its close has no last data time).
+const ACTIVITY_SOCKETS: u32 = 65536;
+
 /// Traced sockets that carried data. LRU: a socket whose close was missed cannot leak an
 /// entry forever.
 #[map(name = "DATA_ACTIVITY")]
-static ACTIVITY: LruHashMap<u64, Activity> = LruHashMap::with_max_entries(65536, 0);
+static ACTIVITY: LruHashMap<u64, Activity> = LruHashMap::with_max_entries(ACTIVITY_SOCKETS, 0);
 
 /// `sk` moved data in `direction`.
 #[inline(always)]

@@ -11,7 +11,7 @@
 //! it (`sock:sock_send_length` or `tcp_sendmsg`).
 //!
 //! These fire for all traffic of the host (the socket tracepoints for every family), so
-//! they are raw tracepoints (no record is formatted) and the port filter decides first,
+//! they are raw tracepoints (no record is formatted) and the selector decides first,
 //! from one read of the socket.
 
 use aya_ebpf::{
@@ -23,9 +23,9 @@ use aya_ebpf::{
 use tracer_common::{DATA_RECEIVED, DATA_SENT, DataTurn, EventKind, NO_DATA};
 
 use crate::{
-    filter::traced_ports,
     kernel::{self, Sock, is_tcp, read_uint},
     output::emit,
+    selector::{Candidate, select},
 };
 
 /// `TCPHDR_FIN`.
@@ -53,7 +53,7 @@ static ACTIVITY: LruHashMap<u64, Activity> = LruHashMap::with_max_entries(ACTIVI
 #[inline(always)]
 fn data(sk: u64, direction: u8) {
     let sock = Sock::read(sk);
-    if let Some(ports) = traced_ports(&sock) {
+    if let Some(ports) = select(Candidate::Socket(&sock)) {
         traced_data(&sock, ports, direction);
     }
 }
@@ -133,7 +133,7 @@ fn payload(skb: u64) -> Option<u32> {
 pub fn tcp_probe(ctx: RawTracePointContext) -> i32 {
     let (sk, skb): (u64, u64) = (ctx.arg(0), ctx.arg(1));
     let sock = Sock::read(sk);
-    if let Some(ports) = traced_ports(&sock)
+    if let Some(ports) = select(Candidate::Socket(&sock))
         && payload(skb).is_some_and(|bytes| bytes > 0)
     {
         traced_data(&sock, ports, DATA_RECEIVED);

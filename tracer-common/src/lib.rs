@@ -15,6 +15,7 @@ pub mod globals;
 pub mod header;
 pub mod keepalive;
 pub mod layout;
+pub mod programs;
 pub mod reset;
 pub mod retransmit;
 pub mod ring;

@@ -4,7 +4,10 @@
 use std::{net::SocketAddr, path::PathBuf, str::FromStr};
 
 use bytesize::ByteSize;
-use clap::{Args, Parser, Subcommand};
+use clap::{
+    Args, Parser, Subcommand,
+    builder::{PossibleValuesParser, TypedValueParser},
+};
 
 use crate::{kernel::attach::AttachMode, output::file::Rotation};
 
@@ -35,7 +38,12 @@ pub enum Command {
         json: bool,
 
         /// Report what this mode would attach (exit 0 when it can trace).
-        #[arg(long, value_enum, env = "TRACER_ATTACH", default_value_t = AttachMode::Auto)]
+        #[arg(
+            long,
+            env = "TRACER_ATTACH",
+            default_value_t = AttachMode::Auto,
+            value_parser = attach_mode()
+        )]
         attach: AttachMode,
     },
     /// Read recorded JSON lines (a trace's events) and show them through the same
@@ -118,6 +126,13 @@ impl FromStr for PortList {
     }
 }
 
+/// `--attach`'s values: the names of the [`AttachMode`]s, so that another is clap's
+/// invalid-value error listing them.
+fn attach_mode() -> impl TypedValueParser<Value = AttachMode> {
+    PossibleValuesParser::new(AttachMode::ALL.map(AttachMode::name))
+        .try_map(|name| name.parse::<AttachMode>())
+}
+
 /// A file size such as `64KiB`, `100MB` or `1048576` (bytes), more than zero.
 fn file_size(text: &str) -> Result<u64, String> {
     match text.parse::<ByteSize>()?.as_u64() {
@@ -141,7 +156,12 @@ pub struct TraceArgs {
 
     /// How to attach to the kernel: the best each hook can have (auto), or one mechanism
     /// for every hook that has it.
-    #[arg(long, value_enum, env = "TRACER_ATTACH", default_value_t = AttachMode::Auto)]
+    #[arg(
+        long,
+        env = "TRACER_ATTACH",
+        default_value_t = AttachMode::Auto,
+        value_parser = attach_mode()
+    )]
     pub attach: AttachMode,
 
     /// Append to FILE instead of writing to standard output; SIGHUP reopens it (after

@@ -27,6 +27,7 @@ use crate::{
     kernel::{
         attach::{self, Hook, LoadOptions, Probes},
         preflight, privileges, program_stats,
+        selector::Selection,
     },
     output::{
         self, Sink,
@@ -161,8 +162,11 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         .then(program_stats::enable_run_stats)
         .transpose()?;
 
+    let selection = Selection {
+        ports: ports.clone(),
+    };
     let options = LoadOptions {
-        ports: &ports,
+        selection: &selection,
         ring_buffer_bytes: args.ring_buffer_size,
     };
     let Probes {

@@ -12,6 +12,9 @@ pub const ENDPOINTS_SPLIT: u16 = 0;
 /// `saddr`/`daddr` each a `struct sockaddr_in6`-sized copy of the address (6.8+
 /// `tcp_send_reset`): family, port in network order, then the IPv4 or IPv6 address.
 pub const ENDPOINTS_SOCKADDR: u16 = 1;
+/// `sizeof(struct sockaddr_in6)`: the size of each address in an [`ENDPOINTS_SOCKADDR`]
+/// record, whichever the family.
+pub const SOCKADDR_IN6_BYTES: usize = 28;
 
 /// Where a tracepoint record keeps the connection's addresses.
 #[repr(C)]

@@ -29,7 +29,7 @@ pub use header::{Event, EventHeader, EventKind, FLAG_PROCESS_CONTEXT};
 pub use keepalive::{Keepalive, KeepaliveSettings};
 pub use layout::{
     ENDPOINTS_SOCKADDR, ENDPOINTS_SPLIT, EndpointLayout, FIELD_ABSENT, KernelField, KernelLayout,
-    SOCK_HEAD, TimerLayout, TracepointLayout,
+    SOCK_HEAD, SOCKADDR_IN6_BYTES, TimerLayout, TracepointLayout,
 };
 pub use reset::{NO_REASON, RESET_RECEIVED, RESET_SENT, Reset};
 pub use retransmit::{RETRANSMIT_SEGMENT, RETRANSMIT_SYNACK, Retransmit};

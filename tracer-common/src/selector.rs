@@ -4,8 +4,10 @@
 
 /// Port numbers: 0 to 65535.
 pub const PORTS: usize = 1 << u16::BITS;
+/// Ports in one word of [`PortFilter`].
+const PORTS_PER_WORD: u16 = u64::BITS as u16;
 /// Words in [`PortFilter`]: one bit for each port.
-pub const PORTS_WORDS: usize = PORTS / u64::BITS as usize;
+pub const PORTS_WORDS: usize = PORTS / PORTS_PER_WORD as usize;
 
 /// The traced ports, set before load as a read-only global: bit `port % 64` of word
 /// `port / 64` (see [`PortFilter::bit`]). Read-only data needs no map lookup: checking a
@@ -26,7 +28,10 @@ impl PortFilter {
     /// placeholder global), so this is all the filter's layout there is to share.
     #[inline(always)]
     pub const fn bit(port: u16) -> (usize, u64) {
-        ((port / 64) as usize, 1 << (port % 64))
+        (
+            (port / PORTS_PER_WORD) as usize,
+            1 << (port % PORTS_PER_WORD),
+        )
     }
 
     pub fn with_ports(ports: &[u16]) -> Self {

@@ -43,6 +43,6 @@ pub fn select(candidate: Candidate) -> Option<(u16, u16)> {
 fn port_traced(port: u16) -> bool {
     let (word, bit) = PortFilter::bit(port);
     // SAFETY: a read-only global the loader wrote before load; volatile so the compiler
-    // does not fold the placeholder. `word` is `port / 64`, below the 1024 words.
+    // does not fold the placeholder. `word` is below `PORTS_WORDS`.
     unsafe { core::ptr::read_volatile(&raw const PORT_FILTER.words[word]) & bit != 0 }
 }

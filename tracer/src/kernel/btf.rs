@@ -70,9 +70,12 @@ impl KernelBtf {
                 path.display()
             ),
             Ok(btf) => btf,
-            Err(_) => {
-                map_copy(path).with_context(|| format!("reading kernel BTF {}", path.display()))?
-            }
+            Err(mapping) => map_copy(path).with_context(|| {
+                format!(
+                    "reading kernel BTF {} (mapping it failed: {mapping})",
+                    path.display()
+                )
+            })?,
         };
         Self::new(btf)
     }
@@ -328,89 +331,73 @@ mod tests {
     /// offsets adding up.
     type PaholeSteps = &'static [(&'static str, &'static str)];
 
-    /// Every field the eBPF programs read: struct, path, and the same field for pahole.
+    /// Every field `kernel::layout::kernel_layout` resolves for the eBPF programs (the
+    /// `KernelLayout` fields), by the same struct and path: struct, path, and the same
+    /// field for pahole. `sock.sk_timer` stands for the keepalive timer, which kernels
+    /// with `inet_connection_sock.icsk_keepalive_timer` keep there instead; `sk_buff.cb`
+    /// and `tcp_skb_cb` are resolved apart and added, as the layout does.
     const FIELDS: &[(&str, &str, PaholeSteps)] = &[
-        ("sock_common", "skc_daddr", &[("sock_common", "skc_daddr")]),
         (
-            "sock_common",
-            "skc_rcv_saddr",
-            &[("sock_common", "skc_rcv_saddr")],
-        ),
-        ("sock_common", "skc_dport", &[("sock_common", "skc_dport")]),
-        ("sock_common", "skc_num", &[("sock_common", "skc_num")]),
-        (
-            "sock_common",
-            "skc_family",
-            &[("sock_common", "skc_family")],
-        ),
-        ("sock_common", "skc_state", &[("sock_common", "skc_state")]),
-        (
-            "sock_common",
-            "skc_v6_daddr",
-            &[("sock_common", "skc_v6_daddr")],
+            "sock",
+            "__sk_common.skc_daddr",
+            &[("sock", "__sk_common"), ("sock_common", "skc_daddr")],
         ),
         (
-            "sock_common",
-            "skc_v6_rcv_saddr",
-            &[("sock_common", "skc_v6_rcv_saddr")],
+            "sock",
+            "__sk_common.skc_rcv_saddr",
+            &[("sock", "__sk_common"), ("sock_common", "skc_rcv_saddr")],
         ),
-        ("sock_common", "skc_net", &[("sock_common", "skc_net")]),
         (
-            "sock_common",
-            "skc_net.net",
-            &[("sock_common", "skc_net"), ("possible_net_t", "net")],
+            "sock",
+            "__sk_common.skc_dport",
+            &[("sock", "__sk_common"), ("sock_common", "skc_dport")],
         ),
-        ("net", "ns.inum", &[("net", "ns"), ("ns_common", "inum")]),
-        ("sock", "__sk_common", &[("sock", "__sk_common")]),
+        (
+            "sock",
+            "__sk_common.skc_num",
+            &[("sock", "__sk_common"), ("sock_common", "skc_num")],
+        ),
+        (
+            "sock",
+            "__sk_common.skc_family",
+            &[("sock", "__sk_common"), ("sock_common", "skc_family")],
+        ),
+        (
+            "sock",
+            "__sk_common.skc_state",
+            &[("sock", "__sk_common"), ("sock_common", "skc_state")],
+        ),
+        (
+            "sock",
+            "__sk_common.skc_v6_daddr",
+            &[("sock", "__sk_common"), ("sock_common", "skc_v6_daddr")],
+        ),
+        (
+            "sock",
+            "__sk_common.skc_v6_rcv_saddr",
+            &[("sock", "__sk_common"), ("sock_common", "skc_v6_rcv_saddr")],
+        ),
+        (
+            "sock",
+            "__sk_common.skc_flags",
+            &[("sock", "__sk_common"), ("sock_common", "skc_flags")],
+        ),
+        (
+            "sock",
+            "__sk_common.skc_net.net",
+            &[
+                ("sock", "__sk_common"),
+                ("sock_common", "skc_net"),
+                ("possible_net_t", "net"),
+            ],
+        ),
+        ("sock", "sk_protocol", &[("sock", "sk_protocol")]),
         ("sock", "sk_timer", &[("sock", "sk_timer")]),
+        ("inet_sock", "inet_sport", &[("inet_sock", "inet_sport")]),
         (
             "inet_connection_sock",
             "icsk_probes_out",
             &[("inet_connection_sock", "icsk_probes_out")],
-        ),
-        (
-            "inet_connection_sock",
-            "icsk_retransmits",
-            &[("inet_connection_sock", "icsk_retransmits")],
-        ),
-        (
-            "inet_connection_sock",
-            "icsk_user_timeout",
-            &[("inet_connection_sock", "icsk_user_timeout")],
-        ),
-        (
-            "tcp_sock",
-            "inet_conn.icsk_probes_out",
-            &[
-                ("tcp_sock", "inet_conn"),
-                ("inet_connection_sock", "icsk_probes_out"),
-            ],
-        ),
-        (
-            "tcp_sock",
-            "inet_conn.icsk_retransmits",
-            &[
-                ("tcp_sock", "inet_conn"),
-                ("inet_connection_sock", "icsk_retransmits"),
-            ],
-        ),
-        (
-            "tcp_sock",
-            "inet_conn.icsk_user_timeout",
-            &[
-                ("tcp_sock", "inet_conn"),
-                ("inet_connection_sock", "icsk_user_timeout"),
-            ],
-        ),
-        (
-            "tcp_sock",
-            "inet_conn.icsk_inet.sk.sk_timer",
-            &[
-                ("tcp_sock", "inet_conn"),
-                ("inet_connection_sock", "icsk_inet"),
-                ("inet_sock", "sk"),
-                ("sock", "sk_timer"),
-            ],
         ),
         (
             "tcp_sock",
@@ -439,27 +426,12 @@ mod tests {
             &[("tcp_sock", "total_retrans")],
         ),
         ("tcp_sock", "srtt_us", &[("tcp_sock", "srtt_us")]),
-        ("tcp_sock", "segs_in", &[("tcp_sock", "segs_in")]),
-        ("tcp_sock", "segs_out", &[("tcp_sock", "segs_out")]),
-        ("tcp_sock", "data_segs_in", &[("tcp_sock", "data_segs_in")]),
-        (
-            "tcp_sock",
-            "data_segs_out",
-            &[("tcp_sock", "data_segs_out")],
-        ),
-        ("timer_list", "function", &[("timer_list", "function")]),
+        ("tcp_sock", "snd_una", &[("tcp_sock", "snd_una")]),
+        ("tcp_sock", "write_seq", &[("tcp_sock", "write_seq")]),
         (
             "net",
             "ipv4.sysctl_tcp_keepalive_time",
             &[("net", "ipv4"), ("netns_ipv4", "sysctl_tcp_keepalive_time")],
-        ),
-        (
-            "net",
-            "ipv4.sysctl_tcp_keepalive_probes",
-            &[
-                ("net", "ipv4"),
-                ("netns_ipv4", "sysctl_tcp_keepalive_probes"),
-            ],
         ),
         (
             "net",
@@ -469,6 +441,20 @@ mod tests {
                 ("netns_ipv4", "sysctl_tcp_keepalive_intvl"),
             ],
         ),
+        (
+            "net",
+            "ipv4.sysctl_tcp_keepalive_probes",
+            &[
+                ("net", "ipv4"),
+                ("netns_ipv4", "sysctl_tcp_keepalive_probes"),
+            ],
+        ),
+        ("net", "ns.inum", &[("net", "ns"), ("ns_common", "inum")]),
+        ("sk_buff", "cb", &[("sk_buff", "cb")]),
+        ("tcp_skb_cb", "tcp_flags", &[("tcp_skb_cb", "tcp_flags")]),
+        ("tcp_skb_cb", "seq", &[("tcp_skb_cb", "seq")]),
+        ("tcp_skb_cb", "end_seq", &[("tcp_skb_cb", "end_seq")]),
+        ("timer_list", "function", &[("timer_list", "function")]),
     ];
 
     fn kernel() -> KernelBtf {

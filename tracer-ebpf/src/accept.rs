@@ -5,7 +5,11 @@
 use aya_ebpf::{macros::kretprobe, programs::RetProbeContext};
 use tracer_common::{Accepted, EventKind};
 
-use crate::{filter::traced_ports, kernel::Sock, output::emit};
+use crate::{
+    kernel::Sock,
+    output::emit,
+    selector::{Candidate, select},
+};
 
 #[kretprobe]
 pub fn inet_csk_accept_kretprobe(ctx: RetProbeContext) -> u32 {
@@ -14,7 +18,9 @@ pub fn inet_csk_accept_kretprobe(ctx: RetProbeContext) -> u32 {
         return 0;
     }
     let sock = Sock::read(sk);
-    if let Some(endpoints) = traced_ports(&sock).and_then(|ports| sock.endpoints(ports)) {
+    if let Some(endpoints) =
+        select(Candidate::Socket(&sock)).and_then(|ports| sock.endpoints(ports))
+    {
         emit(EventKind::Accepted, sk, Accepted { endpoints });
     }
     0

@@ -11,7 +11,7 @@
 //! it (`sock:sock_send_length` or `tcp_sendmsg`).
 //!
 //! These fire for all traffic of the host (the socket tracepoints for every family), so
-//! they are raw tracepoints (no record is formatted) and the port filter decides first,
+//! they are raw tracepoints (no record is formatted) and the selector decides first,
 //! from one read of the socket.
 
 use aya_ebpf::{
@@ -23,9 +23,9 @@ use aya_ebpf::{
 use tracer_common::{DATA_RECEIVED, DATA_SENT, DataTurn, EventKind, NO_DATA};
 
 use crate::{
-    filter::traced_ports,
     kernel::{self, Sock, is_tcp, read_uint},
     output::emit,
+    selector::{Candidate, select},
 };
 
 /// `TCPHDR_FIN`.
@@ -40,16 +40,20 @@ pub struct Activity {
     pub _pad: [u8; 7],
 }
 
+/// Traced sockets whose data direction is kept at once; beyond, the least recently active
+/// one is forgotten (its next data counts as a turn, its close has no last data time).
+const ACTIVITY_SOCKETS: u32 = 65536;
+
 /// Traced sockets that carried data. LRU: a socket whose close was missed cannot leak an
 /// entry forever.
 #[map(name = "DATA_ACTIVITY")]
-static ACTIVITY: LruHashMap<u64, Activity> = LruHashMap::with_max_entries(65536, 0);
+static ACTIVITY: LruHashMap<u64, Activity> = LruHashMap::with_max_entries(ACTIVITY_SOCKETS, 0);
 
 /// `sk` moved data in `direction`.
 #[inline(always)]
 fn data(sk: u64, direction: u8) {
     let sock = Sock::read(sk);
-    if let Some(ports) = traced_ports(&sock) {
+    if let Some(ports) = select(Candidate::Socket(&sock)) {
         traced_data(&sock, ports, direction);
     }
 }
@@ -129,7 +133,7 @@ fn payload(skb: u64) -> Option<u32> {
 pub fn tcp_probe(ctx: RawTracePointContext) -> i32 {
     let (sk, skb): (u64, u64) = (ctx.arg(0), ctx.arg(1));
     let sock = Sock::read(sk);
-    if let Some(ports) = traced_ports(&sock)
+    if let Some(ports) = select(Candidate::Socket(&sock))
         && payload(skb).is_some_and(|bytes| bytes > 0)
     {
         traced_data(&sock, ports, DATA_RECEIVED);

@@ -19,9 +19,9 @@ use aya_ebpf::{
 use tracer_common::{EventKind, Keepalive, TCP_CLOSE, TimerLayout};
 
 use crate::{
-    filter::traced_ports,
     kernel::{self, Sock, keepalive_settings, read_uint},
     output::emit,
+    selector::{Candidate, select},
 };
 
 #[unsafe(no_mangle)]
@@ -59,7 +59,8 @@ fn timer_layout() -> TimerLayout {
 fn begin(timer: u64) {
     let sock = timer - u64::from(kernel::field!(keepalive_timer).offset);
     let head = Sock::read(sock);
-    let Some(endpoints) = traced_ports(&head).and_then(|ports| head.endpoints(ports)) else {
+    let Some(endpoints) = select(Candidate::Socket(&head)).and_then(|ports| head.endpoints(ports))
+    else {
         return;
     };
     let (Some(probes_out), Some(state)) = (

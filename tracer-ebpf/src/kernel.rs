@@ -87,8 +87,8 @@ fn read_bytes<const N: usize>(base: u64, field: KernelField) -> Option<[u8; N]> 
 
 const HEAD_WORDS: usize = SOCK_HEAD / 8;
 
-/// A socket, with the head of its `sock_common` read in one go: the port filter, the
-/// family and the IPv4 addresses come from there instead of a read each.
+/// A socket, with the head of its `sock_common` read in one go: the ports the selector
+/// tests, the family and the IPv4 addresses come from there instead of a read each.
 pub struct Sock {
     pub sk: u64,
     /// The head as little-endian words. A field is shifted out of them, never indexed

@@ -16,13 +16,13 @@
 mod accept;
 mod context;
 mod data;
-mod filter;
 mod keepalive;
 mod kernel;
 mod output;
 mod record;
 mod reset;
 mod retransmit;
+mod selector;
 mod state_change;
 
 #[cfg(not(test))]

@@ -13,13 +13,15 @@ use aya_ebpf::{
     macros::map,
     maps::{PerCpuArray, RingBuf},
 };
-use tracer_common::{EmitCounts, Event, EventHeader, EventKind, FLAG_PROCESS_CONTEXT, RingConfig};
+use tracer_common::{
+    EmitCounts, Event, EventHeader, EventKind, FLAG_PROCESS_CONTEXT, MIN_RING_BYTES, RingConfig,
+};
 
 use crate::context::in_process_context;
 
 /// Placeholder size; the daemon sets the real one (`--ring-buffer-size`) before load.
 #[map(name = "EVENTS")]
-static EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
+static EVENTS: RingBuf = RingBuf::with_byte_size(MIN_RING_BYTES, 0);
 
 #[map(name = "EMIT_COUNTS")]
 static EMIT_COUNTS: PerCpuArray<EmitCounts> = PerCpuArray::with_max_entries(1, 0);

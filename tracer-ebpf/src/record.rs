@@ -4,7 +4,7 @@
 use aya_ebpf::programs::TracePointContext;
 use tracer_common::{
     AF_INET, AF_INET6, ENDPOINTS_SOCKADDR, EndpointLayout, Endpoints, FIELD_ABSENT,
-    TracepointLayout,
+    SOCKADDR_IN6_BYTES, TracepointLayout,
 };
 
 /// Reads a global layout the loader wrote before load.
@@ -83,8 +83,8 @@ pub fn endpoints(ctx: &TracePointContext, layout: &EndpointLayout) -> Option<End
 /// order) at 2, IPv4 address at 4 or IPv6 address at 8.
 #[inline(always)]
 fn sockaddr_endpoints(ctx: &TracePointContext, layout: &EndpointLayout) -> Option<Endpoints> {
-    let local: [u8; 28] = field(ctx, layout.saddr)?;
-    let remote: [u8; 28] = field(ctx, layout.daddr)?;
+    let local: [u8; SOCKADDR_IN6_BYTES] = field(ctx, layout.saddr)?;
+    let remote: [u8; SOCKADDR_IN6_BYTES] = field(ctx, layout.daddr)?;
     let family = u16::from_ne_bytes([local[0], local[1]]);
     let mut endpoints = Endpoints {
         family,

@@ -6,7 +6,12 @@ use tracer_common::{
     EventKind, NO_REASON, NO_STATE, RESET_RECEIVED, RESET_SENT, Reset, TracepointLayout,
 };
 
-use crate::{filter::is_traced_pair, kernel::Sock, output::emit, record};
+use crate::{
+    kernel::Sock,
+    output::emit,
+    record,
+    selector::{Candidate, select},
+};
 
 #[unsafe(no_mangle)]
 static SEND_RESET_LAYOUT: TracepointLayout = TracepointLayout::ABSENT;
@@ -15,8 +20,10 @@ static RECEIVE_RESET_LAYOUT: TracepointLayout = TracepointLayout::ABSENT;
 
 #[inline(always)]
 fn reset(ctx: &TracePointContext, layout: &TracepointLayout, direction: u8) {
-    if !record::ports(ctx, &layout.endpoints)
-        .is_some_and(|(local, remote)| is_traced_pair(local, remote))
+    let ports = record::ports(ctx, &layout.endpoints);
+    if ports
+        .and_then(|ports| select(Candidate::Record(ports)))
+        .is_none()
     {
         return;
     }

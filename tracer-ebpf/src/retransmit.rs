@@ -6,7 +6,12 @@ use tracer_common::{
     EventKind, NO_STATE, RETRANSMIT_SEGMENT, RETRANSMIT_SYNACK, Retransmit, TracepointLayout,
 };
 
-use crate::{filter::is_traced_pair, kernel, output::emit, record};
+use crate::{
+    kernel,
+    output::emit,
+    record,
+    selector::{Candidate, select},
+};
 
 #[unsafe(no_mangle)]
 static RETRANSMIT_SKB_LAYOUT: TracepointLayout = TracepointLayout::ABSENT;
@@ -15,8 +20,10 @@ static RETRANSMIT_SYNACK_LAYOUT: TracepointLayout = TracepointLayout::ABSENT;
 
 #[inline(always)]
 fn retransmit(ctx: &TracePointContext, layout: &TracepointLayout, what: u8, sock: Option<u64>) {
-    if !record::ports(ctx, &layout.endpoints)
-        .is_some_and(|(local, remote)| is_traced_pair(local, remote))
+    let ports = record::ports(ctx, &layout.endpoints);
+    if ports
+        .and_then(|ports| select(Candidate::Record(ports)))
+        .is_none()
     {
         return;
     }

@@ -4,7 +4,7 @@
 //! call) and `inet_sk_set_state` (a new child socket entering SYN_RECV). Probing
 //! `tcp_set_state` itself would miss `CLOSE -> LISTEN`.
 //!
-//! The port filter comes first: a socket on another port costs one read.
+//! The selector comes first: a socket on another port costs one read.
 
 use aya_ebpf::{
     macros::{fentry, kprobe, map, raw_tracepoint},
@@ -18,9 +18,9 @@ use tracer_common::{
 use crate::{
     context::in_process_context,
     data::take_last_data_ns,
-    filter::traced_ports,
     kernel::{self, Sock, is_tcp, netns, read_uint},
     output::emit,
+    selector::{Candidate, select},
 };
 
 /// `TCP_ESTABLISHED`.
@@ -91,11 +91,11 @@ fn report(sk: u64, endpoints: Endpoints, old_state: u8, new_state: u8) {
 }
 
 /// What the tracepoint reports, for `sk` entering `new_state`; `old_state` is taken
-/// only once the socket passed the filter.
+/// only once the socket passed the selector.
 #[inline(always)]
 fn state_change(sk: u64, old_state: impl FnOnce(&Sock) -> Option<u8>, new_state: u8) {
     let sock = Sock::read(sk);
-    let Some(ports) = traced_ports(&sock) else {
+    let Some(ports) = select(Candidate::Socket(&sock)) else {
         return;
     };
     if !is_tcp(sk) {

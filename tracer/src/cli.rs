@@ -15,7 +15,7 @@ use clap::{
 
 use crate::{
     daemon::TraceConfig,
-    kernel::attach::AttachMode,
+    kernel::{attach::AttachMode, selector::Selection},
     output::{FileOutput, Format, OutputConfig, file::Rotation, metrics::MetricsConfig},
     pipeline::{Emit, PipelineConfig, correlator::DEFAULT_MAX_CONNECTIONS},
     vocabulary::Named,
@@ -242,7 +242,9 @@ impl TraceArgs {
 
     fn resolve(self) -> TraceConfig {
         TraceConfig {
-            ports: self.ports(),
+            selection: Selection {
+                ports: self.ports(),
+            },
             attach: self.attach,
             ring_buffer_bytes: self.ring_buffer_size,
             pipeline: self.show.pipeline(),
@@ -509,7 +511,9 @@ mod tests {
         assert_eq!(
             invocation,
             Invocation::Trace(TraceConfig {
-                ports: vec![80, 8191],
+                selection: Selection {
+                    ports: vec![80, 8191]
+                },
                 attach: AttachMode::Auto,
                 ring_buffer_bytes: 16 << 20,
                 pipeline: PipelineConfig {

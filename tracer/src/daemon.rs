@@ -26,6 +26,7 @@ use crate::{
     kernel::{
         attach::{self, AttachMode, Hook, LoadOptions, Probes},
         preflight, privileges, program_stats,
+        selector::Selection,
     },
     output::{
         self, OutputConfig, Sink, StopSummary,
@@ -45,8 +46,8 @@ use crate::{
 /// A live trace, as the command line asked for it (resolved by `cli`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TraceConfig {
-    /// The traced ports, sorted, without repeats.
-    pub ports: Vec<u16>,
+    /// Which connections are traced.
+    pub selection: Selection,
     pub attach: AttachMode,
     /// The kernel's ring buffer: a power of two, a multiple of the page size.
     pub ring_buffer_bytes: u32,
@@ -160,7 +161,7 @@ fn read_existing(pipeline: &mut LivePipeline, ports: &[u16]) -> io::Result<()> {
 }
 
 pub async fn run(config: TraceConfig) -> Result<()> {
-    let ports = &config.ports;
+    let ports = &config.selection.ports;
     let reopen = ReopenRequest::default();
     let file = (config.output.file.as_ref())
         .map(|file| LogFile::open(&file.path, file.rotation, reopen.clone()))
@@ -179,7 +180,7 @@ pub async fn run(config: TraceConfig) -> Result<()> {
         .transpose()?;
 
     let options = LoadOptions {
-        ports,
+        selection: &config.selection,
         ring_buffer_bytes: config.ring_buffer_bytes,
     };
     let Probes {

@@ -5,10 +5,13 @@
 use anyhow::{Context as _, Result, bail};
 use tracer_common::{
     ENDPOINTS_SOCKADDR, ENDPOINTS_SPLIT, EndpointLayout, FIELD_ABSENT, KernelField, KernelLayout,
-    SOCK_HEAD, TimerLayout, TracepointLayout,
+    SOCK_HEAD, SOCKADDR_IN6_BYTES, TimerLayout, TracepointLayout,
 };
 
 use crate::kernel::{btf::KernelBtf, kallsyms, tracefs::TracepointFormat};
+
+/// An address field of an [`ENDPOINTS_SOCKADDR`] record.
+const SOCKADDR: u16 = SOCKADDR_IN6_BYTES as u16;
 
 /// Record fields the programs read, with the sizes they expect.
 const KNOWN_FIELDS: &[(&str, &[u16])] = &[
@@ -21,8 +24,8 @@ const KNOWN_FIELDS: &[(&str, &[u16])] = &[
     ("dport", &[2]),
     ("family", &[2]),
     // IPv4 in split records; a `sockaddr_in6`-sized copy in 6.8+ tcp_send_reset.
-    ("saddr", &[4, 28]),
-    ("daddr", &[4, 28]),
+    ("saddr", &[4, SOCKADDR]),
+    ("daddr", &[4, SOCKADDR]),
     ("saddr_v6", &[16]),
     ("daddr_v6", &[16]),
 ];
@@ -69,7 +72,7 @@ impl Fields<'_> {
     }
 
     fn endpoints(&self) -> Result<EndpointLayout> {
-        if self.size("saddr") == Some(28) {
+        if self.size("saddr") == Some(SOCKADDR) {
             return Ok(EndpointLayout {
                 style: ENDPOINTS_SOCKADDR,
                 saddr: self.required("saddr")?,

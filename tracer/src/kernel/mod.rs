@@ -1,8 +1,8 @@
 //! The kernel side: whether this kernel can run tracer ([`preflight`]) and with which
 //! capabilities, dropped once attached ([`privileges`]), what it offers
 //! (BTF, tracefs, kallsyms, its build configuration), the layouts the eBPF programs need
-//! ([`layout`]) and units the decoder needs ([`units`]), and the attach plan that loads
-//! and attaches the programs ([`attach`]).
+//! ([`layout`]) and units the decoder needs ([`units`]), the selection the programs are told
+//! ([`selector`]) and the attach plan that loads and attaches them ([`attach`]).
 
 pub mod attach;
 pub mod btf;
@@ -12,5 +12,6 @@ pub mod layout;
 pub mod preflight;
 pub mod privileges;
 pub mod program_stats;
+pub mod selector;
 pub mod tracefs;
 pub mod units;

@@ -1,0 +1,49 @@
+//! What the selector rules in the programs read, set by the daemon before load. Each
+//! rule's data lives here beside the others, so a new rule (cgroup, address range) adds
+//! its global here and its test in `tracer-ebpf`'s `selector`.
+
+/// Port numbers: 0 to 65535.
+pub const PORTS: usize = 1 << u16::BITS;
+/// Ports in one word of [`PortFilter`].
+const PORTS_PER_WORD: u16 = u64::BITS as u16;
+/// Words in [`PortFilter`]: one bit for each port.
+pub const PORTS_WORDS: usize = PORTS / PORTS_PER_WORD as usize;
+
+/// The traced ports, set before load as a read-only global: bit `port % 64` of word
+/// `port / 64` (see [`PortFilter::bit`]). Read-only data needs no map lookup: checking a
+/// port is one load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortFilter {
+    pub words: [u64; PORTS_WORDS],
+}
+
+impl PortFilter {
+    pub const EMPTY: Self = Self {
+        words: [0; PORTS_WORDS],
+    };
+
+    /// Where `port`'s bit is: the index of its word, and the bit within that word. The
+    /// programs read that one word themselves (volatile, so the compiler cannot fold the
+    /// placeholder global), so this is all the filter's layout there is to share.
+    #[inline(always)]
+    pub const fn bit(port: u16) -> (usize, u64) {
+        (
+            (port / PORTS_PER_WORD) as usize,
+            1 << (port % PORTS_PER_WORD),
+        )
+    }
+
+    pub fn with_ports(ports: &[u16]) -> Self {
+        let mut filter = Self::EMPTY;
+        for &port in ports {
+            let (word, bit) = Self::bit(port);
+            filter.words[word] |= bit;
+        }
+        filter
+    }
+}
+
+// SAFETY: plain `#[repr(C)]` data, valid for any bit pattern.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for PortFilter {}

@@ -20,6 +20,11 @@ use netlink_sys::{Socket, SocketAddr as NetlinkAddr, protocols::NETLINK_SOCK_DIA
 
 use crate::event::{EventMeta, Existing, TcpState};
 
+/// Bytes read from the netlink socket at a time: a page of the kernel's sock_diag dump is
+/// at most 32 KiB (it sizes its messages to the reader's buffer, up to that), so this
+/// never cuts a message.
+const RECEIVE_BUFFER: usize = 64 * 1024;
+
 /// Open TCP connections of this network namespace with a local or remote port in
 /// `ports` (listeners excluded: they are not connections), stamped `boot_ns`.
 pub fn connections(ports: &[u16], boot_ns: u64) -> Result<Vec<Existing>> {
@@ -79,7 +84,7 @@ fn dump(
         .context("cannot send the sock_diag request")?;
 
     let mut sockets = Vec::new();
-    let mut receive = vec![0; 64 * 1024];
+    let mut receive = vec![0; RECEIVE_BUFFER];
     loop {
         let size = socket
             .recv(&mut &mut receive[..], 0)

@@ -5,8 +5,6 @@
 //! accepts real scrapes; `--emit events` counts the records it does not write; bad
 //! addresses fail in one line.
 
-mod support;
-
 use std::{
     collections::BTreeMap,
     io::{ErrorKind, Read, Write},
@@ -15,13 +13,14 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use serde_json::Value;
-use support::{
-    PacketDrop, Tracer, free_port, is_event,
+use crate::support::{
+    PacketDrop, Tracer, exclusive, free_port, is_event,
     prometheus::{PROMETHEUS_ACCEPT, Prometheus, poll_until, scrape},
+    shared,
     sockets::{connected_pair, keepalive_pair},
     tracer_bin,
 };
+use serde_json::Value;
 
 /// Every family and its type, as the classic text format declares them.
 const FAMILIES: [(&str, &str); 19] = [
@@ -141,6 +140,8 @@ fn ends(client: &TcpStream) -> (SocketAddr, SocketAddr) {
 
 #[test]
 fn prometheus_answers_what_the_lines_show() {
+    // With the machine to itself: --bpf-stats, a real Prometheus.
+    let _machine = exclusive();
     let traced: [u16; 4] = std::array::from_fn(|_| free_port("127.0.0.1"));
     let [port, refused, lossy, timeout] = traced;
     let (mut tracer, metrics) = start_with_metrics(&traced, &["--bpf-stats"]);
@@ -472,6 +473,7 @@ fn promtool(exposition: &str) -> Option<String> {
 
 #[test]
 fn scrapes_declare_every_family_and_pass_promtool() {
+    let _machine = shared();
     let port = free_port("127.0.0.1");
     let (mut tracer, metrics) = start_with_metrics(&[port], &[]);
     let (content_type, before) = scrape(metrics, None);
@@ -512,6 +514,7 @@ fn scrapes_declare_every_family_and_pass_promtool() {
 
 #[test]
 fn emit_events_counts_the_records_it_does_not_write() {
+    let _machine = shared();
     let port = free_port("127.0.0.1");
     let (tracer, metrics) = start_with_metrics(&[port], &["--emit", "events"]);
     let (client, server) = connected_pair(port);
@@ -549,6 +552,7 @@ fn fail(args: &[&str]) -> (Option<i32>, String) {
 
 #[test]
 fn bad_metrics_addresses_fail_in_one_line() {
+    let _machine = shared();
     let port = free_port("127.0.0.1").to_string();
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = taken.local_addr().unwrap().to_string();
@@ -578,6 +582,7 @@ fn bad_metrics_addresses_fail_in_one_line() {
 /// families.
 #[test]
 fn dashboard_queries_are_promql_on_the_families() {
+    let _machine = shared();
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../deploy/grafana-dashboard.json"

@@ -1,8 +1,11 @@
 //! Least privilege: the tracer runs as an unprivileged user with exactly the systemd unit's
 //! capabilities (`deploy/tracer.service`), keepalive and metrics included, and holds none
 //! once attached; with fewer, it names the missing one and exits.
-
-mod support;
+//!
+//! Each test has the machine to itself ([`exclusive`]): it copies the tracer binary, which
+//! a process another test forked meanwhile could hold open for writing (running the copy
+//! would then fail with ETXTBSY), and it raises this process's RLIMIT_MEMLOCK, which
+//! every process the tests start afterwards inherits.
 
 use std::{
     fs,
@@ -14,14 +17,14 @@ use std::{
     sync::OnceLock,
 };
 
-use rustix::process::{Resource, Rlimit, setrlimit};
-use serde_json::Value;
-use support::{
-    Tracer, free_port, is_event,
+use crate::support::{
+    Tracer, exclusive, free_port, is_event,
     prometheus::scrape,
     sockets::{connected_pair, keepalive_pair},
     tracer_bin,
 };
+use rustix::process::{Resource, Rlimit, setrlimit};
+use serde_json::Value;
 
 const UNIT: &str = include_str!("../../deploy/tracer.service");
 const NOBODY: &str = "65534";
@@ -126,6 +129,7 @@ fn allowed_after_attach() -> u64 {
 
 #[test]
 fn traces_unprivileged_with_the_units_capabilities_and_then_holds_none() {
+    let _machine = exclusive();
     let port = free_port("127.0.0.1");
     // Open before tracing: sock_diag reads it after the capabilities are gone.
     let (before, _before_accepted) = connected_pair(port);
@@ -201,6 +205,7 @@ fn refusal(command: &mut Command) -> String {
 
 #[test]
 fn a_missing_capability_is_named_with_its_purpose() {
+    let _machine = exclusive();
     let args = port_args(free_port("127.0.0.1"));
     let none = refusal(&mut as_nobody(&[], &args));
     assert!(
@@ -221,6 +226,7 @@ fn a_missing_capability_is_named_with_its_purpose() {
 
 #[test]
 fn an_unmounted_tracefs_asks_for_cap_sys_admin() {
+    let _machine = exclusive();
     // In a mount namespace of its own, so the host's tracefs stays mounted.
     let tracer = as_nobody(&unit_capabilities(), &port_args(free_port("127.0.0.1")));
     let script = format!(
@@ -245,6 +251,7 @@ fn an_unmounted_tracefs_asks_for_cap_sys_admin() {
 
 #[test]
 fn without_cap_syslog_the_keepalive_fallback_says_why() {
+    let _machine = exclusive();
     let capabilities: Vec<String> = unit_capabilities()
         .into_iter()
         .filter(|cap| cap != "syslog")

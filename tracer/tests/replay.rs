@@ -1,7 +1,5 @@
 //! `tracer replay`: a recorded trace read back tells the same connection stories.
 
-mod support;
-
 use std::{
     io::{Read, Write},
     net::{TcpListener, TcpStream},
@@ -9,8 +7,8 @@ use std::{
     process::Command,
 };
 
+use crate::support::{Tracer, free_port, shared, tracer_bin};
 use serde_json::Value;
-use support::{Tracer, free_port, tracer_bin};
 
 /// What a connection record says, without its clock-dependent fields.
 fn story(record: &Value) -> Value {
@@ -43,6 +41,7 @@ fn replay_records(trace: &Path) -> (Vec<Value>, String) {
 
 #[test]
 fn replayed_events_give_the_live_connection_records() {
+    let _machine = shared();
     let port = free_port("127.0.0.1");
     let mut tracer = Tracer::start(&[port]);
     let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();

@@ -1,8 +1,9 @@
 //! Nothing is lost silently: with a ring buffer far too small for the load, the kernel's
 //! own count of the events its programs sent adds up, exactly, to what tracer received
 //! and what it reported lost.
-
-mod support;
+//!
+//! The test has the machine to itself ([`exclusive`]): its connection churn takes both
+//! cores and many ephemeral ports, which would slow and disturb the other tests.
 
 use std::{
     io::{Read, Write},
@@ -10,8 +11,8 @@ use std::{
     thread,
 };
 
+use crate::support::{Tracer, exclusive, free_port};
 use serde_json::Value;
-use support::{Tracer, free_port};
 
 /// Connections each of the client threads makes, as fast as it can.
 const CONNECTIONS: usize = 400;
@@ -25,6 +26,7 @@ fn count(value: &Value) -> u64 {
 
 #[test]
 fn overload_is_counted_exactly() {
+    let _machine = exclusive();
     let port = free_port("127.0.0.1");
     let mut command = Tracer::command(&[port]);
     // One page: the smallest ring buffer the kernel takes, and a 512-byte wakeup mark.

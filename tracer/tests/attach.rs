@@ -1,11 +1,9 @@
 //! The attach plan and `tracer check` against the running kernel.
 
-mod support;
-
 use std::process::Command;
 
+use crate::support::{Tracer, free_port, shared, tracer_bin};
 use serde_json::Value;
-use support::{Tracer, free_port, tracer_bin};
 
 fn check() -> (bool, Value) {
     let output = Command::new(tracer_bin())
@@ -38,6 +36,7 @@ fn chosen(report: &Value, hook: &str) -> String {
 
 #[test]
 fn auto_picks_what_check_reports() {
+    let _machine = shared();
     let (ok, report) = check();
     assert!(ok, "tracing can run here: {report:#}");
     let mut command = Command::new(tracer_bin());
@@ -65,6 +64,7 @@ fn auto_picks_what_check_reports() {
 /// exactly that: starts with that mechanism where hooks have it, or fails in one line.
 #[test]
 fn each_mode_starts_exactly_when_check_says_it_can() {
+    let _machine = shared();
     for mode in ["auto", "tracepoint", "kprobe", "fentry"] {
         let can = Command::new(tracer_bin())
             .args(["check", "--attach", mode])
@@ -107,6 +107,7 @@ fn each_mode_starts_exactly_when_check_says_it_can() {
 
 #[test]
 fn check_reports_this_kernel() {
+    let _machine = shared();
     let (_, report) = check();
     assert_eq!(
         report["kernel"],

@@ -1,15 +1,13 @@
 //! Connection records beyond the stories: connections open before tracing started, and
 //! the bound on open records.
 
-mod support;
-
 use std::{
     io::{Read, Write},
     net::{TcpListener, TcpStream},
     process::Command,
 };
 
-use support::{Tracer, free_port, sockets::pair, tracer_bin};
+use crate::support::{Tracer, free_port, shared, sockets::pair, tracer_bin};
 
 /// Closes `client` first and waits for the server side to see it, then closes that too.
 fn close(client: TcpStream, mut server: TcpStream) {
@@ -19,6 +17,7 @@ fn close(client: TcpStream, mut server: TcpStream) {
 
 #[test]
 fn connections_open_before_tracing_get_records() {
+    let _machine = shared();
     let port = free_port("127.0.0.1");
     let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
     let (mut client, mut server) = pair(&listener);
@@ -49,6 +48,7 @@ fn connections_open_before_tracing_get_records() {
 
 #[test]
 fn records_beyond_max_connections_are_evicted_in_band() {
+    let _machine = shared();
     let port = free_port("127.0.0.1");
     let mut command = Command::new(tracer_bin());
     command.args([

@@ -1,13 +1,12 @@
 //! TCP keepalive probes, answered and unanswered, on real loopback connections.
 
-mod support;
-
 use std::io::{ErrorKind, Read};
 
-use support::{PacketDrop, Tracer, free_port, is_event, sockets::keepalive_pair};
+use crate::support::{PacketDrop, Tracer, free_port, is_event, shared, sockets::keepalive_pair};
 
 #[test]
 fn answered_probes_restart_at_one() {
+    let _machine = shared();
     let port = free_port("127.0.0.1");
     let mut tracer = Tracer::start(&[port]);
     let (client, _accepted) = keepalive_pair(port, 5);
@@ -42,6 +41,7 @@ fn answered_probes_restart_at_one() {
 
 #[test]
 fn unanswered_probes_time_the_connection_out() {
+    let _machine = shared();
     let port = free_port("127.0.0.1");
     let mut tracer = Tracer::start(&[port]);
     let (mut client, _accepted) = keepalive_pair(port, 3);

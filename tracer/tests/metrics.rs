@@ -1,30 +1,32 @@
-//! `--metrics-addr`: a real Prometheus scrapes the tracer every second while the test
+//! `--metrics-addr`: a real Prometheus scrapes the tracer every second while a scenario
 //! drives a known set of connections (an exchange, a refused connect, a reset,
 //! retransmits, keepalive probes answered and a keepalive timeout), and its answers to
-//! PromQL queries are the counts the tracer's own lines show; `promtool check metrics`
-//! accepts real scrapes; `--emit events` counts the records it does not write; bad
-//! addresses fail in one line.
-
-mod support;
+//! PromQL queries are the counts the tracer's own lines show (the scenario runs once;
+//! one test per group of families checks it); `promtool check metrics` accepts real
+//! scrapes; `--emit events` counts the records it does not write; bad addresses fail in
+//! one line.
 
 use std::{
     collections::BTreeMap,
     io::{ErrorKind, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
+    panic,
     process::{Command, Stdio},
+    sync::OnceLock,
     time::{Duration, SystemTime},
 };
 
-use serde_json::Value;
-use support::{
-    PacketDrop, Tracer, free_port, is_event,
+use crate::support::{
+    PacketDrop, Tracer, exclusive, free_port, is_event,
     prometheus::{PROMETHEUS_ACCEPT, Prometheus, poll_until, scrape},
+    shared,
     sockets::{connected_pair, keepalive_pair},
     tracer_bin,
 };
+use serde_json::Value;
 
 /// Every family and its type, as the classic text format declares them.
-const FAMILIES: [(&str, &str); 19] = [
+const FAMILIES: [(&str, &str); 20] = [
     ("tracer_connections_total", "counter"),
     ("tracer_open_connections", "gauge"),
     ("tracer_handshake_seconds", "histogram"),
@@ -44,6 +46,7 @@ const FAMILIES: [(&str, &str); 19] = [
     ("tracer_hook_info", "gauge"),
     ("tracer_bpf_run_seconds_total", "counter"),
     ("tracer_bpf_runs_total", "counter"),
+    ("tracer_exporter_items_total", "counter"),
 ];
 
 /// The lines that are not kernel events.
@@ -70,11 +73,15 @@ fn start_with_metrics(ports: &[u16], args: &[&str]) -> (Tracer, SocketAddr) {
 /// Values by label values, zeros left out.
 type Series = BTreeMap<Vec<String>, f64>;
 
+/// `sum by (labels) (metric)`.
+fn promql(metric: &str, labels: &[&str]) -> String {
+    format!("sum by ({}) ({metric})", labels.join(","))
+}
+
 /// What Prometheus answers to `sum by (labels) (metric)` at `at`.
 fn prometheus_sums(prometheus: &Prometheus, at: f64, metric: &str, labels: &[&str]) -> Series {
-    let promql = format!("sum by ({}) ({metric})", labels.join(","));
     prometheus
-        .query(&promql, at)
+        .query(&promql(metric, labels), at)
         .into_iter()
         .filter(|(_, value)| *value != 0.0)
         .map(|(series, value)| {
@@ -139,8 +146,73 @@ fn ends(client: &TcpStream) -> (SocketAddr, SocketAddr) {
     (client.local_addr().unwrap(), client.peer_addr().unwrap())
 }
 
-#[test]
-fn prometheus_answers_what_the_lines_show() {
+/// Every query the scenario's tests ask Prometheus: the metric and the labels it is summed
+/// by.
+const QUERIES: [(&str, &[&str]); 24] = [
+    (
+        "tracer_connections_total",
+        &["port", "role", "close_initiator"],
+    ),
+    ("tracer_records_total", &["record"]),
+    ("tracer_open_connections", &["port", "role"]),
+    ("tracer_handshake_seconds_count", &["port", "role"]),
+    ("tracer_handshake_seconds_sum", &["port", "role"]),
+    (
+        "tracer_connection_duration_seconds_count",
+        &["port", "role"],
+    ),
+    ("tracer_connection_duration_seconds_sum", &["port", "role"]),
+    ("tracer_idle_before_close_seconds_count", &["port", "role"]),
+    ("tracer_idle_before_close_seconds_sum", &["port", "role"]),
+    ("tracer_requests_per_connection_count", &["port", "role"]),
+    ("tracer_requests_per_connection_sum", &["port", "role"]),
+    ("tracer_response_seconds_count", &["port", "role"]),
+    ("tracer_response_seconds_sum", &["port", "role"]),
+    ("tracer_resets_total", &["port", "direction", "reason"]),
+    ("tracer_retransmits_total", &["port"]),
+    ("tracer_keepalive_probes_total", &["port", "outcome"]),
+    ("tracer_keepalive_timeouts_total", &["port"]),
+    ("tracer_events_total", &["kind"]),
+    ("tracer_events_lost_total", &[]),
+    ("tracer_undecodable_total", &[]),
+    ("tracer_build_info", &["version", "kernel"]),
+    ("tracer_hook_info", &["hook", "mechanism"]),
+    ("tracer_bpf_runs_total", &[]),
+    ("tracer_bpf_run_seconds_total", &[]),
+];
+
+/// What the scenario leaves for its tests to check: the traced ports, the tracer's lines
+/// and Prometheus' answers to [`QUERIES`], all at one scrape made after the scenario.
+struct Scenario {
+    traced: [u16; 4],
+    lines: Vec<Value>,
+    answers: BTreeMap<String, Series>,
+}
+
+/// The scenario, run once for all the tests that check it, with the machine to itself
+/// (`--bpf-stats`, a real Prometheus). When it fails, each of those tests fails with its
+/// message.
+fn scenario() -> &'static Scenario {
+    static SCENARIO: OnceLock<Result<Scenario, String>> = OnceLock::new();
+    SCENARIO
+        .get_or_init(|| {
+            let _machine = exclusive();
+            panic::catch_unwind(run_scenario).map_err(|payload| {
+                payload
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_default()
+            })
+        })
+        .as_ref()
+        .unwrap_or_else(|message| panic!("the metrics scenario failed: {message}"))
+}
+
+/// Drives a known set of connections on four traced ports while Prometheus scrapes the
+/// tracer: an exchange, a refused connect, a reset, retransmits, keepalive probes
+/// answered and a keepalive timeout.
+fn run_scenario() -> Scenario {
     let traced: [u16; 4] = std::array::from_fn(|_| free_port("127.0.0.1"));
     let [port, refused, lossy, timeout] = traced;
     let (mut tracer, metrics) = start_with_metrics(&traced, &["--bpf-stats"]);
@@ -220,23 +292,71 @@ fn prometheus_answers_what_the_lines_show() {
     });
     // Every query at the time of one scrape made after all that.
     let at = prometheus.scrape_after(SystemTime::now());
-    let sums = |metric: &str, labels: &[&str]| prometheus_sums(&prometheus, at, metric, labels);
     let (status, lines) = tracer.stop();
     assert!(status.success());
+    let answers = QUERIES
+        .iter()
+        .map(|(metric, labels)| {
+            let sums = prometheus_sums(&prometheus, at, metric, labels);
+            (promql(metric, labels), sums)
+        })
+        .collect();
+    Scenario {
+        traced,
+        lines,
+        answers,
+    }
+}
 
-    let records: Vec<&Value> = lines
-        .iter()
-        .filter(|l| l["event"] == "connection")
-        .collect();
-    let closed: Vec<&Value> = records
-        .iter()
-        .copied()
-        .filter(|r| r["record"] == "closed")
-        .collect();
-    let port_role = |r: &Value| vec![traced_port(r, &traced), text(&r["role"])];
+impl Scenario {
+    /// Prometheus' answer to `sum by (labels) (metric)`, one of [`QUERIES`].
+    fn sums(&self, metric: &str, labels: &[&str]) -> &Series {
+        let promql = promql(metric, labels);
+        self.answers
+            .get(&promql)
+            .unwrap_or_else(|| panic!("{promql} is not among the QUERIES"))
+    }
+
+    /// The connection records.
+    fn records(&self) -> Vec<&Value> {
+        self.lines
+            .iter()
+            .filter(|l| l["event"] == "connection")
+            .collect()
+    }
+
+    /// The records of closed connections.
+    fn closed(&self) -> Vec<&Value> {
+        self.records()
+            .into_iter()
+            .filter(|r| r["record"] == "closed")
+            .collect()
+    }
+
+    fn port(&self, line: &Value) -> String {
+        traced_port(line, &self.traced)
+    }
+
+    fn port_role(&self, record: &Value) -> Vec<String> {
+        vec![self.port(record), text(&record["role"])]
+    }
+
+    /// The kernel events among the lines.
+    fn events(&self) -> Vec<&Value> {
+        self.lines
+            .iter()
+            .filter(|l| !NOT_EVENTS.contains(&l["event"].as_str().unwrap()))
+            .collect()
+    }
+}
+
+#[test]
+fn prometheus_counts_connections_and_records_as_the_lines_show() {
+    let scenario = scenario();
+    let records = scenario.records();
     let connections = tally(records.iter().map(|r| {
         let initiator = text(&r["close_initiator"]);
-        ([port_role(r), vec![initiator]].concat(), 1.0)
+        ([scenario.port_role(r), vec![initiator]].concat(), 1.0)
     }));
     for initiator in [
         "local",
@@ -252,7 +372,7 @@ fn prometheus_answers_what_the_lines_show() {
     }
     assert_agree(
         "tracer_connections_total",
-        &sums(
+        scenario.sums(
             "tracer_connections_total",
             &["port", "role", "close_initiator"],
         ),
@@ -260,16 +380,21 @@ fn prometheus_answers_what_the_lines_show() {
     );
     assert_agree(
         "tracer_records_total",
-        &sums("tracer_records_total", &["record"]),
+        scenario.sums("tracer_records_total", &["record"]),
         &tally(records.iter().map(|r| (vec![text(&r["record"])], 1.0))),
     );
     assert_agree(
         "tracer_open_connections",
-        &sums("tracer_open_connections", &["port", "role"]),
+        scenario.sums("tracer_open_connections", &["port", "role"]),
         &Series::new(),
     );
+}
 
-    // The histograms: how many observations, and their sum.
+/// The histograms: how many observations, and their sum.
+#[test]
+fn prometheus_histograms_count_and_sum_what_the_records_say() {
+    let scenario = scenario();
+    let (records, closed) = (scenario.records(), scenario.closed());
     let by = ["port", "role"];
     let histograms: [(&str, &[&Value], &str, f64); 4] = [
         ("tracer_handshake_seconds", &records, "handshake_us", 1e-6),
@@ -295,16 +420,16 @@ fn prometheus_answers_what_the_lines_show() {
             .collect();
         assert_agree(
             &format!("{family}_count"),
-            &sums(&format!("{family}_count"), &by),
-            &tally(observed.iter().map(|r| (port_role(r), 1.0))),
+            scenario.sums(&format!("{family}_count"), &by),
+            &tally(observed.iter().map(|r| (scenario.port_role(r), 1.0))),
         );
         assert_agree(
             &format!("{family}_sum"),
-            &sums(&format!("{family}_sum"), &by),
+            scenario.sums(&format!("{family}_sum"), &by),
             &tally(
                 observed
                     .iter()
-                    .map(|r| (port_role(r), number(&r[field]) * unit)),
+                    .map(|r| (scenario.port_role(r), number(&r[field]) * unit)),
             ),
         );
     }
@@ -318,27 +443,30 @@ fn prometheus_answers_what_the_lines_show() {
     assert!(!answered.is_empty(), "no record answered a request");
     assert_agree(
         "tracer_response_seconds_count",
-        &sums("tracer_response_seconds_count", &by),
-        &tally(
-            answered
-                .iter()
-                .map(|r| (port_role(r), number(&r["response_time_us"]["count"]))),
-        ),
+        scenario.sums("tracer_response_seconds_count", &by),
+        &tally(answered.iter().map(|r| {
+            let count = number(&r["response_time_us"]["count"]);
+            (scenario.port_role(r), count)
+        })),
     );
     assert_agree(
         "tracer_response_seconds_sum",
-        &sums("tracer_response_seconds_sum", &by),
-        &tally(
-            answered
-                .iter()
-                .map(|r| (port_role(r), number(&r["response_time_us"]["total"]) * 1e-6)),
-        ),
+        scenario.sums("tracer_response_seconds_sum", &by),
+        &tally(answered.iter().map(|r| {
+            let total = number(&r["response_time_us"]["total"]) * 1e-6;
+            (scenario.port_role(r), total)
+        })),
     );
+}
 
-    // Resets and retransmits, as the event lines tell them.
+/// Resets and retransmits, as the event lines tell them.
+#[test]
+fn prometheus_counts_resets_and_retransmits_as_the_events_show() {
+    let scenario = scenario();
+    let lines = &scenario.lines;
     let resets = tally(lines.iter().filter(|l| l["event"] == "reset").map(|l| {
         let reason = l["reason"].as_str().unwrap_or("none").to_owned();
-        let key = vec![traced_port(l, &traced), text(&l["direction"]), reason];
+        let key = vec![scenario.port(l), text(&l["direction"]), reason];
         (key, 1.0)
     }));
     assert!(
@@ -347,62 +475,75 @@ fn prometheus_answers_what_the_lines_show() {
     );
     assert_agree(
         "tracer_resets_total",
-        &sums("tracer_resets_total", &["port", "direction", "reason"]),
+        scenario.sums("tracer_resets_total", &["port", "direction", "reason"]),
         &resets,
     );
     let retransmits = tally(
         lines
             .iter()
             .filter(|l| l["event"] == "retransmit")
-            .map(|l| (vec![traced_port(l, &traced)], 1.0)),
+            .map(|l| (vec![scenario.port(l)], 1.0)),
     );
+    let [_, _, lossy, _] = scenario.traced;
     assert!(retransmits.contains_key(&vec![lossy.to_string()]));
     assert_agree(
         "tracer_retransmits_total",
-        &sums("tracer_retransmits_total", &["port"]),
+        scenario.sums("tracer_retransmits_total", &["port"]),
         &retransmits,
     );
+}
 
-    // Keepalive, as the records count it.
+/// Keepalive, as the records count it.
+#[test]
+fn prometheus_counts_keepalive_as_the_records_show() {
+    let scenario = scenario();
+    let records = scenario.records();
     let probes = tally(records.iter().flat_map(|r| {
         let sent = number(&r["keepalive"]["probes_sent"]);
         let answered = number(&r["keepalive"]["probes_answered"]);
-        let port = traced_port(r, &traced);
+        let port = scenario.port(r);
         [
             (vec![port.clone(), "answered".to_owned()], answered),
             (vec![port, "unanswered".to_owned()], sent - answered),
         ]
     }));
     // The scenario's probes: answered on `port`, unanswered before the timeout.
+    let [port, _, _, timeout] = scenario.traced;
     for (port, outcome) in [(port, "answered"), (timeout, "unanswered")] {
         let key = vec![port.to_string(), outcome.to_owned()];
         assert!(probes.contains_key(&key), "{key:?}: {records:#?}");
     }
     assert_agree(
         "tracer_keepalive_probes_total",
-        &sums("tracer_keepalive_probes_total", &["port", "outcome"]),
+        scenario.sums("tracer_keepalive_probes_total", &["port", "outcome"]),
         &probes,
     );
     assert_agree(
         "tracer_keepalive_timeouts_total",
-        &sums("tracer_keepalive_timeouts_total", &["port"]),
+        scenario.sums("tracer_keepalive_timeouts_total", &["port"]),
         &tally(
             records
                 .iter()
                 .filter(|r| r["keepalive"]["timed_out"] == true)
-                .map(|r| (vec![traced_port(r, &traced)], 1.0)),
+                .map(|r| (vec![scenario.port(r)], 1.0)),
         ),
     );
+}
 
-    // tracer itself.
-    let events: Vec<&Value> = lines
-        .iter()
-        .filter(|l| !NOT_EVENTS.contains(&l["event"].as_str().unwrap()))
-        .collect();
+/// tracer itself: its events, losses, build and hooks.
+#[test]
+fn prometheus_counts_the_tracers_own_events_and_hooks() {
+    let scenario = scenario();
+    let lines = &scenario.lines;
     assert_agree(
         "tracer_events_total",
-        &sums("tracer_events_total", &["kind"]),
-        &tally(events.iter().map(|l| (vec![text(&l["event"])], 1.0))),
+        scenario.sums("tracer_events_total", &["kind"]),
+        &tally(
+            scenario
+                .events()
+                .iter()
+                .map(|l| (vec![text(&l["event"])], 1.0)),
+        ),
     );
     for (family, event) in [
         ("tracer_events_lost_total", "lost"),
@@ -410,7 +551,7 @@ fn prometheus_answers_what_the_lines_show() {
     ] {
         assert_agree(
             family,
-            &sums(family, &[]),
+            scenario.sums(family, &[]),
             &tally(
                 lines
                     .iter()
@@ -422,7 +563,7 @@ fn prometheus_answers_what_the_lines_show() {
     let start = &lines[0];
     assert_agree(
         "tracer_build_info",
-        &sums("tracer_build_info", &["version", "kernel"]),
+        scenario.sums("tracer_build_info", &["version", "kernel"]),
         &tally([(vec![text(&start["version"]), text(&start["kernel"])], 1.0)]),
     );
     let attached = start["attach"].as_object().unwrap().iter();
@@ -432,18 +573,27 @@ fn prometheus_answers_what_the_lines_show() {
         .chain(unsupported.map(|(hook, _)| (vec![hook.clone(), "unsupported".to_owned()], 1.0)));
     assert_agree(
         "tracer_hook_info",
-        &sums("tracer_hook_info", &["hook", "mechanism"]),
+        scenario.sums("tracer_hook_info", &["hook", "mechanism"]),
         &tally(hooks),
     );
-    // --bpf-stats: each event came from a program's run (the existing ones from
-    // sock_diag excepted); the kernel counts every run, other ports' included.
-    let runs = sums("tracer_bpf_runs_total", &[]);
-    let from_programs = events.iter().filter(|l| l["event"] != "existing").count();
+}
+
+/// --bpf-stats: each event came from a program's run (the existing ones from sock_diag
+/// excepted); the kernel counts every run, other ports' included.
+#[test]
+fn bpf_stats_count_every_run_of_the_programs() {
+    let scenario = scenario();
+    let runs = scenario.sums("tracer_bpf_runs_total", &[]);
+    let from_programs = scenario
+        .events()
+        .iter()
+        .filter(|l| l["event"] != "existing")
+        .count();
     assert!(
         runs[&vec![]] >= from_programs as f64,
         "{runs:?} < {from_programs}"
     );
-    assert!(sums("tracer_bpf_run_seconds_total", &[])[&vec![]] > 0.0);
+    assert!(scenario.sums("tracer_bpf_run_seconds_total", &[])[&vec![]] > 0.0);
 }
 
 /// `promtool check metrics` on an exposition: its complaints, if any.
@@ -472,6 +622,7 @@ fn promtool(exposition: &str) -> Option<String> {
 
 #[test]
 fn scrapes_declare_every_family_and_pass_promtool() {
+    let _machine = shared();
     let port = free_port("127.0.0.1");
     let (mut tracer, metrics) = start_with_metrics(&[port], &[]);
     let (content_type, before) = scrape(metrics, None);
@@ -512,6 +663,7 @@ fn scrapes_declare_every_family_and_pass_promtool() {
 
 #[test]
 fn emit_events_counts_the_records_it_does_not_write() {
+    let _machine = shared();
     let port = free_port("127.0.0.1");
     let (tracer, metrics) = start_with_metrics(&[port], &["--emit", "events"]);
     let (client, server) = connected_pair(port);
@@ -549,6 +701,7 @@ fn fail(args: &[&str]) -> (Option<i32>, String) {
 
 #[test]
 fn bad_metrics_addresses_fail_in_one_line() {
+    let _machine = shared();
     let port = free_port("127.0.0.1").to_string();
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = taken.local_addr().unwrap().to_string();
@@ -578,6 +731,7 @@ fn bad_metrics_addresses_fail_in_one_line() {
 /// families.
 #[test]
 fn dashboard_queries_are_promql_on_the_families() {
+    let _machine = shared();
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../deploy/grafana-dashboard.json"

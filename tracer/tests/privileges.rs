@@ -1,27 +1,30 @@
 //! Least privilege: the tracer runs as an unprivileged user with exactly the systemd unit's
 //! capabilities (`deploy/tracer.service`), keepalive and metrics included, and holds none
 //! once attached; with fewer, it names the missing one and exits.
-
-mod support;
+//!
+//! Each test has the machine to itself ([`exclusive`]): it copies the tracer binary, which
+//! a process another test forked meanwhile could hold open for writing (running the copy
+//! would then fail with ETXTBSY), and it raises this process's RLIMIT_MEMLOCK, which
+//! every process the tests start afterwards inherits.
 
 use std::{
     fs,
     io::{Read as _, Write as _},
     net::SocketAddr,
     os::unix::fs::PermissionsExt as _,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Command, Output},
-    sync::OnceLock,
 };
 
-use rustix::process::{Resource, Rlimit, setrlimit};
-use serde_json::Value;
-use support::{
-    Tracer, free_port, is_event,
+use crate::support::{
+    Tracer, exclusive, free_port, is_event,
     prometheus::scrape,
     sockets::{connected_pair, keepalive_pair},
     tracer_bin,
 };
+use rustix::process::{Resource, Rlimit, setrlimit};
+use serde_json::Value;
+use tempfile::TempDir;
 
 const UNIT: &str = include_str!("../../deploy/tracer.service");
 const NOBODY: &str = "65534";
@@ -37,18 +40,49 @@ fn unit_capabilities() -> Vec<String> {
         .collect()
 }
 
-/// The tracer binary where user nobody can run it (the build tree may not be reachable),
-/// copied once: a test executing it while another copies it would find it busy.
-fn tracer_for_nobody() -> &'static Path {
-    static COPY: OnceLock<PathBuf> = OnceLock::new();
-    COPY.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("tracer-privileges-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
-        let binary = dir.join("tracer");
-        fs::copy(tracer_bin(), &binary).unwrap();
-        binary
-    })
+/// The tracer binary copied where user nobody can run it (the build tree may not be
+/// reachable), into a directory of the test's own that is removed on drop, also when the
+/// test fails.
+struct NobodyBinary {
+    dir: TempDir,
+}
+
+impl NobodyBinary {
+    fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("tracer-privileges-{}-", std::process::id()))
+            .tempdir()
+            .unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::copy(tracer_bin(), dir.path().join("tracer")).unwrap();
+        Self { dir }
+    }
+
+    /// `tracer ARGS` as user nobody with exactly `capabilities` (setpriv, util-linux).
+    fn as_nobody(&self, capabilities: &[String], args: &[String]) -> Command {
+        let caps: String = std::iter::once("-all".to_owned())
+            .chain(capabilities.iter().map(|cap| format!("+{cap}")))
+            .collect::<Vec<_>>()
+            .join(",");
+        // The unit's LimitMEMLOCK=infinity: kernels before 5.11 charge the maps to it, and
+        // nobody cannot raise it. This test process is root and setpriv inherits the
+        // limit; a container that denies root the raise runs a kernel that no longer
+        // needs it (the tracer names the limit when it does).
+        let unlimited = Rlimit {
+            current: None,
+            maximum: None,
+        };
+        let _ = setrlimit(Resource::Memlock, unlimited);
+        // By its path: a busybox shell (the guests') would run its own smaller applet.
+        let mut command = Command::new(on_path("setpriv"));
+        command
+            .args(["--reuid", NOBODY, "--regid", NOBODY, "--clear-groups"])
+            .arg(format!("--inh-caps={caps}"))
+            .arg(format!("--ambient-caps={caps}"))
+            .arg(self.dir.path().join("tracer"))
+            .args(args);
+        command
+    }
 }
 
 /// Where `program` is on PATH.
@@ -57,32 +91,6 @@ fn on_path(program: &str) -> PathBuf {
         .map(|dir| dir.join(program))
         .find(|path| path.is_file())
         .unwrap_or_else(|| panic!("{program} is not on PATH"))
-}
-
-/// `tracer ARGS` as user nobody with exactly `capabilities` (setpriv, util-linux).
-fn as_nobody(capabilities: &[String], args: &[String]) -> Command {
-    let caps: String = std::iter::once("-all".to_owned())
-        .chain(capabilities.iter().map(|cap| format!("+{cap}")))
-        .collect::<Vec<_>>()
-        .join(",");
-    // The unit's LimitMEMLOCK=infinity: kernels before 5.11 charge the maps to it, and
-    // nobody cannot raise it. This test process is root and setpriv inherits the limit;
-    // a container that denies root the raise runs a kernel that no longer needs it (the
-    // tracer names the limit when it does).
-    let unlimited = Rlimit {
-        current: None,
-        maximum: None,
-    };
-    let _ = setrlimit(Resource::Memlock, unlimited);
-    // By its path: a busybox shell (the guests') would run its own smaller applet.
-    let mut command = Command::new(on_path("setpriv"));
-    command
-        .args(["--reuid", NOBODY, "--regid", NOBODY, "--clear-groups"])
-        .arg(format!("--inh-caps={caps}"))
-        .arg(format!("--ambient-caps={caps}"))
-        .arg(tracer_for_nobody())
-        .args(args);
-    command
 }
 
 fn port_args(port: u16) -> Vec<String> {
@@ -126,6 +134,8 @@ fn allowed_after_attach() -> u64 {
 
 #[test]
 fn traces_unprivileged_with_the_units_capabilities_and_then_holds_none() {
+    let _machine = exclusive();
+    let binary = NobodyBinary::new();
     let port = free_port("127.0.0.1");
     // Open before tracing: sock_diag reads it after the capabilities are gone.
     let (before, _before_accepted) = connected_pair(port);
@@ -136,7 +146,7 @@ fn traces_unprivileged_with_the_units_capabilities_and_then_holds_none() {
         .unwrap();
     let mut args = port_args(port);
     args.extend(["--metrics-addr".to_owned(), metrics.to_string()]);
-    let mut tracer = Tracer::spawn(as_nobody(&unit_capabilities(), &args));
+    let mut tracer = Tracer::spawn(binary.as_nobody(&unit_capabilities(), &args));
     let start = tracer.seen[0].clone();
     assert!(
         start["attach"].get("keepalive").is_some(),
@@ -201,18 +211,20 @@ fn refusal(command: &mut Command) -> String {
 
 #[test]
 fn a_missing_capability_is_named_with_its_purpose() {
+    let _machine = exclusive();
+    let binary = NobodyBinary::new();
     let args = port_args(free_port("127.0.0.1"));
-    let none = refusal(&mut as_nobody(&[], &args));
+    let none = refusal(&mut binary.as_nobody(&[], &args));
     assert!(
         none.starts_with("tracer: missing CAP_BPF and CAP_PERFMON: tracer needs CAP_BPF to load"),
         "{none}"
     );
-    let bpf_only = refusal(&mut as_nobody(&["bpf".into()], &args));
+    let bpf_only = refusal(&mut binary.as_nobody(&["bpf".into()], &args));
     assert!(
         bpf_only.starts_with("tracer: missing CAP_PERFMON:"),
         "{bpf_only}"
     );
-    let no_tracefs = refusal(&mut as_nobody(&["bpf".into(), "perfmon".into()], &args));
+    let no_tracefs = refusal(&mut binary.as_nobody(&["bpf".into(), "perfmon".into()], &args));
     assert!(
         no_tracefs.contains("tracer needs CAP_DAC_READ_SEARCH to read the tracepoints' formats"),
         "{no_tracefs}"
@@ -221,8 +233,10 @@ fn a_missing_capability_is_named_with_its_purpose() {
 
 #[test]
 fn an_unmounted_tracefs_asks_for_cap_sys_admin() {
+    let _machine = exclusive();
+    let binary = NobodyBinary::new();
     // In a mount namespace of its own, so the host's tracefs stays mounted.
-    let tracer = as_nobody(&unit_capabilities(), &port_args(free_port("127.0.0.1")));
+    let tracer = binary.as_nobody(&unit_capabilities(), &port_args(free_port("127.0.0.1")));
     let script = format!(
         "umount /sys/kernel/tracing; umount -l /sys/kernel/debug 2>/dev/null; exec {} {}",
         tracer.get_program().to_string_lossy(),
@@ -245,6 +259,8 @@ fn an_unmounted_tracefs_asks_for_cap_sys_admin() {
 
 #[test]
 fn without_cap_syslog_the_keepalive_fallback_says_why() {
+    let _machine = exclusive();
+    let binary = NobodyBinary::new();
     let capabilities: Vec<String> = unit_capabilities()
         .into_iter()
         .filter(|cap| cap != "syslog")
@@ -252,11 +268,11 @@ fn without_cap_syslog_the_keepalive_fallback_says_why() {
     let args = port_args(free_port("127.0.0.1"));
     if std::env::var("TRACER_TEST_ATTACH").is_ok_and(|mode| mode == "tracepoint") {
         // Held to the timer tracepoints, the keepalive hook has no other way: a refusal.
-        let stderr = refusal(&mut as_nobody(&capabilities, &args));
+        let stderr = refusal(&mut binary.as_nobody(&capabilities, &args));
         assert!(stderr.contains("tracer needs CAP_SYSLOG"), "{stderr}");
         return;
     }
-    let tracer = Tracer::spawn(as_nobody(&capabilities, &args));
+    let tracer = Tracer::spawn(binary.as_nobody(&capabilities, &args));
     let start: &Value = &tracer.seen[0];
     // Where fentry or kprobes carry keepalive, kallsyms is not needed.
     if start["attach"].get("keepalive").is_none() {

@@ -1,7 +1,5 @@
 //! `tracer replay`: a recorded trace read back tells the same connection stories.
 
-mod support;
-
 use std::{
     io::{Read, Write},
     net::{TcpListener, TcpStream},
@@ -9,8 +7,8 @@ use std::{
     process::Command,
 };
 
+use crate::support::{Tracer, free_port, shared, tracer_bin};
 use serde_json::Value;
-use support::{Tracer, free_port, tracer_bin};
 
 /// What a connection record says, without its clock-dependent fields.
 fn story(record: &Value) -> Value {
@@ -43,6 +41,7 @@ fn replay_records(trace: &Path) -> (Vec<Value>, String) {
 
 #[test]
 fn replayed_events_give_the_live_connection_records() {
+    let _machine = shared();
     let port = free_port("127.0.0.1");
     let mut tracer = Tracer::start(&[port]);
     let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
@@ -101,4 +100,68 @@ fn replayed_events_give_the_live_connection_records() {
         "{pretty}"
     );
     std::fs::remove_file(trace).unwrap();
+}
+
+/// A trace recorded on a 6.18 host (`golden/scenario.py` drives it: keep-alive requests,
+/// a refused connect, keepalive probes answered and timed out, an abortive close, an IPv6
+/// reset, retransmits) and what the tracer of that day replayed from it. A change that
+/// alters a byte of the lines shows here: a deliberate one regenerates the files with
+/// `tracer replay` and says why in its commit.
+const GOLDEN_TRACE: &str = include_str!("golden/trace.jsonl");
+
+/// `tracer replay` of the golden trace with `args`, its stdout with the stop line's time
+/// (the replay's own clock) left out.
+fn replay_golden(args: &[&str]) -> String {
+    let trace = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(trace.path(), GOLDEN_TRACE).unwrap();
+    let output = Command::new(tracer_bin())
+        .arg("replay")
+        .arg(trace.path())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    without_stop_time(&String::from_utf8(output.stdout).unwrap())
+}
+
+fn without_stop_time(lines: &str) -> String {
+    lines
+        .lines()
+        .map(|line| match line.split_once(r#"","event":"tracer_stop""#) {
+            Some((_, rest)) => format!(r#"{{"event":"tracer_stop"{rest}"#),
+            None => line.to_owned(),
+        })
+        .map(|line| line + "\n")
+        .collect()
+}
+
+#[test]
+fn the_golden_trace_replays_byte_for_byte() {
+    let _machine = shared();
+    assert_eq!(
+        replay_golden(&[]),
+        without_stop_time(include_str!("golden/replay-all.jsonl"))
+    );
+    assert_eq!(
+        replay_golden(&["--format", "pretty"]),
+        include_str!("golden/replay-pretty.txt")
+    );
+    assert_eq!(
+        replay_golden(&["--format", "pretty", "--emit", "events"]),
+        include_str!("golden/replay-pretty-events.txt")
+    );
+    // The events written back are the recorded ones, less the start and stop lines.
+    let events: String = GOLDEN_TRACE
+        .lines()
+        .filter(|line| !line.contains(r#""event":"tracer_st"#))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let replayed = replay_golden(&["--emit", "events"]);
+    let (replayed_events, stop) = replayed.rsplit_once(r#"{"event":"tracer_stop""#).unwrap();
+    assert_eq!(replayed_events, events);
+    assert!(stop.starts_with(r#","open_connections":0,"#), "{stop}");
 }

@@ -1,14 +1,12 @@
 //! Resets sent and received, on real loopback connections.
 
-mod support;
-
 use std::{
     io::{ErrorKind, Read, Write},
     net::{SocketAddr, TcpStream},
     time::Duration,
 };
 
-use support::{Tracer, free_port, is_event, sockets::connected_pair};
+use crate::support::{Tracer, free_port, is_event, shared, sockets::connected_pair};
 
 /// Whether this kernel's `tcp_send_reset` also fires for resets sent without a socket
 /// (6.10+, the version whose record holds sockaddr-sized addresses).
@@ -20,6 +18,7 @@ fn traces_socketless_resets() -> bool {
 
 #[test]
 fn connecting_to_a_closed_port_is_refused_by_reset() {
+    let _machine = shared();
     let port = free_port("127.0.0.1");
     let mut tracer = Tracer::start(&[port]);
     let error = TcpStream::connect(("127.0.0.1", port)).unwrap_err();
@@ -65,6 +64,7 @@ fn assert_client_reset_the_server(
 
 #[test]
 fn linger_zero_close_sends_a_reset() {
+    let _machine = shared();
     let port = free_port("127.0.0.1");
     let mut tracer = Tracer::start(&[port]);
     let (client, mut accepted) = connected_pair(port);
@@ -79,6 +79,7 @@ fn linger_zero_close_sends_a_reset() {
 
 #[test]
 fn closing_with_unread_data_sends_a_reset() {
+    let _machine = shared();
     let port = free_port("127.0.0.1");
     let mut tracer = Tracer::start(&[port]);
     let (client, mut accepted) = connected_pair(port);

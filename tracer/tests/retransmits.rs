@@ -1,16 +1,15 @@
 //! Retransmits, made by dropping a connection's segments for a moment.
 
-mod support;
-
 use std::{
     io::{Read, Write},
     net::{TcpListener, TcpStream},
 };
 
-use support::{PacketDrop, Tracer, free_port, is_event};
+use crate::support::{PacketDrop, Tracer, free_port, is_event, shared};
 
 #[test]
 fn dropped_data_is_retransmitted() {
+    let _machine = shared();
     let port = free_port("127.0.0.1");
     let mut tracer = Tracer::start(&[port]);
     let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();

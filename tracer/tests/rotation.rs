@@ -1,8 +1,10 @@
 //! The output file rotated while connections stream through: renamed by logrotate and
 //! reopened on SIGHUP, or rotated by size. Every line of every file is whole JSON, and
 //! every connection driven has its two records (client and server side).
-
-mod support;
+//!
+//! The tests under load have the machine to itself ([`exclusive`]): their connection
+//! churn takes the cores and many ephemeral ports, which would slow and disturb the
+//! other tests.
 
 use std::{
     fs,
@@ -10,9 +12,11 @@ use std::{
     process::{Child, Command, Stdio},
 };
 
+use crate::support::{
+    Tracer, exclusive, free_port, load::Load, shared, tracer_bin, wait_exit, wait_until,
+};
 use rustix::process::{Pid, Signal, kill_process};
 use serde_json::Value;
-use support::{Tracer, free_port, load::Load, tracer_bin, wait_exit, wait_until};
 
 /// A directory of this test's own, empty.
 fn scratch(name: &str) -> PathBuf {
@@ -104,6 +108,7 @@ fn finish(load: Load, tracer: &mut Child, dir: &Path) -> Vec<Value> {
 
 #[test]
 fn logrotate_renames_and_sighups_lose_and_split_nothing() {
+    let _machine = exclusive();
     let dir = scratch("sighup");
     let file = dir.join("trace.json");
     let port = free_port("127.0.0.1");
@@ -125,6 +130,7 @@ fn logrotate_renames_and_sighups_lose_and_split_nothing() {
 
 #[test]
 fn size_rotation_loses_and_splits_nothing() {
+    let _machine = exclusive();
     const MAX_BYTES: u64 = 16 * 1024;
     let dir = scratch("size");
     let file = dir.join("trace.json");
@@ -153,6 +159,7 @@ fn size_rotation_loses_and_splits_nothing() {
 
 #[test]
 fn sighup_keeps_tracing_to_stdout() {
+    let _machine = exclusive();
     let port = free_port("127.0.0.1");
     let mut tracer = Tracer::start(&[port]);
     kill_process(Pid::from_raw(tracer.pid() as i32).unwrap(), Signal::HUP).unwrap();
@@ -171,6 +178,7 @@ fn sighup_keeps_tracing_to_stdout() {
 
 #[test]
 fn write_errors_name_the_file() {
+    let _machine = shared();
     let mut tracer = Command::new(tracer_bin())
         .args(["--port", &free_port("127.0.0.1").to_string()])
         .args(["--output", "/dev/full"])

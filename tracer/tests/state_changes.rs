@@ -1,7 +1,5 @@
 //! The tracer's state-change events for real loopback connections, on the running kernel.
 
-mod support;
-
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
@@ -10,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{Tracer, free_port, is_change, pairs, state_changes, tracer_bin};
+use crate::support::{Tracer, free_port, is_change, pairs, shared, state_changes, tracer_bin};
 
 /// The kernel's transitions for a connection the client closes first.
 const CLIENT: &[(&str, &str)] = &[
@@ -138,16 +136,19 @@ fn assert_connection_traced(ip: &str, family: &str) {
 
 #[test]
 fn ipv4_connection_states_in_order() {
+    let _machine = shared();
     assert_connection_traced("127.0.0.1", "ipv4");
 }
 
 #[test]
 fn ipv6_connection_states_in_order() {
+    let _machine = shared();
     assert_connection_traced("::1", "ipv6");
 }
 
 #[test]
 fn untraced_ports_yield_no_line() {
+    let _machine = shared();
     let traced = free_port("127.0.0.1");
     let other = free_port("127.0.0.1");
     let mut tracer = Tracer::start(&[traced]);
@@ -169,6 +170,7 @@ fn untraced_ports_yield_no_line() {
 
 #[test]
 fn several_ports_are_traced() {
+    let _machine = shared();
     let (first, second) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
     let mut tracer = Tracer::start(&[first, second]);
     let mut ports = [first, second];
@@ -184,6 +186,7 @@ fn several_ports_are_traced() {
 
 #[test]
 fn closed_stdout_ends_the_tracer_quietly() {
+    let _machine = shared();
     let port = free_port("127.0.0.1");
     let mut child = Command::new(tracer_bin())
         .args(["--port", &port.to_string()])
@@ -198,7 +201,7 @@ fn closed_stdout_ends_the_tracer_quietly() {
     drop(stdout); // as `tracer ... | head -1` does
     let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
     // Traffic makes the tracer write into the closed pipe.
-    let deadline = Instant::now() + support::DEADLINE;
+    let deadline = Instant::now() + crate::support::DEADLINE;
     let status = loop {
         assert!(
             Instant::now() < deadline,
@@ -243,6 +246,7 @@ fn run_failing(args: &[&str], as_nobody: bool) -> String {
 
 #[test]
 fn bad_input_is_one_clear_error() {
+    let _machine = shared();
     let stderr = run_failing(&["--port", "0"], false);
     assert!(
         stderr.contains("invalid value '0' for '--port <PORT>'"),
@@ -267,6 +271,7 @@ fn bad_input_is_one_clear_error() {
 
 #[test]
 fn output_file_receives_the_lines() {
+    let _machine = shared();
     let port = free_port("127.0.0.1");
     let dir = std::env::temp_dir().join(format!("tracer-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -286,7 +291,7 @@ fn output_file_receives_the_lines() {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     };
-    let deadline = Instant::now() + support::DEADLINE;
+    let deadline = Instant::now() + crate::support::DEADLINE;
     let (server, client) = loop {
         assert!(
             Instant::now() < deadline,

@@ -3,8 +3,6 @@
 //! watching their port, and a packet capture of the same traffic as the truth every
 //! record is compared with (`support::capture`).
 
-mod support;
-
 use std::{
     io::{BufRead, BufReader, ErrorKind, Read, Write},
     net::{SocketAddr, TcpListener},
@@ -12,15 +10,16 @@ use std::{
     time::Duration,
 };
 
-use rustix::net::sockopt;
-use serde_json::Value;
-use support::{
+use crate::support::{
     PacketDrop, Tracer,
     capture::{Capture, Wire},
     free_port,
     http::{HttpClient, ServerConfig, serve, start_server},
+    shared,
     sockets::{connected_pair, pair},
 };
+use rustix::net::sockopt;
+use serde_json::Value;
 
 const QUICK: ServerConfig = ServerConfig {
     idle_timeout: Duration::from_secs(1),
@@ -77,6 +76,7 @@ fn states(record: &Value) -> Vec<&str> {
 /// after its idle timeout.
 #[test]
 fn keep_alive_reuse_then_server_idle_close() {
+    let _machine = shared();
     let (port, mut tracer, capture) = traced_port();
     let server = start_server(port, QUICK);
     let mut client = HttpClient::connect(server);
@@ -148,6 +148,7 @@ fn one_request(port: u16) -> (SocketAddr, HttpClient, SocketAddr) {
 /// Story 2: the client goes away right after its response.
 #[test]
 fn client_closes_after_its_response() {
+    let _machine = shared();
     let (port, mut tracer, capture) = traced_port();
     let (server, client, local) = one_request(port);
     drop(client);
@@ -165,6 +166,7 @@ fn client_closes_after_its_response() {
 /// time; the client's kernel probes, the server's kernel answers, the response arrives.
 #[test]
 fn slow_response_keepalive_probes_answered() {
+    let _machine = shared();
     let (port, mut tracer, capture) = traced_port();
     let server = start_server(
         port,
@@ -234,11 +236,12 @@ impl Drop for ServerProcess {
 /// kernel answers with a reset: the socket has no process left to read it.
 #[test]
 fn killed_server_while_request_hangs() {
+    let _machine = shared();
     let (port, mut tracer, capture) = traced_port();
     let mut child = ServerProcess(
         Command::new(std::env::current_exe().unwrap())
             .args([
-                "story_server_process",
+                "stories::story_server_process",
                 "--exact",
                 "--nocapture",
                 "--ignored",
@@ -265,7 +268,7 @@ fn killed_server_while_request_hangs() {
     let announced = BufReader::new(child.0.stdout.take().unwrap())
         .lines()
         .map(Result::unwrap)
-        // libtest may have started the line ("test story_server_process ... ").
+        // libtest may have started the line ("test stories::story_server_process ... ").
         .find(|line| line.ends_with("request"));
     assert!(
         announced.is_some(),
@@ -313,6 +316,7 @@ fn killed_server_while_request_hangs() {
 /// A connection refused: the client's record ends with the reset it received.
 #[test]
 fn refused_connection_record() {
+    let _machine = shared();
     let (port, mut tracer, capture) = traced_port();
     let server: SocketAddr = ([127, 0, 0, 1], port).into();
     assert!(std::net::TcpStream::connect(server).is_err());
@@ -331,6 +335,7 @@ fn refused_connection_record() {
 /// A connection reset by the client with `SO_LINGER` 0.
 #[test]
 fn linger_zero_reset_records() {
+    let _machine = shared();
     let (port, mut tracer, capture) = traced_port();
     let (server, client, local) = one_request(port);
     sockopt::set_socket_linger(&client.stream, Some(Duration::ZERO)).unwrap();
@@ -357,6 +362,7 @@ fn linger_zero_reset_records() {
 /// the wire and in the records that is one burst each way.
 #[test]
 fn pipelined_requests_are_one_request_burst() {
+    let _machine = shared();
     let (port, mut tracer, capture) = traced_port();
     let server = start_server(port, QUICK);
     let mut stream = std::net::TcpStream::connect(server).unwrap();
@@ -392,6 +398,7 @@ fn pipelined_requests_are_one_request_burst() {
 /// as sent.
 #[test]
 fn abortive_close_with_unsent_data_counts_what_was_acknowledged() {
+    let _machine = shared();
     let (port, mut tracer, capture) = traced_port();
     let (mut client, mut accepted) = connected_pair(port);
     let server = accepted.local_addr().unwrap();
@@ -441,6 +448,7 @@ fn abortive_close_with_unsent_data_counts_what_was_acknowledged() {
 /// side crossed, and both records agree with the capture.
 #[test]
 fn crossing_fins_are_a_simultaneous_close() {
+    let _machine = shared();
     let (port, mut tracer, capture) = traced_port();
     let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
     let server = listener.local_addr().unwrap();

@@ -31,8 +31,16 @@ const TEST_PACKAGES: &[&str] = &[
 
 /// Debian packages only the test suite's other checks use: systemd-analyze verifies the
 /// unit, logrotate reads its configuration, python3-venv holds the Kubernetes validator,
-/// bpftool counts the soak's eBPF map entries, g++ builds libFuzzer.
-const CHECK_PACKAGES: &[&str] = &["systemd", "logrotate", "python3-venv", "bpftool", "g++"];
+/// bpftool counts the soak's eBPF map entries, g++ builds libFuzzer, dwarves' pahole
+/// cross-checks the offsets the BTF unit tests resolve.
+const CHECK_PACKAGES: &[&str] = &[
+    "systemd",
+    "logrotate",
+    "python3-venv",
+    "bpftool",
+    "g++",
+    "dwarves",
+];
 
 /// cargo-fuzz (crates.io), which builds and runs the fuzz targets.
 const CARGO_FUZZ_VERSION: &str = "0.13.2";

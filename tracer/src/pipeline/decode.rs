@@ -600,8 +600,85 @@ pub(crate) mod tests {
 
     proptest::proptest! {
         #[test]
-        fn any_bytes_decode_or_fail_cleanly(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
-            let _ = decode(&bytes);
+        fn any_bytes_decode_or_fail_cleanly(
+            mut bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+            // Mostly known kinds and families, so that records decode too.
+            kind in proptest::prop_oneof![1u8..=8, proptest::num::u8::ANY],
+            family in proptest::prop_oneof![
+                proptest::strategy::Just(raw::AF_INET),
+                proptest::strategy::Just(raw::AF_INET6),
+                proptest::num::u16::ANY,
+            ],
+        ) {
+            let kind_at = std::mem::offset_of!(EventHeader, kind);
+            if let Some(byte) = bytes.get_mut(kind_at) {
+                *byte = kind;
+            }
+            let family_at = size_of::<EventHeader>() + std::mem::offset_of!(Endpoints, family);
+            if let Some(field) = bytes.get_mut(family_at..family_at + 2) {
+                field.copy_from_slice(&family.to_ne_bytes());
+            }
+            let decoded = Decoder::default().decode(&bytes);
+            let len = bytes.len();
+            let Some(header) = read::<EventHeader>(&bytes) else {
+                let kind = bytes.get(kind_at).copied().unwrap_or(0);
+                proptest::prop_assert_eq!(decoded, Err(DecodeError::Truncated { kind, len }));
+                return Ok(());
+            };
+            let kind = header.kind;
+            let Some(event_kind) = EventKind::from_u8(kind) else {
+                proptest::prop_assert_eq!(decoded, Err(DecodeError::UnknownKind(kind)));
+                return Ok(());
+            };
+            let layout = match event_kind {
+                EventKind::StateChange => size_of::<Event<raw::StateChange>>(),
+                EventKind::Reset => size_of::<Event<raw::Reset>>(),
+                EventKind::Retransmit => size_of::<Event<raw::Retransmit>>(),
+                EventKind::KeepaliveProbe | EventKind::KeepaliveTimeout => {
+                    size_of::<Event<raw::Keepalive>>()
+                }
+                EventKind::DataTurn => size_of::<Event<raw::DataTurn>>(),
+                EventKind::Close => size_of::<Event<raw::Close>>(),
+                EventKind::Accepted => size_of::<Event<raw::Accepted>>(),
+            };
+            if len < layout {
+                proptest::prop_assert_eq!(decoded, Err(DecodeError::Truncated { kind, len }));
+                return Ok(());
+            }
+            // Every payload starts with its endpoints.
+            let endpoints: Endpoints = read(&bytes[size_of::<EventHeader>()..]).unwrap();
+            let address = |raw: [u8; 16]| -> IpAddr {
+                match endpoints.family {
+                    raw::AF_INET => Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]).into(),
+                    _ => Ipv6Addr::from(raw).into(),
+                }
+            };
+            if ![raw::AF_INET, raw::AF_INET6].contains(&endpoints.family) {
+                proptest::prop_assert_eq!(decoded, Err(DecodeError::UnknownFamily(endpoints.family)));
+                return Ok(());
+            }
+            let events: Vec<TraceEvent> = decoded.unwrap().into_iter().collect();
+            // A close is two events, its summary and its state change to CLOSE.
+            proptest::prop_assert_eq!(events.len(), if event_kind == EventKind::Close { 2 } else { 1 });
+            for event in &events {
+                let meta = event.meta();
+                proptest::prop_assert_eq!(meta.boot_ns, header.timestamp_ns);
+                proptest::prop_assert_eq!(meta.sock, header.sock);
+                proptest::prop_assert_eq!(
+                    meta.local,
+                    SocketAddr::new(address(endpoints.local_addr), endpoints.local_port)
+                );
+                proptest::prop_assert_eq!(
+                    meta.remote,
+                    SocketAddr::new(address(endpoints.remote_addr), endpoints.remote_port)
+                );
+                let process = (header.flags & FLAG_PROCESS_CONTEXT != 0).then(|| Process {
+                    pid: (header.pid_tgid >> 32) as u32,
+                    comm: String::from_utf8_lossy(header.comm.split(|&b| b == 0).next().unwrap())
+                        .into_owned(),
+                });
+                proptest::prop_assert_eq!(&meta.process, &process);
+            }
         }
     }
 }

@@ -1,7 +1,6 @@
 //! Drives the real `tracer` binary against real sockets: start it on a port, wait for the
 //! lines it prints, stop it. Everything waits on a condition with a deadline, never on a
 //! fixed sleep.
-#![allow(dead_code)] // each test binary uses its own subset
 
 use std::{
     io::{BufRead, BufReader, Read},
@@ -9,7 +8,7 @@ use std::{
     path::PathBuf,
     process::{Child, Command, ExitStatus, Stdio},
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
         mpsc::{Receiver, RecvTimeoutError, channel},
     },
     thread,
@@ -27,6 +26,25 @@ use serde_json::Value;
 
 /// Generous: the host may be busy building, and guests run under TCG.
 pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The machine the tests share. They run as threads of one process, so a test that loads
+/// the machine or changes what other tests see holds it alone: [`exclusive`]; every other
+/// test holds it [`shared`] for as long as it runs. A test waits for its turn; it never
+/// sleeps.
+static MACHINE: RwLock<()> = RwLock::new(());
+
+/// For a test that runs beside others: held until it ends (`let _machine = shared();`).
+pub fn shared() -> RwLockReadGuard<'static, ()> {
+    // A test that failed while holding the lock poisoned it; the machine is still fine.
+    MACHINE.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// For a test that must have the machine to itself: one that drives heavy connection
+/// churn (its timing and its ephemeral ports would disturb the others), changes state
+/// that is global to the process or the kernel, or must not be disturbed itself.
+pub fn exclusive() -> RwLockWriteGuard<'static, ()> {
+    MACHINE.write().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// The tracer binary: `TRACER_BIN` when set (the VM suite), else the one cargo built.
 pub fn tracer_bin() -> PathBuf {
@@ -159,15 +177,6 @@ impl Tracer {
             self.seen.push(line);
         }
         (status, std::mem::take(&mut self.seen))
-    }
-
-    /// Lines seen so far with this `event` and `sock`.
-    pub fn events_of(&self, event: &str, sock: &Value) -> Vec<Value> {
-        self.seen
-            .iter()
-            .filter(|line| line["event"] == event && &line["sock"] == sock)
-            .cloned()
-            .collect()
     }
 
     /// State changes seen so far of the socket with this `sock` id.

@@ -249,8 +249,8 @@ mod tests {
 
     #[test]
     fn reads_the_guest_result_lines() {
-        let line = "TRACER-VM-END mode=kprobe binary=test-state_changes exit=101 passed=5 failed=2";
-        assert_eq!(field(line, "binary"), Some("test-state_changes"));
+        let line = "TRACER-VM-END mode=kprobe binary=test-integration exit=101 passed=5 failed=2";
+        assert_eq!(field(line, "binary"), Some("test-integration"));
         assert_eq!(field(line, "exit"), Some("101"));
         assert_eq!(count(line, "failed"), 2);
         assert_eq!(field(line, "mod"), None);

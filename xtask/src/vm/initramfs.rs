@@ -20,10 +20,11 @@ use super::{
 use crate::{cargo, run, workspace_root};
 
 /// Host tools the tests run in guests, where busybox's `ip` and `tc` lack what they need
-/// (netem, nftables), tcpdump for the captures the records are compared with, and
-/// setpriv and unshare, which busybox lacks (the privilege tests run the tracer as an
-/// unprivileged user in a mount namespace). Installed by `setup` (iproute2, nftables,
-/// tcpdump; util-linux is essential in Debian).
+/// (netem, nftables), tcpdump for the captures the records are compared with, setpriv
+/// and unshare, which busybox lacks (the privilege tests run the tracer as an
+/// unprivileged user in a mount namespace), and pahole, which the BTF unit tests check
+/// the guest kernel's offsets against. Installed by `setup` (iproute2, nftables,
+/// tcpdump; util-linux is essential in Debian) and by `vm-test` itself (dwarves).
 const GUEST_TOOLS: &[&str] = &[
     "/usr/sbin/ip",
     "/usr/sbin/tc",
@@ -31,6 +32,7 @@ const GUEST_TOOLS: &[&str] = &[
     "/usr/bin/tcpdump",
     "/usr/bin/setpriv",
     "/usr/bin/unshare",
+    "/usr/bin/pahole",
 ];
 
 pub(super) struct Binaries {

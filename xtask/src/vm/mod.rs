@@ -28,8 +28,9 @@ use self::{
 use crate::{setup, workspace_root};
 
 /// Host packages: qemu boots the guests, busybox-static is their userland, cpio packs the
-/// initramfs, kmod's depmod orders the modules, xz unpacks 6.12's compressed modules and
-/// binutils' strip keeps the initramfs (and so the guest's RAM) small.
+/// initramfs, kmod's depmod orders the modules, xz unpacks 6.12's compressed modules,
+/// binutils' strip keeps the initramfs (and so the guest's RAM) small, and dwarves' pahole
+/// goes into the guests for the BTF unit tests.
 const HOST_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
@@ -37,6 +38,7 @@ const HOST_PACKAGES: &[&str] = &[
     "kmod",
     "xz-utils",
     "binutils",
+    "dwarves",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]

@@ -43,12 +43,26 @@ impl Problem {
     }
 }
 
-/// The names of the tests libtest reported as failed between two console lines.
+/// The names of the tests libtest reported as failed between two console lines: each
+/// `test NAME ... FAILED` line, and the names listed under its closing `failures:` (what
+/// other output split from its `... FAILED`).
 fn failed_tests(lines: &[String]) -> Vec<&str> {
-    lines
+    let listed = lines
         .iter()
-        .filter_map(|line| line.strip_prefix("test ")?.strip_suffix(" ... FAILED"))
-        .collect()
+        .rposition(|line| line == "failures:")
+        .map_or(&[][..], |heading| &lines[heading + 1..])
+        .iter()
+        .map_while(|line| line.strip_prefix("    "));
+    let mut tests: Vec<&str> = Vec::new();
+    let reported = lines
+        .iter()
+        .filter_map(|line| line.strip_prefix("test ")?.strip_suffix(" ... FAILED"));
+    for test in reported.chain(listed) {
+        if !tests.contains(&test) {
+            tests.push(test);
+        }
+    }
+    tests
 }
 
 /// Prints, for each failure of `run`, the kernel, mode, binary and tests, and the console
@@ -65,7 +79,8 @@ pub(super) fn report_failures(run: &Run) {
         }
         failed = true;
         let excerpt = run.excerpt(binary.begin, *end);
-        let tests = failed_tests(excerpt);
+        // From the whole output: a binary's failures can start long before its excerpt.
+        let tests = failed_tests(&run.lines[binary.begin..=*end]);
         let what = if tests.is_empty() {
             format!("exited with status {exit} without a failed test named")
         } else {
@@ -180,5 +195,26 @@ mod tests {
         .map(str::to_owned)
         .into();
         assert_eq!(failed_tests(&output), ["b::c"]);
+    }
+
+    #[test]
+    fn names_the_failed_tests_libtest_lists_at_its_end() {
+        let output: Vec<String> = [
+            "test a::b ... ok",
+            "test a::c ... [  12.3] lo: entered promiscuous mode",
+            "FAILED",
+            "test a::d ... FAILED",
+            "failures:",
+            "",
+            "---- a::c stdout ----",
+            "failures:",
+            "    a::c",
+            "    a::d",
+            "",
+            "test result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out",
+        ]
+        .map(str::to_owned)
+        .into();
+        assert_eq!(failed_tests(&output), ["a::d", "a::c"]);
     }
 }

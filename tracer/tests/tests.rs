@@ -1,0 +1,56 @@
+//! The integration tests: the real `tracer` binary, its eBPF programs loaded into the
+//! running kernel, real sockets on loopback, and assertions on what it prints. One test
+//! binary (`integration`, declared in `tracer/Cargo.toml` with `autotests = false`), one
+//! module per theme:
+//!
+//! - [`state_changes`]: the `state_change` lines of real connections (IPv4, IPv6, the
+//!   port filter, several ports), the output file, a closed stdout and bad arguments. A
+//!   new test of the raw event stream or of the command line goes here.
+//! - [`keepalive`]: `keepalive_probe` and `keepalive_timeout`, probes answered and
+//!   unanswered.
+//! - [`resets`]: `reset` lines, sent and received, with and without a socket.
+//! - [`retransmits`]: `retransmit` lines, made by dropping segments with nftables.
+//! - [`stories`]: the `connection` records of the seed's four HTTP stories and the other
+//!   ways a connection ends, each compared with a packet capture. A new way for a
+//!   connection to end, or a new field of the record, goes here.
+//! - [`connections`]: connection records beyond the stories (connections open before
+//!   tracing started, the bound on open records).
+//! - [`replay`]: `tracer replay` of a recorded trace.
+//! - [`attach`]: `tracer check` and the attach plan against the running kernel; a new
+//!   hook or mechanism gets its test here.
+//! - [`accounting`]: events sent, received and lost add up under overload.
+//! - [`rotation`]: the output file renamed, reopened on SIGHUP and rotated by size, under
+//!   load.
+//! - [`metrics`]: `--metrics-addr` scraped by a real Prometheus and checked by
+//!   `promtool`. A new metric family goes here (and into its `FAMILIES`).
+//! - [`privileges`]: the tracer as an unprivileged user with the systemd unit's
+//!   capabilities, and with fewer.
+//! - [`support`]: what the tests share: starting the tracer and reading its lines,
+//!   connected sockets, nftables packet drops, a packet capture, an HTTP server and
+//!   client, a load generator, Prometheus.
+//!
+//! The tests run as threads of this one process. Each test first takes the machine:
+//! [`support::shared`] when it can run beside others (most), [`support::exclusive`] when
+//! it loads the machine or changes state other tests would see (`accounting`, the
+//! rotations under load, the metrics scenario, `privileges`). A new test does the same.
+//!
+//! The kernel matrix (`cargo xtask vm-test`) runs this binary in each guest: once with
+//! `--skip metrics::` (guests carry no Prometheus) in the first attach mode, and with the
+//! filters `state_changes:: keepalive:: stories::` in the others, since only those
+//! depend on the attach mode (`xtask/src/vm/init.sh`). A test whose outcome depends on
+//! the mode belongs in one of those three modules.
+
+mod support;
+
+mod accounting;
+mod attach;
+mod connections;
+mod keepalive;
+mod metrics;
+mod privileges;
+mod replay;
+mod resets;
+mod retransmits;
+mod rotation;
+mod state_changes;
+mod stories;

@@ -11,23 +11,23 @@ use std::{
     alloc::{GlobalAlloc, Layout, System},
     hint::black_box,
     io,
-    mem::size_of,
     sync::atomic::{AtomicIsize, Ordering},
     time::Instant,
 };
 
 use tracer::{
     clock::WallClock,
+    fixture::{
+        loopback,
+        records::{Socket, bytes},
+    },
     output::{RecordEnd, Sink, json::JsonSink},
     pipeline::{
         correlator::{Correlator, CorrelatorConfig, Output},
         decode::Decoder,
     },
 };
-use tracer_common::{
-    AF_INET, Close, DATA_RECEIVED, DATA_SENT, DataTurn, Endpoints, Event, EventHeader, EventKind,
-    StateChange,
-};
+use tracer_common::{Close, DATA_RECEIVED, DATA_SENT, DataTurn, Event, EventKind};
 
 struct Counting;
 
@@ -61,65 +61,8 @@ const CONCURRENT: u32 = 10_000;
 const PAIRS: u32 = 100_000;
 const ROUNDS: usize = 5;
 
-fn bytes<T: Copy>(event: &Event<T>) -> Vec<u8> {
-    // SAFETY: reading the bytes of a plain #[repr(C)] value with explicit padding.
-    unsafe {
-        std::slice::from_raw_parts(
-            (event as *const Event<T>).cast::<u8>(),
-            size_of::<Event<T>>(),
-        )
-    }
-    .to_vec()
-}
-
-fn header(kind: EventKind, sock: u64, ns: u64) -> EventHeader {
-    EventHeader {
-        timestamp_ns: ns,
-        sock,
-        pid_tgid: 0,
-        comm: [0; 16],
-        kind: kind as u8,
-        flags: 0,
-        _pad: [0; 6],
-    }
-}
-
-fn endpoints(local_port: u16, remote_port: u16) -> Endpoints {
-    let mut ends = Endpoints {
-        family: AF_INET,
-        local_port,
-        remote_port,
-        ..Endpoints::default()
-    };
-    ends.local_addr[..4].copy_from_slice(&[127, 0, 0, 1]);
-    ends.remote_addr[..4].copy_from_slice(&[127, 0, 0, 1]);
-    ends
-}
-
-/// The record of `sock` entering `new` from `old` at `at`.
-fn state_change(sock: u64, ends: Endpoints, old: u8, new: u8, at: u64) -> Vec<u8> {
-    bytes(&Event {
-        header: header(EventKind::StateChange, sock, at),
-        payload: StateChange {
-            endpoints: ends,
-            old_state: old,
-            new_state: new,
-            _pad: [0; 2],
-            srtt_us_x8: 0,
-            retransmits: 0,
-            _pad2: 0,
-        },
-    })
-}
-
 /// One side's lifecycle: (time offset, record).
-fn side(
-    sock: u64,
-    ends: Endpoints,
-    states: &[(u8, u8)],
-    turns: [u8; 2],
-    start: u64,
-) -> Vec<(u64, Vec<u8>)> {
+fn side(socket: Socket, states: &[(u8, u8)], turns: [u8; 2], start: u64) -> Vec<(u64, Vec<u8>)> {
     let mut records = Vec::new();
     let mut at = start;
     for (i, &(old, new)) in states.iter().enumerate() {
@@ -130,9 +73,9 @@ fn side(
                 records.push((
                     at,
                     bytes(&Event {
-                        header: header(EventKind::DataTurn, sock, at),
+                        header: socket.header(EventKind::DataTurn, 0, at),
                         payload: DataTurn {
-                            endpoints: ends,
+                            endpoints: socket.endpoints,
                             direction,
                             _pad: [0; 7],
                         },
@@ -142,7 +85,7 @@ fn side(
         }
         if new == 7 {
             let close = Close {
-                endpoints: ends,
+                endpoints: socket.endpoints,
                 bytes_acked: 100,
                 bytes_received: 200,
                 last_data_ns: at,
@@ -156,12 +99,12 @@ fn side(
             records.push((
                 at,
                 bytes(&Event {
-                    header: header(EventKind::Close, sock, at),
+                    header: socket.header(EventKind::Close, 0, at),
                     payload: close,
                 }),
             ));
         } else {
-            records.push((at, state_change(sock, ends, old, new, at)));
+            records.push((at, bytes(&socket.state_change(at, old, new))));
         }
     }
     records
@@ -174,16 +117,15 @@ fn stream() -> Vec<Vec<u8>> {
         let start = u64::from(pair) * 20_000_000 / u64::from(CONCURRENT) * 1_000;
         let port = 10_000 + (pair % 50_000) as u16;
         let sock = 0xffff_8880_0000_0000 + u64::from(pair % (CONCURRENT * 4)) * 0x1000;
-        let (client, server) = (endpoints(port, 8191), endpoints(8191, port));
+        let client = Socket::v4(sock, loopback(port), loopback(8191));
+        let server = Socket::v4(sock + 0x800, loopback(8191), loopback(port));
         timed.extend(side(
-            sock,
             client,
             &[(7, 2), (2, 1), (1, 4), (4, 5), (5, 7)],
             [DATA_SENT, DATA_RECEIVED],
             start,
         ));
         timed.extend(side(
-            sock + 0x800,
             server,
             &[(10, 3), (3, 1), (1, 8), (8, 9), (9, 7)],
             [DATA_RECEIVED, DATA_SENT],
@@ -258,9 +200,9 @@ fn main() {
     let before = ALLOCATED.load(Ordering::Relaxed);
     for i in 0..open {
         let sock = 0xffff_8880_0000_0000 + i * 0x1000;
-        let ends = endpoints((i % 60_000) as u16 + 1024, 8191);
+        let socket = Socket::v4(sock, loopback((i % 60_000) as u16 + 1024), loopback(8191));
         for (old, new) in [(7, 2), (2, 1)] {
-            let record = state_change(sock, ends, old, new, i * 1000);
+            let record = bytes(&socket.state_change(i * 1000, old, new));
             for event in decoder.decode(&record).unwrap() {
                 correlator.observe(&event, &mut |_| {});
             }

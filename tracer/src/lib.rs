@@ -13,13 +13,16 @@
 //! [`daemon`] runs that flow live, [`replay`] on recorded lines, and [`check`] reports what
 //! the kernel allows; [`event`] and [`clock`] are shared by every stage, and
 //! [`vocabulary`] spells every name the output carries. [`cli`] resolves the command line
-//! into each stage's plain configuration: nothing below it sees the parser.
+//! into each stage's plain configuration: nothing below it sees the parser. `fixture`
+//! (hidden) builds the inputs of the unit tests and the bench; the daemon does not use it.
 
 pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod daemon;
 pub mod event;
+#[doc(hidden)]
+pub mod fixture;
 pub mod kernel;
 pub mod output;
 pub mod pipeline;

@@ -498,91 +498,38 @@ impl<W: Write> Sink for PrettySink<W> {
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
-
     use super::*;
     use crate::{
-        event::{
-            ConnectionSummary, DataTurn, EventMeta, Keepalive, KeepaliveSettings, Process, Reset,
-            StateChange,
-        },
+        event::KeepaliveSettings,
+        fixture::events::{MS, Side, Totals, US},
         pipeline::correlator::{Correlator, CorrelatorConfig, Output},
     };
     use TcpState::*;
 
-    const MS: u64 = 1_000_000;
-    const US: u64 = 1_000;
     const START: u64 = 5_000 * MS;
 
-    /// Events of one client socket, times in µs from `START`.
-    struct Client;
-
-    impl Client {
-        fn meta(at_us: u64) -> EventMeta {
-            let local: SocketAddr = "127.0.0.1:49320".parse().unwrap();
-            EventMeta {
-                boot_ns: START + at_us * US,
-                sock: 0xffff8881046d6f00,
-                process: (at_us == 0).then(|| Process {
-                    pid: 9904,
-                    comm: "curl".into(),
-                }),
-                local,
-                remote: "127.0.0.1:8191".parse().unwrap(),
-            }
-        }
-
-        fn state(at_us: u64, old_state: TcpState, new_state: TcpState) -> TraceEvent {
-            TraceEvent::StateChange(StateChange {
-                meta: Self::meta(at_us),
-                old_state,
-                new_state,
-                handshake: None,
-            })
-        }
-
-        fn turn(at_us: u64, direction: Direction) -> TraceEvent {
-            TraceEvent::DataTurn(DataTurn {
-                meta: Self::meta(at_us),
-                direction,
-            })
-        }
-
-        fn probe(at_us: u64, probe: u8) -> TraceEvent {
-            TraceEvent::KeepaliveProbe(Keepalive {
-                meta: Self::meta(at_us),
-                probe,
-                settings: KeepaliveSettings {
-                    idle_ms: Some(1000),
-                    interval_ms: Some(1000),
-                    probes: 3,
-                },
-            })
-        }
-
-        fn reset(at_us: u64, direction: Direction, reason: &str) -> TraceEvent {
-            TraceEvent::Reset(Reset {
-                meta: Self::meta(at_us),
-                direction,
-                reason: Some(reason.into()),
-                state: Some(Established),
-            })
-        }
-
-        fn summary(at_us: u64, last_data_us: u64) -> TraceEvent {
-            TraceEvent::Summary(ConnectionSummary {
-                meta: Self::meta(at_us),
-                bytes_acked: 156,
-                fin_received: false,
-                fin_acked: false,
-                bytes_received: 2048,
-                retransmits: 0,
-                srtt_us: 40,
-                netns: 4026531840,
-                last_data_ns: Some(START + last_data_us * US),
-            })
+    /// curl's client socket, times in µs from `START`, probing three times.
+    fn client() -> Side {
+        let side = Side::client(0xffff8881046d6f00, 49320).timed(START, US);
+        Side {
+            keepalive: KeepaliveSettings {
+                probes: 3,
+                ..side.keepalive
+            },
+            ..side
         }
     }
+
+    /// What its close summary counts.
+    const TOTALS: Totals = Totals {
+        bytes_acked: 156,
+        fin_received: false,
+        fin_acked: false,
+        bytes_received: 2048,
+        retransmits: 0,
+        srtt_us: 40,
+        netns: 4026531840,
+    };
 
     fn timeline(events: &[TraceEvent]) -> String {
         let (plain, coloured) = timelines(events);
@@ -629,20 +576,21 @@ mod tests {
     #[test]
     fn client_keep_alive_story() {
         use Direction::*;
-        let text = timeline(&[
-            Client::state(0, Close, SynSent),
-            Client::state(150, SynSent, Established),
-            Client::turn(200, Sent),
-            Client::turn(1_200, Received),
-            Client::turn(10_000, Sent),
-            Client::probe(1_010_000, 1),
-            Client::turn(1_500_000, Received),
+        let c = client();
+        let mut events = c.connect(0);
+        events.extend([
+            c.turn(200, Sent),
+            c.turn(1_200, Received),
+            c.turn(10_000, Sent),
+            c.probe(1_010_000, 1),
+            c.turn(1_500_000, Received),
             // The server closes the idle connection; the client follows.
-            Client::state(6_500_000, Established, CloseWait),
-            Client::summary(6_500_100, 1_500_000),
-            Client::state(6_500_100, CloseWait, LastAck),
-            Client::state(6_500_150, LastAck, Close),
+            c.state(6_500_000, Established, CloseWait),
+            c.summary(6_500_100, Some(1_500_000), TOTALS),
+            c.state(6_500_100, CloseWait, LastAck),
+            c.state(6_500_150, LastAck, Close),
         ]);
+        let text = timeline(&events);
         let expected = "\
 connection 1: client, curl (pid 9904)
                127.0.0.1:49320         127.0.0.1:8191
@@ -668,15 +616,16 @@ connection 1: client, curl (pid 9904)
     fn reset_story() {
         use Direction::*;
         // The server dies with the request unread: its kernel answers with an RST.
-        let text = timeline(&[
-            Client::state(0, Close, SynSent),
-            Client::state(150, SynSent, Established),
-            Client::turn(200, Sent),
-            Client::probe(2_000_000, 1),
-            Client::probe(3_000_000, 2),
-            Client::reset(3_000_050, Direction::Received, "NOT_SPECIFIED"),
-            Client::state(3_000_050, Established, Close),
+        let c = client();
+        let mut events = c.connect(0);
+        events.extend([
+            c.turn(200, Sent),
+            c.probe(2_000_000, 1),
+            c.probe(3_000_000, 2),
+            c.reset_for(3_000_050, Received, "NOT_SPECIFIED", Established),
+            c.state(3_000_050, Established, Close),
         ]);
+        let text = timeline(&events);
         let expected = "\
 connection 1: client, curl (pid 9904)
                127.0.0.1:49320         127.0.0.1:8191

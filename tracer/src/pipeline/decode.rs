@@ -275,64 +275,34 @@ impl Decoder {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use std::collections::BTreeMap;
+mod tests {
+    use std::{collections::BTreeMap, net::SocketAddrV4};
 
-    use raw::{Endpoints, Event, EventHeader, EventKind, FLAG_PROCESS_CONTEXT};
+    use raw::{Event, EventKind, FLAG_PROCESS_CONTEXT};
 
     use super::*;
+    use crate::fixture::{
+        loopback,
+        records::{Socket, bytes as record},
+    };
 
-    /// The bytes the eBPF side would write for `event`.
-    pub(crate) fn record<T: Copy>(event: &Event<T>) -> Vec<u8> {
-        // SAFETY: reading the bytes of a plain #[repr(C)] value with explicit padding.
-        unsafe {
-            std::slice::from_raw_parts(
-                (event as *const Event<T>).cast::<u8>(),
-                size_of::<Event<T>>(),
-            )
-        }
-        .to_vec()
-    }
+    /// When every record here was written.
+    const AT: u64 = 42;
 
-    pub(crate) fn header(kind: EventKind, flags: u8, comm: &[u8]) -> EventHeader {
-        let mut raw_comm = [0u8; 16];
-        raw_comm[..comm.len()].copy_from_slice(comm);
-        EventHeader {
-            timestamp_ns: 42,
-            sock: 0xffff_8880_1234_5678,
-            pid_tgid: (1234 << 32) | 1240,
-            comm: raw_comm,
-            kind: kind as u8,
-            flags,
-            _pad: [0; 6],
-        }
-    }
-
-    pub(crate) fn v4_endpoints() -> Endpoints {
-        let mut endpoints = Endpoints {
-            family: raw::AF_INET,
-            local_port: 43014,
-            remote_port: 8191,
-            ..Endpoints::default()
-        };
-        endpoints.local_addr[..4].copy_from_slice(&[127, 0, 0, 1]);
-        endpoints.remote_addr[..4].copy_from_slice(&[10, 1, 2, 3]);
-        endpoints
+    /// The socket of these records, 127.0.0.1:43014 to 10.1.2.3:8191, in the task of pid
+    /// 1234 (thread 1240) named `comm`.
+    fn socket(comm: &[u8]) -> Socket {
+        let remote = SocketAddrV4::new(Ipv4Addr::new(10, 1, 2, 3), 8191);
+        Socket::v4(0xffff_8880_1234_5678, loopback(43014), remote)
+            .in_task((1234 << 32) | 1240, comm)
     }
 
     fn v4_state_change(flags: u8) -> Event<raw::StateChange> {
-        Event {
-            header: header(EventKind::StateChange, flags, b"curl"),
-            payload: raw::StateChange {
-                endpoints: v4_endpoints(),
-                old_state: 2,
-                new_state: 1,
-                _pad: [0; 2],
-                srtt_us_x8: 248,
-                retransmits: 1,
-                _pad2: 0,
-            },
-        }
+        let mut event = socket(b"curl").state_change(AT, 2, 1);
+        event.header.flags = flags;
+        event.payload.srtt_us_x8 = 248;
+        event.payload.retransmits = 1;
+        event
     }
 
     /// The one event a record decodes to.
@@ -376,10 +346,11 @@ pub(crate) mod tests {
 
     #[test]
     fn a_close_is_its_summary_then_its_state_change() {
+        let socket = socket(b"");
         let close = |old_state: u8, flags: u8| Event {
-            header: header(EventKind::Close, 0, b""),
+            header: socket.header(EventKind::Close, 0, AT),
             payload: raw::Close {
-                endpoints: v4_endpoints(),
+                endpoints: socket.endpoints,
                 bytes_acked: 81,
                 bytes_received: 1025,
                 last_data_ns: 40,
@@ -447,7 +418,7 @@ pub(crate) mod tests {
     #[test]
     fn invalid_utf8_comm_is_decoded_lossily() {
         let mut event = v4_state_change(FLAG_PROCESS_CONTEXT);
-        event.header = header(EventKind::StateChange, FLAG_PROCESS_CONTEXT, b"a\xffb");
+        event.header = socket(b"a\xffb").header(EventKind::StateChange, FLAG_PROCESS_CONTEXT, AT);
         let event = decode(&record(&event)).unwrap();
         assert_eq!(event.meta().process.as_ref().unwrap().comm, "a\u{fffd}b");
     }
@@ -500,10 +471,11 @@ pub(crate) mod tests {
             hz: None,
             reset_reasons: BTreeMap::from([(2, "NO_SOCKET".to_owned())]),
         };
+        let socket = socket(b"");
         let reset = |reason: u32, direction: u8| Event {
-            header: header(EventKind::Reset, 0, b""),
+            header: socket.header(EventKind::Reset, 0, AT),
             payload: raw::Reset {
-                endpoints: v4_endpoints(),
+                endpoints: socket.endpoints,
                 reason,
                 direction,
                 state: raw::NO_STATE,
@@ -533,10 +505,11 @@ pub(crate) mod tests {
 
     #[test]
     fn retransmits_list_their_tcp_flags() {
+        let socket = socket(b"");
         let event = Event {
-            header: header(EventKind::Retransmit, 0, b""),
+            header: socket.header(EventKind::Retransmit, 0, AT),
             payload: raw::Retransmit {
-                endpoints: v4_endpoints(),
+                endpoints: socket.endpoints,
                 what: raw::RETRANSMIT_SEGMENT,
                 state: 1,
                 tcp_flags: 0x18,
@@ -553,10 +526,11 @@ pub(crate) mod tests {
 
     #[test]
     fn keepalive_settings_convert_jiffies_with_hz() {
+        let socket = socket(b"");
         let event = |kind| Event {
-            header: header(kind, 0, b""),
+            header: socket.header(kind, 0, AT),
             payload: raw::Keepalive {
-                endpoints: v4_endpoints(),
+                endpoints: socket.endpoints,
                 settings: raw::KeepaliveSettings {
                     time_jiffies: 250,
                     interval_jiffies: 500,

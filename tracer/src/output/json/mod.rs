@@ -356,13 +356,12 @@ mod tests {
 
     use super::*;
     use crate::{
-        event::{
-            Accepted, DataTurn, Direction, Process, Reset, Retransmit, RetransmitKind, StateChange,
-            TcpFlag,
-        },
+        event::{Accepted, DataTurn, Direction, Reset, Retransmit, RetransmitKind, TcpFlag},
+        fixture::events::{MS, Side, US, curl, process},
         output::Sink,
         pipeline::correlator::{Correlator, CorrelatorConfig, Output},
     };
+    use TcpState::{Established, SynSent};
 
     const CLOCK: u128 = 1_795_662_245_000_000_000;
 
@@ -375,35 +374,18 @@ mod tests {
         serde_json::from_str(&text).unwrap()
     }
 
-    fn meta(process: Option<Process>, local: &str, remote: &str) -> EventMeta {
-        EventMeta {
-            boot_ns: 123_456_789,
-            sock: 0xffff_8880_0abc_d000,
-            process,
-            local: local.parse().unwrap(),
-            remote: remote.parse().unwrap(),
-        }
-    }
+    const SOCK: u64 = 0xffff_8880_0abc_d000;
 
-    fn change(process: Option<Process>, local: &str, remote: &str) -> TraceEvent {
-        TraceEvent::StateChange(StateChange {
-            meta: meta(process, local, remote),
-            old_state: TcpState::SynSent,
-            new_state: TcpState::Established,
-            handshake: None,
-        })
+    /// The socket of these lines, its events at time 0 123_456_789 ns after boot.
+    fn side(local: &str, remote: &str) -> Side {
+        Side::new(SOCK, local.parse().unwrap(), remote.parse().unwrap()).timed(123_456_789, 1)
     }
 
     #[test]
     fn renders_the_documented_state_change_line() {
-        let event = change(
-            Some(Process {
-                pid: 1234,
-                comm: "curl".into(),
-            }),
-            "127.0.0.1:43014",
-            "127.0.0.1:8191",
-        );
+        let owner = process(1234, "curl");
+        let event =
+            side("127.0.0.1:43014", "127.0.0.1:8191").state_by(0, SynSent, Established, owner);
         assert_eq!(
             render(&event),
             json!({
@@ -423,7 +405,7 @@ mod tests {
 
     #[test]
     fn ipv6_endpoints_are_bracketed_and_softirq_has_null_process() {
-        let line = render(&change(None, "[::1]:8191", "[::1]:50000"));
+        let line = render(&side("[::1]:8191", "[::1]:50000").state(0, SynSent, Established));
         assert_eq!(line["family"], "ipv6");
         assert_eq!(line["local"], "[::1]:8191");
         assert_eq!(line["remote"], "[::1]:50000");
@@ -434,21 +416,16 @@ mod tests {
     #[test]
     fn hostile_comm_renders_as_valid_json() {
         let comm = "a\"b\\c\n\u{1}\u{fffd}".to_string();
-        let line = render(&change(
-            Some(Process {
-                pid: 1,
-                comm: comm.clone(),
-            }),
-            "127.0.0.1:1",
-            "127.0.0.1:2",
-        ));
+        let hostile = process(1, &comm);
+        let line =
+            render(&side("127.0.0.1:1", "127.0.0.1:2").state_by(0, SynSent, Established, hostile));
         assert_eq!(line["comm"], comm.as_str());
     }
 
     #[test]
     fn renders_resets_retransmits_and_keepalive() {
         let reset = render(&TraceEvent::Reset(Reset {
-            meta: meta(None, "127.0.0.1:8191", "127.0.0.1:50000"),
+            meta: side("127.0.0.1:8191", "127.0.0.1:50000").meta(0, None),
             direction: Direction::Sent,
             reason: Some("NO_SOCKET".into()),
             state: None,
@@ -468,7 +445,7 @@ mod tests {
             )
         );
         let retransmit = render(&TraceEvent::Retransmit(Retransmit {
-            meta: meta(None, "127.0.0.1:8191", "127.0.0.1:50000"),
+            meta: side("127.0.0.1:8191", "127.0.0.1:50000").meta(0, None),
             kind: RetransmitKind::SynAck,
             state: Some(TcpState::SynRecv),
             tcp_flags: Some(vec![TcpFlag::Syn, TcpFlag::Ack]),
@@ -487,7 +464,7 @@ mod tests {
             probes: 3,
         };
         let probe = render(&TraceEvent::KeepaliveProbe(Keepalive {
-            meta: meta(None, "[::1]:1", "[::1]:2"),
+            meta: side("[::1]:1", "[::1]:2").meta(0, None),
             probe: 2,
             settings,
         }));
@@ -498,7 +475,7 @@ mod tests {
             json!({"idle_ms": 1000, "interval_ms": null, "probes": 3})
         );
         let timeout = render(&TraceEvent::KeepaliveTimeout(Keepalive {
-            meta: meta(None, "[::1]:1", "[::1]:2"),
+            meta: side("[::1]:1", "[::1]:2").meta(0, None),
             probe: 3,
             settings,
         }));
@@ -511,21 +488,14 @@ mod tests {
     #[test]
     fn renders_lifecycle_inputs() {
         let accepted = render(&TraceEvent::Accepted(Accepted {
-            meta: meta(
-                Some(Process {
-                    pid: 7,
-                    comm: "srv".into(),
-                }),
-                "127.0.0.1:8191",
-                "127.0.0.1:5",
-            ),
+            meta: side("127.0.0.1:8191", "127.0.0.1:5").meta(0, process(7, "srv")),
         }));
         assert_eq!(
             (&accepted["event"], &accepted["pid"]),
             (&json!("accepted"), &json!(7))
         );
         let summary = render(&TraceEvent::Summary(ConnectionSummary {
-            meta: meta(None, "127.0.0.1:8191", "127.0.0.1:5"),
+            meta: side("127.0.0.1:8191", "127.0.0.1:5").meta(0, None),
             bytes_acked: 10,
             fin_received: false,
             fin_acked: false,
@@ -539,7 +509,7 @@ mod tests {
         assert_eq!(summary["bytes_received"], 20);
         assert_eq!(summary["last_data_ts"], "2026-11-26T03:04:05.123456789Z");
         let turn = render(&TraceEvent::DataTurn(DataTurn {
-            meta: meta(None, "127.0.0.1:8191", "127.0.0.1:5"),
+            meta: side("127.0.0.1:8191", "127.0.0.1:5").meta(0, None),
             direction: Direction::Received,
         }));
         assert_eq!(
@@ -567,31 +537,14 @@ mod tests {
 
     #[test]
     fn renders_the_documented_connection_line() {
-        let client = meta(
-            Some(Process {
-                pid: 9904,
-                comm: "curl".into(),
-            }),
-            "127.0.0.1:49320",
-            "127.0.0.1:8191",
-        );
-        let at = |boot_ns, old_state, new_state| {
-            TraceEvent::StateChange(StateChange {
-                meta: EventMeta {
-                    boot_ns,
-                    ..client.clone()
-                },
-                old_state,
-                new_state,
-                handshake: None,
-            })
-        };
+        let client = Side::client(SOCK, 49320);
+        let at = |ns, old, new| client.state_by(ns, old, new, curl());
         let mut correlator = Correlator::new(CorrelatorConfig::default());
         let mut records = Vec::new();
         for event in [
-            at(1_000_000, TcpState::Close, TcpState::SynSent),
-            at(1_150_000, TcpState::SynSent, TcpState::Established),
-            at(2_000_000, TcpState::Established, TcpState::Close),
+            at(MS, TcpState::Close, TcpState::SynSent),
+            at(MS + 150 * US, TcpState::SynSent, TcpState::Established),
+            at(2 * MS, TcpState::Established, TcpState::Close),
         ] {
             correlator.observe(&event, &mut |output| records.push(output));
         }

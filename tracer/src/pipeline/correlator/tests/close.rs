@@ -1,15 +1,16 @@
 //! Who closed the connection: FINs, resets and the keepalive timer.
 
 use super::*;
+use crate::event::Reset;
 
 #[test]
 fn linger_zero_reset_after_close_is_reset_sent() {
     let c = Side::client(0xa, 49320);
     let mut events = c.connect(MS);
     events.extend([
-        c.summary(2 * MS, None),
+        c.summary(2 * MS, None, TOTALS),
         // tcp_disconnect enters CLOSE, then sends the RST.
-        c.state_by(2 * MS, Established, Close, process(9904, "curl")),
+        c.state_by(2 * MS, Established, Close, curl()),
         c.reset(2 * MS + 2 * US, Direction::Sent),
     ]);
     let record = one(&events);
@@ -25,7 +26,7 @@ fn refused_connection_is_reset_received_and_the_socketless_reset_ignored() {
     let (outputs, stats) = run_with(
         config(16),
         &[
-            c.state_by(MS, Close, SynSent, process(9904, "curl")),
+            c.state_by(MS, Close, SynSent, curl()),
             refusing.reset(MS + 10 * US, Direction::Sent),
             c.reset(MS + 20 * US, Direction::Received),
             c.state(MS + 20 * US, SynSent, Close),
@@ -97,7 +98,7 @@ fn keepalive_timeout_replaces_its_reset_and_counts_unanswered_probes() {
         c.probe(2000 * MS, 2),
         // Inside the timer callback: RST, summary, CLOSE; the timeout when it returns.
         c.reset(3000 * MS, Direction::Sent),
-        c.summary(3000 * MS, None),
+        c.summary(3000 * MS, None, TOTALS),
         c.state(3000 * MS, Established, Close),
         c.keepalive_timeout(3000 * MS + US, 2),
     ]);

@@ -140,18 +140,17 @@ fn without_the_data_hook_requests_are_unknown() {
 /// a client's SYN and each side's FIN.
 #[test]
 fn bytes_are_payload_without_syn_and_fin() {
-    let summary = |side: &Side, acked, received, fin_received, fin_acked| {
-        TraceEvent::Summary(ConnectionSummary {
-            meta: side.meta(3 * MS, None),
-            bytes_acked: acked,
-            bytes_received: received,
+    let summary = |side: &Side, bytes_acked, bytes_received, fin_received, fin_acked| {
+        let totals = Totals {
+            bytes_acked,
+            bytes_received,
             fin_received,
             fin_acked,
             retransmits: 0,
             srtt_us: 30,
             netns: 1,
-            last_data_ns: None,
-        })
+        };
+        side.summary(3 * MS, None, totals)
     };
     let c = Side::client(0xa, 49320);
     let s = Side::server(0xb, 49320);

@@ -11,8 +11,8 @@ fn client_closing_first_is_local_with_handshake_and_times() {
     events.extend([
         c.turn(t + 200 * US, Direction::Sent),
         c.turn(t + MS, Direction::Received),
-        c.summary(t + 5 * MS, Some(t + 2 * MS)),
-        c.state_by(t + 5 * MS, Established, FinWait1, process(9904, "curl")),
+        c.summary(t + 5 * MS, Some(t + 2 * MS), TOTALS),
+        c.state_by(t + 5 * MS, Established, FinWait1, curl()),
         c.state(t + 5 * MS + 30 * US, FinWait1, FinWait2),
         c.state(t + 6 * MS, FinWait2, Close),
     ]);
@@ -61,11 +61,11 @@ fn client_closing_first_is_local_with_handshake_and_times() {
 
 #[test]
 fn server_closed_by_peer_is_remote_owned_by_listener() {
-    let listener = Side {
-        sock: 0x1,
-        local: "0.0.0.0:8191".parse().unwrap(),
-        remote: "0.0.0.0:0".parse().unwrap(),
-    };
+    let listener = Side::new(
+        0x1,
+        "0.0.0.0:8191".parse().unwrap(),
+        "0.0.0.0:0".parse().unwrap(),
+    );
     let s = Side::server(0xb, 49320);
     // Kernels before 6.x report the child's first state with the listener's remote.
     let cloned = Side {
@@ -104,7 +104,7 @@ fn server_closed_by_peer_is_remote_owned_by_listener() {
 fn connect_timeout_is_aborted() {
     let c = Side::client(0xa, 49320);
     let record = one(&[
-        c.state_by(MS, Close, SynSent, process(9904, "curl")),
+        c.state_by(MS, Close, SynSent, curl()),
         c.retransmit(1000 * MS),
         c.state(3000 * MS, SynSent, Close),
     ]);
@@ -247,11 +247,11 @@ fn a_connection_sock_diag_lists_as_tracing_starts_is_one_record() {
     // As the kernel reports a connect: no local port yet at SYN_SENT.
     let connecting = Side {
         local: "127.0.0.1:0".parse().unwrap(),
-        ..c
+        ..c.clone()
     };
     let mut events = vec![unbound(&c, Established), unbound(&s, Established)];
     events.extend([
-        connecting.state_by(MS, Close, SynSent, process(9904, "curl")),
+        connecting.state_by(MS, Close, SynSent, curl()),
         c.state(MS + 150 * US, SynSent, Established),
         s.state(MS + 100 * US, Listen, SynRecv),
         s.state(MS + 120 * US, SynRecv, Established),
@@ -353,14 +353,14 @@ fn a_clients_handshake_is_its_syns_round_trip_or_its_states_after_a_retransmit()
     let t = 1000 * MS;
     // The local port and the route took 2 ms after SYN_SENT; the SYN's round trip 30 us.
     let record = one(&[
-        c.state_by(t, Close, SynSent, process(9904, "curl")),
+        c.state_by(t, Close, SynSent, curl()),
         c.established(t + 2 * MS, Some(30), 0),
         c.state(t + 3 * MS, Established, Close),
     ]);
     assert_eq!(record.handshake_us, Some(30));
     // The SYN was sent again: no sample from it, the states tell.
     let record = one(&[
-        c.state_by(t, Close, SynSent, process(9904, "curl")),
+        c.state_by(t, Close, SynSent, curl()),
         c.retransmit(t + 1000 * MS),
         c.established(t + 1002 * MS, Some(30), 1),
         c.state(t + 1003 * MS, Established, Close),

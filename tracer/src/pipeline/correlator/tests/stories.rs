@@ -4,6 +4,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::event::{Accepted, ConnectionSummary, DataTurn, Existing, Keepalive, Reset, Retransmit};
 
 /// Lifecycles the kernel produces, with the record each must give.
 #[derive(Clone, Copy, Debug)]
@@ -52,7 +53,7 @@ impl Story {
                     side.accepted(0, process(7, "server")),
                     side.turn(0, Received),
                     side.turn(0, Sent),
-                    side.summary(0, None),
+                    side.summary(0, None, TOTALS),
                     s(Established, FinWait1),
                     s(FinWait1, Close),
                 ],
@@ -83,7 +84,7 @@ impl Story {
                     side.probe(0, 1),
                     side.probe(0, 2),
                     side.reset(0, Direction::Sent),
-                    side.summary(0, None),
+                    side.summary(0, None, TOTALS),
                     s(Established, Close),
                     side.keepalive_timeout(0, 2),
                 ],

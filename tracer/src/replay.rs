@@ -255,6 +255,20 @@ mod tests {
         output::{Sink, json::JsonSink},
     };
 
+    /// `events` written as JSON lines, and those lines parsed back.
+    fn round_trip(events: &[TraceEvent]) -> (String, Vec<TraceEvent>) {
+        let mut sink = JsonSink::new(Vec::new());
+        for event in events {
+            sink.event(WallClock::from_offset_ns(0), event).unwrap();
+        }
+        let text = String::from_utf8(sink.into_inner().unwrap()).unwrap();
+        let parsed = text
+            .lines()
+            .map(|l| parse_line(l).unwrap().unwrap())
+            .collect();
+        (text, parsed)
+    }
+
     /// Every kind of event survives rendering and parsing unchanged.
     #[test]
     fn json_lines_parse_back_to_the_same_events() {
@@ -323,16 +337,7 @@ mod tests {
                 state: TcpState::CloseWait,
             }),
         ];
-        let mut sink = JsonSink::new(Vec::new());
-        for event in &events {
-            sink.event(WallClock::from_offset_ns(0), event).unwrap();
-        }
-        let text = String::from_utf8(sink.into_inner().unwrap()).unwrap();
-        let parsed: Vec<TraceEvent> = text
-            .lines()
-            .map(|l| parse_line(l).unwrap().unwrap())
-            .collect();
-        assert_eq!(parsed, events);
+        assert_eq!(round_trip(&events).1, events);
     }
 
     /// Every value of every name an event line carries survives write -> replay, the
@@ -421,15 +426,7 @@ mod tests {
             .collect();
         assert_eq!(kinds, EventKind::ALL, "an event kind is missing here");
 
-        let mut sink = JsonSink::new(Vec::new());
-        for event in &events {
-            sink.event(WallClock::from_offset_ns(0), event).unwrap();
-        }
-        let text = String::from_utf8(sink.into_inner().unwrap()).unwrap();
-        let parsed: Vec<TraceEvent> = text
-            .lines()
-            .map(|l| parse_line(l).unwrap().unwrap())
-            .collect();
+        let (text, parsed) = round_trip(&events);
         assert_eq!(parsed, events);
 
         for (written, unknown) in [

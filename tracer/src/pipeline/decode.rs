@@ -278,7 +278,7 @@ impl Decoder {
 mod tests {
     use std::{collections::BTreeMap, net::SocketAddrV4};
 
-    use raw::{Event, EventKind, FLAG_PROCESS_CONTEXT};
+    use raw::{Endpoints, Event, EventHeader, EventKind, FLAG_PROCESS_CONTEXT};
 
     use super::*;
     use crate::fixture::{

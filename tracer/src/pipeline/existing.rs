@@ -6,10 +6,10 @@
 //! these come with `sock` 0 and are matched to later events by their addresses.
 //!
 //! Listeners are not connections, and TIME_WAIT sockets are what is left of connections
-//! already closed: nothing of them will follow but their end, so a busy port's tens of
-//! thousands would only count as `unmatched_events`. The request leaves both out, so the
-//! kernel does not even send them; the `tracer_time_wait_sockets` gauge counts TIME_WAIT
-//! instead ([`super::sock_diag::time_wait_counts`]).
+//! already closed: no event of theirs follows that a record could take, so a busy port's
+//! tens of thousands would only count as `unmatched_events`. The request leaves both
+//! out, so the kernel does not even send them; the `tracer_time_wait_sockets` gauge
+//! counts TIME_WAIT instead ([`super::sock_diag::time_wait_counts`]).
 
 use anyhow::Result;
 

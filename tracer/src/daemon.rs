@@ -40,6 +40,7 @@ use crate::{
         decode::Decoder,
         existing,
         reader::{EmitCounter, EventCounts, LossCause, drain},
+        sock_diag,
     },
 };
 
@@ -213,6 +214,8 @@ pub async fn run(config: TraceConfig) -> Result<()> {
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING_PERIOD);
     let mut drain_timer = tokio::time::interval(DRAIN_PERIOD);
     drain_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut time_wait_timer = tokio::time::interval(sock_diag::TIME_WAIT_PERIOD);
+    time_wait_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
     let hooks: Vec<String> = plan
         .attach
@@ -267,6 +270,11 @@ pub async fn run(config: TraceConfig) -> Result<()> {
                 pipeline.sink.flush()?;
                 if let Some(metrics) = &mut metrics {
                     metrics.sample(pipeline.open_connections());
+                }
+            }
+            _ = time_wait_timer.tick(), if metrics.is_some() => {
+                if let Some(metrics) = &mut metrics {
+                    metrics.time_wait_sockets(sock_diag::time_wait_counts(ports));
                 }
             }
             _ = sighup.recv() => {

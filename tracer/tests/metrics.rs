@@ -26,9 +26,10 @@ use crate::support::{
 use serde_json::Value;
 
 /// Every family and its type, as the classic text format declares them.
-const FAMILIES: [(&str, &str); 20] = [
+const FAMILIES: [(&str, &str); 21] = [
     ("tracer_connections_total", "counter"),
     ("tracer_open_connections", "gauge"),
+    ("tracer_time_wait_sockets", "gauge"),
     ("tracer_handshake_seconds", "histogram"),
     ("tracer_connection_duration_seconds", "histogram"),
     ("tracer_response_seconds", "histogram"),

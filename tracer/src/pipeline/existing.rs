@@ -4,119 +4,52 @@
 //!
 //! sock_diag does not give the kernel's socket address that events carry (`sock`), so
 //! these come with `sock` 0 and are matched to later events by their addresses.
+//!
+//! Listeners are not connections, and TIME_WAIT sockets are what is left of connections
+//! already closed: no event of theirs follows that a record could take, so a busy port's
+//! tens of thousands would only count as `unmatched_events`. The request leaves both
+//! out, so the kernel does not even send them; the `tracer_time_wait_sockets` gauge
+//! counts TIME_WAIT instead ([`super::sock_diag::time_wait_counts`]).
 
-use std::net::SocketAddr;
+use anyhow::Result;
 
-use anyhow::{Context as _, Result, bail};
-use netlink_packet_core::{
-    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-};
-use netlink_packet_sock_diag::{
-    SockDiagMessage,
-    constants::{AF_INET, AF_INET6, IPPROTO_TCP},
-    inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
-};
-use netlink_sys::{Socket, SocketAddr as NetlinkAddr, protocols::NETLINK_SOCK_DIAG};
-
+use super::sock_diag::{self, StateFlags};
 use crate::event::{EventMeta, Existing, TcpState};
 
-/// Bytes read from the netlink socket at a time: a page of the kernel's sock_diag dump is
-/// at most 32 KiB (it sizes its messages to the reader's buffer, up to that), so this
-/// never cuts a message.
-const RECEIVE_BUFFER: usize = 64 * 1024;
-
-/// Open TCP connections of this network namespace with a local or remote port in
-/// `ports` (listeners excluded: they are not connections), stamped `boot_ns`.
-pub fn connections(ports: &[u16], boot_ns: u64) -> Result<Vec<Existing>> {
-    let mut socket = Socket::new(NETLINK_SOCK_DIAG).context("cannot open a sock_diag socket")?;
-    socket
-        .bind_auto()
-        .context("cannot bind the sock_diag socket")?;
-    socket
-        .connect(&NetlinkAddr::new(0, 0))
-        .context("cannot connect the sock_diag socket")?;
-    let mut found = Vec::new();
-    for (family, id) in [
-        (AF_INET, SocketId::new_v4()),
-        (AF_INET6, SocketId::new_v6()),
-    ] {
-        for (state, local, remote) in dump(&mut socket, family, id)? {
-            let traced = ports.contains(&local.port()) || ports.contains(&remote.port());
-            if traced && state != TcpState::Listen {
-                let meta = EventMeta {
-                    boot_ns,
-                    sock: 0,
-                    process: None,
-                    local,
-                    remote,
-                };
-                found.push(Existing { meta, state });
-            }
-        }
-    }
-    Ok(found)
+/// The states asked for: all but LISTEN and TIME_WAIT.
+fn connection_states() -> StateFlags {
+    StateFlags::all() - StateFlags::LISTEN - StateFlags::TIME_WAIT
 }
 
-/// Every TCP socket of `family`: (state, local, remote).
-fn dump(
-    socket: &mut Socket,
-    family: u8,
-    socket_id: SocketId,
-) -> Result<Vec<(TcpState, SocketAddr, SocketAddr)>> {
-    let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-    let mut request = NetlinkMessage::new(
-        header,
-        SockDiagMessage::InetRequest(InetRequest {
-            family,
-            protocol: IPPROTO_TCP,
-            extensions: ExtensionFlags::empty(),
-            states: StateFlags::all(),
-            socket_id,
-        })
-        .into(),
-    );
-    request.finalize();
-    let mut buffer = vec![0; request.buffer_len()];
-    request.serialize(&mut buffer);
-    socket
-        .send(&buffer, 0)
-        .context("cannot send the sock_diag request")?;
-
-    let mut sockets = Vec::new();
-    let mut receive = vec![0; RECEIVE_BUFFER];
-    loop {
-        let size = socket
-            .recv(&mut &mut receive[..], 0)
-            .context("cannot read the sock_diag reply")?;
-        let mut offset = 0;
-        while offset < size {
-            let message = <NetlinkMessage<SockDiagMessage>>::deserialize(&receive[offset..size])
-                .context("malformed sock_diag reply")?;
-            match message.payload {
-                NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
-                    let id = &response.header.socket_id;
-                    sockets.push((
-                        TcpState::from_kernel(response.header.state),
-                        SocketAddr::new(id.source_address, id.source_port),
-                        SocketAddr::new(id.destination_address, id.destination_port),
-                    ));
-                }
-                NetlinkPayload::Done(_) => return Ok(sockets),
-                NetlinkPayload::Error(error) => bail!("sock_diag refused the dump: {error:?}"),
-                _ => {}
-            }
-            if message.header.length == 0 {
-                break;
-            }
-            offset += message.header.length as usize;
+/// Open TCP connections of this network namespace with a local or remote port in
+/// `ports` (listeners and TIME_WAIT sockets excluded), stamped `boot_ns`.
+pub fn connections(ports: &[u16], boot_ns: u64) -> Result<Vec<Existing>> {
+    let mut found = Vec::new();
+    sock_diag::each_tcp_socket(connection_states(), |state, local, remote| {
+        let traced = ports.contains(&local.port()) || ports.contains(&remote.port());
+        // The kernel already left these out; kept here so the filter stands on its own.
+        if traced && !matches!(state, TcpState::Listen | TcpState::TimeWait) {
+            let meta = EventMeta {
+                boot_ns,
+                sock: 0,
+                process: None,
+                local,
+                remote,
+            };
+            found.push(Existing { meta, state });
         }
-    }
+    })?;
+    Ok(found)
 }
 
 #[cfg(test)]
 mod tests {
-    use std::net::{TcpListener, TcpStream};
+    use std::{
+        io::Read as _,
+        net::{TcpListener, TcpStream},
+        thread,
+        time::{Duration, Instant},
+    };
 
     use super::*;
 
@@ -146,5 +79,24 @@ mod tests {
                 .iter()
                 .all(|e| e.meta.boot_ns == 7 && e.meta.sock == 0)
         );
+    }
+
+    #[test]
+    fn leaves_out_connections_in_time_wait() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        // The client closes first and holds TIME_WAIT.
+        drop(client);
+        assert_eq!(server.read(&mut [0u8; 1]).unwrap(), 0);
+        drop(server);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while sock_diag::time_wait_counts(&[port]).unwrap()[&port] != 1 {
+            assert!(Instant::now() < deadline, "no TIME_WAIT socket on {port}");
+            thread::sleep(Duration::from_millis(20));
+        }
+        let found = connections(&[port], 0).unwrap();
+        assert!(found.is_empty(), "{found:?}");
     }
 }

@@ -7,6 +7,7 @@ pub mod correlator;
 pub mod decode;
 pub mod existing;
 pub mod reader;
+pub mod sock_diag;
 
 use std::{io, net::SocketAddr};
 

@@ -20,8 +20,9 @@ use super::{
 use crate::{cargo, run, workspace_root};
 
 /// Host tools the tests run in guests, where busybox's `ip` and `tc` lack what they need
-/// (netem, nftables), tcpdump for the captures the records are compared with, setpriv
-/// and unshare, which busybox lacks (the privilege tests run the tracer as an
+/// (netem, nftables), ss, which busybox lacks (the TIME_WAIT gauge is compared with what
+/// it lists), tcpdump for the captures the records are compared with, setpriv and
+/// unshare, which busybox lacks too (the privilege tests run the tracer as an
 /// unprivileged user in a mount namespace), and pahole, which the BTF unit tests check
 /// the guest kernel's offsets against. Installed by `setup` (iproute2, nftables,
 /// tcpdump; util-linux is essential in Debian) and by `vm-test` itself (dwarves).
@@ -29,6 +30,7 @@ const GUEST_TOOLS: &[&str] = &[
     "/usr/sbin/ip",
     "/usr/sbin/tc",
     "/usr/sbin/nft",
+    "/usr/bin/ss",
     "/usr/bin/tcpdump",
     "/usr/bin/setpriv",
     "/usr/bin/unshare",

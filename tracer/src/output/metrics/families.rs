@@ -1,6 +1,6 @@
 //! The metric families, registered once with their help text and buckets, and what fills
 //! them: connection records, events, and what the daemon samples each second (open
-//! connections, the programs' cost). Every family is declared in every scrape from the
+//! connections, the programs' cost) or every few seconds (TIME_WAIT sockets). Every family is declared in every scrape from the
 //! start, observed or not, so dashboards and alerts find it. Labels are the traced `port` a
 //! connection matched and its `role`, never addresses, pids or sockets: the number of series
 //! is bounded by the ports traced. docs/metrics.md lists the families.
@@ -28,7 +28,10 @@ use crate::{
     kernel::attach::AttachPlan,
     output::RecordEnd,
     output::exporter::NamedCounters,
-    pipeline::correlator::{CloseInitiator, ConnectionRecord, ProbeFate, ResponseTime, Role},
+    pipeline::{
+        correlator::{CloseInitiator, ConnectionRecord, ProbeFate, ResponseTime, Role},
+        sock_diag::TIME_WAIT_PERIOD,
+    },
 };
 
 /// Handshakes: microseconds on loopback and in a data centre, up to seconds when SYNs are
@@ -179,6 +182,7 @@ pub struct Families {
     ports: TracedPorts,
     connections: Family<ConnectionLabels, Counter>,
     open_connections: Family<PortRole, Gauge>,
+    time_wait_sockets: Family<PortLabel, Gauge>,
     handshake: Histograms,
     duration: Histograms,
     idle_before_close: Histograms,
@@ -226,6 +230,15 @@ impl Families {
                 r,
                 "open_connections",
                 "Connections open now, by traced port and role",
+                Family::default(),
+            ),
+            time_wait_sockets: declare(
+                r,
+                "time_wait_sockets",
+                &format!(
+                    "Sockets in TIME_WAIT with a traced port, by the port matched (local if traced, else remote), counted every {} s",
+                    TIME_WAIT_PERIOD.as_secs()
+                ),
                 Family::default(),
             ),
             handshake: histograms(
@@ -342,6 +355,8 @@ impl Families {
                 }
             }
             self.retransmits.get_or_create_owned(&PortLabel { port });
+            self.time_wait_sockets
+                .get_or_create_owned(&PortLabel { port });
             self.keepalive_timeouts
                 .get_or_create_owned(&PortLabel { port });
             for fate in ProbeFate::ALL {
@@ -509,6 +524,16 @@ impl Families {
         }
     }
 
+    /// The TIME_WAIT sockets of each traced port now. Ports not in `counts` keep their
+    /// value.
+    pub fn time_wait_sockets(&self, counts: &BTreeMap<u16, u64>) {
+        for (&port, &count) in counts {
+            self.time_wait_sockets
+                .get_or_create(&PortLabel { port })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+    }
+
     /// The programs' cost as the kernel counts it now.
     pub fn program_costs(&self, costs: Costs) {
         self.program_costs.set(costs);
@@ -568,6 +593,43 @@ mod tests {
         families.open_connections(std::iter::empty());
         let text = exposition(&registry);
         assert!(text.contains("tracer_open_connections{port=\"8191\",role=\"client\"} 0\n"));
+    }
+
+    #[test]
+    fn time_wait_counts_become_a_gauge_by_traced_port() {
+        let mut registry = Registry::with_prefix("tracer");
+        let families = Families::register(&mut registry, &[8191, 80]);
+        let text = exposition(&registry);
+        assert!(
+            text.contains("# TYPE tracer_time_wait_sockets gauge\n"),
+            "{text}"
+        );
+        for port in [8191, 80] {
+            let line = format!("tracer_time_wait_sockets{{port=\"{port}\"}} 0\n");
+            assert!(
+                text.contains(&line),
+                "a zero series from the start: {line} in\n{text}"
+            );
+        }
+
+        families.time_wait_sockets(&BTreeMap::from([(8191, 31_000), (80, 2)]));
+        let text = exposition(&registry);
+        assert!(
+            text.contains("tracer_time_wait_sockets{port=\"8191\"} 31000\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tracer_time_wait_sockets{port=\"80\"} 2\n"),
+            "{text}"
+        );
+
+        // All gone: back to zero, not gone.
+        families.time_wait_sockets(&BTreeMap::from([(8191, 0), (80, 0)]));
+        let text = exposition(&registry);
+        assert!(
+            text.contains("tracer_time_wait_sockets{port=\"8191\"} 0\n"),
+            "{text}"
+        );
     }
 
     /// The exporters' family is declared before any exporter runs, and then has a series

@@ -6,7 +6,8 @@
 //! metrics on, the pipeline runs in full (the correlator included) into a [`MetricsSink`],
 //! which counts each event and record and passes everything on, for the lines to take
 //! what `--emit` asks to write (`output::route`). What no event says, the connections open now and the eBPF
-//! programs' cost, the daemon samples once a second ([`Metrics::sample`]).
+//! programs' cost, the daemon samples once a second ([`Metrics::sample`]), and the
+//! TIME_WAIT sockets it counts less often ([`Metrics::time_wait_sockets`]).
 
 mod exporters;
 mod families;
@@ -14,7 +15,7 @@ mod programs;
 mod server;
 mod sink;
 
-use std::{net::SocketAddr, os::fd::AsFd as _};
+use std::{collections::BTreeMap, net::SocketAddr, os::fd::AsFd as _};
 
 use anyhow::{Context as _, Result};
 use aya::programs::ProgramFd;
@@ -45,6 +46,8 @@ pub struct Metrics {
     programs: Vec<(&'static str, ProgramFd)>,
     /// A program's cost could not be read once; said once.
     cost_error_reported: bool,
+    /// The TIME_WAIT sockets could not be counted once; said once.
+    time_wait_error_reported: bool,
 }
 
 impl Metrics {
@@ -64,6 +67,7 @@ impl Metrics {
             _server: server,
             programs: Vec::new(),
             cost_error_reported: false,
+            time_wait_error_reported: false,
         })
     }
 
@@ -107,5 +111,21 @@ impl Metrics {
             }
         }
         self.families.program_costs(costs);
+    }
+
+    /// The TIME_WAIT sockets counted for each traced port (the daemon counts them with
+    /// sock_diag every few seconds). A failure is said once, and the gauge keeps its last
+    /// values.
+    pub fn time_wait_sockets(&mut self, counts: Result<BTreeMap<u16, u64>>) {
+        match counts {
+            Ok(counts) => self.families.time_wait_sockets(&counts),
+            Err(error) if !self.time_wait_error_reported => {
+                self.time_wait_error_reported = true;
+                eprintln!(
+                    "tracer: warning: cannot count the TIME_WAIT sockets ({error:#}): tracer_time_wait_sockets keeps its last values"
+                );
+            }
+            Err(_) => {}
+        }
     }
 }

@@ -85,7 +85,8 @@
 //! evicted or whose start was lost (its next state change starts a partial record),
 //! events of a later lifecycle reaching a closed record (see Closing), transitions to
 //! CLOSE of sockets without a record, and `Existing` events for known sockets or for
-//! states nothing follows (CLOSE, TIME_WAIT, NEW_SYN_RECV).
+//! states nothing follows (CLOSE, TIME_WAIT, NEW_SYN_RECV; the live start-up dump no
+//! longer lists TIME_WAIT, traces recorded by earlier versions may).
 //!
 //! # Memory
 //!

@@ -93,19 +93,27 @@ pub struct ExportCounters {
     exported: AtomicU64,
     queue_full: AtomicU64,
     failed: AtomicU64,
+    /// Set once the exporter's task has ended: what it never took.
+    unsent: AtomicU64,
 }
 
 impl ExportCounters {
-    /// Every outcome's count so far; items still queued count as unsent.
+    /// Every outcome's count so far. Items still queued have no outcome yet: they count
+    /// as unsent only once the exporter has finished, so each count only grows.
     pub fn snapshot(&self) -> ExportCounts {
-        let exported = self.exported.load(Ordering::Relaxed);
-        let failed = self.failed.load(Ordering::Relaxed);
         ExportCounts {
-            exported,
+            exported: self.exported.load(Ordering::Relaxed),
             queue_full: self.queue_full.load(Ordering::Relaxed),
-            failed,
-            unsent: (self.queued.load(Ordering::Relaxed)).saturating_sub(exported + failed),
+            failed: self.failed.load(Ordering::Relaxed),
+            unsent: self.unsent.load(Ordering::Relaxed),
         }
+    }
+
+    /// The exporter's task has ended: what is still queued was never sent.
+    fn finished(&self) {
+        let taken = self.exported.load(Ordering::Relaxed) + self.failed.load(Ordering::Relaxed);
+        let unsent = self.queued.load(Ordering::Relaxed).saturating_sub(taken);
+        self.unsent.store(unsent, Ordering::Relaxed);
     }
 }
 
@@ -215,13 +223,18 @@ impl ExporterHandle {
 
     /// Lets the exporter take what is queued and flush, for at most `deadline`; what it
     /// has not taken by then is unsent.
-    pub async fn finish(self, deadline: Duration) -> ExportCounts {
+    pub async fn finish(mut self, deadline: Duration) -> ExportCounts {
         // A task that already ended has nothing left to take.
         let _ = self.finish.send(());
-        let abort = self.task.abort_handle();
-        if tokio::time::timeout(deadline, self.task).await.is_err() {
-            abort.abort();
+        if tokio::time::timeout(deadline, &mut self.task)
+            .await
+            .is_err()
+        {
+            self.task.abort();
+            // It stops at its next await: once this returns, nothing counts any more.
+            let _ = (&mut self.task).await;
         }
+        self.counters.finished();
         self.counters.snapshot()
     }
 }
@@ -376,7 +389,7 @@ mod tests {
         for sock in 0..10 {
             sink.event(clock, &event(sock)).unwrap();
         }
-        // Records are not what it wants: never offered, never counted.
+        // What is queued has no outcome until the exporter finishes.
         let counters = handle.counters();
         assert_eq!(
             counters.snapshot(),
@@ -384,7 +397,7 @@ mod tests {
                 exported: 0,
                 queue_full: 6,
                 failed: 0,
-                unsent: 4,
+                unsent: 0,
             }
         );
         gate.permits.add_permits(2);

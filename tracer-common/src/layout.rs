@@ -134,6 +134,8 @@ pub struct KernelLayout {
     pub srtt_us: KernelField,
     pub snd_una: KernelField,
     pub write_seq: KernelField,
+    /// `sock.sk_err`: the pending error a closing socket leaves its application.
+    pub sk_err: KernelField,
     /// `sock.sk_flags`: its `SOCK_DONE` bit is set when the peer's FIN arrived.
     pub sk_flags: KernelField,
     /// `net.ns.inum`: the network namespace's inode number.

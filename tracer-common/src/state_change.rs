@@ -53,5 +53,8 @@ pub struct Close {
     pub old_state: u8,
     /// `CLOSE_*` bits.
     pub flags: u8,
-    pub _pad: [u8; 2],
+    /// `sock.sk_err` as the socket closed: the error its application is given (an errno
+    /// such as `ECONNREFUSED` or `ETIMEDOUT`), 0 for none, 255 when larger.
+    pub error: u8,
+    pub _pad: u8,
 }

@@ -41,6 +41,7 @@ pub(crate) static KERNEL_LAYOUT: KernelLayout = KernelLayout {
     srtt_us: ABSENT,
     snd_una: ABSENT,
     write_seq: ABSENT,
+    sk_err: ABSENT,
     sk_flags: ABSENT,
     net_inum: ABSENT,
     timer_function: ABSENT,

@@ -54,7 +54,8 @@ fn report_close(sk: u64, endpoints: Endpoints, old_state: u8) {
             netns: netns(sk),
             old_state,
             flags,
-            _pad: [0; 2],
+            error: counter(kernel::field!(sk_err)).min(255) as u8,
+            _pad: 0,
         },
     );
 }

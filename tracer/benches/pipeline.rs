@@ -94,7 +94,8 @@ fn side(socket: Socket, states: &[(u8, u8)], turns: [u8; 2], start: u64) -> Vec<
                 netns: 1,
                 old_state: old,
                 flags: 0,
-                _pad: [0; 2],
+                error: 0,
+                _pad: 0,
             };
             records.push((
                 at,

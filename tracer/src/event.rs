@@ -99,6 +99,79 @@ impl FromStr for TcpState {
     }
 }
 
+/// The error a socket held as it closed (`sk_err`): what its application is told by its
+/// next call, `ECONNREFUSED` for a refused connect, `ETIMEDOUT` when the kernel gave up
+/// retransmitting. Spelled as C names it; a number this tracer has no name for is
+/// written `errno <number>`, and read back so.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketError(pub u8);
+
+/// The errors the kernel's TCP leaves on a socket (`tcp_reset`, `tcp_write_err`, ICMP
+/// errors through `icmp_err_convert`, `tcp_abort`), by number, as C names them.
+const SOCKET_ERRORS: &[(i32, &str)] = &[
+    (libc::ECONNREFUSED, "ECONNREFUSED"),
+    (libc::ECONNRESET, "ECONNRESET"),
+    (libc::EPIPE, "EPIPE"),
+    (libc::ETIMEDOUT, "ETIMEDOUT"),
+    (libc::ECONNABORTED, "ECONNABORTED"),
+    (libc::EHOSTUNREACH, "EHOSTUNREACH"),
+    (libc::ENETUNREACH, "ENETUNREACH"),
+    (libc::EHOSTDOWN, "EHOSTDOWN"),
+    (libc::ENETDOWN, "ENETDOWN"),
+    (libc::ENONET, "ENONET"),
+    (libc::ENOPROTOOPT, "ENOPROTOOPT"),
+    (libc::EOPNOTSUPP, "EOPNOTSUPP"),
+    (libc::EMSGSIZE, "EMSGSIZE"),
+    (libc::EACCES, "EACCES"),
+    (libc::EPROTO, "EPROTO"),
+];
+
+/// How the lines spell an error without a name.
+const ERRNO_PREFIX: &str = "errno ";
+
+impl SocketError {
+    pub const CONNECTION_REFUSED: Self = Self(libc::ECONNREFUSED as u8);
+    pub const TIMED_OUT: Self = Self(libc::ETIMEDOUT as u8);
+
+    /// The kernel's `sk_err`; `None` for 0, no error.
+    pub fn from_kernel(errno: u8) -> Option<Self> {
+        (errno != 0).then_some(Self(errno))
+    }
+}
+
+impl fmt::Display for SocketError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match SOCKET_ERRORS.iter().find(|(n, _)| *n == i32::from(self.0)) {
+            Some((_, name)) => f.write_str(name),
+            None => write!(f, "{ERRNO_PREFIX}{}", self.0),
+        }
+    }
+}
+
+impl FromStr for SocketError {
+    type Err = UnknownName;
+
+    /// Reads back what [`fmt::Display`] wrote.
+    fn from_str(name: &str) -> Result<Self, UnknownName> {
+        let known = SOCKET_ERRORS.iter().find(|(_, known)| *known == name);
+        let number = || name.strip_prefix(ERRNO_PREFIX)?.parse().ok();
+        known
+            .map(|(n, _)| Self(*n as u8))
+            .or_else(|| number().map(Self))
+            .ok_or_else(|| UnknownName {
+                what: "socket error",
+                name: name.to_owned(),
+                expected: &[],
+            })
+    }
+}
+
+impl serde::Serialize for SocketError {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 /// The process an event ran on behalf of: known only in process context.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Process {
@@ -281,6 +354,8 @@ pub struct ConnectionSummary {
     pub srtt_us: u32,
     /// Network namespace inode number (as in `/proc/PID/ns/net`).
     pub netns: u32,
+    /// The error the socket held as it closed, if any.
+    pub error: Option<SocketError>,
     /// Boot-clock time of the last data sent or received, if any.
     pub last_data_ns: Option<u64>,
 }

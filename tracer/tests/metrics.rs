@@ -26,8 +26,9 @@ use crate::support::{
 use serde_json::Value;
 
 /// Every family and its type, as the classic text format declares them.
-const FAMILIES: [(&str, &str); 21] = [
+const FAMILIES: [(&str, &str); 22] = [
     ("tracer_connections_total", "counter"),
+    ("tracer_connection_failures_total", "counter"),
     ("tracer_open_connections", "gauge"),
     ("tracer_time_wait_sockets", "gauge"),
     ("tracer_handshake_seconds", "histogram"),

@@ -102,7 +102,7 @@ fn replayed_events_give_the_live_connection_records() {
     std::fs::remove_file(trace).unwrap();
 }
 
-/// A trace recorded on a 6.18 host (`golden/scenario.py` drives it: keep-alive requests,
+/// A trace recorded on a 6.18 host (re-recorded with issue 18's `outcome` and `error`; `golden/scenario.py` drives it: keep-alive requests,
 /// a refused connect, keepalive probes answered and timed out, an abortive close, an IPv6
 /// reset, retransmits) and what the tracer of that day replayed from it. A change that
 /// alters a byte of the lines shows here: a deliberate one regenerates the files with

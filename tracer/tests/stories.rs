@@ -38,7 +38,7 @@ fn bursts(tracer: &Tracer, n: u64) -> Value {
 }
 
 /// A free port, the tracer watching it and a capture of its traffic.
-fn traced_port() -> (u16, Tracer, Capture) {
+pub(crate) fn traced_port() -> (u16, Tracer, Capture) {
     let port = free_port("127.0.0.1");
     let tracer = Tracer::start(&[port]);
     let capture = Capture::start(port);
@@ -46,7 +46,7 @@ fn traced_port() -> (u16, Tracer, Capture) {
 }
 
 /// Both records of a connection agree with the capture.
-fn assert_wire_agrees(capture: Capture, records: &[&Value]) -> Wire {
+pub(crate) fn assert_wire_agrees(capture: Capture, records: &[&Value]) -> Wire {
     let wire = capture.finish();
     for record in records {
         wire.assert_agrees(record);
@@ -55,7 +55,7 @@ fn assert_wire_agrees(capture: Capture, records: &[&Value]) -> Wire {
 }
 
 /// The `connection` record of the socket at `local` -> `remote`.
-fn record(tracer: &mut Tracer, local: SocketAddr, remote: SocketAddr) -> Value {
+pub(crate) fn record(tracer: &mut Tracer, local: SocketAddr, remote: SocketAddr) -> Value {
     tracer.wait_for("a connection record", |l| {
         l["event"] == "connection"
             && l["local"] == local.to_string()

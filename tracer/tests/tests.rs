@@ -13,6 +13,9 @@
 //! - [`stories`]: the `connection` records of the seed's four HTTP stories and the other
 //!   ways a connection ends, each compared with a packet capture. A new way for a
 //!   connection to end, or a new field of the record, goes here.
+//! - [`outcomes`]: each connection `outcome` made to happen (refused, timed out,
+//!   abandoned, unreachable, aborted, reset, retransmit and keepalive timeouts,
+//!   completed), judged by a capture and by what the application was told.
 //! - [`connections`]: connection records beyond the stories (connections open before
 //!   tracing started, the bound on open records).
 //! - [`replay`]: `tracer replay` of a recorded trace.
@@ -47,6 +50,7 @@ mod attach;
 mod connections;
 mod keepalive;
 mod metrics;
+mod outcomes;
 mod privileges;
 mod replay;
 mod resets;

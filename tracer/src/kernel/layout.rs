@@ -247,6 +247,7 @@ pub fn kernel_layout(btf: &KernelBtf) -> Result<KernelLayout> {
         srtt_us: tcp("srtt_us")?,
         snd_una: tcp("snd_una")?,
         write_seq: tcp("write_seq")?,
+        sk_err: sock("sk_err", &[4])?,
         sk_flags: common("skc_flags", &[8])?,
         net_inum: kernel_field(btf, "net", "ns.inum", INTEGER)?,
         timer_function: kernel_field(btf, "timer_list", "function", &[8])?,

@@ -327,8 +327,12 @@ fn summary(record: &ConnectionRecord) -> String {
         CloseInitiator::Aborted => "aborted",
         CloseInitiator::Unknown => "close not seen",
     };
+    let outcome = match record.error {
+        Some(error) => format!("[{} {error}]", record.outcome),
+        None => format!("[{}]", record.outcome),
+    };
     let mut parts = vec![
-        closed.to_owned(),
+        format!("{outcome} {closed}"),
         format!("lasted {}", ms(record.duration_us)),
     ];
     if let Some(handshake) = record.handshake_us {
@@ -398,10 +402,16 @@ fn describe(event: &TraceEvent) -> String {
             )
         }
         TraceEvent::DataTurn(turn) => format!("data {}", turn.direction),
-        TraceEvent::Summary(summary) => format!(
-            "closing: {} bytes sent, {} received, {} retransmits, srtt {} us",
-            summary.bytes_acked, summary.bytes_received, summary.retransmits, summary.srtt_us
-        ),
+        TraceEvent::Summary(summary) => {
+            let error = summary
+                .error
+                .map(|error| format!(", error {error}"))
+                .unwrap_or_default();
+            format!(
+                "closing: {} bytes sent, {} received, {} retransmits, srtt {} us{error}",
+                summary.bytes_acked, summary.bytes_received, summary.retransmits, summary.srtt_us
+            )
+        }
         TraceEvent::Accepted(_) => "accepted".to_owned(),
         TraceEvent::Existing(existing) => format!("already open ({})", existing.state),
     }
@@ -529,6 +539,7 @@ mod tests {
         retransmits: 0,
         srtt_us: 40,
         netns: 4026531840,
+        error: None,
     };
 
     fn timeline(events: &[TraceEvent]) -> String {
@@ -607,7 +618,7 @@ connection 1: client, curl (pid 9904)
  +6500.000 ms  |--------------- ACK --------------->|  CLOSE_WAIT
  +6500.100 ms  |--------------- FIN --------------->|  LAST_ACK
  +6500.150 ms  |<--------------- ACK ---------------|  CLOSE
-               closed by the peer (FIN), lasted 6500.150 ms, handshake 0.150 ms, 2 requests, 2 responses, response time 745.500 ms (min 1.000 ms, max 1490.000 ms), idle 5000.000 ms before close, 155 bytes sent, 2048 received
+               [completed] closed by the peer (FIN), lasted 6500.150 ms, handshake 0.150 ms, 2 requests, 2 responses, response time 745.500 ms (min 1.000 ms, max 1490.000 ms), idle 5000.000 ms before close, 155 bytes sent, 2048 received
 ";
         assert_eq!(text, expected, "\n{text}");
     }
@@ -637,7 +648,7 @@ connection 1: client, curl (pid 9904)
  +3000.000 ms  |---------- keepalive #2 ----------->|  no answer
  +3000.050 ms  |<--------------- RST ---------------|  NOT_SPECIFIED
  +3000.050 ms  |                                    |  CLOSE
-               reset by the peer, lasted 3000.050 ms, handshake 0.150 ms, 1 request, 0 responses, a request never answered (waited 2999.850 ms), idle 2999.850 ms before close
+               [reset] reset by the peer, lasted 3000.050 ms, handshake 0.150 ms, 1 request, 0 responses, a request never answered (waited 2999.850 ms), idle 2999.850 ms before close
 ";
         assert_eq!(text, expected, "\n{text}");
     }

@@ -12,8 +12,8 @@ use tracer_common as raw;
 
 use crate::event::{
     Accepted, ConnectionSummary, DataTurn, Direction, EventMeta, HandshakeSample, Keepalive,
-    KeepaliveSettings, Process, Reset, Retransmit, RetransmitKind, StateChange, TcpFlag, TcpState,
-    TraceEvent,
+    KeepaliveSettings, Process, Reset, Retransmit, RetransmitKind, SocketError, StateChange,
+    TcpFlag, TcpState, TraceEvent,
 };
 use crate::kernel::units::KernelUnits;
 
@@ -176,6 +176,7 @@ impl Decoder {
                     retransmits: p.total_retrans,
                     srtt_us: p.srtt_us_x8 >> 3,
                     netns: p.netns,
+                    error: SocketError::from_kernel(p.error),
                     last_data_ns: (p.last_data_ns != raw::NO_DATA).then_some(p.last_data_ns),
                 });
                 let change = TraceEvent::StateChange(StateChange {
@@ -359,7 +360,8 @@ mod tests {
                 netns: 7,
                 old_state,
                 flags,
-                _pad: [0; 2],
+                error: 0,
+                _pad: 0,
             },
         };
         let events: Vec<TraceEvent> = Decoder::default()

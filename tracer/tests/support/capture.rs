@@ -261,6 +261,8 @@ pub struct WireConnection {
     pub established_ns: Option<u64>,
     /// (to server?, first segment's time) of each data burst.
     bursts: Vec<(bool, u64)>,
+    /// The client's SYNs, retransmissions included.
+    pub syns: u32,
 }
 
 impl WireConnection {
@@ -274,11 +276,15 @@ impl WireConnection {
             synack_ns: None,
             established_ns: None,
             bursts: Vec::new(),
+            syns: 0,
         }
     }
 
     fn add(&mut self, segment: &Segment) {
         let to_server = segment.from == self.client;
+        if segment.syn && to_server {
+            self.syns += 1;
+        }
         if segment.syn && !to_server {
             self.synack_ns.get_or_insert(segment.ns);
         }
@@ -464,9 +470,49 @@ impl WireConnection {
                     "remote"
                 }
             }
+            // The keepalive timer's reset, after its unanswered probes.
+            (_, Some(_)) if first_is_mine && mine.keepalive_probes > 0 => "keepalive_timeout",
             (_, Some(_)) if first_is_mine => "reset_sent",
             (_, Some(_)) => "reset_received",
-            _ => "unknown",
+            // Closed (the records compared are) with neither on the wire.
+            _ => "aborted",
+        }
+    }
+}
+
+impl WireConnection {
+    /// The outcomes a record at `local` may have by what the wire shows (docs/events.md
+    /// gives each outcome's pattern). The wire alone cannot tell why SYNs went
+    /// unanswered (the kernel gave up, the application did, or an ICMP error that a
+    /// TCP capture does not show), nor why an established connection ended without a
+    /// FIN or RST; a test that knows says which.
+    pub fn outcomes(&self, local: SocketAddr) -> &'static [&'static str] {
+        let client = local == self.client;
+        let theirs = if client {
+            &self.to_client
+        } else {
+            &self.to_server
+        };
+        let established = if client {
+            self.synack_ns.is_some()
+        } else {
+            self.established_ns.is_some()
+        };
+        if !established {
+            return match (client, theirs.resets > 0) {
+                (true, true) => &["refused"],
+                (true, false) => &["connect_timeout", "connect_abandoned", "unreachable"],
+                (false, _) => &["handshake_reset"],
+            };
+        }
+        if theirs.resets > 0 {
+            return &["reset"];
+        }
+        match self.close_initiator(local) {
+            "keepalive_timeout" => &["keepalive_timeout"],
+            "reset_sent" => &["aborted_locally"],
+            "local" | "remote" | "simultaneous" => &["completed"],
+            _ => &["retransmit_timeout", "aborted_locally"],
         }
     }
 }
@@ -580,6 +626,12 @@ impl Wire {
             "{}",
             context()
         );
+        let outcomes = wire.outcomes(local);
+        assert!(
+            outcomes.contains(&record["outcome"].as_str().unwrap_or("none")),
+            "outcome: the wire says one of {outcomes:?}: {}",
+            context()
+        );
         let untraced_resets = if kernel_traces_timewait_resets() {
             0
         } else {
@@ -654,6 +706,15 @@ impl Wire {
         match wire.unanswered_us() {
             Some(waited) => {
                 close_enough(&record["unanswered_request_us"], waited, "unanswered wait")
+            }
+            // Waiting when the socket closed with nothing on the wire (a retransmit
+            // timeout): how long, only the host knows.
+            None if wire.close_ns().is_none() && matches!(wire.bursts.last(), Some((true, _))) => {
+                assert!(
+                    record["unanswered_request_us"].as_u64().is_some(),
+                    "a request left waiting: {}",
+                    context()
+                )
             }
             None => assert_eq!(
                 record["unanswered_request_us"],

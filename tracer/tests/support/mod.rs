@@ -53,13 +53,34 @@ pub fn tracer_bin() -> PathBuf {
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_tracer").into())
 }
 
-/// A port nobody listens on right now, on `ip`.
+/// Where [`free_port`] hands out ports: below the kernel's ephemeral range (32768-60999 by
+/// default), so no test's `connect()` can be given a port another test is about to bind.
+/// Asking the kernel for port 0 raced exactly so: the port it named was free when asked
+/// and some other test's client had it a moment later (`AddrInUse` in a 6.12 guest).
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// The next port [`free_port`] tries; each process starts at its own place in the range,
+/// so runs close together do not meet each other's TIME_WAIT sockets.
+static NEXT_PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+
+/// A port nobody listens on right now, on `ip`, that no other test of this process has
+/// been given and that no outgoing connection can take.
 pub fn free_port(ip: &str) -> u16 {
-    TcpListener::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::Ordering::Relaxed;
+    let span = TEST_PORTS.end - TEST_PORTS.start;
+    let _ = NEXT_PORT.compare_exchange(
+        0,
+        (std::process::id() % u32::from(span)) as u16 + 1,
+        Relaxed,
+        Relaxed,
+    );
+    for _ in 0..span {
+        let port = TEST_PORTS.start + NEXT_PORT.fetch_add(1, Relaxed) % span;
+        if TcpListener::bind((ip, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {TEST_PORTS:?} on {ip}");
 }
 
 pub struct Tracer {
@@ -276,11 +297,17 @@ fn nft(script: &str) {
 
 impl PacketDrop {
     pub fn new(rule: &str) -> Self {
+        Self::with_verdict(rule, "drop")
+    }
+
+    /// Segments matching `rule` get `verdict` instead (e.g. `reject with icmpx type
+    /// host-unreachable`).
+    pub fn with_verdict(rule: &str, verdict: &str) -> Self {
         static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let table = format!("tracer_test_{}_{n}", std::process::id());
         nft(&format!(
-            "table inet {table} {{\n chain input {{\n type filter hook input priority 0; policy accept;\n {rule} drop\n }}\n}}\n"
+            "table inet {table} {{\n chain input {{\n type filter hook input priority 0; policy accept;\n {rule} {verdict}\n }}\n}}\n"
         ));
         Self { table }
     }

@@ -107,6 +107,7 @@ const FIELDS: &[(&str, &str, PaholeSteps)] = &[
     ("tcp_sock", "srtt_us", &[("tcp_sock", "srtt_us")]),
     ("tcp_sock", "snd_una", &[("tcp_sock", "snd_una")]),
     ("tcp_sock", "write_seq", &[("tcp_sock", "write_seq")]),
+    ("sock", "sk_err", &[("sock", "sk_err")]),
     (
         "net",
         "ipv4.sysctl_tcp_keepalive_time",

@@ -112,6 +112,13 @@ impl<'a> Object<'a> {
         self
     }
 
+    pub fn optional_name(&mut self, key: &str, value: Option<&str>) -> &mut Self {
+        match value {
+            Some(value) => self.name(key, value),
+            None => self.null(key),
+        }
+    }
+
     /// Text from outside (process names, reasons), escaped.
     pub fn text(&mut self, key: &str, value: &str) -> &mut Self {
         let out = self.key(key);

@@ -184,6 +184,7 @@ impl<W: Write> JsonSink<W> {
                 .number("retransmits", summary.retransmits)
                 .number("srtt_us", summary.srtt_us)
                 .number("netns", summary.netns);
+            line.optional_name("error", summary.error.map(|e| e.to_string()).as_deref());
             match last_data {
                 Some(time) => line.time("last_data_ts", &mut timestamps, time),
                 None => line.null("last_data_ts"),
@@ -290,6 +291,8 @@ impl<W: Write> Sink for JsonSink<W> {
                 o.number("offset_us", entry.offset_us);
             })
             .name("close_initiator", record.close_initiator.name())
+            .name("outcome", record.outcome.name())
+            .optional_name("error", record.error.map(|e| e.to_string()).as_deref())
             .number("resets_sent", record.resets_sent)
             .number("resets_received", record.resets_received)
             .number("retransmits", record.retransmits)
@@ -503,6 +506,7 @@ mod tests {
             retransmits: 1,
             srtt_us: 50,
             netns: 4026531840,
+            error: None,
             last_data_ns: Some(123_456_789),
         }));
         assert_eq!(summary["event"], "close_summary");
@@ -584,6 +588,8 @@ mod tests {
                     {"state": "CLOSE", "offset_us": 1000}
                 ],
                 "close_initiator": "aborted",
+                "outcome": "aborted_locally",
+                "error": null,
                 "resets_sent": 0,
                 "resets_received": 0,
                 "retransmits": 0,

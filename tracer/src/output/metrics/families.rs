@@ -29,7 +29,7 @@ use crate::{
     output::RecordEnd,
     output::exporter::NamedCounters,
     pipeline::{
-        correlator::{CloseInitiator, ConnectionRecord, ProbeFate, ResponseTime, Role},
+        correlator::{CloseInitiator, ConnectionRecord, Outcome, ProbeFate, ResponseTime, Role},
         sock_diag::TIME_WAIT_PERIOD,
     },
 };
@@ -82,6 +82,13 @@ struct ConnectionLabels {
     port: u16,
     role: &'static str,
     close_initiator: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    port: u16,
+    role: &'static str,
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -181,6 +188,7 @@ impl TracedPorts {
 pub struct Families {
     ports: TracedPorts,
     connections: Family<ConnectionLabels, Counter>,
+    failures: Family<FailureLabels, Counter>,
     open_connections: Family<PortRole, Gauge>,
     time_wait_sockets: Family<PortLabel, Gauge>,
     handshake: Histograms,
@@ -224,6 +232,12 @@ impl Families {
                 r,
                 "connections",
                 "Connection records written (closed, evicted or stale), by traced port, role and who closed the connection",
+                Family::default(),
+            ),
+            failures: declare(
+                r,
+                "connection_failures",
+                "Connections that failed (every closed record's outcome but completed), by traced port, role and outcome",
                 Family::default(),
             ),
             open_connections: declare(
@@ -353,6 +367,15 @@ impl Families {
                     };
                     self.connections.get_or_create_owned(&labels);
                 }
+                for failure in Outcome::failures() {
+                    let outcome = failure.name();
+                    let labels = FailureLabels {
+                        port,
+                        role,
+                        outcome,
+                    };
+                    self.failures.get_or_create_owned(&labels);
+                }
             }
             self.retransmits.get_or_create_owned(&PortLabel { port });
             self.time_wait_sockets
@@ -436,6 +459,15 @@ impl Families {
             close_initiator,
         };
         self.connections.get_or_create(&labels).inc();
+        if record.outcome.failed() {
+            let outcome = record.outcome.name();
+            let labels = FailureLabels {
+                port,
+                role,
+                outcome,
+            };
+            self.failures.get_or_create(&labels).inc();
+        }
         let series = PortRole { port, role };
         if let Some(us) = record.handshake_us {
             self.handshake.get_or_create(&series).observe(seconds(us));

@@ -87,6 +87,14 @@ impl CloseFacts {
         }
     }
 
+    /// Whether a FIN started the close, from either side.
+    pub(super) fn by_fin(&self) -> bool {
+        matches!(
+            self.closer,
+            Closer::FinLocal | Closer::FinRemote | Closer::Simultaneous
+        )
+    }
+
     /// `closed`: the kernel reported CLOSE.
     pub(super) fn initiator(&self, closed: bool) -> CloseInitiator {
         match self.closer {

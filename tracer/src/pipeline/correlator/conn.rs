@@ -10,11 +10,12 @@ use super::{
     exchanges::Exchanges,
     keepalive::Probes,
     lifecycle::{Handshake, Offset, States},
+    outcome::{Ending, Outcome, outcome},
     owner::{Owner, OwnerRank, Processes},
-    record::{ConnectionRecord, Family, KeptEvents, Role, StateEntry},
+    record::{CloseInitiator, ConnectionRecord, Family, KeptEvents, Role, StateEntry},
     table::NIL,
 };
-use crate::event::{ConnectionSummary, Direction, EventMeta, TraceEvent};
+use crate::event::{ConnectionSummary, Direction, EventMeta, SocketError, TcpState, TraceEvent};
 
 /// An address in 18 bytes instead of `SocketAddr`'s 32; IPv4 as its mapped IPv6 form.
 #[derive(Clone, Copy, Debug, Default)]
@@ -53,6 +54,8 @@ struct Summary {
     fin_received: bool,
     fin_acked: bool,
     seen: bool,
+    /// The errno, 0 for none: an `Option` would cost the record 8 bytes.
+    errno: u8,
 }
 
 impl Summary {
@@ -220,6 +223,7 @@ impl Conn {
             fin_received: summary.fin_received,
             fin_acked: summary.fin_acked,
             seen: true,
+            errno: summary.error.map_or(0, |e| e.0),
         };
         self.retransmits = self.retransmits.max(summary.retransmits);
         let before_close = |ns: &u64| self.close.first_ns().is_none_or(|close| *ns <= close);
@@ -228,9 +232,41 @@ impl Conn {
         }
     }
 
+    /// What the connection showed of its end, for its [`Outcome`].
+    fn ending(&self) -> Ending {
+        use TcpState::*;
+        let seen = |wanted: &[TcpState]| self.states.iter().any(|(s, _)| wanted.contains(&s));
+        let past_handshake = [
+            Established,
+            FinWait1,
+            FinWait2,
+            TimeWait,
+            CloseWait,
+            LastAck,
+            Closing,
+        ];
+        let established = !self.observed_from_start || seen(&past_handshake);
+        Ending {
+            established,
+            connecting: seen(&[SynSent]) && !seen(&[SynRecv]),
+            keepalive_timed_out: self.probes.counts().timed_out,
+            fin: self.close.by_fin() || self.summary.fin_received,
+            reset_sent_first: self.close.initiator(true) == CloseInitiator::ResetSent,
+            resets_sent: self.resets_sent.into(),
+            resets_received: self.resets_received.into(),
+            error: SocketError::from_kernel(self.summary.errno),
+        }
+    }
+
     /// The record as it stands. `data_turns`: the data hook was attached, so requests
-    /// and responses are known (else they are null, not zero).
-    pub(super) fn record(&self, kept: KeptEvents, data_turns: bool) -> ConnectionRecord {
+    /// and responses are known (else they are null, not zero). `unfinished`: its outcome
+    /// unless the kernel reported its close.
+    pub(super) fn record(
+        &self,
+        kept: KeptEvents,
+        data_turns: bool,
+        unfinished: Outcome,
+    ) -> ConnectionRecord {
         let start = self.states.start_ns();
         let end = self.end_ns();
         let us = |from: u64, to: u64| to.saturating_sub(from) / 1000;
@@ -271,6 +307,12 @@ impl Conn {
                 })
                 .collect(),
             close_initiator: self.close.initiator(self.closed),
+            outcome: if self.closed {
+                outcome(self.ending())
+            } else {
+                unfinished
+            },
+            error: summary.and_then(|s| SocketError::from_kernel(s.errno)),
             resets_sent: self.resets_sent.into(),
             resets_received: self.resets_received.into(),
             retransmits: self.retransmits,

@@ -101,6 +101,7 @@ mod conn;
 pub mod exchanges;
 mod keepalive;
 mod lifecycle;
+mod outcome;
 mod owner;
 mod record;
 mod table;
@@ -116,6 +117,7 @@ use self::{
 };
 pub use self::{
     keepalive::{ProbeFate, probe_fate},
+    outcome::Outcome,
     record::{
         CloseInitiator, ConnectionRecord, Family, KEPT_EVENTS, KeepaliveCounts, ResponseTimes,
         Role, StateEntry,
@@ -453,7 +455,13 @@ impl Correlator {
     fn finish(&mut self, slot: u32, unfinished: Unfinished, out: &mut impl FnMut(Output)) {
         let kept = self.table.take_kept(slot);
         let conn = self.table.conn(slot);
-        let (closed, record) = (conn.closed, conn.record(kept, self.config.data_turns));
+        let unfinished_outcome = match unfinished {
+            Unfinished::Evicted => Outcome::Evicted,
+            Unfinished::Reaped => Outcome::Stale,
+            Unfinished::Ended => Outcome::Ended,
+        };
+        let record = conn.record(kept, self.config.data_turns, unfinished_outcome);
+        let closed = conn.closed;
         self.table.remove(slot);
         out(match (closed, unfinished) {
             (true, _) => Output::Connection(record),

@@ -4,8 +4,9 @@
 
 use std::net::SocketAddr;
 
+use super::outcome::Outcome;
 use crate::{
-    event::{TcpState, TraceEvent},
+    event::{SocketError, TcpState, TraceEvent},
     vocabulary::names,
 };
 
@@ -105,6 +106,10 @@ pub struct ConnectionRecord {
     pub duration_us: u64,
     pub states: Vec<StateEntry>,
     pub close_initiator: CloseInitiator,
+    /// How it ended, in one word (see [`Outcome`]).
+    pub outcome: Outcome,
+    /// The error its socket held as it closed: what the application was told.
+    pub error: Option<SocketError>,
     pub resets_sent: u32,
     pub resets_received: u32,
     /// The larger of the retransmits seen and the close summary's count.

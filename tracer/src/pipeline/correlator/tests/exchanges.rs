@@ -149,6 +149,7 @@ fn bytes_are_payload_without_syn_and_fin() {
             retransmits: 0,
             srtt_us: 30,
             netns: 1,
+            error: None,
         };
         side.summary(3 * MS, None, totals)
     };

@@ -25,6 +25,7 @@ const TOTALS: Totals = Totals {
     retransmits: 2,
     srtt_us: 50,
     netns: 4026531840,
+    error: None,
 };
 
 fn config(max_connections: usize) -> CorrelatorConfig {

@@ -112,20 +112,7 @@ const GOLDEN_TRACE: &str = include_str!("golden/trace.jsonl");
 /// `tracer replay` of the golden trace with `args`, its stdout with the stop line's time
 /// (the replay's own clock) left out.
 fn replay_golden(args: &[&str]) -> String {
-    let trace = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(trace.path(), GOLDEN_TRACE).unwrap();
-    let output = Command::new(tracer_bin())
-        .arg("replay")
-        .arg(trace.path())
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    without_stop_time(&String::from_utf8(output.stdout).unwrap())
+    without_stop_time(&replay_text(GOLDEN_TRACE, args))
 }
 
 fn without_stop_time(lines: &str) -> String {
@@ -164,4 +151,70 @@ fn the_golden_trace_replays_byte_for_byte() {
     let (replayed_events, stop) = replayed.rsplit_once(r#"{"event":"tracer_stop""#).unwrap();
     assert_eq!(replayed_events, events);
     assert!(stop.starts_with(r#","open_connections":0,"#), "{stop}");
+}
+
+/// `tracer replay FILE args` of the trace `text`, its stdout.
+fn replay_text(text: &str, args: &[&str]) -> String {
+    let trace = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(trace.path(), text).unwrap();
+    let output = Command::new(tracer_bin())
+        .arg("replay")
+        .arg(trace.path())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// The trace docs/events.md takes its examples from (with the golden trace).
+const DOCS_TRACE: &str = include_str!("../../docs/examples/trace.jsonl");
+const EVENTS_DOC: &str = include_str!("../../docs/events.md");
+
+/// Every example line of docs/events.md is a line of one of the two recorded traces or
+/// of what this build's `tracer replay` prints for them, and the flow graph drawn there is
+/// what `--format pretty` draws: a change to the output that leaves the docs behind fails
+/// here. `lost` and `undecodable` are illustrations (a healthy run prints neither).
+#[test]
+fn the_docs_examples_are_what_tracer_prints() {
+    let _machine = shared();
+    let mut printed: Vec<String> = Vec::new();
+    for trace in [DOCS_TRACE, GOLDEN_TRACE] {
+        printed.extend(trace.lines().map(str::to_owned));
+        printed.extend(replay_text(trace, &[]).lines().map(str::to_owned));
+    }
+    let mut examples = 0;
+    let mut in_json = false;
+    for line in EVENTS_DOC.lines() {
+        match line {
+            "```json" => in_json = true,
+            "```" => in_json = false,
+            example if in_json => {
+                let event: serde_json::Value = serde_json::from_str(example).unwrap();
+                if event["event"] == "lost" || event["event"] == "undecodable" {
+                    continue;
+                }
+                assert!(
+                    printed.iter().any(|line| line == example),
+                    "docs/events.md shows a line tracer does not print:\n{example}"
+                );
+                examples += 1;
+            }
+            _ => {}
+        }
+    }
+    assert!(examples >= 15, "only {examples} examples found");
+    let drawn = EVENTS_DOC
+        .split("```\n")
+        .find(|block| block.starts_with("connection "))
+        .expect("a flow graph in docs/events.md");
+    let pretty = replay_text(DOCS_TRACE, &["--format", "pretty"]);
+    assert!(
+        pretty.contains(drawn),
+        "docs/events.md draws:\n{drawn}\ntracer draws:\n{pretty}"
+    );
 }

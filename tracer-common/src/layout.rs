@@ -128,6 +128,12 @@ pub struct KernelLayout {
     /// `sk_buff.cb` + `tcp_skb_cb.seq`/`end_seq`: the sequence space a segment takes.
     pub skb_seq: KernelField,
     pub skb_end_seq: KernelField,
+    /// `sk_buff.head`, `network_header`, `transport_header`: where a received segment's
+    /// IP and TCP headers are, for a reset a listener sends (its socket has no peer; the
+    /// segment it answers has).
+    pub skb_head: KernelField,
+    pub skb_network_header: KernelField,
+    pub skb_transport_header: KernelField,
     pub bytes_acked: KernelField,
     pub bytes_received: KernelField,
     pub total_retrans: KernelField,

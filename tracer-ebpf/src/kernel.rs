@@ -34,6 +34,9 @@ pub(crate) static KERNEL_LAYOUT: KernelLayout = KernelLayout {
     net_keepalive_probes: ABSENT,
     skb_tcp_flags: ABSENT,
     skb_seq: ABSENT,
+    skb_head: ABSENT,
+    skb_network_header: ABSENT,
+    skb_transport_header: ABSENT,
     skb_end_seq: ABSENT,
     bytes_acked: ABSENT,
     bytes_received: ABSENT,
@@ -84,6 +87,43 @@ fn read_bytes<const N: usize>(base: u64, field: KernelField) -> Option<[u8; N]> 
     let at = (base + u64::from(field.offset)) as *const [u8; N];
     // SAFETY: bpf_probe_read_kernel checks the address.
     unsafe { bpf_probe_read_kernel(at).ok() }
+}
+
+/// The ends of the connection a received segment belongs to, from this host's side:
+/// local is its destination, remote its source. Read from its IP and TCP headers, whose
+/// layouts are the wire's (RFC 791, 8200, 9293), not the kernel's.
+#[inline(always)]
+pub fn segment_endpoints(skb: u64) -> Option<Endpoints> {
+    let head = read_uint(skb, field!(skb_head))?;
+    let network = head + read_uint(skb, field!(skb_network_header))?;
+    let transport = head + read_uint(skb, field!(skb_transport_header))?;
+    let at = |offset: u64| KernelField {
+        offset: offset as u32,
+        size: 0,
+    };
+    // SAFETY: bpf_probe_read_kernel checks the address.
+    let ports: [u8; 4] = unsafe { bpf_probe_read_kernel(transport as *const [u8; 4]).ok()? };
+    let version: [u8; 1] = read_bytes(network, at(0))?;
+    let mut endpoints = Endpoints {
+        family: AF_INET,
+        remote_port: u16::from_be_bytes([ports[0], ports[1]]),
+        local_port: u16::from_be_bytes([ports[2], ports[3]]),
+        ..Endpoints::default()
+    };
+    match version[0] >> 4 {
+        4 => {
+            let addrs: [u8; 8] = read_bytes(network, at(12))?;
+            endpoints.remote_addr[..4].copy_from_slice(&addrs[..4]);
+            endpoints.local_addr[..4].copy_from_slice(&addrs[4..]);
+        }
+        6 => {
+            endpoints.family = AF_INET6;
+            endpoints.remote_addr = read_bytes(network, at(8))?;
+            endpoints.local_addr = read_bytes(network, at(24))?;
+        }
+        _ => return None,
+    }
+    Some(endpoints)
 }
 
 const HEAD_WORDS: usize = SOCK_HEAD / 8;

@@ -1,5 +1,6 @@
 //! Resets: `tcp:tcp_send_reset` (this host sent an RST, with or without a socket) and
-//! `tcp:tcp_receive_reset` (an RST arrived for a socket).
+//! `tcp:tcp_receive_reset` (an RST arrived for a socket). A listener's reset has its
+//! peer read from the segment it answers.
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use tracer_common::{
@@ -7,7 +8,7 @@ use tracer_common::{
 };
 
 use crate::{
-    kernel::Sock,
+    kernel::{self, Sock},
     output::emit,
     record,
     selector::{Candidate, select},
@@ -27,9 +28,19 @@ fn reset(ctx: &TracePointContext, layout: &TracepointLayout, direction: u8) {
     {
         return;
     }
-    let Some(endpoints) = record::endpoints(ctx, &layout.endpoints) else {
+    let Some(mut endpoints) = record::endpoints(ctx, &layout.endpoints) else {
         return;
     };
+    // A listener answering a segment that has no connection (a client writing to a
+    // connection whose server socket is gone): the record names the listener's ends,
+    // without a peer; the segment it answers names both.
+    if direction == RESET_SENT && endpoints.remote_port == 0 {
+        if let Some(segment) =
+            record::field::<u64>(ctx, layout.skbaddr).and_then(kernel::segment_endpoints)
+        {
+            endpoints = segment;
+        }
+    }
     let sock = record::field::<u64>(ctx, layout.skaddr).unwrap_or(0);
     let state = match record::field::<i32>(ctx, layout.state) {
         Some(state) => state as u8,

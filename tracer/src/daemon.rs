@@ -82,13 +82,14 @@ struct Ring {
 }
 
 impl Ring {
-    /// Decodes every waiting record into the pipeline; undecodable ones are counted by
-    /// reason and reported after the batch, which ends with one flush.
-    fn drain(&mut self, pipeline: &mut LivePipeline) -> io::Result<()> {
+    /// Decodes a batch of waiting records into the pipeline (see [`reader::DRAIN_BATCH`](crate::pipeline::reader::DRAIN_BATCH));
+    /// undecodable ones are counted by reason and reported after the batch, which ends
+    /// with one flush. Returns whether the ring was left empty.
+    fn drain(&mut self, pipeline: &mut LivePipeline) -> io::Result<bool> {
         let mut result = Ok(());
         let mut undecodable: BTreeMap<String, u64> = BTreeMap::new();
         let decoder = &self.decoder;
-        let records = drain(self.ring.get_mut(), |record| {
+        let (records, emptied) = drain(self.ring.get_mut(), |record| {
             if result.is_err() {
                 return;
             }
@@ -111,6 +112,12 @@ impl Ring {
         if records > 0 {
             pipeline.sink.flush()?;
         }
+        Ok(emptied)
+    }
+
+    /// Drains until the ring is empty: at the end, when nothing more is sent.
+    fn drain_all(&mut self, pipeline: &mut LivePipeline) -> io::Result<()> {
+        while !self.drain(pipeline)? {}
         Ok(())
     }
 
@@ -255,16 +262,21 @@ pub async fn run(config: TraceConfig) -> Result<()> {
     read_existing(&mut pipeline, ports)?;
     pipeline.sink.flush()?;
 
+    // Records left in the ring by a full batch: read on after yielding, which lets the
+    // runtime poll its driver first (signals and timers arrive through it; a task that is
+    // always ready would starve them).
+    let mut backlog = false;
     loop {
         tokio::select! {
             guard = ring.ring.readable_mut() => {
                 guard?.clear_ready();
-                ring.drain(&mut pipeline)?;
+                backlog = !ring.drain(&mut pipeline)?;
             }
-            _ = drain_timer.tick() => ring.drain(&mut pipeline)?,
+            _ = tokio::task::yield_now(), if backlog => backlog = !ring.drain(&mut pipeline)?,
+            _ = drain_timer.tick() => backlog = !ring.drain(&mut pipeline)?,
             _ = housekeeping.tick() => {
                 pipeline.clock = WallClock::sample();
-                ring.drain(&mut pipeline)?;
+                backlog = !ring.drain(&mut pipeline)?;
                 ring.report_lost(&mut pipeline)?;
                 pipeline.reap(clock::boot_now_ns())?;
                 pipeline.sink.flush()?;
@@ -287,7 +299,7 @@ pub async fn run(config: TraceConfig) -> Result<()> {
     }
     // Detached first, so nothing is sent after the last drain and the counts add up.
     drop(ebpf);
-    ring.drain(&mut pipeline)?;
+    ring.drain_all(&mut pipeline)?;
     let counts = ring.report_lost(&mut pipeline)?;
     // The exporters get the last records before they finish, and the stop line says what
     // became of everything they were offered.

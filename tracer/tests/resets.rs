@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use crate::support::{Tracer, free_port, is_event, shared, sockets::connected_pair};
+use crate::support::{PacketDrop, Tracer, free_port, is_event, shared, sockets::connected_pair};
 
 /// Whether this kernel's `tcp_send_reset` also fires for resets sent without a socket
 /// (6.10+, the version whose record holds sockaddr-sized addresses).
@@ -91,4 +91,44 @@ fn closing_with_unread_data_sends_a_reset() {
     drop(client);
 
     assert_client_reset_the_server(&mut tracer, client_addr, server_addr);
+}
+
+/// The server's socket is gone without the client hearing of it (its reset dropped on
+/// the way), and the client writes: the segment finds only the listener, which answers
+/// with a reset. The tracepoint names the listener's ends (no peer); the line names the
+/// client, read from the segment the listener answered.
+#[test]
+fn a_listeners_reset_names_the_peer_it_answers() {
+    let _machine = shared();
+    let port = free_port("127.0.0.1");
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let mut tracer = Tracer::start(&[port]);
+    let (mut client, accepted) = crate::support::sockets::pair(&listener);
+    let (client_addr, server_addr) = (client.local_addr().unwrap(), client.peer_addr().unwrap());
+    {
+        let _lost = PacketDrop::new(&format!("tcp sport {port} tcp flags & rst == rst"));
+        rustix::net::sockopt::set_socket_linger(&accepted, Some(Duration::ZERO)).unwrap();
+        drop(accepted);
+        tracer.wait_for("the server's own reset", |l| {
+            is_event(l, "reset", server_addr, client_addr) && l["state"] == "CLOSE"
+        });
+    }
+    client.write_all(b"anyone there?").unwrap();
+    let error = client.read(&mut [0u8; 1]).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::ConnectionReset);
+
+    let sent = tracer.wait_for("the listener's reset", |l| {
+        l["event"] == "reset" && l["direction"] == "sent" && l["state"] == "LISTEN"
+    });
+    assert_eq!(
+        (&sent["local"], &sent["remote"]),
+        (
+            &server_addr.to_string().into(),
+            &client_addr.to_string().into()
+        ),
+        "{sent}"
+    );
+    tracer.wait_for("the client's reset", |l| {
+        is_event(l, "reset", client_addr, server_addr) && l["direction"] == "received"
+    });
 }

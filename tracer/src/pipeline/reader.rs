@@ -60,12 +60,22 @@ impl EmitCounter {
     }
 }
 
-/// Calls `handle` on every record waiting in the ring buffer; returns how many there were.
-pub fn drain(ring: &mut RingBuf<MapData>, mut handle: impl FnMut(&[u8])) -> u64 {
+/// Records read from the ring buffer in one batch at most: a ring that fills as fast as
+/// it is read must still let the daemon answer its signals and timers between batches
+/// (a SIGHUP from logrotate waited for minutes under full churn when a batch ran until
+/// the ring was empty).
+pub const DRAIN_BATCH: u64 = 16_384;
+
+/// Calls `handle` on the records waiting in the ring buffer, at most [`DRAIN_BATCH`];
+/// returns how many, and whether the ring was left empty.
+pub fn drain(ring: &mut RingBuf<MapData>, mut handle: impl FnMut(&[u8])) -> (u64, bool) {
     let mut records = 0;
-    while let Some(record) = ring.next() {
+    while records < DRAIN_BATCH {
+        let Some(record) = ring.next() else {
+            return (records, true);
+        };
         handle(&record);
         records += 1;
     }
-    records
+    (records, false)
 }

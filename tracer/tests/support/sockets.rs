@@ -23,9 +23,14 @@ pub fn pair(listener: &TcpListener) -> (TcpStream, TcpStream) {
 /// times: (client, accepted).
 pub fn keepalive_pair(port: u16, count: u32) -> (TcpStream, TcpStream) {
     let (client, accepted) = connected_pair(port);
-    sockopt::set_socket_keepalive(&client, true).unwrap();
-    sockopt::set_tcp_keepidle(&client, Duration::from_secs(1)).unwrap();
-    sockopt::set_tcp_keepintvl(&client, Duration::from_secs(1)).unwrap();
-    sockopt::set_tcp_keepcnt(&client, count).unwrap();
+    probe_every_second(&client, count);
     (client, accepted)
+}
+
+/// `client` probes after 1 s idle, every 1 s, `count` times.
+pub fn probe_every_second(client: &TcpStream, count: u32) {
+    sockopt::set_socket_keepalive(client, true).unwrap();
+    sockopt::set_tcp_keepidle(client, Duration::from_secs(1)).unwrap();
+    sockopt::set_tcp_keepintvl(client, Duration::from_secs(1)).unwrap();
+    sockopt::set_tcp_keepcnt(client, count).unwrap();
 }

@@ -108,6 +108,17 @@ const FIELDS: &[(&str, &str, PaholeSteps)] = &[
     ("tcp_sock", "snd_una", &[("tcp_sock", "snd_una")]),
     ("tcp_sock", "write_seq", &[("tcp_sock", "write_seq")]),
     ("sock", "sk_err", &[("sock", "sk_err")]),
+    ("sk_buff", "head", &[("sk_buff", "head")]),
+    (
+        "sk_buff",
+        "network_header",
+        &[("sk_buff", "network_header")],
+    ),
+    (
+        "sk_buff",
+        "transport_header",
+        &[("sk_buff", "transport_header")],
+    ),
     (
         "net",
         "ipv4.sysctl_tcp_keepalive_time",

@@ -34,12 +34,12 @@ fn reset(ctx: &TracePointContext, layout: &TracepointLayout, direction: u8) {
     // A listener answering a segment that has no connection (a client writing to a
     // connection whose server socket is gone): the record names the listener's ends,
     // without a peer; the segment it answers names both.
-    if direction == RESET_SENT && endpoints.remote_port == 0 {
-        if let Some(segment) =
+    if direction == RESET_SENT
+        && endpoints.remote_port == 0
+        && let Some(segment) =
             record::field::<u64>(ctx, layout.skbaddr).and_then(kernel::segment_endpoints)
-        {
-            endpoints = segment;
-        }
+    {
+        endpoints = segment;
     }
     let sock = record::field::<u64>(ctx, layout.skaddr).unwrap_or(0);
     let state = match record::field::<i32>(ctx, layout.state) {

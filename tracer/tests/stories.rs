@@ -474,3 +474,58 @@ fn crossing_fins_are_a_simultaneous_close() {
     }
     assert_wire_agrees(capture, &[&client_side, &server_side]);
 }
+
+/// A server that closes an idle connection while its client lingers (nginx's
+/// `keepalive_timeout`): the server's socket, closed by its application, is acknowledged
+/// in FIN_WAIT2 and handed at once to a timewait socket, which waits for the client's FIN
+/// (sent here once the server's record is out, a second or more later). The server's
+/// record ends at the handover and says so: no FIN received, handed over in FIN_WAIT2.
+#[test]
+fn an_idle_close_while_the_peer_lingers_ends_in_fin_wait2() {
+    let _machine = shared();
+    let (port, mut tracer, capture) = traced_port();
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let (mut client, mut accepted) = pair(&listener);
+    let (local, server) = (client.local_addr().unwrap(), client.peer_addr().unwrap());
+    client.write_all(b"request\n").unwrap();
+    accepted.read_exact(&mut [0u8; 8]).unwrap();
+    accepted.write_all(b"response\n").unwrap();
+    client.read_exact(&mut [0u8; 9]).unwrap();
+    drop(accepted);
+    assert_eq!(client.read(&mut [0u8; 1]).unwrap(), 0, "the server's FIN");
+    let server_side = record(&mut tracer, server, local);
+    drop(client);
+    let client_side = record(&mut tracer, local, server);
+
+    assert_eq!(
+        (
+            &server_side["fin_received"],
+            &server_side["handed_to_timewait"]
+        ),
+        (&false.into(), &"FIN_WAIT2".into()),
+        "{server_side:#}"
+    );
+    assert_eq!(
+        (
+            &client_side["fin_received"],
+            &client_side["handed_to_timewait"]
+        ),
+        (&true.into(), &Value::Null),
+        "a passive close ends for good: {client_side:#}"
+    );
+    let wire = assert_wire_agrees(capture, &[&server_side, &client_side]);
+    let end = humantime::parse_rfc3339(server_side["end"].as_str().unwrap()).unwrap();
+    let end_ns = end
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let connection = wire.connection(local, server, end_ns);
+    let client_fin = connection
+        .to_server
+        .fin_ns
+        .expect("the client's FIN on the wire");
+    assert!(
+        client_fin > end_ns,
+        "the server's record ended at its handover, before the client's FIN"
+    );
+}

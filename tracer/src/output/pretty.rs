@@ -172,6 +172,9 @@ fn lines(record: &ConnectionRecord, count: usize) -> Vec<Line> {
     let mut lines = Vec::new();
     // The request waiting for its response: (its time, its line).
     let mut waiting: Option<(u64, usize)> = None;
+    // Whether the peer's FIN had arrived, from the close summary (sent just before CLOSE):
+    // a FIN is drawn only when one came.
+    let mut fin_received: Option<bool> = None;
     for (index, event) in events.iter().take(count).enumerate() {
         let at = event.meta().boot_ns.saturating_sub(record.start_ns);
         match event {
@@ -200,15 +203,21 @@ fn lines(record: &ConnectionRecord, count: usize) -> Vec<Line> {
                     (Established, CloseWait) | (FinWait1, Closing) => {
                         &[(In, "FIN", Fin), (Out, "ACK", Fin)]
                     }
-                    (FinWait2, Close | TimeWait) if !by_reset => {
+                    (FinWait2, Close | TimeWait) if !by_reset && fin_received != Some(false) => {
                         &[(In, "FIN", Fin), (Out, "ACK", Fin)]
                     }
-                    (FinWait1, Close | TimeWait) if !by_reset => {
+                    (FinWait1, Close | TimeWait) if !by_reset && fin_received != Some(false) => {
                         &[(In, "FIN-ACK", Fin), (Out, "ACK", Fin)]
                     }
                     _ => &[],
                 };
-                let state = change.new_state.to_string();
+                let state = match (change.old_state, change.new_state) {
+                    (FinWait2, Close) if !by_reset && fin_received == Some(false) => {
+                        "CLOSE: handed to a timewait socket in FIN_WAIT2, waiting for the peer's FIN"
+                            .to_owned()
+                    }
+                    _ => change.new_state.to_string(),
+                };
                 match segments.split_last() {
                     None => lines.push(Line::note(at, state)),
                     Some((last, first)) => {
@@ -284,7 +293,7 @@ fn lines(record: &ConnectionRecord, count: usize) -> Vec<Line> {
                 format!("{} when tracing started", existing.state),
             )),
             // Its figures are in the summary line.
-            TraceEvent::Summary(_) => {}
+            TraceEvent::Summary(summary) => fin_received = Some(summary.fin_received),
         }
     }
     if let (Some((_, line)), Some(waited)) = (waiting, record.unanswered_request_us) {
@@ -335,6 +344,9 @@ fn summary(record: &ConnectionRecord) -> String {
         format!("{outcome} {closed}"),
         format!("lasted {}", ms(record.duration_us)),
     ];
+    if record.handed_to_timewait == Some(TcpState::FinWait2) {
+        parts.push("handed to a timewait socket before the peer's FIN".to_owned());
+    }
     if let Some(handshake) = record.handshake_us {
         parts.push(format!("handshake {}", ms(handshake)));
     }
@@ -649,6 +661,34 @@ connection 1: client, curl (pid 9904)
  +3000.050 ms  |<--------------- RST ---------------|  NOT_SPECIFIED
  +3000.050 ms  |                                    |  CLOSE
                [reset] reset by the peer, lasted 3000.050 ms, handshake 0.150 ms, 1 request, 0 responses, a request never answered (waited 2999.850 ms), idle 2999.850 ms before close
+";
+        assert_eq!(text, expected, "\n{text}");
+    }
+
+    /// The client (the connection's peer here) closes the idle connection after this host
+    /// did, and its socket was handed over in FIN_WAIT2: no FIN is drawn, the line says
+    /// what happened.
+    #[test]
+    fn a_close_handed_over_in_fin_wait2_draws_no_fin() {
+        let c = client();
+        let mut events = c.connect(0);
+        events.extend([
+            c.state(1_000_000, Established, FinWait1),
+            c.state(1_000_040, FinWait1, FinWait2),
+            c.summary(1_000_041, None, TOTALS),
+            c.state(1_000_041, FinWait2, Close),
+        ]);
+        let text = timeline(&events);
+        let expected = "\
+connection 1: client, curl (pid 9904)
+               127.0.0.1:49320         127.0.0.1:8191
+    +0.000 ms  |--------------- SYN --------------->|  SYN_SENT
+    +0.150 ms  |<------------- SYN-ACK -------------|
+    +0.150 ms  |--------------- ACK --------------->|  ESTABLISHED
+ +1000.000 ms  |--------------- FIN --------------->|  FIN_WAIT1
+ +1000.040 ms  |<--------------- ACK ---------------|  FIN_WAIT2
+ +1000.041 ms  |                                    |  CLOSE: handed to a timewait socket in FIN_WAIT2, waiting for the peer's FIN
+               [completed] closed by this host (FIN), lasted 1000.041 ms, handed to a timewait socket before the peer's FIN, handshake 0.150 ms, 0 requests, 0 responses, 155 bytes sent, 2048 received
 ";
         assert_eq!(text, expected, "\n{text}");
     }

@@ -112,6 +112,13 @@ impl<'a> Object<'a> {
         self
     }
 
+    pub fn optional_bool(&mut self, key: &str, value: Option<bool>) -> &mut Self {
+        match value {
+            Some(value) => self.bool(key, value),
+            None => self.null(key),
+        }
+    }
+
     pub fn optional_name(&mut self, key: &str, value: Option<&str>) -> &mut Self {
         match value {
             Some(value) => self.name(key, value),

@@ -293,7 +293,9 @@ impl<W: Write> Sink for JsonSink<W> {
             .name("close_initiator", record.close_initiator.name())
             .name("outcome", record.outcome.name())
             .optional_name("error", record.error.map(|e| e.to_string()).as_deref())
-            .number("resets_sent", record.resets_sent)
+            .optional_bool("fin_received", record.fin_received);
+        write_optional_state(&mut line, "handed_to_timewait", record.handed_to_timewait);
+        line.number("resets_sent", record.resets_sent)
             .number("resets_received", record.resets_received)
             .number("retransmits", record.retransmits)
             .object("keepalive", |o| {
@@ -590,6 +592,8 @@ mod tests {
                 "close_initiator": "aborted",
                 "outcome": "aborted_locally",
                 "error": null,
+                "fin_received": null,
+                "handed_to_timewait": null,
                 "resets_sent": 0,
                 "resets_received": 0,
                 "retransmits": 0,

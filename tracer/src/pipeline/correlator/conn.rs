@@ -232,6 +232,27 @@ impl Conn {
         }
     }
 
+    /// The timewait socket the kernel handed the connection's ends to as its socket
+    /// closed, by the state it took them in: `TIME_WAIT` once both FINs were exchanged,
+    /// `FIN_WAIT2` when this side's FIN was acknowledged and the peer's had not come (an
+    /// application's socket closed and orphaned: the kernel keeps only a timewait socket,
+    /// for up to `tcp_fin_timeout`, to wait for it). `None` when the socket closed for
+    /// good (the last ACK of a passive close, a reset).
+    fn handed_to_timewait(&self) -> Option<TcpState> {
+        use TcpState::*;
+        if !self.closed || !self.summary.seen || !self.close.by_fin() || self.resets_received > 0 {
+            return None;
+        }
+        // The state the socket left for CLOSE (the kernel moves a socket it hands over from
+        // FIN_WAIT2, CLOSING or FIN_WAIT1 straight to CLOSE).
+        let (before_close, _) = self.states.iter().rev().nth(1)?;
+        match (before_close, self.summary.fin_received) {
+            (FinWait2, false) => Some(FinWait2),
+            (FinWait1 | FinWait2 | Closing, true) => Some(TimeWait),
+            _ => None,
+        }
+    }
+
     /// What the connection showed of its end, for its [`Outcome`].
     fn ending(&self) -> Ending {
         use TcpState::*;
@@ -313,6 +334,8 @@ impl Conn {
                 unfinished
             },
             error: summary.and_then(|s| SocketError::from_kernel(s.errno)),
+            fin_received: summary.map(|s| s.fin_received),
+            handed_to_timewait: self.handed_to_timewait(),
             resets_sent: self.resets_sent.into(),
             resets_received: self.resets_received.into(),
             retransmits: self.retransmits,

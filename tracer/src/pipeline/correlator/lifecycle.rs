@@ -106,7 +106,7 @@ impl States {
     }
 
     /// The states and their times, in order.
-    pub(super) fn iter(&self) -> impl Iterator<Item = (TcpState, u64)> + '_ {
+    pub(super) fn iter(&self) -> impl DoubleEndedIterator<Item = (TcpState, u64)> + '_ {
         (0..usize::from(self.len)).map(|i| {
             (
                 TcpState::from_kernel(self.states[i]),

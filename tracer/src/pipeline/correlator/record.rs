@@ -110,6 +110,11 @@ pub struct ConnectionRecord {
     pub outcome: Outcome,
     /// The error its socket held as it closed: what the application was told.
     pub error: Option<SocketError>,
+    /// The peer's FIN had arrived when the socket closed (from the close summary).
+    pub fin_received: Option<bool>,
+    /// The state a timewait socket took over the connection's ends in, when the kernel
+    /// handed them over as the socket closed (`TIME_WAIT` or `FIN_WAIT2`).
+    pub handed_to_timewait: Option<TcpState>,
     pub resets_sent: u32,
     pub resets_received: u32,
     /// The larger of the retransmits seen and the close summary's count.

@@ -43,6 +43,15 @@ fn connections_open_before_tracing_get_records() {
     let record = tracer.wait_for("its record", |l| {
         l["event"] == "connection" && l["local"] == local
     });
+    let server_side = tracer.wait_for("the server side's record", |l| {
+        l["event"] == "connection" && l["remote"] == local
+    });
+    // The listener, open before tracing too, makes the accepted side the server.
+    assert_eq!(
+        (&record["role"], &server_side["role"]),
+        (&"client".into(), &"server".into()),
+        "{record:#}\n{server_side:#}"
+    );
     assert_eq!(record["observed_from_start"], false, "{record:#}");
     assert_eq!(record["close_initiator"], "local", "{record:#}");
     assert_eq!(record["handshake_us"], serde_json::Value::Null);

@@ -5,30 +5,32 @@
 //! sock_diag does not give the kernel's socket address that events carry (`sock`), so
 //! these come with `sock` 0 and are matched to later events by their addresses.
 //!
-//! Listeners are not connections, and TIME_WAIT sockets are what is left of connections
-//! already closed: no event of theirs follows that a record could take, so a busy port's
-//! tens of thousands would only count as `unmatched_events`. The request leaves both
-//! out, so the kernel does not even send them; the `tracer_time_wait_sockets` gauge
-//! counts TIME_WAIT instead ([`super::sock_diag::time_wait_counts`]).
+//! Listeners come first: they are not connections, but they tell the correlator which of
+//! the connections found is the server's side (its local port has a listener), and who
+//! owns it. TIME_WAIT sockets are what is left of connections already closed: no event of
+//! theirs follows that a record could take, so a busy port's tens of thousands would only
+//! count as `unmatched_events`. The request leaves them out, so the kernel does not even
+//! send them; the `tracer_time_wait_sockets` gauge counts them instead
+//! ([`super::sock_diag::time_wait_counts`]).
 
 use anyhow::Result;
 
 use super::sock_diag::{self, StateFlags};
 use crate::event::{EventMeta, Existing, TcpState};
 
-/// The states asked for: all but LISTEN and TIME_WAIT.
-fn connection_states() -> StateFlags {
-    StateFlags::all() - StateFlags::LISTEN - StateFlags::TIME_WAIT
+/// The states asked for: all but TIME_WAIT.
+fn wanted_states() -> StateFlags {
+    StateFlags::all() - StateFlags::TIME_WAIT
 }
 
-/// Open TCP connections of this network namespace with a local or remote port in
-/// `ports` (listeners and TIME_WAIT sockets excluded), stamped `boot_ns`.
+/// Listeners and open TCP connections of this network namespace with a local or remote
+/// port in `ports` (TIME_WAIT sockets excluded), stamped `boot_ns`: the listeners first.
 pub fn connections(ports: &[u16], boot_ns: u64) -> Result<Vec<Existing>> {
     let mut found = Vec::new();
-    sock_diag::each_tcp_socket(connection_states(), |state, local, remote| {
+    sock_diag::each_tcp_socket(wanted_states(), |state, local, remote| {
         let traced = ports.contains(&local.port()) || ports.contains(&remote.port());
         // The kernel already left these out; kept here so the filter stands on its own.
-        if traced && !matches!(state, TcpState::Listen | TcpState::TimeWait) {
+        if traced && state != TcpState::TimeWait {
             let meta = EventMeta {
                 boot_ns,
                 sock: 0,
@@ -39,6 +41,8 @@ pub fn connections(ports: &[u16], boot_ns: u64) -> Result<Vec<Existing>> {
             found.push(Existing { meta, state });
         }
     })?;
+    // Stable: the kernel's order otherwise.
+    found.sort_by_key(|existing| existing.state != TcpState::Listen);
     Ok(found)
 }
 
@@ -73,7 +77,15 @@ mod tests {
             ends.contains(&(remote, local, TcpState::Established)),
             "{ends:?}"
         );
-        assert_eq!(found.len(), 2, "the listener is not a connection: {ends:?}");
+        let listener = (listener.local_addr().unwrap(), "0.0.0.0:0".parse().unwrap());
+        assert_eq!(
+            found
+                .first()
+                .map(|e| (e.meta.local, e.meta.remote, e.state)),
+            Some((listener.0, listener.1, TcpState::Listen)),
+            "the listener first: {ends:?}"
+        );
+        assert_eq!(found.len(), 3, "{ends:?}");
         assert!(
             found
                 .iter()
@@ -97,6 +109,9 @@ mod tests {
             thread::sleep(Duration::from_millis(20));
         }
         let found = connections(&[port], 0).unwrap();
-        assert!(found.is_empty(), "{found:?}");
+        assert!(
+            found.iter().all(|e| e.state == TcpState::Listen),
+            "only the listener: {found:?}"
+        );
     }
 }

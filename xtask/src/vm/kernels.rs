@@ -14,8 +14,14 @@ use crate::run;
 
 /// Kernel modules loaded in every guest (with their dependencies, from `modules.dep`):
 /// the tests build veth pairs, delay or drop packets with netem, and cut traffic with
-/// nftables. Modules a kernel has built in are skipped.
-const MODULES: &[&str] = &["veth", "sch_netem", "nf_tables", "tcp_diag"];
+/// nftables (and reject with an ICMP error). Modules a kernel has built in are skipped.
+const MODULES: &[&str] = &[
+    "veth",
+    "sch_netem",
+    "nf_tables",
+    "nft_reject_inet",
+    "tcp_diag",
+];
 
 /// apt with its own sources list, state and cache under `.vm-cache/apt`.
 pub(super) struct Apt {

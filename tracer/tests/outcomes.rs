@@ -18,20 +18,12 @@ use crate::{
     stories::{assert_wire_agrees, record, traced_port},
     support::{
         PacketDrop, Tracer,
+        capture::epoch_ns,
         prometheus::{poll_until, scrape},
         shared,
         sockets::pair,
     },
 };
-
-/// A record's `start`, nanoseconds since the epoch.
-fn start_ns(record: &Value) -> u64 {
-    let start = humantime::parse_rfc3339(record["start"].as_str().unwrap()).unwrap();
-    start
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-}
 
 /// The record of the client connecting to `server` (its local port is not known when
 /// `connect` fails).
@@ -110,7 +102,7 @@ fn a_connect_the_kernel_gave_up_on_is_a_connect_timeout() {
     );
     let wire = assert_wire_agrees(capture, &[&client]);
     let local = client["local"].as_str().unwrap().parse().unwrap();
-    let connection = wire.connection(local, server, start_ns(&client));
+    let connection = wire.connection(local, server, epoch_ns(&client, "start"));
     // The kernel gives up when the time its SYN retries take has passed (1 + 2 s for
     // one retry), and may have sent one more SYN by then.
     assert!(connection.syns >= 2, "the SYN sent again: {connection:#?}");

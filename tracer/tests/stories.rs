@@ -12,7 +12,7 @@ use std::{
 
 use crate::support::{
     PacketDrop, Tracer,
-    capture::{Capture, Wire},
+    capture::{Capture, Wire, epoch_ns},
     free_port,
     http::{HttpClient, ServerConfig, serve, start_server},
     shared,
@@ -514,11 +514,7 @@ fn an_idle_close_while_the_peer_lingers_ends_in_fin_wait2() {
         "a passive close ends for good: {client_side:#}"
     );
     let wire = assert_wire_agrees(capture, &[&server_side, &client_side]);
-    let end = humantime::parse_rfc3339(server_side["end"].as_str().unwrap()).unwrap();
-    let end_ns = end
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
+    let end_ns = epoch_ns(&server_side, "end");
     let connection = wire.connection(local, server, end_ns);
     let client_fin = connection
         .to_server

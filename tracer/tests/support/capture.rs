@@ -517,6 +517,14 @@ impl WireConnection {
     }
 }
 
+/// A record's time `field` (RFC 3339), nanoseconds since the epoch: the capture's clock.
+pub fn epoch_ns(record: &Value, field: &str) -> u64 {
+    let time = humantime::parse_rfc3339(record[field].as_str().unwrap()).unwrap();
+    time.duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
 trait MaxSeq {
     fn max_seq(self, other: u32) -> u32;
 }
@@ -595,12 +603,7 @@ impl Wire {
     pub fn assert_agrees(&self, record: &Value) {
         let field = |name: &str| -> SocketAddr { record[name].as_str().unwrap().parse().unwrap() };
         let (local, remote) = (field("local"), field("remote"));
-        let start = humantime::parse_rfc3339(record["start"].as_str().unwrap()).unwrap();
-        let start_ns = start
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64;
-        let wire = self.connection(local, remote, start_ns);
+        let wire = self.connection(local, remote, epoch_ns(record, "start"));
         let client = local == wire.client;
         let (sent, received) = if client {
             (&wire.to_server, &wire.to_client)

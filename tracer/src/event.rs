@@ -130,9 +130,6 @@ const SOCKET_ERRORS: &[(i32, &str)] = &[
 const ERRNO_PREFIX: &str = "errno ";
 
 impl SocketError {
-    pub const CONNECTION_REFUSED: Self = Self(libc::ECONNREFUSED as u8);
-    pub const TIMED_OUT: Self = Self(libc::ETIMEDOUT as u8);
-
     /// The kernel's `sk_err`; `None` for 0, no error.
     pub fn from_kernel(errno: u8) -> Option<Self> {
         (errno != 0).then_some(Self(errno))

@@ -140,6 +140,13 @@ pub struct KernelLayout {
     pub srtt_us: KernelField,
     pub snd_una: KernelField,
     pub write_seq: KernelField,
+    /// `tcp_sock.snd_nxt`: how far the socket's data has gone on the wire.
+    pub snd_nxt: KernelField,
+    /// `tcp_sock.rcv_nxt`: how far the peer's data has arrived.
+    pub rcv_nxt: KernelField,
+    /// `tcp_sock.first_tx_mstamp`: when the current flight's first segment left
+    /// (monotonic clock, microseconds).
+    pub first_tx_mstamp: KernelField,
     /// `sock.sk_err`: the pending error a closing socket leaves its application.
     pub sk_err: KernelField,
     /// `sock.sk_flags`: its `SOCK_DONE` bit is set when the peer's FIN arrived.

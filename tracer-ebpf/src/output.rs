@@ -31,7 +31,7 @@ static EMIT_COUNTS: PerCpuArray<EmitCounts> = PerCpuArray::with_max_entries(1, 0
 static RING_CONFIG: RingConfig = RingConfig { wakeup_bytes: 0 };
 
 #[inline(always)]
-fn header(kind: EventKind, sock: u64) -> EventHeader {
+fn header(kind: EventKind, sock: u64, timestamp_ns: u64) -> EventHeader {
     let process_context = in_process_context();
     let (pid_tgid, comm) = if process_context {
         (
@@ -42,8 +42,7 @@ fn header(kind: EventKind, sock: u64) -> EventHeader {
         (0, [0; 16])
     };
     EventHeader {
-        // SAFETY: helper without preconditions.
-        timestamp_ns: unsafe { bpf_ktime_get_boot_ns() },
+        timestamp_ns,
         sock,
         pid_tgid,
         comm,
@@ -83,6 +82,13 @@ unsafe fn count(counter: *mut u64) {
 /// Sends one event, counting it as sent, and as lost when the ring buffer has no room.
 #[inline(always)]
 pub fn emit<T: 'static>(kind: EventKind, sock: u64, payload: T) {
+    // SAFETY: helper without preconditions.
+    emit_at(kind, sock, payload, unsafe { bpf_ktime_get_boot_ns() });
+}
+
+/// [`emit`] for something that happened at `timestamp_ns` (boot clock), before now.
+#[inline(always)]
+pub fn emit_at<T: 'static>(kind: EventKind, sock: u64, payload: T, timestamp_ns: u64) {
     // Atomic adds: a program on this CPU can be interrupted or preempted by another of
     // tracer's programs counting into the same slot.
     let counts = EMIT_COUNTS.get_ptr_mut(0);
@@ -97,7 +103,7 @@ pub fn emit<T: 'static>(kind: EventKind, sock: u64, payload: T) {
             let event = entry.as_mut_ptr();
             // SAFETY: `event` points to a reservation sized for Event<T>.
             unsafe {
-                (&raw mut (*event).header).write(header(kind, sock));
+                (&raw mut (*event).header).write(header(kind, sock, timestamp_ns));
                 (&raw mut (*event).payload).write(payload);
             }
             entry.submit(wakeup());

@@ -17,14 +17,15 @@ use tracer_common::{
 
 use crate::{
     context::in_process_context,
-    data::take_last_data_ns,
+    data::{take_last_data_ns, track},
     kernel::{self, Sock, is_tcp, netns, read_uint},
     output::emit,
     selector::{Candidate, select},
 };
 
-/// `TCP_ESTABLISHED`.
+/// `TCP_ESTABLISHED`, `TCP_SYN_SENT`.
 const TCP_ESTABLISHED: u8 = 1;
+const TCP_SYN_SENT: u8 = 2;
 
 /// A socket entering CLOSE: its counters with the state change, in one event.
 #[inline(always)]
@@ -69,6 +70,7 @@ fn report(sk: u64, endpoints: Endpoints, old_state: u8, new_state: u8) {
     // The first RTT sample and retransmits as the handshake completes: for a server, the
     // kernel's own measurement of its SYN-ACK's round trip, and SYN-ACKs sent again.
     let (srtt_us_x8, retransmits) = if new_state == TCP_ESTABLISHED {
+        track(sk, old_state == TCP_SYN_SENT);
         (
             read_uint(sk, kernel::field!(srtt_us)).unwrap_or(0) as u32,
             read_uint(sk, kernel::field!(total_retrans)).unwrap_or(0) as u32,

@@ -33,22 +33,28 @@ fn client_record(tracer: &mut Tracer, server: SocketAddr) -> Value {
     })
 }
 
-/// A TCP socket to `server` whose kernel sends the SYN `1 + syn_retries` times.
-fn connecting_socket(flags: SocketFlags, syn_retries: i32) -> OwnedFd {
-    let fd =
-        rustix::net::socket_with(AddressFamily::INET, SocketType::STREAM, flags, None).unwrap();
-    // SAFETY: a valid socket and a pointer to an int of the size given, as TCP_SYNCNT
-    // takes.
+/// Sets the TCP socket option `option` (named `name`, an int) of `fd` to `value`: the
+/// options rustix has no call for.
+fn set_tcp_option(fd: &impl AsRawFd, option: i32, name: &str, value: i32) {
+    // SAFETY: a valid socket and a pointer to an int of the size given, as the TCP
+    // options set here take.
     let status = unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
             libc::IPPROTO_TCP,
-            libc::TCP_SYNCNT,
-            (&raw const syn_retries).cast(),
+            option,
+            (&raw const value).cast(),
             size_of::<i32>() as libc::socklen_t,
         )
     };
-    assert_eq!(status, 0, "TCP_SYNCNT: {}", std::io::Error::last_os_error());
+    assert_eq!(status, 0, "{name}: {}", std::io::Error::last_os_error());
+}
+
+/// A TCP socket to `server` whose kernel sends the SYN `1 + syn_retries` times.
+fn connecting_socket(flags: SocketFlags, syn_retries: i32) -> OwnedFd {
+    let fd =
+        rustix::net::socket_with(AddressFamily::INET, SocketType::STREAM, flags, None).unwrap();
+    set_tcp_option(&fd, libc::TCP_SYNCNT, "TCP_SYNCNT", syn_retries);
     fd
 }
 
@@ -160,6 +166,99 @@ fn a_connect_answered_by_an_icmp_error_is_unreachable() {
         "{client:#}"
     );
     assert_wire_agrees(capture, &[&client]);
+}
+
+/// `net.ipv4.tcp_fastopen` set for a test (client and server on, no cookies needed)
+/// and put back as it was.
+struct FastOpen {
+    was: String,
+}
+
+const TCP_FASTOPEN_SYSCTL: &str = "/proc/sys/net/ipv4/tcp_fastopen";
+
+impl FastOpen {
+    fn enable() -> Self {
+        let was = std::fs::read_to_string(TCP_FASTOPEN_SYSCTL).unwrap();
+        // 0x1 client, 0x2 server, 0x4 client without cookie, 0x200 server without one.
+        std::fs::write(TCP_FASTOPEN_SYSCTL, "519").unwrap();
+        Self { was }
+    }
+}
+
+impl Drop for FastOpen {
+    fn drop(&mut self) {
+        std::fs::write(TCP_FASTOPEN_SYSCTL, self.was.trim()).unwrap();
+    }
+}
+
+/// A reset while the server's socket is still in the handshake. A server socket exists
+/// before the handshake's last ACK only with TCP Fast Open (the SYN's data makes the
+/// kernel create it at once, in SYN_RECV). Here the client's ACK of the SYN-ACK never
+/// arrives (nftables drops it), and the client aborts (`SO_LINGER` 0): the server's
+/// socket is reset before it was established. The client, established by the SYN-ACK,
+/// aborted its connection.
+#[test]
+fn a_reset_before_the_servers_handshake_completes_is_a_handshake_reset() {
+    let _machine = shared();
+    let _fast_open = FastOpen::enable();
+    let (port, mut tracer, capture) = traced_port();
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    set_tcp_option(&listener, libc::TCP_FASTOPEN, "TCP_FASTOPEN", 16);
+    let server = listener.local_addr().unwrap();
+    let _acks_lost = PacketDrop::new(&format!(
+        "tcp dport {port} tcp flags & (fin | syn | rst | ack) == ack"
+    ));
+    let client = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+    // Connects with the data in the SYN, and returns once the SYN-ACK came.
+    let request = b"GET / HTTP/1.1\r\n\r\n";
+    let sent = rustix::net::sendto(
+        &client,
+        request,
+        rustix::net::SendFlags::from_bits_retain(libc::MSG_FASTOPEN as u32),
+        &v4(server),
+    )
+    .unwrap();
+    assert_eq!(sent, request.len());
+    let local = rustix::net::getsockname(&client).unwrap();
+    let local = SocketAddr::try_from(local).unwrap();
+    sockopt::set_socket_linger(&client, Some(Duration::ZERO)).unwrap();
+    drop(client);
+
+    let server_side = record(&mut tracer, server, local);
+    let client_side = record(&mut tracer, local, server);
+    assert_eq!(
+        (
+            &server_side["outcome"],
+            &server_side["error"],
+            &server_side["handshake_us"]
+        ),
+        (
+            &"handshake_reset".into(),
+            &"ECONNRESET".into(),
+            &Value::Null
+        ),
+        "{server_side:#}"
+    );
+    assert_eq!(server_side["resets_received"], 1, "{server_side:#}");
+    assert_eq!(
+        (&client_side["outcome"], &client_side["resets_sent"]),
+        (&"aborted_locally".into(), &1.into()),
+        "{client_side:#}"
+    );
+    drop(listener);
+    // The wire: the SYN with the request, the SYN-ACK, the client's ACK (captured as it
+    // was sent, dropped before the server's TCP saw it), then the client's reset.
+    let wire = assert_wire_agrees(capture, &[&client_side]);
+    let connection = wire.connection(local, server, epoch_ns(&client_side, "start"));
+    assert_eq!(
+        (
+            connection.syns,
+            connection.synack_ns.is_some(),
+            connection.to_server.resets
+        ),
+        (1, true, 1),
+        "{connection:#?}"
+    );
 }
 
 /// The server's application closes with a request unread: its kernel resets the

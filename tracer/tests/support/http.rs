@@ -1,6 +1,7 @@
 //! A real HTTP/1.1 server and client on std sockets (requests and responses parsed by
 //! httparse), as small as the seed's stories need: keep-alive with an idle timeout on
-//! the server, like Node's default, and a client that reuses its connection.
+//! the server, like Node's default, request bodies read whole before the answer, and a
+//! client that reuses its connection and can pipeline.
 
 use std::{
     io::{self, Read, Write},
@@ -21,11 +22,11 @@ pub struct ServerConfig {
 
 /// Reads until `buffer` holds a complete head; returns the head's length, or `None` at EOF
 /// before any byte.
-fn read_head(
+fn read_head<T>(
     stream: &mut TcpStream,
     buffer: &mut Vec<u8>,
-    parse: impl Fn(&[u8]) -> Option<usize>,
-) -> io::Result<Option<usize>> {
+    parse: impl Fn(&[u8]) -> Option<T>,
+) -> io::Result<Option<T>> {
     loop {
         if let Some(len) = parse(buffer) {
             return Ok(Some(len));
@@ -39,10 +40,33 @@ fn read_head(
     }
 }
 
-fn request_head(bytes: &[u8]) -> Option<usize> {
+/// Reads until `buffer` holds `len` bytes.
+fn read_to(stream: &mut TcpStream, buffer: &mut Vec<u8>, len: usize) -> io::Result<()> {
+    while buffer.len() < len {
+        let mut chunk = [0u8; 64 * 1024];
+        match stream.read(&mut chunk)? {
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n => buffer.extend_from_slice(&chunk[..n]),
+        }
+    }
+    Ok(())
+}
+
+/// The `Content-Length` of a message with `headers` (0 without one).
+fn content_length(headers: &[httparse::Header]) -> usize {
+    headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The length of a request's head and of its body, once the head is complete.
+fn request_head(bytes: &[u8]) -> Option<(usize, usize)> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
-    match httparse::Request::new(&mut headers).parse(bytes) {
-        Ok(httparse::Status::Complete(len)) => Some(len),
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(bytes) {
+        Ok(httparse::Status::Complete(len)) => Some((len, content_length(request.headers))),
         _ => None,
     }
 }
@@ -52,8 +76,8 @@ fn serve_connection(mut stream: TcpStream, config: ServerConfig) -> io::Result<(
     stream.set_read_timeout(Some(config.idle_timeout))?;
     let mut buffer = Vec::new();
     loop {
-        let head = match read_head(&mut stream, &mut buffer, request_head) {
-            Ok(Some(len)) => len,
+        let (head, body) = match read_head(&mut stream, &mut buffer, request_head) {
+            Ok(Some(lengths)) => lengths,
             Ok(None) => return Ok(()),
             Err(e)
                 if matches!(
@@ -65,7 +89,8 @@ fn serve_connection(mut stream: TcpStream, config: ServerConfig) -> io::Result<(
             }
             Err(e) => return Err(e),
         };
-        buffer.drain(..head);
+        read_to(&mut stream, &mut buffer, head + body)?;
+        buffer.drain(..head + body);
         if config.announce_requests {
             let mut stdout = io::stdout().lock();
             writeln!(stdout, "request")?;
@@ -104,12 +129,30 @@ pub struct HttpClient {
     buffer: Vec<u8>,
 }
 
-fn response_head(bytes: &[u8]) -> Option<usize> {
+/// The length of a response's head and of its body, once the head is complete.
+fn response_head(bytes: &[u8]) -> Option<(usize, usize)> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
-    match httparse::Response::new(&mut headers).parse(bytes) {
-        Ok(httparse::Status::Complete(len)) => Some(len),
+    let mut response = httparse::Response::new(&mut headers);
+    match response.parse(bytes) {
+        Ok(httparse::Status::Complete(len)) => {
+            assert_eq!(response.code, Some(200));
+            Some((len, content_length(response.headers)))
+        }
         _ => None,
     }
+}
+
+/// A request for `path`: a GET, or a POST of `body`.
+pub fn request(path: &str, body: &[u8]) -> Vec<u8> {
+    let head = "HTTP/1.1\r\nHost: tracer-test\r\nConnection: keep-alive\r\n";
+    let mut request = if body.is_empty() {
+        format!("GET {path} {head}\r\n")
+    } else {
+        format!("POST {path} {head}Content-Length: {}\r\n\r\n", body.len())
+    }
+    .into_bytes();
+    request.extend_from_slice(body);
+    request
 }
 
 impl HttpClient {
@@ -122,31 +165,15 @@ impl HttpClient {
 
     /// GET `path`; returns the response body.
     pub fn get(&mut self, path: &str) -> io::Result<String> {
-        write!(
-            self.stream,
-            "GET {path} HTTP/1.1\r\nHost: tracer-test\r\nConnection: keep-alive\r\n\r\n"
-        )?;
-        let head = read_head(&mut self.stream, &mut self.buffer, response_head)?
+        self.stream.write_all(&request(path, b""))?;
+        self.response()
+    }
+
+    /// Reads the next response; returns its body.
+    pub fn response(&mut self) -> io::Result<String> {
+        let (head, length) = read_head(&mut self.stream, &mut self.buffer, response_head)?
             .ok_or(io::ErrorKind::UnexpectedEof)?;
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut response = httparse::Response::new(&mut headers);
-        response
-            .parse(&self.buffer[..head])
-            .map_err(io::Error::other)?;
-        assert_eq!(response.code, Some(200));
-        let length: usize = response
-            .headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-            .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
-            .expect("a Content-Length");
-        while self.buffer.len() < head + length {
-            let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk)? {
-                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-                n => self.buffer.extend_from_slice(&chunk[..n]),
-            }
-        }
+        read_to(&mut self.stream, &mut self.buffer, head + length)?;
         let body = String::from_utf8_lossy(&self.buffer[head..head + length]).into_owned();
         self.buffer.drain(..head + length);
         Ok(body)

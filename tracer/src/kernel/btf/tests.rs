@@ -107,6 +107,13 @@ const FIELDS: &[(&str, &str, PaholeSteps)] = &[
     ("tcp_sock", "srtt_us", &[("tcp_sock", "srtt_us")]),
     ("tcp_sock", "snd_una", &[("tcp_sock", "snd_una")]),
     ("tcp_sock", "write_seq", &[("tcp_sock", "write_seq")]),
+    ("tcp_sock", "snd_nxt", &[("tcp_sock", "snd_nxt")]),
+    ("tcp_sock", "rcv_nxt", &[("tcp_sock", "rcv_nxt")]),
+    (
+        "tcp_sock",
+        "first_tx_mstamp",
+        &[("tcp_sock", "first_tx_mstamp")],
+    ),
     ("sock", "sk_err", &[("sock", "sk_err")]),
     ("sk_buff", "head", &[("sk_buff", "head")]),
     (

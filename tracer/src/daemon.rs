@@ -22,7 +22,7 @@ use tokio::{
 
 use crate::{
     clock::{self, WallClock},
-    event::TraceEvent,
+    event::{Existing, TraceEvent},
     kernel::{
         attach::{self, AttachMode, Hook, LoadOptions, Probes},
         preflight, privileges, program_stats,
@@ -151,21 +151,26 @@ fn watch<T: AsRawFd>(map: T) -> io::Result<AsyncFd<T>> {
         .map_err(|e| e.into_parts().1)
 }
 
-/// Connections open before tracing started become records too. Without sock_diag their
-/// later events are reported as events but form no record, which is worth a warning, not
-/// a refusal to trace.
-fn read_existing(pipeline: &mut LivePipeline, ports: &[u16]) -> io::Result<()> {
+/// Connections open before tracing started become records too. Read once the programs
+/// are attached (nothing opened in between is missed) and before the capabilities are
+/// dropped (other network namespaces and processes are read with them). Without
+/// sock_diag their later events are reported as events but form no record, which is
+/// worth a warning, not a refusal to trace.
+fn open_at_start(ports: &[u16]) -> Vec<Existing> {
     match existing::connections(ports, clock::boot_now_ns()) {
-        Ok(connections) => {
-            for connection in connections {
-                pipeline.event(&TraceEvent::Existing(connection))?;
+        Ok(open) => {
+            for warning in &open.warnings {
+                eprintln!("tracer: warning: {warning}");
             }
+            open.connections
         }
-        Err(error) => eprintln!(
-            "tracer: warning: cannot read the connections already open ({error:#}): they will have no connection record"
-        ),
+        Err(error) => {
+            eprintln!(
+                "tracer: warning: cannot read the connections already open ({error:#}): they will have no connection record"
+            );
+            Vec::new()
+        }
     }
-    Ok(())
 }
 
 pub async fn run(config: TraceConfig) -> Result<()> {
@@ -202,6 +207,7 @@ pub async fn run(config: TraceConfig) -> Result<()> {
     if let Some(metrics) = &mut metrics {
         metrics.watch_programs(&programs)?;
     }
+    let open_at_start = open_at_start(ports);
     privileges::drop_all(version)?;
     let mut ring = Ring {
         ring: watch(events)?,
@@ -259,7 +265,9 @@ pub async fn run(config: TraceConfig) -> Result<()> {
     };
     let mut pipeline = Pipeline::new(pipeline_config, data_turns, sink, WallClock::sample());
     pipeline.sink.tracer_start(&kernel, &plan, ports)?;
-    read_existing(&mut pipeline, ports)?;
+    for connection in open_at_start {
+        pipeline.event(&TraceEvent::Existing(connection))?;
+    }
     pipeline.sink.flush()?;
 
     // Records left in the ring by a full batch: read on after yielding, which lets the

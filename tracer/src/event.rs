@@ -363,12 +363,29 @@ pub struct Accepted {
     pub meta: EventMeta,
 }
 
+/// A socket's counters since its connection began, as `tcp_info` gives them (the units
+/// of the close summary: `bytes_acked` counts a client's SYN and an acknowledged FIN,
+/// `bytes_received` the peer's FIN).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpCounters {
+    pub bytes_acked: u64,
+    pub bytes_received: u64,
+    pub retransmits: u32,
+    /// Smoothed round-trip time, microseconds.
+    pub rtt_us: u32,
+}
+
 /// A connection already open when tracing started, read from the kernel (sock_diag).
-/// `meta.boot_ns` is when it was read.
+/// `meta.boot_ns` is when it was read; `meta.process` the process holding the socket.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Existing {
     pub meta: EventMeta,
     pub state: TcpState,
+    /// The network namespace it was found in (inode); `None` in traces from before it
+    /// was recorded.
+    pub netns: Option<u32>,
+    /// Its counters when found: what happened before tracing.
+    pub counters: Option<TcpCounters>,
 }
 
 /// One decoded kernel event.

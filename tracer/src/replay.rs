@@ -26,8 +26,8 @@ use crate::{
     clock::WallClock,
     event::{
         Accepted, ConnectionSummary, DataTurn, EventKind, EventMeta, Existing, HandshakeSample,
-        Keepalive, KeepaliveSettings, Process, Reset, Retransmit, StateChange, TcpFlag, TcpState,
-        TraceEvent,
+        Keepalive, KeepaliveSettings, Process, Reset, Retransmit, StateChange, TcpCounters,
+        TcpFlag, TcpState, TraceEvent,
     },
     output::{self, Format, StopSummary},
     pipeline::{Pipeline, PipelineConfig},
@@ -57,6 +57,27 @@ fn u64_field(line: &Value, name: &str) -> Result<u64> {
 
 fn number<T: TryFrom<u64>>(line: &Value, name: &str) -> Result<T> {
     T::try_from(u64_field(line, name)?).map_err(|_| anyhow!("{name} out of range"))
+}
+
+/// An `existing` line's `counters`, `null` or absent in traces from before they existed.
+fn counters(object: &Value) -> Result<Option<TcpCounters>> {
+    if object.is_null() {
+        return Ok(None);
+    }
+    Ok(Some(TcpCounters {
+        bytes_acked: u64_field(object, "bytes_acked")?,
+        bytes_received: u64_field(object, "bytes_received")?,
+        retransmits: number(object, "retransmits")?,
+        rtt_us: number(object, "rtt_us")?,
+    }))
+}
+
+/// A number that may be `null` or absent.
+fn optional_number<T: TryFrom<u64>>(line: &Value, name: &str) -> Result<Option<T>> {
+    match &line[name] {
+        Value::Null => Ok(None),
+        _ => number(line, name).map(Some),
+    }
 }
 
 fn addr(line: &Value, name: &str) -> Result<SocketAddr> {
@@ -176,6 +197,8 @@ pub fn parse_line(line: &str) -> Result<Option<TraceEvent>> {
         EventKind::Existing => TraceEvent::Existing(Existing {
             meta: meta(&line)?,
             state: named(&line, "state")?,
+            netns: optional_number(&line, "netns")?,
+            counters: counters(&line["counters"])?,
         }),
     };
     Ok(Some(event))
@@ -338,6 +361,19 @@ mod tests {
             TraceEvent::Existing(Existing {
                 meta: meta(6),
                 state: TcpState::CloseWait,
+                netns: Some(4_026_531_840),
+                counters: Some(TcpCounters {
+                    bytes_acked: 5,
+                    bytes_received: 6,
+                    retransmits: 7,
+                    rtt_us: 8,
+                }),
+            }),
+            TraceEvent::Existing(Existing {
+                meta: meta(7),
+                state: TcpState::Listen,
+                netns: None,
+                counters: None,
             }),
         ];
         assert_eq!(round_trip(&events).1, events);
@@ -374,6 +410,8 @@ mod tests {
                     TraceEvent::Existing(Existing {
                         meta: meta(2),
                         state,
+                        netns: Some(1),
+                        counters: None,
                     }),
                 ]
             })

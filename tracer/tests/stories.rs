@@ -4,14 +4,13 @@
 //! record is compared with (`support::capture`).
 
 use std::{
-    io::{BufRead, BufReader, ErrorKind, Read, Write},
+    io::{ErrorKind, Read, Write},
     net::{SocketAddr, TcpListener},
-    process::{Command, Stdio},
     time::Duration,
 };
 
 use crate::support::{
-    PacketDrop, Tracer,
+    HelperProcess, PacketDrop, Tracer,
     capture::{Capture, Wire, epoch_ns},
     free_port,
     http::{HttpClient, ServerConfig, request, serve, start_server},
@@ -226,16 +225,6 @@ fn story_server_process() {
     );
 }
 
-/// The server process of story 4, killed also when the test fails before it does.
-struct ServerProcess(std::process::Child);
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Story 4: the server process is killed while a request hangs. The kernel closes the
 /// dead process's socket like close() would: a FIN, since the request was read. The
 /// client reads the end of the stream; when it then sends another request, the server's
@@ -244,20 +233,10 @@ impl Drop for ServerProcess {
 fn killed_server_while_request_hangs() {
     let _machine = shared();
     let (port, mut tracer, capture) = traced_port();
-    let mut child = ServerProcess(
-        Command::new(std::env::current_exe().unwrap())
-            .args([
-                "stories::story_server_process",
-                "--exact",
-                "--nocapture",
-                "--ignored",
-                "--test-threads=1",
-            ])
-            .env("TRACER_STORY_SERVER_PORT", port.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let mut child = HelperProcess::spawn(
+        &[],
+        "stories::story_server_process",
+        ("TRACER_STORY_SERVER_PORT", port.to_string()),
     );
     let server: SocketAddr = ([127, 0, 0, 1], port).into();
     tracer.wait_for("the server's listen", |l| {
@@ -270,14 +249,9 @@ fn killed_server_while_request_hangs() {
         let second = client.get("/").unwrap_err().kind();
         (first, second)
     });
-    // The server process says when it has read the request (after libtest's own lines).
-    let announced = BufReader::new(child.0.stdout.take().unwrap())
-        .lines()
-        .map(Result::unwrap)
-        // libtest may have started the line ("test stories::story_server_process ... ").
-        .find(|line| line.ends_with("request"));
+    // The server process says when it has read the request.
     assert!(
-        announced.is_some(),
+        child.said("request"),
         "the server process ended without reading the request"
     );
     child.0.kill().unwrap();

@@ -8,6 +8,10 @@
 //! fallback). Those two are reported where they are missed (`tracefs`, `kallsyms`), since
 //! a differently mounted tracefs or a kernel with fentry does without them.
 //!
+//! Two more are optional, used before the drop: CAP_SYS_ADMIN to enter other network
+//! namespaces and CAP_SYS_PTRACE to read other processes' namespaces and descriptors, for
+//! the connections open at start there and their owners (`pipeline::existing`).
+//!
 //! Once attached, tracing needs no capability: the ring buffer is mapped into memory, maps
 //! are read through file descriptors opened while privileged (since 5.19 the kernel checks
 //! capabilities when a BPF object is created, not when it is used), sock_diag lists TCP

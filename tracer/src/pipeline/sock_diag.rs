@@ -1,5 +1,5 @@
-//! The kernel's sock_diag (the netlink interface `ss` uses): the TCP sockets of this
-//! network namespace in the states asked for. The request carries a state mask, so the
+//! The kernel's sock_diag (the netlink interface `ss` uses): the TCP sockets of the
+//! network namespace the calling thread is in, in the states asked for. The request carries a state mask, so the
 //! kernel does not even serialize the sockets in other states. Two readers: the
 //! connections open when tracing starts ([`super::existing`]) and the TIME_WAIT gauge
 //! ([`time_wait_counts`]).
@@ -15,11 +15,11 @@ pub use netlink_packet_sock_diag::inet::StateFlags;
 use netlink_packet_sock_diag::{
     SOCK_DIAG_BY_FAMILY, SockDiagMessage,
     constants::{AF_INET, AF_INET6, IPPROTO_TCP},
-    inet::{ExtensionFlags, InetRequest, InetResponseHeader, SocketId},
+    inet::{ExtensionFlags, InetRequest, InetResponse, InetResponseHeader, SocketId, nlas::Nla},
 };
 use netlink_sys::{Socket, SocketAddr as NetlinkAddr, protocols::NETLINK_SOCK_DIAG};
 
-use crate::event::TcpState;
+use crate::event::{TcpCounters, TcpState};
 
 /// Bytes read from the netlink socket at a time: a page of the kernel's sock_diag dump is
 /// at most 32 KiB (it sizes its messages to the reader's buffer, up to that), so this
@@ -36,12 +36,35 @@ pub const TIME_WAIT_PERIOD: Duration = Duration::from_secs(10);
 /// Netlink messages start on 4-byte boundaries.
 const NLMSG_ALIGN: usize = 4;
 
-/// Calls `visit(state, local, remote)` for every TCP socket of this network namespace,
-/// IPv4 then IPv6, whose state is in `states`. Nothing is allocated per socket: each is
-/// read in place from the kernel's reply.
+/// A TCP socket as sock_diag lists it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiagSocket {
+    pub state: TcpState,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// The socket's inode, as `/proc/PID/fd` links name it (`socket:[INODE]`); 0 for a
+    /// socket no file holds (a timewait or orphaned socket).
+    pub inode: u32,
+    /// Its counters so far (`tcp_info`), when asked for and the kernel gave them.
+    pub counters: Option<TcpCounters>,
+}
+
+/// What to ask of each socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Detail {
+    /// Its state and addresses.
+    Ends,
+    /// Those and its counters (`tcp_info`).
+    Counters,
+}
+
+/// Calls `visit` for every TCP socket of the calling thread's network namespace, IPv4
+/// then IPv6, whose state is in `states`. With [`Detail::Ends`] nothing is allocated per
+/// socket: each is read in place from the kernel's reply.
 pub fn each_tcp_socket(
     states: StateFlags,
-    mut visit: impl FnMut(TcpState, SocketAddr, SocketAddr),
+    detail: Detail,
+    mut visit: impl FnMut(DiagSocket),
 ) -> Result<()> {
     let mut socket = Socket::new(NETLINK_SOCK_DIAG).context("cannot open a sock_diag socket")?;
     socket
@@ -55,8 +78,8 @@ pub fn each_tcp_socket(
         (AF_INET, SocketId::new_v4()),
         (AF_INET6, SocketId::new_v6()),
     ] {
-        request(&mut socket, family, id, states.clone())?;
-        read_dump(&mut socket, &mut receive, &mut visit)?;
+        request(&mut socket, family, id, states.clone(), detail)?;
+        read_dump(&mut socket, &mut receive, detail, &mut visit)?;
     }
     Ok(())
 }
@@ -66,10 +89,10 @@ pub fn each_tcp_socket(
 /// as the metrics' `port` label: its local port if traced, else its remote port.
 pub fn time_wait_counts(ports: &[u16]) -> Result<BTreeMap<u16, u64>> {
     let mut counts: BTreeMap<u16, u64> = ports.iter().map(|&port| (port, 0)).collect();
-    each_tcp_socket(StateFlags::TIME_WAIT, |_, local, remote| {
-        let count = match counts.get_mut(&local.port()) {
+    each_tcp_socket(StateFlags::TIME_WAIT, Detail::Ends, |socket| {
+        let count = match counts.get_mut(&socket.local.port()) {
             Some(count) => Some(count),
-            None => counts.get_mut(&remote.port()),
+            None => counts.get_mut(&socket.remote.port()),
         };
         if let Some(count) = count {
             *count += 1;
@@ -79,7 +102,13 @@ pub fn time_wait_counts(ports: &[u16]) -> Result<BTreeMap<u16, u64>> {
 }
 
 /// Asks for a dump of the TCP sockets of `family` in `states`.
-fn request(socket: &mut Socket, family: u8, socket_id: SocketId, states: StateFlags) -> Result<()> {
+fn request(
+    socket: &mut Socket,
+    family: u8,
+    socket_id: SocketId,
+    states: StateFlags,
+    detail: Detail,
+) -> Result<()> {
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_DUMP;
     let mut request = NetlinkMessage::new(
@@ -87,7 +116,10 @@ fn request(socket: &mut Socket, family: u8, socket_id: SocketId, states: StateFl
         SockDiagMessage::InetRequest(InetRequest {
             family,
             protocol: IPPROTO_TCP,
-            extensions: ExtensionFlags::empty(),
+            extensions: match detail {
+                Detail::Ends => ExtensionFlags::empty(),
+                Detail::Counters => ExtensionFlags::INFO,
+            },
             states,
             socket_id,
         })
@@ -106,7 +138,8 @@ fn request(socket: &mut Socket, family: u8, socket_id: SocketId, states: StateFl
 fn read_dump(
     socket: &mut Socket,
     receive: &mut [u8],
-    visit: &mut impl FnMut(TcpState, SocketAddr, SocketAddr),
+    detail: Detail,
+    visit: &mut impl FnMut(DiagSocket),
 ) -> Result<()> {
     loop {
         let size = socket
@@ -121,11 +154,15 @@ fn read_dump(
                     let header = InetResponseHeader::parse(message.payload())
                         .context("malformed sock_diag reply")?;
                     let id = &header.socket_id;
-                    visit(
-                        TcpState::from_kernel(header.state),
-                        SocketAddr::new(id.source_address, id.source_port),
-                        SocketAddr::new(id.destination_address, id.destination_port),
-                    );
+                    visit(DiagSocket {
+                        state: TcpState::from_kernel(header.state),
+                        local: SocketAddr::new(id.source_address, id.source_port),
+                        remote: SocketAddr::new(id.destination_address, id.destination_port),
+                        inode: header.inode,
+                        counters: (detail == Detail::Counters)
+                            .then(|| counters(message.payload()))
+                            .flatten(),
+                    });
                 }
                 NLMSG_DONE => return Ok(()),
                 NLMSG_ERROR => {
@@ -145,6 +182,21 @@ fn read_dump(
             offset += length.next_multiple_of(NLMSG_ALIGN);
         }
     }
+}
+
+/// The counters in a reply's `tcp_info` attribute. A kernel whose `tcp_info` is shorter
+/// than the one the parser knows (before 5.4) gives none.
+fn counters(payload: &[u8]) -> Option<TcpCounters> {
+    let response = InetResponse::parse(payload).ok()?;
+    response.nlas.iter().find_map(|nla| match nla {
+        Nla::TcpInfo(info) => Some(TcpCounters {
+            bytes_acked: info.bytes_acked,
+            bytes_received: info.bytes_received,
+            retransmits: info.total_retrans,
+            rtt_us: info.rtt,
+        }),
+        _ => None,
+    })
 }
 
 #[cfg(test)]

@@ -392,6 +392,17 @@ impl WireConnection {
         direction.payload - direction.refused
     }
 
+    /// The payload bytes the socket at `local` sent (acknowledged) and received, as a
+    /// record counts them: totals since the connection began.
+    pub fn payload(&self, local: SocketAddr) -> (u64, u64) {
+        let (sent, received) = if local == self.client {
+            (&self.to_server, &self.to_client)
+        } else {
+            (&self.to_client, &self.to_server)
+        };
+        (Self::acked_payload(sent), Self::delivered_payload(received))
+    }
+
     pub fn requests(&self) -> u32 {
         self.bursts
             .iter()
@@ -611,15 +622,16 @@ impl Wire {
             (&wire.to_client, &wire.to_server)
         };
         let context = || format!("record {record:#}\nwire {wire:#?}");
+        let (bytes_sent, bytes_received) = wire.payload(local);
         assert_eq!(
             record["bytes_sent"],
-            WireConnection::acked_payload(sent),
+            bytes_sent,
             "bytes sent: {}",
             context()
         );
         assert_eq!(
             record["bytes_received"],
-            WireConnection::delivered_payload(received),
+            bytes_received,
             "bytes received: {}",
             context()
         );

@@ -230,6 +230,65 @@ pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// A process playing a part in a test (a server that gets killed, sockets in another
+/// network namespace): this test binary running one ignored test of its own, killed when
+/// dropped, also when the test fails first.
+pub struct HelperProcess(pub Child);
+
+impl HelperProcess {
+    /// The command running the ignored test `name` (`module::test`) after `wrapper` (a
+    /// program and its arguments, e.g. `unshare --net`; none if empty), with `env` set.
+    /// Its stdout is piped: libtest's lines and what the test prints.
+    pub fn spawn(wrapper: &[&str], name: &str, env: (&str, String)) -> Self {
+        let test = std::env::current_exe().unwrap();
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(test);
+                command
+            }
+            None => Command::new(test),
+        };
+        command
+            .args([
+                name,
+                "--exact",
+                "--nocapture",
+                "--ignored",
+                "--test-threads=1",
+            ])
+            .env(env.0, env.1)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        Self(
+            command
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run {wrapper:?} {name}: {e}")),
+        )
+    }
+
+    /// Waits until the helper prints a line ending in `word` (libtest may have begun the
+    /// line with its own `test name ... `); false if it ended first. What it prints
+    /// after is read and dropped: a closed pipe would fail its last lines.
+    pub fn said(&mut self, word: &str) -> bool {
+        let mut out = BufReader::new(self.0.stdout.take().unwrap());
+        let found = (&mut out)
+            .lines()
+            .map_while(Result::ok)
+            .any(|line| line.ends_with(word));
+        thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        found
+    }
+}
+
+impl Drop for HelperProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Waits for `child` to exit by itself; kills it and panics after [`DEADLINE`].
 pub fn wait_exit(child: &mut Child) -> ExitStatus {
     let deadline = Instant::now() + DEADLINE;

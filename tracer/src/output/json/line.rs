@@ -198,6 +198,19 @@ impl<'a> Object<'a> {
         self
     }
 
+    /// A nested object written by `fill` from `value`, or `null` without one.
+    pub fn optional_object<T>(
+        &mut self,
+        key: &str,
+        value: Option<T>,
+        fill: impl FnOnce(&mut Object<'_>, T),
+    ) -> &mut Self {
+        match value {
+            Some(value) => self.object(key, |o| fill(o, value)),
+            None => self.null(key),
+        }
+    }
+
     /// An array of names the sink spells itself (no escaping needed).
     pub fn names<'n>(&mut self, key: &str, names: impl IntoIterator<Item = &'n str>) -> &mut Self {
         let out = self.key(key);

@@ -253,7 +253,14 @@ impl<W: Write> Sink for JsonSink<W> {
             }
             TraceEvent::Existing(existing) => {
                 self.event_line(clock, event.name(), &existing.meta, |line| {
-                    write_state(line, "state", existing.state)
+                    write_state(line, "state", existing.state);
+                    line.optional_number("netns", existing.netns);
+                    line.optional_object("counters", existing.counters, |o, counters| {
+                        o.number("bytes_acked", counters.bytes_acked)
+                            .number("bytes_received", counters.bytes_received)
+                            .number("retransmits", counters.retransmits)
+                            .number("rtt_us", counters.rtt_us);
+                    });
                 })
             }
         }
@@ -305,17 +312,20 @@ impl<W: Write> Sink for JsonSink<W> {
             })
             .optional_number("bytes_sent", record.bytes_sent)
             .optional_number("bytes_received", record.bytes_received)
+            .optional_object("at_start", record.at_start, |o, then| {
+                o.number("bytes_sent", then.bytes_sent)
+                    .number("bytes_received", then.bytes_received)
+                    .number("retransmits", then.retransmits)
+                    .number("rtt_us", then.rtt_us);
+            })
             .optional_number("requests", record.requests)
-            .optional_number("responses", record.responses);
-        match record.response_time_us {
-            Some(times) => line.object("response_time_us", |o| {
+            .optional_number("responses", record.responses)
+            .optional_object("response_time_us", record.response_time_us, |o, times| {
                 o.number("count", times.count)
                     .number("min", times.min_us)
                     .number("max", times.max_us)
                     .number("total", times.total_us);
-            }),
-            None => line.null("response_time_us"),
-        };
+            });
         line.optional_number("unanswered_request_us", record.unanswered_request_us)
             .optional_number("idle_before_close_us", record.idle_before_close_us)
             .bool("observed_from_start", record.observed_from_start);
@@ -600,6 +610,7 @@ mod tests {
                 "keepalive": {"probes_sent": 0, "probes_answered": 0, "timed_out": false},
                 "bytes_sent": null,
                 "bytes_received": null,
+                "at_start": null,
                 "requests": 0,
                 "responses": 0,
                 "response_time_us": null,

@@ -12,10 +12,12 @@ use super::{
     lifecycle::{Handshake, Offset, States},
     outcome::{Ending, Outcome, outcome},
     owner::{Owner, OwnerRank, Processes},
-    record::{CloseInitiator, ConnectionRecord, Family, KeptEvents, Role, StateEntry},
+    record::{AtStart, CloseInitiator, ConnectionRecord, Family, KeptEvents, Role, StateEntry},
     table::NIL,
 };
-use crate::event::{ConnectionSummary, Direction, EventMeta, SocketError, TcpState, TraceEvent};
+use crate::event::{
+    ConnectionSummary, Direction, EventMeta, SocketError, TcpCounters, TcpState, TraceEvent,
+};
 
 /// An address in 18 bytes instead of `SocketAddr`'s 32; IPv4 as its mapped IPv6 form.
 #[derive(Clone, Copy, Debug, Default)]
@@ -72,6 +74,27 @@ impl Summary {
     fn payload_received(&self) -> u64 {
         self.bytes_received
             .saturating_sub(u64::from(self.fin_received))
+    }
+}
+
+/// What a connection found open at start (in `state`, with `counters`) had carried by
+/// then, in the record's units: the state says which FINs the kernel's counts include.
+pub(super) fn at_start(counters: TcpCounters, state: TcpState, role: Role) -> AtStart {
+    let then = Summary {
+        bytes_acked: counters.bytes_acked,
+        bytes_received: counters.bytes_received,
+        fin_received: matches!(
+            state,
+            TcpState::CloseWait | TcpState::LastAck | TcpState::Closing
+        ),
+        fin_acked: state == TcpState::FinWait2,
+        ..Summary::default()
+    };
+    AtStart {
+        bytes_sent: then.payload_sent(role),
+        bytes_received: then.payload_received(),
+        retransmits: counters.retransmits,
+        rtt_us: counters.rtt_us,
     }
 }
 
@@ -210,6 +233,9 @@ impl Conn {
             TraceEvent::Existing(existing) => {
                 self.states.enter(existing.state, ns);
                 self.close.state(existing.state, None);
+                // The process holding the socket when it was found.
+                self.owner
+                    .offer(existing.meta.process.as_ref(), OwnerRank::Direct, processes);
             }
         }
         None
@@ -342,6 +368,8 @@ impl Conn {
             keepalive: self.probes.counts(),
             bytes_sent: summary.map(|s| s.payload_sent(self.role)),
             bytes_received: summary.map(|s| s.payload_received()),
+            // Filled by the correlator, which keeps them for the few records that have them.
+            at_start: None,
             requests: exchanges.map(Exchanges::requests),
             responses: exchanges.map(Exchanges::responses),
             response_time_us: exchanges.and_then(Exchanges::response_times),

@@ -108,7 +108,10 @@ mod table;
 #[cfg(test)]
 mod tests;
 
-use std::{collections::VecDeque, net::SocketAddr};
+use std::{
+    collections::{HashMap, VecDeque},
+    net::SocketAddr,
+};
 
 use self::{
     conn::Conn,
@@ -119,11 +122,13 @@ pub use self::{
     keepalive::{ProbeFate, probe_fate},
     outcome::Outcome,
     record::{
-        CloseInitiator, ConnectionRecord, Family, KEPT_EVENTS, KeepaliveCounts, ResponseTimes,
-        Role, StateEntry,
+        AtStart, CloseInitiator, ConnectionRecord, Family, KEPT_EVENTS, KeepaliveCounts,
+        ResponseTimes, Role, StateEntry,
     },
 };
-use crate::event::{Direction, EventMeta, RetransmitKind, StateChange, TcpState, TraceEvent};
+use crate::event::{
+    Direction, EventMeta, RetransmitKind, StateChange, TcpCounters, TcpState, TraceEvent,
+};
 
 /// SYN-ACK retransmits remembered until their connection's server socket is established;
 /// past that the oldest is forgotten.
@@ -213,6 +218,9 @@ pub struct Correlator {
     processes: Processes,
     /// The first SYN-ACK retransmit of each pending handshake: (local, remote, time).
     synack_retransmits: VecDeque<(SocketAddr, SocketAddr, u64)>,
+    /// The counters and state of records found open at start, by `conn_id`: kept here,
+    /// not in every open record, for the few that have them.
+    at_start: HashMap<u64, (TcpCounters, TcpState)>,
     next_conn_id: u64,
     stats: Stats,
 }
@@ -230,6 +238,7 @@ impl Correlator {
             listeners: Listeners::default(),
             processes: Processes::default(),
             synack_retransmits: VecDeque::new(),
+            at_start: HashMap::new(),
             next_conn_id: 1,
             stats: Stats::default(),
         }
@@ -264,7 +273,8 @@ impl Correlator {
             TraceEvent::StateChange(change) => self.state_change(event, change, out),
             TraceEvent::Existing(existing) => {
                 if existing.state == TcpState::Listen {
-                    self.listeners.add(meta, &mut self.processes);
+                    self.listeners
+                        .add(meta, existing.netns, &mut self.processes);
                 } else if self.table.slot(meta.sock).is_some()
                     || self.table.has_unbound_ends(meta.local, meta.remote)
                     || matches!(
@@ -275,8 +285,12 @@ impl Correlator {
                     // Already known from its events, or nothing will follow.
                     self.stats.ignored_events += 1;
                 } else {
-                    let role = self.guess_role(meta.local);
+                    let role = self.guess_role(meta.local, existing.netns);
                     let slot = self.start(meta, role, false, out);
+                    if let Some(counters) = existing.counters {
+                        let conn_id = self.table.conn(slot).conn_id;
+                        self.at_start.insert(conn_id, (counters, existing.state));
+                    }
                     self.apply(slot, event, out);
                 }
             }
@@ -333,7 +347,7 @@ impl Correlator {
             self.finish(slot, Unfinished::Ended, out);
         }
         if new == Listen {
-            self.listeners.add(meta, &mut self.processes);
+            self.listeners.add(meta, None, &mut self.processes);
             return;
         }
         if old == Listen && new != SynRecv {
@@ -350,7 +364,7 @@ impl Correlator {
                 let role = match (old, new) {
                     (Close, SynSent) => Role::Client,
                     (Listen, SynRecv) => Role::Server,
-                    _ => self.guess_role(meta.local),
+                    _ => self.guess_role(meta.local, None),
                 };
                 self.start(meta, role, lifecycle_start, out)
             }
@@ -411,8 +425,8 @@ impl Correlator {
         self.table.keep(slot, event);
     }
 
-    fn guess_role(&self, local: SocketAddr) -> Role {
-        if self.listeners.serves(local) {
+    fn guess_role(&self, local: SocketAddr, netns: Option<u32>) -> Role {
+        if self.listeners.serves(local, netns) {
             Role::Server
         } else {
             Role::Client
@@ -460,7 +474,9 @@ impl Correlator {
             Unfinished::Reaped => Outcome::Stale,
             Unfinished::Ended => Outcome::Ended,
         };
-        let record = conn.record(kept, self.config.data_turns, unfinished_outcome);
+        let mut record = conn.record(kept, self.config.data_turns, unfinished_outcome);
+        record.at_start = (self.at_start.remove(&record.conn_id))
+            .map(|(counters, state)| conn::at_start(counters, state, record.role));
         let closed = conn.closed;
         self.table.remove(slot);
         out(match (closed, unfinished) {

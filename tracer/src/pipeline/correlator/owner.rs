@@ -78,6 +78,8 @@ impl Owner {
 struct Listener {
     sock: u64,
     addr: SocketAddr,
+    /// Its network namespace, when known (a listener found at start).
+    netns: Option<u32>,
     owner: Option<Arc<Process>>,
 }
 
@@ -86,8 +88,12 @@ struct Listener {
 pub(super) struct Listeners(VecDeque<Listener>);
 
 impl Listeners {
-    pub(super) fn add(&mut self, meta: &EventMeta, processes: &mut Processes) {
-        self.remove(meta.sock);
+    /// A listener at `meta`, in network namespace `netns` when known. A socket that
+    /// listens again replaces its entry (those found at start have no `sock`).
+    pub(super) fn add(&mut self, meta: &EventMeta, netns: Option<u32>, processes: &mut Processes) {
+        if meta.sock != 0 {
+            self.remove(meta.sock);
+        }
         if self.0.len() == LISTENERS {
             self.0.pop_front();
         }
@@ -98,6 +104,7 @@ impl Listeners {
         self.0.push_back(Listener {
             sock: meta.sock,
             addr: meta.local,
+            netns,
             owner,
         });
     }
@@ -106,14 +113,16 @@ impl Listeners {
         self.0.retain(|listener| listener.sock != sock);
     }
 
-    /// The listener a server socket with local address `local` was accepted from: same
-    /// port, same address or a wildcard, exact address first, then the most recent.
-    fn find(&self, local: SocketAddr) -> Option<&Listener> {
+    /// The listener a server socket with local address `local` (in network namespace
+    /// `netns`, when known) was accepted from: same port, same address or a wildcard,
+    /// exact address first, then the most recent; in the same namespace where both are
+    /// known.
+    fn find(&self, local: SocketAddr, netns: Option<u32>) -> Option<&Listener> {
         let same_port = || {
-            self.0
-                .iter()
-                .rev()
-                .filter(|l| l.addr.port() == local.port())
+            self.0.iter().rev().filter(|l| {
+                l.addr.port() == local.port()
+                    && (l.netns.is_none() || netns.is_none() || l.netns == netns)
+            })
         };
         same_port()
             .find(|l| l.addr.ip() == local.ip())
@@ -121,12 +130,12 @@ impl Listeners {
     }
 
     /// A server is a socket whose local port has a listener.
-    pub(super) fn serves(&self, local: SocketAddr) -> bool {
-        self.find(local).is_some()
+    pub(super) fn serves(&self, local: SocketAddr, netns: Option<u32>) -> bool {
+        self.find(local, netns).is_some()
     }
 
     pub(super) fn owner(&self, local: SocketAddr) -> Option<&Arc<Process>> {
-        self.find(local)
+        self.find(local, None)
             .and_then(|listener| listener.owner.as_ref())
     }
 }

@@ -84,6 +84,16 @@ pub struct KeepaliveCounts {
     pub timed_out: bool,
 }
 
+/// What the kernel had counted of a connection found open when tracing started: what
+/// happened before tracing (the record's own counts are totals since it began).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AtStart {
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub retransmits: u32,
+    pub rtt_us: u32,
+}
+
 /// One connection lifecycle, as the `connection` line shows it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConnectionRecord {
@@ -122,6 +132,8 @@ pub struct ConnectionRecord {
     pub keepalive: KeepaliveCounts,
     pub bytes_sent: Option<u64>,
     pub bytes_received: Option<u64>,
+    /// A connection found open at start: its counts then.
+    pub at_start: Option<AtStart>,
     /// Client-to-server and server-to-client data bursts (the same on both sides'
     /// records); null without the data hook.
     pub requests: Option<u32>,

@@ -378,3 +378,69 @@ fn a_server_handshake_without_the_kernels_measure_is_unknown() {
     ]);
     assert_eq!(record.handshake_us, None);
 }
+
+#[test]
+fn listeners_found_at_start_decide_roles_in_their_own_network_namespace() {
+    // Found at start, all without a socket address: the listeners of two ports in one
+    // namespace (both kept), then a connection of the first port in that namespace and
+    // one in a namespace whose port has no listener.
+    const HOST: u32 = 4_026_531_840;
+    const POD: u32 = 4_026_532_000;
+    let found = |side: &Side, state, netns: u32, owner: Option<crate::event::Process>| {
+        let mut event = side.existing(MS, state);
+        let TraceEvent::Existing(existing) = &mut event else {
+            unreachable!()
+        };
+        existing.meta.sock = 0;
+        existing.meta.process = owner;
+        existing.netns = Some(netns);
+        event
+    };
+    let listener = Side::new(
+        0,
+        loopback(SERVER_PORT).into(),
+        "0.0.0.0:0".parse().unwrap(),
+    );
+    let other_listener = Side::new(0, loopback(9000).into(), "0.0.0.0:0".parse().unwrap());
+    let server = Side::server(0xb, 49320);
+    let pod_side = Side::server(0xc, 49321);
+    let nginx = process(42, "nginx");
+    let (outputs, _) = run_with(
+        config(16),
+        &[
+            found(&listener, Listen, HOST, nginx.clone()),
+            found(&other_listener, Listen, HOST, None),
+            {
+                let mut event = found(&server, Established, HOST, nginx.clone());
+                if let TraceEvent::Existing(existing) = &mut event {
+                    existing.counters = Some(crate::event::TcpCounters {
+                        bytes_acked: 120,
+                        bytes_received: 80,
+                        retransmits: 1,
+                        rtt_us: 30,
+                    });
+                }
+                event
+            },
+            found(&pod_side, Established, POD, None),
+            server.state(4 * MS, Established, Close),
+            pod_side.state(4 * MS, Established, Close),
+        ],
+    );
+    let [Output::Connection(host), Output::Connection(pod)] = &outputs[..] else {
+        panic!("{outputs:#?}");
+    };
+    assert_eq!((host.role, pod.role), (Role::Server, Role::Client));
+    assert_eq!(host.pid, Some(42));
+    // A server's acknowledged bytes count no SYN; nothing to say for the pod's.
+    assert_eq!(
+        host.at_start,
+        Some(AtStart {
+            bytes_sent: 120,
+            bytes_received: 80,
+            retransmits: 1,
+            rtt_us: 30
+        })
+    );
+    assert_eq!(pod.at_start, None);
+}

@@ -11,7 +11,8 @@ mod table;
 
 use super::*;
 use crate::event::Direction;
-use crate::fixture::events::{MS, Side, Totals, US, curl, process};
+use crate::fixture::events::{MS, SERVER_PORT, Side, Totals, US, curl, process};
+use crate::fixture::loopback;
 use TcpState::*;
 
 /// What [`Side::summary`]s count here.

@@ -85,7 +85,7 @@ fn a_refused_connect_is_refused() {
         (&"refused".into(), &"ECONNREFUSED".into()),
         "{client:#}"
     );
-    assert_wire_agrees(capture, &[&client]);
+    assert_wire_agrees(capture, &tracer, &[&client]);
 }
 
 /// SYNs unanswered until the kernel gives up (after one retry: `TCP_SYNCNT` 1, about
@@ -106,7 +106,7 @@ fn a_connect_the_kernel_gave_up_on_is_a_connect_timeout() {
         (&"connect_timeout".into(), &"ETIMEDOUT".into()),
         "{client:#}"
     );
-    let wire = assert_wire_agrees(capture, &[&client]);
+    let wire = assert_wire_agrees(capture, &tracer, &[&client]);
     let local = client["local"].as_str().unwrap().parse().unwrap();
     let connection = wire.connection(local, server, epoch_ns(&client, "start"));
     // The kernel gives up when the time its SYN retries take has passed (1 + 2 s for
@@ -142,7 +142,7 @@ fn a_connect_the_application_gave_up_on_is_abandoned() {
         (&"connect_abandoned".into(), &Value::Null),
         "{client:#}"
     );
-    assert_wire_agrees(capture, &[&client]);
+    assert_wire_agrees(capture, &tracer, &[&client]);
 }
 
 /// An ICMP host unreachable answers the SYN (nftables rejects it so): the kernel ends the
@@ -165,7 +165,7 @@ fn a_connect_answered_by_an_icmp_error_is_unreachable() {
         (&"unreachable".into(), &"EHOSTUNREACH".into()),
         "{client:#}"
     );
-    assert_wire_agrees(capture, &[&client]);
+    assert_wire_agrees(capture, &tracer, &[&client]);
 }
 
 /// `net.ipv4.tcp_fastopen` set for a test (client and server on, no cookies needed)
@@ -248,7 +248,7 @@ fn a_reset_before_the_servers_handshake_completes_is_a_handshake_reset() {
     drop(listener);
     // The wire: the SYN with the request, the SYN-ACK, the client's ACK (captured as it
     // was sent, dropped before the server's TCP saw it), then the client's reset.
-    let wire = assert_wire_agrees(capture, &[&client_side]);
+    let wire = assert_wire_agrees(capture, &tracer, &[&client_side]);
     let connection = wire.connection(local, server, epoch_ns(&client_side, "start"));
     assert_eq!(
         (
@@ -285,7 +285,7 @@ fn a_close_with_unread_data_is_aborted_locally_and_reset_for_the_peer() {
         (&"reset".into(), &"ECONNRESET".into()),
         "{client_side:#}"
     );
-    assert_wire_agrees(capture, &[&client_side, &server_side]);
+    assert_wire_agrees(capture, &tracer, &[&client_side, &server_side]);
 }
 
 /// Data sent and never acknowledged (every segment to the server dropped), until the
@@ -317,7 +317,7 @@ fn data_never_acknowledged_is_a_retransmit_timeout() {
     );
     // Judged before the server closes: its FIN would meet the client's port with no
     // socket, and the reset answering it is not this connection's.
-    assert_wire_agrees(capture, &[&client_side]);
+    assert_wire_agrees(capture, &tracer, &[&client_side]);
     drop(accepted);
 }
 
@@ -342,7 +342,7 @@ fn unanswered_keepalive_probes_are_a_keepalive_timeout() {
         (&"keepalive_timeout".into(), &"ETIMEDOUT".into()),
         "{client_side:#}"
     );
-    assert_wire_agrees(capture, &[&client_side]);
+    assert_wire_agrees(capture, &tracer, &[&client_side]);
 }
 
 /// What other tracers call failures and are not: a connection opened and closed at once
@@ -420,5 +420,5 @@ fn short_lived_and_idle_closed_connections_are_completed() {
                 .then_some(())
         },
     );
-    assert_wire_agrees(capture, &records.iter().collect::<Vec<_>>());
+    assert_wire_agrees(capture, &tracer, &records.iter().collect::<Vec<_>>());
 }

@@ -12,7 +12,7 @@ use std::{
 use crate::support::{
     HelperProcess, PacketDrop, Tracer,
     capture::{Capture, Wire, epoch_ns},
-    free_port,
+    flow_graph, free_port,
     http::{HttpClient, ServerConfig, request, serve, start_server},
     shared,
     sockets::{connected_pair, pair},
@@ -50,11 +50,16 @@ pub(crate) fn traced_port() -> (u16, Tracer, Capture) {
     (port, tracer, capture)
 }
 
-/// Both records of a connection agree with the capture.
-pub(crate) fn assert_wire_agrees(capture: Capture, records: &[&Value]) -> Wire {
+/// The records of a connection agree with the capture, and so do the flow graphs the
+/// tracer draws of them from the events it printed.
+pub(crate) fn assert_wire_agrees(capture: Capture, tracer: &Tracer, records: &[&Value]) -> Wire {
     let wire = capture.finish();
+    let drawn = flow_graph::draw(&tracer.seen);
     for record in records {
         wire.assert_agrees(record);
+        let ends = |field: &str| -> SocketAddr { record[field].as_str().unwrap().parse().unwrap() };
+        let connection = wire.connection(ends("local"), ends("remote"), epoch_ns(record, "start"));
+        flow_graph::assert_drawn_from_wire(connection, record, &flow_graph::arrows(&drawn, record));
     }
     wire
 }
@@ -121,7 +126,7 @@ fn keep_alive_reuse_then_server_idle_close() {
     );
     assert_eq!(client_side["pid"], std::process::id());
     assert!(client_side["handshake_us"].as_u64().is_some());
-    assert_wire_agrees(capture, &[&server_side, &client_side]);
+    assert_wire_agrees(capture, &tracer, &[&server_side, &client_side]);
     if bursts(&tracer, 0).is_null() {
         // No data hook in this mode: no data times either.
         assert_eq!(server_side["idle_before_close_us"], Value::Null);
@@ -164,7 +169,7 @@ fn client_closes_after_its_response() {
     assert_eq!(server_side["close_initiator"], "remote", "{server_side:#}");
     assert_eq!(client_side["requests"], bursts(&tracer, 1));
     assert_eq!(client_side["keepalive"]["probes_sent"], 0);
-    assert_wire_agrees(capture, &[&client_side, &server_side]);
+    assert_wire_agrees(capture, &tracer, &[&client_side, &server_side]);
 }
 
 /// Story 3: the request hangs on the server longer than the client's keepalive idle
@@ -203,7 +208,7 @@ fn slow_response_keepalive_probes_answered() {
         "only the client probes"
     );
     // The wait for the response is a number: 4 s on both sides, within the tolerance.
-    assert_wire_agrees(capture, &[&client_side, &server_side]);
+    assert_wire_agrees(capture, &tracer, &[&client_side, &server_side]);
 }
 
 /// The server process of story 4, started by that test in its own process so it can be
@@ -282,7 +287,7 @@ fn killed_server_while_request_hangs() {
             "{server_side:#}"
         );
     }
-    assert_wire_agrees(capture, &[&server_side, &client_side]);
+    assert_wire_agrees(capture, &tracer, &[&server_side, &client_side]);
     // Which socket answers the second request depends on timing: the orphaned socket,
     // still in FIN_WAIT2 (its reset is traced), or the timewait socket that replaced it
     // (traced only by kernels that trace resets sent without a full socket, 6.10+). The
@@ -309,7 +314,7 @@ fn refused_connection_record() {
     );
     assert_eq!(states(&client_side), ["SYN_SENT", "CLOSE"]);
     assert_eq!(client_side["handshake_us"], Value::Null);
-    assert_wire_agrees(capture, &[&client_side]);
+    assert_wire_agrees(capture, &tracer, &[&client_side]);
 }
 
 /// A connection reset by the client with `SO_LINGER` 0.
@@ -335,7 +340,7 @@ fn linger_zero_reset_records() {
         (&client_side["resets_sent"], &server_side["resets_received"]),
         (&1.into(), &1.into())
     );
-    assert_wire_agrees(capture, &[&client_side, &server_side]);
+    assert_wire_agrees(capture, &tracer, &[&client_side, &server_side]);
 }
 
 /// A pipelining client: three requests in one write, three responses back to back. On
@@ -369,7 +374,7 @@ fn pipelined_requests_are_one_request_burst() {
             "{side:#}"
         );
     }
-    assert_wire_agrees(capture, &[&client_side, &server_side]);
+    assert_wire_agrees(capture, &tracer, &[&client_side, &server_side]);
 }
 
 /// A response that arrives while its client is still inside `sendmsg`: a kept-alive
@@ -418,7 +423,7 @@ fn a_response_while_sendmsg_runs_follows_its_request() {
         assert_eq!(side["unanswered_request_us"], Value::Null, "{side:#}");
     }
     // The same number of bursts, and response times, as the wire.
-    assert_wire_agrees(capture, &[&client_side, &server_side]);
+    assert_wire_agrees(capture, &tracer, &[&client_side, &server_side]);
 }
 
 /// An abortive close with data still unsent: the server reads the start of an upload and
@@ -463,7 +468,7 @@ fn abortive_close_with_unsent_data_counts_what_was_acknowledged() {
     // out before the reset).
     let received = server_side["bytes_received"].as_u64().unwrap();
     assert!(received >= sent, "{received} received, {sent} acknowledged");
-    assert_wire_agrees(capture, &[&client_side, &server_side]);
+    assert_wire_agrees(capture, &tracer, &[&client_side, &server_side]);
 }
 
 /// A simultaneous close: both sides close before the other's FIN arrives. On loopback a
@@ -501,7 +506,7 @@ fn crossing_fins_are_a_simultaneous_close() {
     for side in crossed {
         assert!(states(side).contains(&"CLOSING"), "{side:#}");
     }
-    assert_wire_agrees(capture, &[&client_side, &server_side]);
+    assert_wire_agrees(capture, &tracer, &[&client_side, &server_side]);
 }
 
 /// A server that closes an idle connection while its client lingers (nginx's
@@ -542,7 +547,7 @@ fn an_idle_close_while_the_peer_lingers_ends_in_fin_wait2() {
         (&true.into(), &Value::Null),
         "a passive close ends for good: {client_side:#}"
     );
-    let wire = assert_wire_agrees(capture, &[&server_side, &client_side]);
+    let wire = assert_wire_agrees(capture, &tracer, &[&server_side, &client_side]);
     let end_ns = epoch_ns(&server_side, "end");
     let connection = wire.connection(local, server, end_ns);
     let client_fin = connection

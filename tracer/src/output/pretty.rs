@@ -2,14 +2,21 @@
 //! Wireshark's, this host on the left, the peer on the right, one arrow per segment the
 //! events imply, with times relative to the connection's start.
 //!
-//! The kernel reports states, not segments, so the arrows are derived: a client's
-//! `CLOSE -> SYN_SENT` is a SYN out, its `SYN_SENT -> ESTABLISHED` a SYN-ACK in and an ACK
-//! out; a server's `LISTEN -> SYN_RECV` is drawn as the SYN in and the SYN-ACK out, at
-//! the time the kernel created the socket (when the handshake's last ACK arrived: the
-//! SYN came earlier, at a time the events do not tell); FINs and their ACKs follow the
-//! close states. A transition to CLOSE next to an RST draws no FIN: the RST explains it.
-//! Data turns are drawn as the request or the response, keepalive probes with their
-//! answer (an ACK without a time: it is inferred, see [`probe_fate`]) or "no answer".
+//! The kernel reports states, not segments, so the arrows are derived, and each is one
+//! of two kinds. An arrow with a time crossed the wire then (within the moments between
+//! a hook and the wire): the kernel changes the state, or reports the reset, the
+//! retransmission, the probe or the data, as it sends or takes that segment. An arrow
+//! without a time is a segment the events prove was sent but not when, and its note says
+//! so. A client's `CLOSE -> SYN_SENT` is a SYN out, its `SYN_SENT -> ESTABLISHED` a
+//! SYN-ACK in and an ACK out. A server's socket is made when the handshake's last ACK
+//! arrives (`LISTEN -> SYN_RECV`, then `ESTABLISHED`): its SYN and SYN-ACK came before, so
+//! they have no time. FINs and their ACKs follow the close states; a FIN is drawn in only
+//! when one came (the close summary's `fin_received`), and the ACK of a FIN taken in
+//! `ESTABLISHED` has no time: the kernel delays it, and it leaves alone or with this
+//! side's next segment. A transition to CLOSE next to an RST draws no FIN: the RST
+//! explains it. Data turns are drawn as the request or the response, keepalive probes
+//! with their answer (an ACK without a time: it is inferred, see [`probe_fate`]) or "no
+//! answer". `tests/support/flow_graph.rs` holds every arrow against a capture.
 
 use std::io::{self, Write};
 
@@ -185,6 +192,17 @@ fn lines(record: &ConnectionRecord, count: usize) -> Vec<Line> {
                 };
                 let by_reset =
                     reset_next_to(index.checked_sub(1)) || reset_next_to(Some(index + 1));
+                if (change.old_state, change.new_state) == (Listen, SynRecv) {
+                    lines.push(
+                        Line::inferred(In, "SYN", Handshake)
+                            .with_note("time not seen: the socket is made at the last ACK"),
+                    );
+                    let synack = match record.handshake_us {
+                        Some(us) => format!("{} before that ACK (the kernel's measure)", ms(us)),
+                        None => "time not seen".to_owned(),
+                    };
+                    lines.push(Line::inferred(Out, "SYN-ACK", Handshake).with_note(synack));
+                }
                 let segments: &[(Arrow, &str, Kind)] = match (change.old_state, change.new_state) {
                     // The kernel setting the state it is in (close() after shutdown()).
                     (old, new) if old == new => &[],
@@ -192,17 +210,16 @@ fn lines(record: &ConnectionRecord, count: usize) -> Vec<Line> {
                     (SynSent, Established) => {
                         &[(In, "SYN-ACK", Handshake), (Out, "ACK", Handshake)]
                     }
-                    (Listen | SynSent, SynRecv) => {
-                        &[(In, "SYN", Handshake), (Out, "SYN-ACK", Handshake)]
-                    }
+                    // A simultaneous open: the SYN came now.
+                    (SynSent, SynRecv) => &[(In, "SYN", Handshake), (Out, "SYN-ACK", Handshake)],
                     (SynRecv, Established) => &[(In, "ACK", Handshake)],
                     (_, FinWait1) | (CloseWait, LastAck) => &[(Out, "FIN", Fin)],
                     (FinWait1, FinWait2) | (Closing | LastAck, Close | TimeWait) if !by_reset => {
                         &[(In, "ACK", Fin)]
                     }
-                    (Established, CloseWait) | (FinWait1, Closing) => {
-                        &[(In, "FIN", Fin), (Out, "ACK", Fin)]
-                    }
+                    // Its ACK follows, without a time: see below.
+                    (Established | SynRecv, CloseWait) => &[(In, "FIN", Fin)],
+                    (FinWait1, Closing) => &[(In, "FIN", Fin), (Out, "ACK", Fin)],
                     (FinWait2, Close | TimeWait) if !by_reset && fin_received != Some(false) => {
                         &[(In, "FIN", Fin), (Out, "ACK", Fin)]
                     }
@@ -227,6 +244,12 @@ fn lines(record: &ConnectionRecord, count: usize) -> Vec<Line> {
                         let (direction, label, kind) = *last;
                         lines.push(Line::arrow(at, direction, label, kind).with_note(state));
                     }
+                }
+                if change.new_state == CloseWait {
+                    lines.push(
+                        Line::inferred(Out, "ACK", Fin)
+                            .with_note("time not seen: delayed, alone or with the next segment"),
+                    );
                 }
             }
             TraceEvent::Reset(reset) => {
@@ -626,8 +649,8 @@ connection 1: client, curl (pid 9904)
  +1010.000 ms  |---------- keepalive #1 ----------->|
                |<--------------- ACK ---------------|  answered
  +1500.000 ms  |<------ response 1490.000 ms -------|
- +6500.000 ms  |<--------------- FIN ---------------|
- +6500.000 ms  |--------------- ACK --------------->|  CLOSE_WAIT
+ +6500.000 ms  |<--------------- FIN ---------------|  CLOSE_WAIT
+               |--------------- ACK --------------->|  time not seen: delayed, alone or with the next segment
  +6500.100 ms  |--------------- FIN --------------->|  LAST_ACK
  +6500.150 ms  |<--------------- ACK ---------------|  CLOSE
                [completed] closed by the peer (FIN), lasted 6500.150 ms, handshake 0.150 ms, 2 requests, 2 responses, response time 745.500 ms (min 1.000 ms, max 1490.000 ms), idle 5000.000 ms before close, 155 bytes sent, 2048 received
@@ -661,6 +684,42 @@ connection 1: client, curl (pid 9904)
  +3000.050 ms  |<--------------- RST ---------------|  NOT_SPECIFIED
  +3000.050 ms  |                                    |  CLOSE
                [reset] reset by the peer, lasted 3000.050 ms, handshake 0.150 ms, 1 request, 0 responses, a request never answered (waited 2999.850 ms), idle 2999.850 ms before close
+";
+        assert_eq!(text, expected, "\n{text}");
+    }
+
+    /// A server's socket is made when the handshake's last ACK arrives: its SYN and
+    /// SYN-ACK came before, at times the events do not tell (the SYN-ACK's distance from
+    /// the ACK is the kernel's measure); the ACK of the client's FIN is delayed.
+    #[test]
+    fn a_servers_handshake_and_passive_close_draw_untimed_segments_as_such() {
+        use Direction::*;
+        let s = Side::server(0xffff8881046d7000, 49320).timed(START, US);
+        let events = [
+            s.state(0, Listen, SynRecv),
+            s.established(5, Some(28), 0),
+            s.turn(40, Received),
+            s.turn(900, Sent),
+            s.state(3_000, Established, CloseWait),
+            s.summary(3_100, Some(900), TOTALS),
+            s.state(3_100, CloseWait, LastAck),
+            s.state(3_150, LastAck, Close),
+        ];
+        let text = timeline(&events);
+        let expected = "\
+connection 1: server
+               127.0.0.1:8191         127.0.0.1:49320
+               |<--------------- SYN ---------------|  time not seen: the socket is made at the last ACK
+               |------------- SYN-ACK ------------->|  0.028 ms before that ACK (the kernel's measure)
+    +0.000 ms  |                                    |  SYN_RECV
+    +0.005 ms  |<--------------- ACK ---------------|  ESTABLISHED
+    +0.040 ms  |<------------- request -------------|
+    +0.900 ms  |-------- response 0.860 ms -------->|
+    +3.000 ms  |<--------------- FIN ---------------|  CLOSE_WAIT
+               |--------------- ACK --------------->|  time not seen: delayed, alone or with the next segment
+    +3.100 ms  |--------------- FIN --------------->|  LAST_ACK
+    +3.150 ms  |<--------------- ACK ---------------|  CLOSE
+               [completed] closed by the peer (FIN), lasted 3.150 ms, handshake 0.028 ms, 1 request, 1 response, response time 0.860 ms (min 0.860 ms, max 0.860 ms), idle 2.100 ms before close, 156 bytes sent, 2048 received
 ";
         assert_eq!(text, expected, "\n{text}");
     }

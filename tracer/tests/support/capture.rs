@@ -33,7 +33,7 @@ use super::DEADLINE;
 /// point the stack runs, and a test machine may be busy. 1 ms here; the kernel matrix's
 /// guests, whose CPUs qemu emulates (TCG) tens of times slower, set
 /// `TRACER_TEST_WIRE_TOLERANCE_US` (see `xtask/src/vm/init.sh`).
-fn tolerance_us() -> u64 {
+pub(super) fn tolerance_us() -> u64 {
     std::env::var("TRACER_TEST_WIRE_TOLERANCE_US")
         .ok()
         .and_then(|value| value.parse().ok())
@@ -171,17 +171,21 @@ impl Drop for Capture {
 
 /// One TCP segment as captured.
 #[derive(Clone, Copy, Debug)]
-struct Segment {
-    ns: u64,
-    from: SocketAddr,
+pub(super) struct Segment {
+    pub(super) ns: u64,
+    pub(super) from: SocketAddr,
     to: SocketAddr,
     seq: u32,
     ack: u32,
-    len: u32,
-    syn: bool,
-    ack_flag: bool,
-    fin: bool,
-    rst: bool,
+    pub(super) len: u32,
+    pub(super) syn: bool,
+    pub(super) ack_flag: bool,
+    pub(super) fin: bool,
+    pub(super) rst: bool,
+    /// A keepalive probe (see the module's doc), and a segment that carried no sequence
+    /// space not sent before (data, SYN or FIN sent again): set as the connection reads it.
+    pub(super) probe: bool,
+    pub(super) retransmission: bool,
 }
 
 fn segment(ns: u64, data: &[u8]) -> Option<Segment> {
@@ -211,6 +215,8 @@ fn segment(ns: u64, data: &[u8]) -> Option<Segment> {
         ack_flag: tcp.ack(),
         fin: tcp.fin(),
         rst: tcp.rst(),
+        probe: false,
+        retransmission: false,
     })
 }
 
@@ -263,6 +269,8 @@ pub struct WireConnection {
     bursts: Vec<(bool, u64)>,
     /// The client's SYNs, retransmissions included.
     pub syns: u32,
+    /// Every segment, in the capture's order.
+    pub(super) segments: Vec<Segment>,
 }
 
 impl WireConnection {
@@ -277,6 +285,7 @@ impl WireConnection {
             established_ns: None,
             bursts: Vec::new(),
             syns: 0,
+            segments: Vec::new(),
         }
     }
 
@@ -330,6 +339,14 @@ impl WireConnection {
             && direction
                 .next_seq
                 .is_some_and(|next| segment.seq == next.wrapping_sub(1));
+        let mut captured = Segment { probe, ..*segment };
+        captured.retransmission = !probe
+            && !segment.rst
+            && (segment.len > 0 || segment.syn || segment.fin)
+            && direction
+                .next_seq
+                .is_some_and(|next| (end.wrapping_sub(next) as i32) <= 0);
+        self.segments.push(captured);
         if probe {
             direction.keepalive_probes += 1;
             return;

@@ -12,6 +12,7 @@ pub enum EventKind {
     DataTurn = 6,
     Close = 7,
     Accepted = 8,
+    TimewaitEnd = 9,
 }
 
 impl EventKind {
@@ -25,6 +26,7 @@ impl EventKind {
             6 => Self::DataTurn,
             7 => Self::Close,
             8 => Self::Accepted,
+            9 => Self::TimewaitEnd,
             _ => return None,
         })
     }

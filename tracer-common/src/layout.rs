@@ -151,6 +151,9 @@ pub struct KernelLayout {
     pub sk_err: KernelField,
     /// `sock.sk_flags`: its `SOCK_DONE` bit is set when the peer's FIN arrived.
     pub sk_flags: KernelField,
+    /// `inet_timewait_sock.tw_substate`: `FIN_WAIT2` until the peer's FIN, then
+    /// `TIME_WAIT` (the socket's own state is always `TIME_WAIT`).
+    pub tw_substate: KernelField,
     /// `net.ns.inum`: the network namespace's inode number.
     pub net_inum: KernelField,
     /// `timer_list.function`: the keepalive timer's callback, for the timer tracepoints.

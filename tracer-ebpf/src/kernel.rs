@@ -49,6 +49,7 @@ pub(crate) static KERNEL_LAYOUT: KernelLayout = KernelLayout {
     first_tx_mstamp: ABSENT,
     sk_err: ABSENT,
     sk_flags: ABSENT,
+    tw_substate: ABSENT,
     net_inum: ABSENT,
     timer_function: ABSENT,
     sock_done_mask: 0,

@@ -24,6 +24,7 @@ mod reset;
 mod retransmit;
 mod selector;
 mod state_change;
+mod timewait;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -153,6 +153,7 @@ fn correlator() -> Correlator {
         stale_after_ns: u64::MAX,
         keep_events: false,
         data_turns: true,
+        follow_timewait: None,
     })
 }
 

@@ -27,6 +27,7 @@ use crate::{
         attach::{self, AttachMode, Hook, LoadOptions, Probes},
         preflight, privileges, program_stats,
         selector::Selection,
+        sysctl,
     },
     output::{
         self, OutputConfig, Sink, StopSummary,
@@ -36,7 +37,7 @@ use crate::{
         route,
     },
     pipeline::{
-        Pipeline, PipelineConfig,
+        Pipeline, PipelineConfig, Traced,
         decode::Decoder,
         existing,
         reader::{EmitCounter, EventCounts, LossCause, drain},
@@ -249,7 +250,13 @@ pub async fn run(config: TraceConfig) -> Result<()> {
     for (hook, why) in &plan.unsupported {
         eprintln!("tracer: warning: no {hook} events on this kernel ({why})");
     }
-    let data_turns = plan.attach.contains_key(&Hook::Data);
+    let traced = Traced {
+        data_turns: plan.attach.contains_key(&Hook::Data),
+        timewait_fin_timeout_ns: plan
+            .attach
+            .contains_key(&Hook::Timewait)
+            .then(sysctl::fin_timeout_ns),
+    };
     // Exporters (none yet: the OpenTelemetry exporter will be the first) start here, each
     // on its own task: `output::exporter::spawn`, its sink in `queues`, its handle added
     // to `exporters`.
@@ -263,7 +270,7 @@ pub async fn run(config: TraceConfig) -> Result<()> {
         emit,
         ..config.pipeline
     };
-    let mut pipeline = Pipeline::new(pipeline_config, data_turns, sink, WallClock::sample());
+    let mut pipeline = Pipeline::new(pipeline_config, traced, sink, WallClock::sample());
     pipeline.sink.tracer_start(&kernel, &plan, ports)?;
     for connection in open_at_start {
         pipeline.event(&TraceEvent::Existing(connection))?;

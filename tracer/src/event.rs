@@ -388,6 +388,39 @@ pub struct Existing {
     pub counters: Option<TcpCounters>,
 }
 
+/// What ended the wait of a timewait socket in FIN_WAIT2 for the peer's FIN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerEnd {
+    /// The peer's FIN came: the connection closed (TIME_WAIT follows).
+    Fin,
+    /// The peer reset the connection.
+    Reset,
+    /// The peer sent data after this side's close: refused with a reset.
+    Data,
+    /// The peer's segment found no timewait socket (the kernel had not kept one) and
+    /// was answered with a reset. From the `reset` event, never a `timewait_end`'s.
+    NoTimewait,
+    /// Nothing came within `net.ipv4.tcp_fin_timeout`: the kernel dropped the timewait
+    /// socket. Inferred by the correlator, never an event's.
+    Timeout,
+}
+
+names!(PeerEnd as "timewait end" {
+    Fin => "peer_fin",
+    Reset => "peer_reset",
+    Data => "peer_data",
+    NoTimewait => "no_timewait",
+    Timeout => "fin_timeout",
+});
+
+/// A segment from the peer ended a timewait socket's FIN_WAIT2 (`meta.sock` is the
+/// timewait socket, not the connection's closed one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimewaitEnd {
+    pub meta: EventMeta,
+    pub how: PeerEnd,
+}
+
 /// One decoded kernel event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TraceEvent {
@@ -400,6 +433,7 @@ pub enum TraceEvent {
     Summary(ConnectionSummary),
     Accepted(Accepted),
     Existing(Existing),
+    TimewaitEnd(TimewaitEnd),
 }
 
 /// Which [`TraceEvent`] an event is: its name in the lines (`event`) and metrics
@@ -415,6 +449,7 @@ pub enum EventKind {
     Summary,
     Accepted,
     Existing,
+    TimewaitEnd,
 }
 
 names!(EventKind as "event" {
@@ -427,6 +462,7 @@ names!(EventKind as "event" {
     Summary => "close_summary",
     Accepted => "accepted",
     Existing => "existing",
+    TimewaitEnd => "timewait_end",
 });
 
 impl TraceEvent {
@@ -441,6 +477,7 @@ impl TraceEvent {
             Self::Summary(_) => EventKind::Summary,
             Self::Accepted(_) => EventKind::Accepted,
             Self::Existing(_) => EventKind::Existing,
+            Self::TimewaitEnd(_) => EventKind::TimewaitEnd,
         }
     }
 
@@ -459,7 +496,8 @@ impl TraceEvent {
             | Self::DataTurn(DataTurn { meta, .. })
             | Self::Summary(ConnectionSummary { meta, .. })
             | Self::Accepted(Accepted { meta })
-            | Self::Existing(Existing { meta, .. }) => meta,
+            | Self::Existing(Existing { meta, .. })
+            | Self::TimewaitEnd(TimewaitEnd { meta, .. }) => meta,
         }
     }
 }

@@ -27,10 +27,11 @@ use crate::{
     event::{
         Accepted, ConnectionSummary, DataTurn, EventKind, EventMeta, Existing, HandshakeSample,
         Keepalive, KeepaliveSettings, Process, Reset, Retransmit, StateChange, TcpCounters,
-        TcpFlag, TcpState, TraceEvent,
+        TcpFlag, TcpState, TimewaitEnd, TraceEvent,
     },
+    kernel::{attach::Hook, sysctl::DEFAULT_FIN_TIMEOUT_NS},
     output::{self, Format, StopSummary},
-    pipeline::{Pipeline, PipelineConfig},
+    pipeline::{Pipeline, PipelineConfig, Traced},
     vocabulary::UnknownName,
 };
 
@@ -200,6 +201,10 @@ pub fn parse_line(line: &str) -> Result<Option<TraceEvent>> {
             netns: optional_number(&line, "netns")?,
             counters: counters(&line["counters"])?,
         }),
+        EventKind::TimewaitEnd => TraceEvent::TimewaitEnd(TimewaitEnd {
+            meta: meta(&line)?,
+            how: named(&line, "how")?,
+        }),
     };
     Ok(Some(event))
 }
@@ -251,13 +256,21 @@ pub fn run(file: &Path, config: PipelineConfig, format: Format) -> Result<()> {
     // The lines' times are wall-clock already: an offset of zero keeps them.
     let clock = WallClock::from_offset_ns(0);
     let mut lines = input.split(b'\n').enumerate().peekable();
-    // A trace whose tracer had no data hook cannot count exchanges: its first line says.
-    let data_turns = match lines.peek() {
-        Some((_, Ok(first))) => serde_json::from_slice::<Value>(first)
-            .map_or(true, |line| line["unsupported"].get("data").is_none()),
-        _ => true,
+    // What the trace's tracer traced, its first line says: without the data hook it
+    // could not count exchanges; with the timewait hook it followed timewait sockets
+    // (waiting as long as the kernel's default `tcp_fin_timeout`, as the trace does not
+    // say the one it had).
+    let start = match lines.peek() {
+        Some((_, Ok(first))) => serde_json::from_slice::<Value>(first).unwrap_or_default(),
+        _ => Value::Null,
     };
-    let mut pipeline = Pipeline::new(config, data_turns, sink, clock);
+    let traced = Traced {
+        data_turns: start["unsupported"].get("data").is_none(),
+        timewait_fin_timeout_ns: start["attach"]
+            .get(Hook::Timewait.name())
+            .map(|_| DEFAULT_FIN_TIMEOUT_NS),
+    };
+    let mut pipeline = Pipeline::new(config, traced, sink, clock);
     for (number, line) in lines {
         let line = line.with_context(|| format!("cannot read {}", file.display()))?;
         let location = format!("{}:{}", file.display(), number + 1);
@@ -276,7 +289,7 @@ pub fn run(file: &Path, config: PipelineConfig, format: Format) -> Result<()> {
 mod tests {
     use super::*;
     use crate::{
-        event::{Direction, RetransmitKind},
+        event::{Direction, PeerEnd, RetransmitKind},
         output::{Sink, json::JsonSink},
     };
 
@@ -427,6 +440,9 @@ mod tests {
                 meta: meta(4),
                 direction,
             }));
+        }
+        for &how in PeerEnd::ALL {
+            events.push(TraceEvent::TimewaitEnd(TimewaitEnd { meta: meta(9), how }));
         }
         for &kind in RetransmitKind::ALL {
             events.push(TraceEvent::Retransmit(Retransmit {

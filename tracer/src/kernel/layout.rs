@@ -255,6 +255,7 @@ pub fn kernel_layout(btf: &KernelBtf) -> Result<KernelLayout> {
         first_tx_mstamp: tcp("first_tx_mstamp")?,
         sk_err: sock("sk_err", &[4])?,
         sk_flags: common("skc_flags", &[8])?,
+        tw_substate: kernel_field(btf, "inet_timewait_sock", "tw_substate", &[1])?,
         net_inum: kernel_field(btf, "net", "ns.inum", INTEGER)?,
         timer_function: kernel_field(btf, "timer_list", "function", &[8])?,
         // Without it, bytes received count the peer's FIN (documented).

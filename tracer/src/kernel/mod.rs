@@ -2,7 +2,8 @@
 //! capabilities, dropped once attached ([`privileges`]), what it offers
 //! (BTF, tracefs, kallsyms, its build configuration), the layouts the eBPF programs need
 //! ([`layout`]) and units the decoder needs ([`units`]), the selection the programs are told
-//! ([`selector`]) and the attach plan that loads and attaches them ([`attach`]).
+//! ([`selector`]), the TCP settings records depend on ([`sysctl`]) and the attach plan that
+//! loads and attaches them ([`attach`]).
 
 pub mod attach;
 pub mod btf;
@@ -13,5 +14,6 @@ pub mod preflight;
 pub mod privileges;
 pub mod program_stats;
 pub mod selector;
+pub mod sysctl;
 pub mod tracefs;
 pub mod units;

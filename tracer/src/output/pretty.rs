@@ -22,7 +22,7 @@ use std::io::{self, Write};
 
 use crate::{
     clock::WallClock,
-    event::{Direction, RetransmitKind, TcpFlag, TcpState, TraceEvent},
+    event::{Direction, PeerEnd, RetransmitKind, TcpFlag, TcpState, TraceEvent},
     kernel::attach::AttachPlan,
     output::{RecordEnd, Sink, StopSummary},
     pipeline::correlator::{
@@ -315,6 +315,26 @@ fn lines(record: &ConnectionRecord, count: usize) -> Vec<Line> {
                 at,
                 format!("{} when tracing started", existing.state),
             )),
+            // The timewait socket answers at once: an ACK, or a reset refusing data.
+            TraceEvent::TimewaitEnd(end) => {
+                let to_timewait = "to the timewait socket";
+                match end.how {
+                    PeerEnd::Fin => {
+                        lines.push(Line::arrow(at, In, "FIN", Fin).with_note(to_timewait));
+                        lines.push(Line::arrow(at, Out, "ACK", Fin).with_note("TIME_WAIT"));
+                    }
+                    PeerEnd::Reset => {
+                        lines.push(Line::arrow(at, In, "RST", Reset).with_note(to_timewait))
+                    }
+                    PeerEnd::Data | PeerEnd::NoTimewait | PeerEnd::Timeout => {
+                        lines.push(Line::arrow(at, In, "data", Reset).with_note(to_timewait));
+                        lines.push(
+                            Line::arrow(at, Out, "RST", Reset)
+                                .with_note("refused: the timewait socket is gone"),
+                        );
+                    }
+                }
+            }
             // Its figures are in the summary line.
             TraceEvent::Summary(summary) => fin_received = Some(summary.fin_received),
         }
@@ -369,6 +389,18 @@ fn summary(record: &ConnectionRecord) -> String {
     ];
     if record.handed_to_timewait == Some(TcpState::FinWait2) {
         parts.push("handed to a timewait socket before the peer's FIN".to_owned());
+    }
+    if let Some(end) = record.timewait_end {
+        let after = end.after_us.map(ms).unwrap_or_default();
+        parts.push(match end.how {
+            PeerEnd::Fin => format!("the peer's FIN came {after} later"),
+            PeerEnd::Reset => format!("the peer reset it {after} later"),
+            PeerEnd::Data => format!("the peer's data {after} later was refused"),
+            PeerEnd::NoTimewait => {
+                format!("no timewait socket took the peer's segment {after} later")
+            }
+            PeerEnd::Timeout => "no FIN from the peer within tcp_fin_timeout".to_owned(),
+        });
     }
     if let Some(handshake) = record.handshake_us {
         parts.push(format!("handshake {}", ms(handshake)));
@@ -449,6 +481,7 @@ fn describe(event: &TraceEvent) -> String {
         }
         TraceEvent::Accepted(_) => "accepted".to_owned(),
         TraceEvent::Existing(existing) => format!("already open ({})", existing.state),
+        TraceEvent::TimewaitEnd(end) => format!("timewait socket in FIN_WAIT2: {}", end.how),
     }
 }
 

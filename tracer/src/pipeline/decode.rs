@@ -12,8 +12,8 @@ use tracer_common as raw;
 
 use crate::event::{
     Accepted, ConnectionSummary, DataTurn, Direction, EventMeta, HandshakeSample, Keepalive,
-    KeepaliveSettings, Process, Reset, Retransmit, RetransmitKind, SocketError, StateChange,
-    TcpFlag, TcpState, TraceEvent,
+    KeepaliveSettings, PeerEnd, Process, Reset, Retransmit, RetransmitKind, SocketError,
+    StateChange, TcpFlag, TcpState, TimewaitEnd, TraceEvent,
 };
 use crate::kernel::units::KernelUnits;
 
@@ -189,6 +189,17 @@ impl Decoder {
                     first: summary,
                     second: Some(change),
                 });
+            }
+            raw::EventKind::TimewaitEnd => {
+                let event: raw::Event<raw::TimewaitEnd> = read(record).ok_or(truncated)?;
+                TraceEvent::TimewaitEnd(TimewaitEnd {
+                    meta: meta(&event.header, &event.payload.endpoints)?,
+                    how: match event.payload.how {
+                        raw::TIMEWAIT_PEER_FIN => PeerEnd::Fin,
+                        raw::TIMEWAIT_PEER_RESET => PeerEnd::Reset,
+                        _ => PeerEnd::Data,
+                    },
+                })
             }
             raw::EventKind::Accepted => {
                 let event: raw::Event<raw::Accepted> = read(record).ok_or(truncated)?;
@@ -616,6 +627,7 @@ mod tests {
                 EventKind::DataTurn => size_of::<Event<raw::DataTurn>>(),
                 EventKind::Close => size_of::<Event<raw::Close>>(),
                 EventKind::Accepted => size_of::<Event<raw::Accepted>>(),
+                EventKind::TimewaitEnd => size_of::<Event<raw::TimewaitEnd>>(),
             };
             if len < layout {
                 proptest::prop_assert_eq!(decoded, Err(DecodeError::Truncated { kind, len }));

@@ -55,6 +55,17 @@ pub struct PipelineConfig {
     pub keep_events: bool,
 }
 
+/// What the kernel side traces, which the records depend on: from the attach plan when
+/// live, from a trace's `tracer_start` line in a replay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Traced {
+    /// The data hook is attached, so connection records can count exchanges.
+    pub data_turns: bool,
+    /// The timewait hook is attached: `net.ipv4.tcp_fin_timeout`, nanoseconds, how long
+    /// a timewait socket in FIN_WAIT2 waits for the peer's FIN.
+    pub timewait_fin_timeout_ns: Option<u64>,
+}
+
 pub struct Pipeline<S: Sink> {
     pub sink: S,
     pub clock: WallClock,
@@ -64,15 +75,14 @@ pub struct Pipeline<S: Sink> {
 }
 
 impl<S: Sink> Pipeline<S> {
-    /// `data_turns`: the data hook is attached, so connection records can count
-    /// exchanges.
-    pub fn new(config: PipelineConfig, data_turns: bool, sink: S, clock: WallClock) -> Self {
+    pub fn new(config: PipelineConfig, traced: Traced, sink: S, clock: WallClock) -> Self {
         let correlator = config.emit.connections().then(|| {
             Correlator::new(CorrelatorConfig {
                 max_connections: config.max_connections,
                 stale_after_ns: STALE_AFTER_NS,
                 keep_events: config.keep_events,
-                data_turns,
+                data_turns: traced.data_turns,
+                follow_timewait: traced.timewait_fin_timeout_ns,
             })
         });
         Self {
@@ -138,10 +148,12 @@ impl<S: Sink> Pipeline<S> {
         self.reap(self.last_boot_ns.saturating_add(CLOSE_GRACE_NS + 1))
     }
 
-    /// Writes what is due after the last event and the closing summary line, with what a
-    /// live trace adds to it: the kernel's event counts, the exporters' outcomes.
+    /// Writes what is due after the last event (and the records waiting for a timewait
+    /// socket's end, which will not be seen now) and the closing summary line, with what
+    /// a live trace adds to it: the kernel's event counts, the exporters' outcomes.
     pub fn finish(&mut self, live: StopSummary) -> io::Result<()> {
         self.reap_last()?;
+        self.collect(|correlator, out| correlator.release_awaiting(&mut |o| out(o)))?;
         let summary = match &self.correlator {
             Some(correlator) => {
                 let stats = correlator.stats();

@@ -33,11 +33,16 @@ use super::DEADLINE;
 /// point the stack runs, and a test machine may be busy. 1 ms here; the kernel matrix's
 /// guests, whose CPUs qemu emulates (TCG) tens of times slower, set
 /// `TRACER_TEST_WIRE_TOLERANCE_US` (see `xtask/src/vm/init.sh`).
-pub(super) fn tolerance_us() -> u64 {
+fn tolerance_us() -> u64 {
     std::env::var("TRACER_TEST_WIRE_TOLERANCE_US")
         .ok()
         .and_then(|value| value.parse().ok())
         .unwrap_or(1_000)
+}
+
+/// [`tolerance_us`] in nanoseconds, for a test's own comparisons with the wire.
+pub fn wire_tolerance_ns() -> u64 {
+    tolerance_us() * 1_000
 }
 
 /// Whether `tcp:tcp_send_reset` fires for timewait sockets: from 6.10 on (before, only

@@ -10,7 +10,7 @@ use std::{net::SocketAddr, process::Command};
 use serde_json::Value;
 
 use super::{
-    capture::{Segment, WireConnection, epoch_ns, tolerance_us},
+    capture::{Segment, WireConnection, epoch_ns, wire_tolerance_ns},
     tracer_bin,
 };
 
@@ -42,6 +42,7 @@ impl Arrow {
             "FIN" => segment.fin,
             "FIN-ACK" => segment.fin && segment.ack_flag,
             "RST" => segment.rst,
+            "data" => segment.len > 0 && !segment.probe,
             _ if label.starts_with("request") || label.starts_with("response") => {
                 segment.len > 0 && !segment.probe && !segment.retransmission
             }
@@ -129,7 +130,7 @@ pub fn assert_drawn_from_wire(
     (arrows, graph): &(Vec<Arrow>, String),
 ) {
     let local: SocketAddr = record["local"].as_str().unwrap().parse().unwrap();
-    let tolerance_ns = tolerance_us() * 1_000;
+    let tolerance_ns = wire_tolerance_ns();
     let context = || {
         let segments: Vec<String> = wire
             .segments

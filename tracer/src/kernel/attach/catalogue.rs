@@ -6,7 +6,10 @@
 //! - keepalive: fentry/fexit, then kprobe/kretprobe on `tcp_keepalive_timer`, then the
 //!   `timer:timer_expire_entry`/`exit` tracepoints (they fire for every timer in the
 //!   system, so they are the fallback);
-//! - resets and retransmits: their `tcp:` tracepoints, the only mechanism they have.
+//! - resets and retransmits: their `tcp:` tracepoints, the only mechanism they have;
+//! - timewait sockets in FIN_WAIT2 (how a connection closed first by this side ends):
+//!   fentry, then kprobe on `tcp_timewait_state_process` (no tracepoint reports them);
+//! - accept: kretprobe on `inet_csk_accept`.
 //!
 //! The tracepoints that fire for all traffic (state changes, sends and receives,
 //! softirqs, timers) are attached raw: the program gets the tracepoint's arguments, and
@@ -44,6 +47,8 @@ pub enum Hook {
     Data,
     /// Who accepted a connection.
     Accept,
+    /// The peer's FIN (or reset, or data) reaching a timewait socket in FIN_WAIT2.
+    Timewait,
 }
 
 names!(Hook as "hook" {
@@ -53,6 +58,7 @@ names!(Hook as "hook" {
     Retransmit => "retransmit",
     Data => "data",
     Accept => "accept",
+    Timewait => "timewait",
 });
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,6 +163,7 @@ impl Hook {
             Hook::Reset | Hook::Retransmit => &[Tracepoint],
             Hook::Data => &[Tracepoint, Fentry, Kprobe],
             Hook::Accept => &[Kprobe],
+            Hook::Timewait => &[Fentry, Kprobe],
         }
     }
 
@@ -199,6 +206,8 @@ impl Hook {
             (Hook::Data, Kprobe) => DATA_KPROBE,
             (Hook::Data, Fentry) => DATA_FENTRY,
             (Hook::Accept, _) => ACCEPT_KPROBE,
+            (Hook::Timewait, Kprobe) => TIMEWAIT_KPROBE,
+            (Hook::Timewait, _) => TIMEWAIT_FENTRY,
         }
     }
 }
@@ -294,6 +303,15 @@ const DATA_FENTRY: &[Program] = &[
 const ACCEPT_KPROBE: &[Program] = &[Program::Kretprobe {
     program: name::INET_CSK_ACCEPT_KRETPROBE,
     function: "inet_csk_accept",
+}];
+
+const TIMEWAIT_KPROBE: &[Program] = &[Program::Kprobe {
+    program: name::TCP_TIMEWAIT_STATE_PROCESS_KPROBE,
+    function: "tcp_timewait_state_process",
+}];
+const TIMEWAIT_FENTRY: &[Program] = &[Program::FEntry {
+    program: name::TCP_TIMEWAIT_STATE_PROCESS_FENTRY,
+    function: "tcp_timewait_state_process",
 }];
 
 /// Whether the kernel's recursion misses of `program` are lost events. Not for the two

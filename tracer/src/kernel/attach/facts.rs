@@ -179,6 +179,9 @@ impl KernelFacts {
             (Hook::Accept, Mechanism::Tracepoint) => {
                 Some("no tracepoint fires on accept".to_owned())
             }
+            (Hook::Timewait, Mechanism::Tracepoint) => {
+                Some("no tracepoint reports timewait sockets".to_owned())
+            }
         }
     }
 }

@@ -147,6 +147,11 @@ const FIELDS: &[(&str, &str, PaholeSteps)] = &[
             ("netns_ipv4", "sysctl_tcp_keepalive_probes"),
         ],
     ),
+    (
+        "inet_timewait_sock",
+        "tw_substate",
+        &[("inet_timewait_sock", "tw_substate")],
+    ),
     ("net", "ns.inum", &[("net", "ns"), ("ns_common", "inum")]),
     ("sk_buff", "cb", &[("sk_buff", "cb")]),
     ("tcp_skb_cb", "tcp_flags", &[("tcp_skb_cb", "tcp_flags")]),

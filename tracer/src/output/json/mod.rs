@@ -251,6 +251,11 @@ impl<W: Write> Sink for JsonSink<W> {
             TraceEvent::Accepted(accepted) => {
                 self.event_line(clock, event.name(), &accepted.meta, |_| {})
             }
+            TraceEvent::TimewaitEnd(end) => {
+                self.event_line(clock, event.name(), &end.meta, |line| {
+                    line.name("how", end.how.name());
+                })
+            }
             TraceEvent::Existing(existing) => {
                 self.event_line(clock, event.name(), &existing.meta, |line| {
                     write_state(line, "state", existing.state);
@@ -302,30 +307,34 @@ impl<W: Write> Sink for JsonSink<W> {
             .optional_name("error", record.error.map(|e| e.to_string()).as_deref())
             .optional_bool("fin_received", record.fin_received);
         write_optional_state(&mut line, "handed_to_timewait", record.handed_to_timewait);
-        line.number("resets_sent", record.resets_sent)
-            .number("resets_received", record.resets_received)
-            .number("retransmits", record.retransmits)
-            .object("keepalive", |o| {
-                o.number("probes_sent", record.keepalive.probes_sent)
-                    .number("probes_answered", record.keepalive.probes_answered)
-                    .bool("timed_out", record.keepalive.timed_out);
-            })
-            .optional_number("bytes_sent", record.bytes_sent)
-            .optional_number("bytes_received", record.bytes_received)
-            .optional_object("at_start", record.at_start, |o, then| {
-                o.number("bytes_sent", then.bytes_sent)
-                    .number("bytes_received", then.bytes_received)
-                    .number("retransmits", then.retransmits)
-                    .number("rtt_us", then.rtt_us);
-            })
-            .optional_number("requests", record.requests)
-            .optional_number("responses", record.responses)
-            .optional_object("response_time_us", record.response_time_us, |o, times| {
-                o.number("count", times.count)
-                    .number("min", times.min_us)
-                    .number("max", times.max_us)
-                    .number("total", times.total_us);
-            });
+        line.optional_object("timewait_end", record.timewait_end, |o, end| {
+            o.name("how", end.how.name())
+                .optional_number("after_us", end.after_us);
+        })
+        .number("resets_sent", record.resets_sent)
+        .number("resets_received", record.resets_received)
+        .number("retransmits", record.retransmits)
+        .object("keepalive", |o| {
+            o.number("probes_sent", record.keepalive.probes_sent)
+                .number("probes_answered", record.keepalive.probes_answered)
+                .bool("timed_out", record.keepalive.timed_out);
+        })
+        .optional_number("bytes_sent", record.bytes_sent)
+        .optional_number("bytes_received", record.bytes_received)
+        .optional_object("at_start", record.at_start, |o, then| {
+            o.number("bytes_sent", then.bytes_sent)
+                .number("bytes_received", then.bytes_received)
+                .number("retransmits", then.retransmits)
+                .number("rtt_us", then.rtt_us);
+        })
+        .optional_number("requests", record.requests)
+        .optional_number("responses", record.responses)
+        .optional_object("response_time_us", record.response_time_us, |o, times| {
+            o.number("count", times.count)
+                .number("min", times.min_us)
+                .number("max", times.max_us)
+                .number("total", times.total_us);
+        });
         line.optional_number("unanswered_request_us", record.unanswered_request_us)
             .optional_number("idle_before_close_us", record.idle_before_close_us)
             .bool("observed_from_start", record.observed_from_start);
@@ -604,6 +613,7 @@ mod tests {
                 "error": null,
                 "fin_received": null,
                 "handed_to_timewait": null,
+                "timewait_end": null,
                 "resets_sent": 0,
                 "resets_received": 0,
                 "retransmits": 0,

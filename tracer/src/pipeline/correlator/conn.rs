@@ -125,6 +125,9 @@ pub(super) struct Conn {
     pub(super) observed_from_start: bool,
     /// The kernel reported CLOSE; waiting out the grace period.
     pub(super) closed: bool,
+    /// The socket itself sent a reset (not a timewait socket or listener after it): it
+    /// aborted, and handed nothing over.
+    reset_by_socket: bool,
 }
 
 impl Conn {
@@ -157,6 +160,7 @@ impl Conn {
             v4: meta.local.is_ipv4(),
             observed_from_start,
             closed: false,
+            reset_by_socket: false,
         }
     }
 
@@ -211,6 +215,7 @@ impl Conn {
                 Direction::Sent => {
                     self.resets_sent = self.resets_sent.saturating_add(1);
                     self.close.reset_sent(ns);
+                    self.reset_by_socket |= reset.meta.sock == self.sock;
                 }
                 Direction::Received => {
                     self.resets_received = self.resets_received.saturating_add(1);
@@ -230,6 +235,8 @@ impl Conn {
                 self.owner
                     .offer(accepted.meta.process.as_ref(), OwnerRank::Direct, processes)
             }
+            // Kept by the correlator, for the few records that have one.
+            TraceEvent::TimewaitEnd(_) => {}
             TraceEvent::Existing(existing) => {
                 self.states.enter(existing.state, ns);
                 self.close.state(existing.state, None);
@@ -264,9 +271,14 @@ impl Conn {
     /// application's socket closed and orphaned: the kernel keeps only a timewait socket,
     /// for up to `tcp_fin_timeout`, to wait for it). `None` when the socket closed for
     /// good (the last ACK of a passive close, a reset).
-    fn handed_to_timewait(&self) -> Option<TcpState> {
+    pub(super) fn handed_to_timewait(&self) -> Option<TcpState> {
         use TcpState::*;
-        if !self.closed || !self.summary.seen || !self.close.by_fin() || self.resets_received > 0 {
+        if !self.closed
+            || !self.summary.seen
+            || !self.close.by_fin()
+            || self.resets_received > 0
+            || self.reset_by_socket
+        {
             return None;
         }
         // The state the socket left for CLOSE (the kernel moves a socket it hands over from
@@ -362,6 +374,8 @@ impl Conn {
             error: summary.and_then(|s| SocketError::from_kernel(s.errno)),
             fin_received: summary.map(|s| s.fin_received),
             handed_to_timewait: self.handed_to_timewait(),
+            // Filled by the correlator, as `at_start`.
+            timewait_end: None,
             resets_sent: self.resets_sent.into(),
             resets_received: self.resets_received.into(),
             retransmits: self.retransmits,

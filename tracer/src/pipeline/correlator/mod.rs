@@ -25,6 +25,14 @@
 //! accepted after its CLOSE. A closed record takes only these; any other event for its
 //! socket belongs to a later lifecycle (a state change starts it, the rest are ignored).
 //!
+//! A socket this side closed first that the kernel handed to a timewait socket in
+//! FIN_WAIT2 (the peer acknowledged its FIN but sent none) has not really ended: the
+//! timewait socket waits for the peer's FIN. Where that socket is followed
+//! (`follow_timewait`), its record waits too, past its grace period, for the
+//! [`TraceEvent::TimewaitEnd`] with its ends, or for `tcp_fin_timeout` (then the kernel
+//! dropped the timewait socket: a timeout). Resets a timewait socket sends count for the
+//! record held with their ends.
+//!
 //! # Owner
 //!
 //! `pid`/`comm` name, in this order of preference: the process that accepted the
@@ -84,7 +92,8 @@
 //! never a record; their time is kept for the handshake, see above), events other than state changes of a connection whose record was
 //! evicted or whose start was lost (its next state change starts a partial record),
 //! events of a later lifecycle reaching a closed record (see Closing), transitions to
-//! CLOSE of sockets without a record, and `Existing` events for known sockets or for
+//! CLOSE of sockets without a record, timewait ends for no record waiting for one, and
+//! `Existing` events for known sockets or for
 //! states nothing follows (CLOSE, TIME_WAIT, NEW_SYN_RECV; the live start-up dump no
 //! longer lists TIME_WAIT, traces recorded by earlier versions may).
 //!
@@ -123,11 +132,12 @@ pub use self::{
     outcome::Outcome,
     record::{
         AtStart, CloseInitiator, ConnectionRecord, Family, KEPT_EVENTS, KeepaliveCounts,
-        ResponseTimes, Role, StateEntry,
+        ResponseTimes, Role, StateEntry, TimewaitEndRecord,
     },
 };
 use crate::event::{
-    Direction, EventMeta, RetransmitKind, StateChange, TcpCounters, TcpState, TraceEvent,
+    Direction, EventMeta, PeerEnd, RetransmitKind, StateChange, TcpCounters, TcpState, TimewaitEnd,
+    TraceEvent,
 };
 
 /// SYN-ACK retransmits remembered until their connection's server socket is established;
@@ -152,6 +162,11 @@ pub struct CorrelatorConfig {
     /// Data turns are traced (the `data` hook is attached). Without them a record's
     /// requests and responses are unknown (`None`), not zero.
     pub data_turns: bool,
+    /// Timewait sockets in FIN_WAIT2 are followed (the `timewait` hook is attached): how
+    /// long one waits for the peer's FIN (`net.ipv4.tcp_fin_timeout`), nanoseconds. A
+    /// record handed over in FIN_WAIT2 then waits as long, after its grace period, for
+    /// how that wait ends (see the module docs).
+    pub follow_timewait: Option<u64>,
 }
 
 /// Records without any event for a day are reaped as stale (their close was lost). A
@@ -169,6 +184,7 @@ impl Default for CorrelatorConfig {
             stale_after_ns: STALE_AFTER_NS,
             keep_events: false,
             data_turns: true,
+            follow_timewait: None,
         }
     }
 }
@@ -221,6 +237,12 @@ pub struct Correlator {
     /// The counters and state of records found open at start, by `conn_id`: kept here,
     /// not in every open record, for the few that have them.
     at_start: HashMap<u64, (TcpCounters, TcpState)>,
+    /// Closed records handed to a timewait socket in FIN_WAIT2, past their grace period,
+    /// waiting for how the timewait socket's wait ends (`follow_timewait`), oldest
+    /// first: (slot, conn_id).
+    awaiting_peer: VecDeque<(u32, u64)>,
+    /// How those waits ended, and when (boot clock; none for a timeout), by `conn_id`.
+    timewait_ends: HashMap<u64, (PeerEnd, Option<u64>)>,
     next_conn_id: u64,
     stats: Stats,
 }
@@ -239,6 +261,8 @@ impl Correlator {
             processes: Processes::default(),
             synack_retransmits: VecDeque::new(),
             at_start: HashMap::new(),
+            awaiting_peer: VecDeque::new(),
+            timewait_ends: HashMap::new(),
             next_conn_id: 1,
             stats: Stats::default(),
         }
@@ -297,13 +321,15 @@ impl Correlator {
             TraceEvent::Retransmit(retransmit) if retransmit.kind == RetransmitKind::SynAck => {
                 self.synack_retransmit(meta);
             }
+            TraceEvent::TimewaitEnd(end) => self.timewait_end(end, event, out),
             _ => match self
                 .table
                 .slot(meta.sock)
-                .or_else(|| self.timewait_owner(event))
+                .or_else(|| self.reset_after_close(event))
             {
                 Some(slot) if !self.table.conn(slot).closed || reported_after_close(event) => {
-                    self.apply(slot, event, out)
+                    self.apply(slot, event, out);
+                    self.release_if_ended(slot, meta.boot_ns, out);
                 }
                 _ => self.stats.ignored_events += 1,
             },
@@ -477,6 +503,13 @@ impl Correlator {
         let mut record = conn.record(kept, self.config.data_turns, unfinished_outcome);
         record.at_start = (self.at_start.remove(&record.conn_id))
             .map(|(counters, state)| conn::at_start(counters, state, record.role));
+        record.timewait_end =
+            self.timewait_ends
+                .remove(&record.conn_id)
+                .map(|(how, at)| TimewaitEndRecord {
+                    how,
+                    after_us: at.map(|ns| ns.saturating_sub(record.end_ns) / 1_000),
+                });
         let closed = conn.closed;
         self.table.remove(slot);
         out(match (closed, unfinished) {
@@ -517,43 +550,149 @@ impl Correlator {
         }
     }
 
-    /// The closed record a reset sent by a TIME_WAIT socket belongs to. The kernel
-    /// replaces a closed socket by a smaller timewait socket at another address, which
-    /// answers late segments with an RST (a peer writing after the FIN); the record is
-    /// found by its ends among those closed within the grace period, newest first.
-    fn timewait_owner(&self, event: &TraceEvent) -> Option<u32> {
+    /// The closed record a reset belongs to that no socket of its own sent: one sent by
+    /// the timewait socket that took over its ends (at another address, answering late
+    /// segments: a peer writing after the FIN), or, for a record waiting for its timewait
+    /// socket's end, one sent by the listener or for no socket (the peer's segment found
+    /// no timewait socket: the kernel had not kept one, which ends the wait). Found by
+    /// its ends among the records still held.
+    fn reset_after_close(&mut self, event: &TraceEvent) -> Option<u32> {
         let TraceEvent::Reset(reset) = event else {
             return None;
         };
-        if reset.direction != Direction::Sent || reset.state != Some(TcpState::TimeWait) {
+        if reset.direction != Direction::Sent {
             return None;
         }
-        let meta = &reset.meta;
-        self.closing.iter().rev().find_map(|&(slot, conn_id)| {
-            let conn = self
-                .table
-                .holds(slot, conn_id)
-                .then(|| self.table.conn(slot))?;
-            (conn.local.get(conn.v4) == meta.local && conn.remote.get(conn.v4) == meta.remote)
-                .then_some(slot)
-        })
+        if reset.state == Some(TcpState::TimeWait) {
+            return self
+                .closed_with_ends(&reset.meta, |_, _| true)
+                .map(|(slot, _)| slot);
+        }
+        let (slot, conn_id) =
+            self.closed_with_ends(&reset.meta, |slot, conn_id| self.awaits_peer(slot, conn_id))?;
+        let end = (PeerEnd::NoTimewait, Some(reset.meta.boot_ns));
+        self.timewait_ends.insert(conn_id, end);
+        Some(slot)
     }
 
-    /// Emits the closed records whose grace period ended before `now`.
-    fn flush_closed(&mut self, now: u64, out: &mut impl FnMut(Output)) {
-        while let Some(&(slot, conn_id)) = self.closing.front() {
-            // An entry whose record was already emitted (its slot freed or reused).
-            if !self.table.holds(slot, conn_id) {
-                self.closing.pop_front();
-                continue;
-            }
-            if now.saturating_sub(self.table.conn(slot).end_ns()) <= CLOSE_GRACE_NS {
-                break;
-            }
-            self.closing.pop_front();
+    /// Emits the record in `slot` if it was waiting past its grace period for its
+    /// timewait socket's end, which it now has.
+    fn release_if_ended(&mut self, slot: u32, now: u64, out: &mut impl FnMut(Output)) {
+        let conn = self.table.conn(slot);
+        if conn.closed
+            && self.timewait_ends.contains_key(&conn.conn_id)
+            && now.saturating_sub(conn.end_ns()) > CLOSE_GRACE_NS
+        {
             self.finish(slot, Unfinished::Reaped, out);
         }
     }
+
+    /// The newest closed record still held (in its grace period, or waiting for its
+    /// timewait socket's end) with `meta`'s ends, of those `wanted` accepts: (slot,
+    /// conn_id).
+    fn closed_with_ends(
+        &self,
+        meta: &EventMeta,
+        wanted: impl Fn(u32, u64) -> bool,
+    ) -> Option<(u32, u64)> {
+        self.awaiting_peer
+            .iter()
+            .chain(&self.closing)
+            .rev()
+            .copied()
+            .find(|&(slot, conn_id)| {
+                self.table.holds(slot, conn_id) && {
+                    let conn = self.table.conn(slot);
+                    conn.local.get(conn.v4) == meta.local
+                        && conn.remote.get(conn.v4) == meta.remote
+                        && wanted(slot, conn_id)
+                }
+            })
+    }
+
+    /// Emits the closed records whose grace period ended before `now`, but those that
+    /// wait for their timewait socket's end; and those whose wait outlasted
+    /// `tcp_fin_timeout` (the kernel dropped the timewait socket).
+    fn flush_closed(&mut self, now: u64, out: &mut impl FnMut(Output)) {
+        while let Some((slot, conn_id)) =
+            take_due(&self.table, &mut self.closing, now, CLOSE_GRACE_NS)
+        {
+            if self.awaits_peer(slot, conn_id) {
+                self.awaiting_peer.push_back((slot, conn_id));
+            } else {
+                self.finish(slot, Unfinished::Reaped, out);
+            }
+        }
+        let Some(fin_timeout) = self.config.follow_timewait else {
+            return;
+        };
+        let wait = CLOSE_GRACE_NS + fin_timeout;
+        while let Some((slot, conn_id)) = take_due(&self.table, &mut self.awaiting_peer, now, wait)
+        {
+            self.timewait_ends.insert(conn_id, (PeerEnd::Timeout, None));
+            self.finish(slot, Unfinished::Reaped, out);
+        }
+    }
+
+    /// Whether the closed record in `slot` waits for its timewait socket's end: it was
+    /// handed over in FIN_WAIT2, that end has not come, and tracer follows timewait
+    /// sockets.
+    fn awaits_peer(&self, slot: u32, conn_id: u64) -> bool {
+        self.config.follow_timewait.is_some()
+            && !self.timewait_ends.contains_key(&conn_id)
+            && self.table.conn(slot).handed_to_timewait() == Some(TcpState::FinWait2)
+    }
+
+    /// A timewait socket in FIN_WAIT2 took the peer's FIN, reset or data: the closed
+    /// record of the connection it took over, found by its ends, has its true end. One
+    /// past its grace period, waiting only for this, is emitted now.
+    fn timewait_end(
+        &mut self,
+        end: &TimewaitEnd,
+        event: &TraceEvent,
+        out: &mut impl FnMut(Output),
+    ) {
+        let meta = &end.meta;
+        let found = self.closed_with_ends(meta, |slot, conn_id| self.awaits_peer(slot, conn_id));
+        let Some((slot, conn_id)) = found else {
+            self.stats.ignored_events += 1;
+            return;
+        };
+        self.timewait_ends
+            .insert(conn_id, (end.how, Some(meta.boot_ns)));
+        self.table.keep(slot, event);
+        self.release_if_ended(slot, meta.boot_ns, out);
+    }
+
+    /// Emits the closed records still waiting for their timewait socket's end, which
+    /// tracing, as it stops, will not see: their `timewait_end` stays unknown.
+    pub fn release_awaiting(&mut self, out: &mut impl FnMut(Output)) {
+        while let Some((slot, _)) = take_due(&self.table, &mut self.awaiting_peer, u64::MAX, 0) {
+            self.finish(slot, Unfinished::Reaped, out);
+        }
+    }
+}
+
+/// Takes the first entry of `queue` (closed records, oldest first) if its record closed
+/// more than `wait` before `now`, dropping on the way entries whose record was already
+/// emitted (its slot freed or reused).
+fn take_due(
+    table: &Table,
+    queue: &mut VecDeque<(u32, u64)>,
+    now: u64,
+    wait: u64,
+) -> Option<(u32, u64)> {
+    while let Some(&(slot, conn_id)) = queue.front() {
+        if !table.holds(slot, conn_id) {
+            queue.pop_front();
+            continue;
+        }
+        if now.saturating_sub(table.conn(slot).end_ns()) <= wait {
+            return None;
+        }
+        return queue.pop_front();
+    }
+    None
 }
 
 /// Facts the kernel reports after a socket's CLOSE: the RST of `tcp_disconnect` or of a

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use super::outcome::Outcome;
 use crate::{
-    event::{SocketError, TcpState, TraceEvent},
+    event::{PeerEnd, SocketError, TcpState, TraceEvent},
     vocabulary::names,
 };
 
@@ -94,6 +94,16 @@ pub struct AtStart {
     pub rtt_us: u32,
 }
 
+/// How the timewait socket a connection was handed to in FIN_WAIT2 ended its wait for
+/// the peer's FIN: the connection's true end on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimewaitEndRecord {
+    pub how: PeerEnd,
+    /// From the handover (the record's `end`) to the peer's segment; `None` for a
+    /// timeout, which no event reports.
+    pub after_us: Option<u64>,
+}
+
 /// One connection lifecycle, as the `connection` line shows it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConnectionRecord {
@@ -125,6 +135,9 @@ pub struct ConnectionRecord {
     /// The state a timewait socket took over the connection's ends in, when the kernel
     /// handed them over as the socket closed (`TIME_WAIT` or `FIN_WAIT2`).
     pub handed_to_timewait: Option<TcpState>,
+    /// After a handover in FIN_WAIT2, where tracer follows timewait sockets: how and
+    /// when the wait for the peer's FIN ended.
+    pub timewait_end: Option<TimewaitEndRecord>,
     pub resets_sent: u32,
     pub resets_received: u32,
     /// The larger of the retransmits seen and the close summary's count.

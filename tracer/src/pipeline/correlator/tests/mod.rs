@@ -8,6 +8,7 @@ mod lifecycle;
 mod owner;
 mod stories;
 mod table;
+mod timewait;
 
 use super::*;
 use crate::event::Direction;
@@ -35,6 +36,7 @@ fn config(max_connections: usize) -> CorrelatorConfig {
         stale_after_ns: 60_000 * MS,
         keep_events: false,
         data_turns: true,
+        follow_timewait: None,
     }
 }
 

@@ -4,7 +4,9 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::event::{Accepted, ConnectionSummary, DataTurn, Existing, Keepalive, Reset, Retransmit};
+use crate::event::{
+    Accepted, ConnectionSummary, DataTurn, Existing, Keepalive, Reset, Retransmit, TimewaitEnd,
+};
 
 /// Lifecycles the kernel produces, with the record each must give.
 #[derive(Clone, Copy, Debug)]
@@ -128,7 +130,8 @@ fn set_time(event: &mut TraceEvent, ns: u64) {
         | TraceEvent::DataTurn(DataTurn { meta, .. })
         | TraceEvent::Summary(ConnectionSummary { meta, .. })
         | TraceEvent::Accepted(Accepted { meta })
-        | TraceEvent::Existing(Existing { meta, .. }) => meta.boot_ns = ns,
+        | TraceEvent::Existing(Existing { meta, .. })
+        | TraceEvent::TimewaitEnd(TimewaitEnd { meta, .. }) => meta.boot_ns = ns,
     }
 }
 
@@ -190,6 +193,7 @@ proptest! {
             stale_after_ns: 50_000,
             keep_events: true,
             data_turns: true,
+            follow_timewait: None,
         });
         let mut outputs = Vec::new();
         for (i, (_, dropped, event)) in stream.iter().enumerate() {

@@ -515,8 +515,9 @@ fn crossing_fins_are_a_simultaneous_close() {
 /// (sent here 300 ms later). The server's record ends at the handover and says so: no FIN
 /// received, handed over in FIN_WAIT2; where tracer follows timewait sockets (fentry or
 /// kprobe), it also says when the client's FIN came, as the wire does: to the timewait
-/// socket, or, where the kernel kept none (seen in the matrix's guests), to the listener,
-/// which answers with a reset.
+/// socket, or, where the kernel kept none (its table of timewait sockets full, as the
+/// matrix's small guests often have it after the tests before), to the listener, which
+/// answers with a reset.
 #[test]
 fn an_idle_close_while_the_peer_lingers_ends_in_fin_wait2() {
     let _machine = shared();

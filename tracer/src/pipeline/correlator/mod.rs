@@ -568,6 +568,9 @@ impl Correlator {
                 .closed_with_ends(&reset.meta, |_, _| true)
                 .map(|(slot, _)| slot);
         }
+        // Resets for no socket can come in floods (a port scan): look only when
+        // something may wait.
+        self.config.follow_timewait?;
         let (slot, conn_id) =
             self.closed_with_ends(&reset.meta, |slot, conn_id| self.awaits_peer(slot, conn_id))?;
         let end = (PeerEnd::NoTimewait, Some(reset.meta.boot_ns));

@@ -8,6 +8,9 @@ use std::time::{Duration, SystemTime};
 
 use rustix::time::{ClockId, clock_gettime};
 
+/// Clock reads per [`WallClock::sample`]: a few microseconds in all, once a second.
+const SAMPLE_TRIES: usize = 8;
+
 /// Maps boot-clock nanoseconds to wall-clock time with one sampled offset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WallClock {
@@ -26,13 +29,21 @@ pub fn boot_now_ns() -> u64 {
 }
 
 impl WallClock {
-    /// Reads both clocks now. The realtime read sits between two boottime reads and is
-    /// paired with their midpoint, halving the error a preemption could add.
+    /// Reads both clocks now. Each realtime read sits between two boottime reads and is
+    /// paired with their midpoint; of [`SAMPLE_TRIES`] such reads the one with the
+    /// narrowest window is kept: a read preempted between its boottime reads (a busy
+    /// machine: a millisecond was seen) would shift every `ts` until the next sample.
     pub fn sample() -> Self {
-        let before = nanos(ClockId::Boottime);
-        let real = nanos(ClockId::Realtime);
-        let after = nanos(ClockId::Boottime);
-        Self::from_offset_ns(real - (before + after) / 2)
+        let (_, offset_ns) = (0..SAMPLE_TRIES)
+            .map(|_| {
+                let before = nanos(ClockId::Boottime);
+                let real = nanos(ClockId::Realtime);
+                let after = nanos(ClockId::Boottime);
+                (after - before, real - (before + after) / 2)
+            })
+            .min_by_key(|&(window, _)| window)
+            .expect("at least one try");
+        Self::from_offset_ns(offset_ns)
     }
 
     pub fn from_offset_ns(offset_ns: i128) -> Self {

@@ -38,7 +38,6 @@ pub const TCP_CLEANUP_RBUF_FENTRY: &str = "tcp_cleanup_rbuf_fentry";
 
 // Timewait sockets in FIN_WAIT2.
 pub const TCP_TIMEWAIT_STATE_PROCESS_KPROBE: &str = "tcp_timewait_state_process_kprobe";
-pub const TCP_TIMEWAIT_STATE_PROCESS_FENTRY: &str = "tcp_timewait_state_process_fentry";
 
 // Accept.
 pub const INET_CSK_ACCEPT_KRETPROBE: &str = "inet_csk_accept_kretprobe";

@@ -513,8 +513,8 @@ fn crossing_fins_are_a_simultaneous_close() {
 /// `keepalive_timeout`): the server's socket, closed by its application, is acknowledged
 /// in FIN_WAIT2 and handed at once to a timewait socket, which waits for the client's FIN
 /// (sent here 300 ms later). The server's record ends at the handover and says so: no FIN
-/// received, handed over in FIN_WAIT2; where tracer follows timewait sockets (fentry or
-/// kprobe), it also says when the client's FIN came, as the wire does: to the timewait
+/// received, handed over in FIN_WAIT2; where tracer follows timewait sockets (with
+/// kprobes), it also says when the client's FIN came, as the wire does: to the timewait
 /// socket, or, where the kernel kept none (its table of timewait sockets full, as the
 /// matrix's small guests often have it after the tests before), to the listener, which
 /// answers with a reset.

@@ -186,12 +186,18 @@ fn lines(record: &ConnectionRecord, count: usize) -> Vec<Line> {
         let at = event.meta().boot_ns.saturating_sub(record.start_ns);
         match event {
             TraceEvent::StateChange(change) => {
-                let reset_next_to = |i: Option<usize>| {
-                    i.and_then(|i| events.get(i))
-                        .is_some_and(|event| matches!(event, TraceEvent::Reset(_)))
-                };
-                let by_reset =
-                    reset_next_to(index.checked_sub(1)) || reset_next_to(Some(index + 1));
+                // The reset beside it, the close summary (sent with the CLOSE) aside.
+                let is_reset = |event: &&TraceEvent| matches!(event, TraceEvent::Reset(_));
+                let not_summary = |event: &&TraceEvent| !matches!(event, TraceEvent::Summary(_));
+                let by_reset = events[..index]
+                    .iter()
+                    .rev()
+                    .find(not_summary)
+                    .is_some_and(|e| is_reset(&e))
+                    || events[index + 1..]
+                        .iter()
+                        .find(not_summary)
+                        .is_some_and(|e| is_reset(&e));
                 if (change.old_state, change.new_state) == (Listen, SynRecv) {
                     lines.push(
                         Line::inferred(In, "SYN", Handshake)
@@ -719,6 +725,32 @@ connection 1: client, curl (pid 9904)
                [reset] reset by the peer, lasted 3000.050 ms, handshake 0.150 ms, 1 request, 0 responses, a request never answered (waited 2999.850 ms), idle 2999.850 ms before close
 ";
         assert_eq!(text, expected, "\n{text}");
+    }
+
+    /// A reset that closes a socket in LAST_ACK is no ACK, though the close summary
+    /// comes between the reset and the CLOSE.
+    #[test]
+    fn a_reset_in_last_ack_draws_no_ack() {
+        use Direction::*;
+        let c = client();
+        let mut events = c.connect(0);
+        events.extend([
+            c.state(1_000, Established, CloseWait),
+            c.state(2_000, CloseWait, LastAck),
+            c.reset_for(3_000, Received, "NOT_SPECIFIED", LastAck),
+            c.summary(3_010, None, TOTALS),
+            c.state(3_010, LastAck, Close),
+        ]);
+        let text = timeline(&events);
+        let tail: Vec<&str> = text.lines().rev().skip(1).take(2).collect();
+        assert_eq!(
+            tail,
+            [
+                "    +3.010 ms  |                                    |  CLOSE",
+                "    +3.000 ms  |<--------------- RST ---------------|  NOT_SPECIFIED",
+            ],
+            "\n{text}"
+        );
     }
 
     /// A server's socket is made when the handshake's last ACK arrives: its SYN and

@@ -8,7 +8,8 @@
 //!   system, so they are the fallback);
 //! - resets and retransmits: their `tcp:` tracepoints, the only mechanism they have;
 //! - timewait sockets in FIN_WAIT2 (how a connection closed first by this side ends):
-//!   fentry, then kprobe on `tcp_timewait_state_process` (no tracepoint reports them);
+//!   kprobe on `tcp_timewait_state_process` (no tracepoint reports them; see the eBPF
+//!   side for why not fentry);
 //! - accept: kretprobe on `inet_csk_accept`.
 //!
 //! The tracepoints that fire for all traffic (state changes, sends and receives,
@@ -163,7 +164,7 @@ impl Hook {
             Hook::Reset | Hook::Retransmit => &[Tracepoint],
             Hook::Data => &[Tracepoint, Fentry, Kprobe],
             Hook::Accept => &[Kprobe],
-            Hook::Timewait => &[Fentry, Kprobe],
+            Hook::Timewait => &[Kprobe],
         }
     }
 
@@ -206,8 +207,7 @@ impl Hook {
             (Hook::Data, Kprobe) => DATA_KPROBE,
             (Hook::Data, Fentry) => DATA_FENTRY,
             (Hook::Accept, _) => ACCEPT_KPROBE,
-            (Hook::Timewait, Kprobe) => TIMEWAIT_KPROBE,
-            (Hook::Timewait, _) => TIMEWAIT_FENTRY,
+            (Hook::Timewait, _) => TIMEWAIT_KPROBE,
         }
     }
 }
@@ -307,10 +307,6 @@ const ACCEPT_KPROBE: &[Program] = &[Program::Kretprobe {
 
 const TIMEWAIT_KPROBE: &[Program] = &[Program::Kprobe {
     program: name::TCP_TIMEWAIT_STATE_PROCESS_KPROBE,
-    function: "tcp_timewait_state_process",
-}];
-const TIMEWAIT_FENTRY: &[Program] = &[Program::FEntry {
-    program: name::TCP_TIMEWAIT_STATE_PROCESS_FENTRY,
     function: "tcp_timewait_state_process",
 }];
 

@@ -31,7 +31,8 @@
 //! (`follow_timewait`), its record waits too, past its grace period, for the
 //! [`TraceEvent::TimewaitEnd`] with its ends, or for `tcp_fin_timeout` (then the kernel
 //! dropped the timewait socket: a timeout). Resets a timewait socket sends count for the
-//! record held with their ends.
+//! record held with their ends, and so do, for a record handed over in FIN_WAIT2, those
+//! the listener sends for them (the kernel had kept no timewait socket).
 //!
 //! # Owner
 //!
@@ -552,10 +553,10 @@ impl Correlator {
 
     /// The closed record a reset belongs to that no socket of its own sent: one sent by
     /// the timewait socket that took over its ends (at another address, answering late
-    /// segments: a peer writing after the FIN), or, for a record waiting for its timewait
-    /// socket's end, one sent by the listener or for no socket (the peer's segment found
-    /// no timewait socket: the kernel had not kept one, which ends the wait). Found by
-    /// its ends among the records still held.
+    /// segments: a peer writing after the FIN), or, for a record handed over in FIN_WAIT2,
+    /// one sent by the listener or for no socket (the peer's segment found no timewait
+    /// socket: the kernel had not kept one, which ends the wait of a record waiting for
+    /// it). Found by its ends among the records still held.
     fn reset_after_close(&mut self, event: &TraceEvent) -> Option<u32> {
         let TraceEvent::Reset(reset) = event else {
             return None;
@@ -568,13 +569,18 @@ impl Correlator {
                 .closed_with_ends(&reset.meta, |_, _| true)
                 .map(|(slot, _)| slot);
         }
-        // Resets for no socket can come in floods (a port scan): look only when
-        // something may wait.
-        self.config.follow_timewait?;
-        let (slot, conn_id) =
-            self.closed_with_ends(&reset.meta, |slot, conn_id| self.awaits_peer(slot, conn_id))?;
-        let end = (PeerEnd::NoTimewait, Some(reset.meta.boot_ns));
-        self.timewait_ends.insert(conn_id, end);
+        // The first such reset ends the wait; any later one is on the wire too.
+        let (slot, conn_id) = self.closed_with_ends(&reset.meta, |slot, conn_id| {
+            self.table.conn(slot).handed_to_timewait() == Some(TcpState::FinWait2)
+                && self
+                    .timewait_ends
+                    .get(&conn_id)
+                    .is_none_or(|&(how, _)| how == PeerEnd::NoTimewait)
+        })?;
+        if self.config.follow_timewait.is_some() {
+            let end = (PeerEnd::NoTimewait, Some(reset.meta.boot_ns));
+            self.timewait_ends.entry(conn_id).or_insert(end);
+        }
         Some(slot)
     }
 

@@ -212,3 +212,21 @@ fn a_socket_that_aborts_with_its_own_reset_hands_nothing_over() {
     assert_eq!(record.handed_to_timewait, None);
     assert_eq!(record.timewait_end, None);
 }
+
+/// Where timewait sockets are not followed, the listener's reset for the ends of a
+/// record handed over in FIN_WAIT2 still counts for it (it is on the wire for them), and
+/// its end stays unknown.
+#[test]
+fn unfollowed_the_listeners_reset_counts_and_the_end_stays_unknown() {
+    let s = Side::server(0xb, 49320);
+    let listener = Side::server(0x11, 49320);
+    let mut events = idle_close(&s);
+    events.push(listener.reset_for(300 * MS, Direction::Sent, "TCP_FLAGS", Listen));
+    let (outputs, stats) = run_with(config(16), &events);
+    let [Output::Connection(record)] = &outputs[..] else {
+        panic!("{outputs:#?}")
+    };
+    assert_eq!(record.resets_sent, 1);
+    assert_eq!(record.timewait_end, None);
+    assert_eq!(stats.ignored_events, 0);
+}

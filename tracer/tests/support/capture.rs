@@ -251,7 +251,9 @@ pub struct Direction {
     pub first_reset_ns: Option<u64>,
     /// The peer acknowledged this side's FIN with a segment of its own (no data, no
     /// FIN): a closed socket then hands its ends to a timewait socket, whose resets
-    /// (answering the peer's later data) kernels before 6.10 do not trace.
+    /// (answering the peer's later data) kernels before 6.10 do not trace. A reset that
+    /// answers the peer's FIN alone came from the listener (the kernel kept no timewait
+    /// socket: a timewait socket in FIN_WAIT2 takes a FIN), which every kernel traces.
     fin_acked_alone: bool,
     timewait_resets: u32,
     pub keepalive_probes: u32,
@@ -327,6 +329,8 @@ impl WireConnection {
                     .fin_seq
                     .is_some_and(|fin| (segment.ack.wrapping_sub(fin) as i32) > 0);
         }
+        // A reset that answers data (not a FIN alone): what a timewait socket refuses.
+        let refuses_data = segment.rst && peer.unanswered > 0;
         if segment.rst {
             peer.refused += peer.unanswered;
         }
@@ -358,7 +362,7 @@ impl WireConnection {
         }
         if segment.rst {
             direction.resets += 1;
-            direction.timewait_resets += u32::from(direction.fin_acked_alone);
+            direction.timewait_resets += u32::from(direction.fin_acked_alone && refuses_data);
             direction.first_reset_ns.get_or_insert(segment.ns);
             return;
         }

@@ -418,6 +418,17 @@ impl WireConnection {
         direction.payload - direction.refused
     }
 
+    /// Whether resets the socket at `local`'s side sent include some that the running
+    /// kernel does not trace: a timewait socket's, before 6.10.
+    pub(super) fn sends_untraced_resets(&self, local: SocketAddr) -> bool {
+        let sent = if local == self.client {
+            &self.to_server
+        } else {
+            &self.to_client
+        };
+        sent.timewait_resets > 0 && !kernel_traces_timewait_resets()
+    }
+
     /// The payload bytes the socket at `local` sent (acknowledged) and received, as a
     /// record counts them: totals since the connection began.
     pub fn payload(&self, local: SocketAddr) -> (u64, u64) {

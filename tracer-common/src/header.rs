@@ -55,6 +55,10 @@ pub struct EventHeader {
     /// `FLAG_*` bits.
     pub flags: u8,
     pub _pad: [u8; 6],
+    /// The id of the socket's cgroup (v2), which it keeps from the task that created it,
+    /// so it is right in softirq too; else, in process context, the current task's; 0
+    /// when neither is known (a request or timewait socket, or no socket).
+    pub cgroup_id: u64,
 }
 
 /// A ring buffer record: header plus payload.

@@ -117,6 +117,9 @@ pub struct KernelLayout {
     /// `inet_connection_sock.icsk_keepalive_timer` where the kernel has it.
     pub keepalive_timer: KernelField,
     pub icsk_probes_out: KernelField,
+    /// `tcp_sock.segs_out`: segments sent, a keepalive probe among them. A probe answered
+    /// before its timer callback has returned resets `icsk_probes_out` already.
+    pub segs_out: KernelField,
     pub keepalive_time: KernelField,
     pub keepalive_intvl: KernelField,
     pub keepalive_probes: KernelField,
@@ -160,6 +163,14 @@ pub struct KernelLayout {
     pub timer_function: KernelField,
     /// `1 << SOCK_DONE` (from BTF's `enum sock_flags`), 0 when unknown.
     pub sock_done_mask: u64,
+    /// `sock.sk_cgrp_data.cgroup` (5.15 on), or before it `sk_cgrp_data.val`, which
+    /// holds net_cls/net_prio data instead of the pointer when a bit of
+    /// [`Self::sk_cgroup_data_bits`] is set; absent without cgroups.
+    pub sk_cgroup: KernelField,
+    pub sk_cgroup_data_bits: u64,
+    /// `cgroup.kn` and `kernfs_node.id`: a cgroup's id, the inode of its directory.
+    pub cgroup_kn: KernelField,
+    pub kernfs_node_id: KernelField,
 }
 
 // SAFETY: plain `#[repr(C)]` data with explicit padding, valid for any bit pattern.

@@ -7,7 +7,7 @@ use tracer_common::{Accepted, EventKind};
 
 use crate::{
     kernel::Sock,
-    output::emit,
+    output::{EventSocket, emit},
     selector::{Candidate, select},
 };
 
@@ -21,7 +21,11 @@ pub fn inet_csk_accept_kretprobe(ctx: RetProbeContext) -> u32 {
     if let Some(endpoints) =
         select(Candidate::Socket(&sock)).and_then(|ports| sock.endpoints(ports))
     {
-        emit(EventKind::Accepted, sk, Accepted { endpoints });
+        emit(
+            EventKind::Accepted,
+            EventSocket::Full(sk),
+            Accepted { endpoints },
+        );
     }
     0
 }

@@ -38,7 +38,7 @@ use tracer_common::{DATA_RECEIVED, DATA_SENT, DataTurn, EventKind, NO_DATA};
 
 use crate::{
     kernel::{self, Sock, is_tcp, read_uint},
-    output::{emit, emit_at},
+    output::{EventSocket, emit, emit_at},
     selector::{Candidate, select},
 };
 
@@ -151,8 +151,8 @@ fn turn(sock: &Sock, ports: (u16, u16), direction: u8, ns: Option<u64>) {
             _pad: [0; 7],
         };
         match ns {
-            Some(ns) => emit_at(EventKind::DataTurn, sock.sk, turn, ns),
-            None => emit(EventKind::DataTurn, sock.sk, turn),
+            Some(ns) => emit_at(EventKind::DataTurn, EventSocket::Full(sock.sk), turn, ns),
+            None => emit(EventKind::DataTurn, EventSocket::Full(sock.sk), turn),
         }
     }
 }

@@ -2,7 +2,10 @@
 //! socket's `icsk_probes_out` goes up by one), kills the connection because its probes
 //! went unanswered (the socket enters CLOSE), or finds the connection was not idle long
 //! enough and does nothing. A probe answered resets `icsk_probes_out` to 0, so the next
-//! probe is number 1 again.
+//! probe is number 1 again. On loopback (and on any fast path) the answer can arrive on
+//! another CPU between the callback's unlocking the socket and the hook after it, and
+//! reset `icsk_probes_out` before it is compared: a probe is therefore also one more
+//! segment sent (`segs_out`) by a callback that left the socket open.
 //!
 //! The socket is compared before and after the callback, by whichever pair of hooks the
 //! kernel allows: fentry/fexit or kprobe/kretprobe on `tcp_keepalive_timer`, or the
@@ -20,7 +23,7 @@ use tracer_common::{EventKind, Keepalive, TCP_CLOSE, TimerLayout};
 
 use crate::{
     kernel::{self, Sock, keepalive_settings, read_uint},
-    output::emit,
+    output::{EventSocket, emit},
     selector::{Candidate, select},
 };
 
@@ -40,7 +43,8 @@ struct Pending {
     sock: u64,
     probes_out: u8,
     state: u8,
-    _pad: [u8; 6],
+    _pad: [u8; 2],
+    segs_out: u32,
     /// The event to send, but for its probe number.
     event: Keepalive,
 }
@@ -69,6 +73,7 @@ fn begin(timer: u64) {
     ) else {
         return;
     };
+    let segs_out = read_uint(sock, kernel::field!(segs_out)).unwrap_or(0) as u32;
     if let Some(slot) = PENDING.get_ptr_mut(0) {
         // SAFETY: this CPU's slot; no other program runs on this CPU meanwhile.
         unsafe {
@@ -77,7 +82,8 @@ fn begin(timer: u64) {
                 sock,
                 probes_out: probes_out as u8,
                 state,
-                _pad: [0; 6],
+                _pad: [0; 2],
+                segs_out,
                 event: Keepalive {
                     endpoints,
                     settings: keepalive_settings(sock),
@@ -104,16 +110,21 @@ fn end(timer: Option<u64>) {
     pending.timer = 0;
     // The socket stays allocated: the timer holds a reference until after this point.
     let probes_out = read_uint(pending.sock, kernel::field!(icsk_probes_out)).unwrap_or(0) as u8;
+    let segs_out = read_uint(pending.sock, kernel::field!(segs_out)).unwrap_or(0) as u32;
     let state = Sock::read(pending.sock).state().unwrap_or(pending.state);
     let (kind, probe) = if pending.state != TCP_CLOSE && state == TCP_CLOSE {
         (EventKind::KeepaliveTimeout, pending.probes_out)
-    } else if probes_out > pending.probes_out {
-        (EventKind::KeepaliveProbe, probes_out)
+    } else if probes_out > pending.probes_out || segs_out != pending.segs_out {
+        // Counted from before: the answer may have reset the count already.
+        (
+            EventKind::KeepaliveProbe,
+            pending.probes_out.saturating_add(1),
+        )
     } else {
         return;
     };
     pending.event.probe = probe;
-    emit(kind, pending.sock, pending.event);
+    emit(kind, EventSocket::Full(pending.sock), pending.event);
 }
 
 /// `TP_PROTO(struct timer_list *timer, unsigned long baseclk)`.

@@ -26,6 +26,7 @@ pub(crate) static KERNEL_LAYOUT: KernelLayout = KernelLayout {
     sk_protocol: ABSENT,
     keepalive_timer: ABSENT,
     icsk_probes_out: ABSENT,
+    segs_out: ABSENT,
     keepalive_time: ABSENT,
     keepalive_intvl: ABSENT,
     keepalive_probes: ABSENT,
@@ -53,6 +54,10 @@ pub(crate) static KERNEL_LAYOUT: KernelLayout = KernelLayout {
     net_inum: ABSENT,
     timer_function: ABSENT,
     sock_done_mask: 0,
+    sk_cgroup: ABSENT,
+    sk_cgroup_data_bits: 0,
+    cgroup_kn: ABSENT,
+    kernfs_node_id: ABSENT,
 };
 
 const ABSENT: KernelField = KernelField { offset: 0, size: 0 };
@@ -84,6 +89,19 @@ pub fn read_uint(base: u64, field: KernelField) -> Option<u64> {
     // SAFETY: `value` has room for `size` <= 8 bytes; the helper checks `at`.
     let status = unsafe { generated::bpf_probe_read_kernel((&raw mut value).cast(), size, at) };
     (status == 0).then_some(value)
+}
+
+/// The id of a full socket's cgroup (v2): the cgroup its `sk_cgrp_data` holds, that
+/// cgroup's kernfs node's id. `None` where the kernel keeps net_cls/net_prio data there
+/// instead (before 5.15, on a host using those v1 controllers) or has no cgroups.
+#[inline(always)]
+pub fn sock_cgroup_id(sk: u64) -> Option<u64> {
+    let cgroup = read_uint(sk, field!(sk_cgroup))?;
+    if cgroup == 0 || cgroup & field!(sk_cgroup_data_bits) != 0 {
+        return None;
+    }
+    let kn = read_uint(cgroup, field!(cgroup_kn))?;
+    read_uint(kn, field!(kernfs_node_id)).filter(|&id| id != 0)
 }
 
 #[inline(always)]

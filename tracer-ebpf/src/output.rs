@@ -9,7 +9,10 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_ktime_get_boot_ns},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid,
+        generated::{bpf_get_current_cgroup_id, bpf_ktime_get_boot_ns},
+    },
     macros::map,
     maps::{PerCpuArray, RingBuf},
 };
@@ -17,7 +20,16 @@ use tracer_common::{
     EmitCounts, Event, EventHeader, EventKind, FLAG_PROCESS_CONTEXT, MIN_RING_BYTES, RingConfig,
 };
 
-use crate::context::in_process_context;
+use crate::{context::in_process_context, kernel::sock_cgroup_id};
+
+/// The socket an event is about, as its header names it.
+#[derive(Clone, Copy)]
+pub enum EventSocket {
+    /// A full socket: the header carries its cgroup.
+    Full(u64),
+    /// A request or timewait socket, or none (0): no cgroup of its own.
+    Mini(u64),
+}
 
 /// Placeholder size; the daemon sets the real one (`--ring-buffer-size`) before load.
 #[map(name = "EVENTS")]
@@ -31,8 +43,23 @@ static EMIT_COUNTS: PerCpuArray<EmitCounts> = PerCpuArray::with_max_entries(1, 0
 static RING_CONFIG: RingConfig = RingConfig { wakeup_bytes: 0 };
 
 #[inline(always)]
-fn header(kind: EventKind, sock: u64, timestamp_ns: u64) -> EventHeader {
+fn header(kind: EventKind, socket: EventSocket, timestamp_ns: u64) -> EventHeader {
     let process_context = in_process_context();
+    let (sock, cgroup_id) = match socket {
+        EventSocket::Full(sock) => {
+            // Where the socket's is unreadable, the task's in process context.
+            let task = || {
+                if process_context {
+                    // SAFETY: helper without preconditions.
+                    unsafe { bpf_get_current_cgroup_id() }
+                } else {
+                    0
+                }
+            };
+            (sock, sock_cgroup_id(sock).unwrap_or_else(task))
+        }
+        EventSocket::Mini(sock) => (sock, 0),
+    };
     let (pid_tgid, comm) = if process_context {
         (
             bpf_get_current_pid_tgid(),
@@ -53,6 +80,7 @@ fn header(kind: EventKind, sock: u64, timestamp_ns: u64) -> EventHeader {
             0
         },
         _pad: [0; 6],
+        cgroup_id,
     }
 }
 
@@ -81,14 +109,14 @@ unsafe fn count(counter: *mut u64) {
 
 /// Sends one event, counting it as sent, and as lost when the ring buffer has no room.
 #[inline(always)]
-pub fn emit<T: 'static>(kind: EventKind, sock: u64, payload: T) {
+pub fn emit<T: 'static>(kind: EventKind, socket: EventSocket, payload: T) {
     // SAFETY: helper without preconditions.
-    emit_at(kind, sock, payload, unsafe { bpf_ktime_get_boot_ns() });
+    emit_at(kind, socket, payload, unsafe { bpf_ktime_get_boot_ns() });
 }
 
 /// [`emit`] for something that happened at `timestamp_ns` (boot clock), before now.
 #[inline(always)]
-pub fn emit_at<T: 'static>(kind: EventKind, sock: u64, payload: T, timestamp_ns: u64) {
+pub fn emit_at<T: 'static>(kind: EventKind, socket: EventSocket, payload: T, timestamp_ns: u64) {
     // Atomic adds: a program on this CPU can be interrupted or preempted by another of
     // tracer's programs counting into the same slot.
     let counts = EMIT_COUNTS.get_ptr_mut(0);
@@ -103,7 +131,7 @@ pub fn emit_at<T: 'static>(kind: EventKind, sock: u64, payload: T, timestamp_ns:
             let event = entry.as_mut_ptr();
             // SAFETY: `event` points to a reservation sized for Event<T>.
             unsafe {
-                (&raw mut (*event).header).write(header(kind, sock, timestamp_ns));
+                (&raw mut (*event).header).write(header(kind, socket, timestamp_ns));
                 (&raw mut (*event).payload).write(payload);
             }
             entry.submit(wakeup());

@@ -9,10 +9,15 @@ use tracer_common::{
 
 use crate::{
     kernel::{self, Sock},
-    output::emit,
+    output::{EventSocket, emit},
     record,
     selector::{Candidate, select},
 };
+
+/// `TCP_TIME_WAIT` and `TCP_NEW_SYN_RECV` in `include/net/tcp_states.h`: the states of the
+/// kernel's small sockets, which have no `sk_cgrp_data`.
+const TCP_TIME_WAIT: u8 = 6;
+const TCP_NEW_SYN_RECV: u8 = 12;
 
 #[unsafe(no_mangle)]
 static SEND_RESET_LAYOUT: TracepointLayout = TracepointLayout::ABSENT;
@@ -47,9 +52,15 @@ fn reset(ctx: &TracePointContext, layout: &TracepointLayout, direction: u8) {
         None if sock != 0 => Sock::read(sock).state().unwrap_or(NO_STATE),
         None => NO_STATE,
     };
+    // A reset by a timewait or request socket, or by none, has no cgroup of its own.
+    let socket = if sock == 0 || state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV {
+        EventSocket::Mini(sock)
+    } else {
+        EventSocket::Full(sock)
+    };
     emit(
         EventKind::Reset,
-        sock,
+        socket,
         Reset {
             endpoints,
             reason: record::field::<u32>(ctx, layout.reason).unwrap_or(NO_REASON),

@@ -8,7 +8,7 @@ use tracer_common::{
 
 use crate::{
     kernel,
-    output::emit,
+    output::{EventSocket, emit},
     record,
     selector::{Candidate, select},
 };
@@ -19,7 +19,7 @@ static RETRANSMIT_SKB_LAYOUT: TracepointLayout = TracepointLayout::ABSENT;
 static RETRANSMIT_SYNACK_LAYOUT: TracepointLayout = TracepointLayout::ABSENT;
 
 #[inline(always)]
-fn retransmit(ctx: &TracePointContext, layout: &TracepointLayout, what: u8, sock: Option<u64>) {
+fn retransmit(ctx: &TracePointContext, layout: &TracepointLayout, what: u8, socket: EventSocket) {
     let ports = record::ports(ctx, &layout.endpoints);
     if ports
         .and_then(|ports| select(Candidate::Record(ports)))
@@ -35,7 +35,7 @@ fn retransmit(ctx: &TracePointContext, layout: &TracepointLayout, what: u8, sock
         .unwrap_or(0) as u8;
     emit(
         EventKind::Retransmit,
-        sock.unwrap_or(0),
+        socket,
         Retransmit {
             endpoints,
             what,
@@ -49,8 +49,8 @@ fn retransmit(ctx: &TracePointContext, layout: &TracepointLayout, what: u8, sock
 #[tracepoint]
 pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
     let layout = record::layout(&RETRANSMIT_SKB_LAYOUT);
-    let sock = record::field::<u64>(&ctx, layout.skaddr);
-    retransmit(&ctx, &layout, RETRANSMIT_SEGMENT, sock);
+    let sock = record::field::<u64>(&ctx, layout.skaddr).unwrap_or(0);
+    retransmit(&ctx, &layout, RETRANSMIT_SEGMENT, EventSocket::Full(sock));
     0
 }
 
@@ -59,7 +59,7 @@ pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn tcp_retransmit_synack(ctx: TracePointContext) -> u32 {
     let layout = record::layout(&RETRANSMIT_SYNACK_LAYOUT);
-    let request = record::field::<u64>(&ctx, layout.req);
-    retransmit(&ctx, &layout, RETRANSMIT_SYNACK, request);
+    let request = record::field::<u64>(&ctx, layout.req).unwrap_or(0);
+    retransmit(&ctx, &layout, RETRANSMIT_SYNACK, EventSocket::Mini(request));
     0
 }

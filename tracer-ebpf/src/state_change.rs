@@ -19,7 +19,7 @@ use crate::{
     context::in_process_context,
     data::{take_last_data_ns, track},
     kernel::{self, Sock, is_tcp, netns, read_uint},
-    output::emit,
+    output::{EventSocket, emit},
     selector::{Candidate, select},
 };
 
@@ -44,7 +44,7 @@ fn report_close(sk: u64, endpoints: Endpoints, old_state: u8) {
     }
     emit(
         EventKind::Close,
-        sk,
+        EventSocket::Full(sk),
         Close {
             endpoints,
             bytes_acked: counter(kernel::field!(bytes_acked)),
@@ -80,7 +80,7 @@ fn report(sk: u64, endpoints: Endpoints, old_state: u8, new_state: u8) {
     };
     emit(
         EventKind::StateChange,
-        sk,
+        EventSocket::Full(sk),
         StateChange {
             endpoints,
             old_state,

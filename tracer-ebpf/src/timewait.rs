@@ -16,7 +16,7 @@ use tracer_common::{
 
 use crate::{
     kernel::{self, Sock, read_uint},
-    output::emit,
+    output::{EventSocket, emit},
     selector::{Candidate, select},
 };
 
@@ -56,7 +56,7 @@ fn arrives(tw: u64, skb: u64) {
     };
     emit(
         EventKind::TimewaitEnd,
-        tw,
+        EventSocket::Mini(tw),
         TimewaitEnd {
             endpoints,
             how,

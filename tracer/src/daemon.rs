@@ -42,6 +42,7 @@ use crate::{
         existing,
         reader::{EmitCounter, EventCounts, LossCause, drain},
         sock_diag,
+        workload::{CgroupPaths, cgroups::cgroup2_mount},
     },
 };
 
@@ -75,6 +76,8 @@ type LivePipeline = Pipeline<Box<dyn Sink>>;
 struct Ring {
     ring: AsyncFd<RingBuf<MapData>>,
     decoder: Decoder,
+    /// Gives the events' cgroups their paths, before the correlator sees them.
+    cgroups: CgroupPaths,
     counter: EmitCounter,
     /// The programs whose recursion misses are lost events.
     programs: Vec<ProgramFd>,
@@ -89,14 +92,15 @@ impl Ring {
     fn drain(&mut self, pipeline: &mut LivePipeline) -> io::Result<bool> {
         let mut result = Ok(());
         let mut undecodable: BTreeMap<String, u64> = BTreeMap::new();
-        let decoder = &self.decoder;
+        let (decoder, cgroups) = (&self.decoder, &mut self.cgroups);
         let (records, emptied) = drain(self.ring.get_mut(), |record| {
             if result.is_err() {
                 return;
             }
             match decoder.decode(record) {
                 Ok(events) => {
-                    for event in events {
+                    for mut event in events {
+                        cgroups.resolve(&mut event);
                         if result.is_ok() {
                             result = pipeline.event(&event);
                         }
@@ -213,6 +217,7 @@ pub async fn run(config: TraceConfig) -> Result<()> {
     let mut ring = Ring {
         ring: watch(events)?,
         decoder: Decoder::new(units),
+        cgroups: CgroupPaths::new(cgroup2_mount()),
         counter: EmitCounter::new(counts),
         programs: programs
             .into_iter()

@@ -1,7 +1,7 @@
 //! What the daemon knows about a kernel event once decoded: plain Rust values, with the
 //! kernel's boot-clock timestamp (wall-clock conversion belongs to the sinks).
 
-use std::{fmt, net::SocketAddr, str::FromStr};
+use std::{fmt, net::SocketAddr, str::FromStr, sync::Arc};
 
 use crate::vocabulary::{UnknownName, names};
 
@@ -178,6 +178,16 @@ pub struct Process {
     pub comm: String,
 }
 
+/// The cgroup (v2) of the socket an event is about: its id from the kernel, its path
+/// (from the cgroup2 mount's root) resolved by the pipeline's workload stage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cgroup {
+    /// The kernel's cgroup id: the inode number of the cgroup's directory.
+    pub id: u64,
+    /// `None` when it could not be resolved (a cgroup removed before it was looked up).
+    pub path: Option<Arc<str>>,
+}
+
 /// Fields every event has.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventMeta {
@@ -187,6 +197,8 @@ pub struct EventMeta {
     pub sock: u64,
     /// `None` when the kernel was serving a softirq.
     pub process: Option<Process>,
+    /// `None` when the kernel knew none (see `tracer_common::EventHeader::cgroup_id`).
+    pub cgroup: Option<Cgroup>,
     /// The connection's ends from this host's side.
     pub local: SocketAddr,
     pub remote: SocketAddr,
@@ -487,6 +499,21 @@ impl TraceEvent {
     }
 
     pub fn meta(&self) -> &EventMeta {
+        match self {
+            Self::StateChange(StateChange { meta, .. })
+            | Self::Reset(Reset { meta, .. })
+            | Self::Retransmit(Retransmit { meta, .. })
+            | Self::KeepaliveProbe(Keepalive { meta, .. })
+            | Self::KeepaliveTimeout(Keepalive { meta, .. })
+            | Self::DataTurn(DataTurn { meta, .. })
+            | Self::Summary(ConnectionSummary { meta, .. })
+            | Self::Accepted(Accepted { meta })
+            | Self::Existing(Existing { meta, .. })
+            | Self::TimewaitEnd(TimewaitEnd { meta, .. }) => meta,
+        }
+    }
+
+    pub fn meta_mut(&mut self) -> &mut EventMeta {
         match self {
             Self::StateChange(StateChange { meta, .. })
             | Self::Reset(Reset { meta, .. })

@@ -25,9 +25,9 @@ use serde_json::Value;
 use crate::{
     clock::WallClock,
     event::{
-        Accepted, ConnectionSummary, DataTurn, EventKind, EventMeta, Existing, HandshakeSample,
-        Keepalive, KeepaliveSettings, Process, Reset, Retransmit, StateChange, TcpCounters,
-        TcpFlag, TcpState, TimewaitEnd, TraceEvent,
+        Accepted, Cgroup, ConnectionSummary, DataTurn, EventKind, EventMeta, Existing,
+        HandshakeSample, Keepalive, KeepaliveSettings, Process, Reset, Retransmit, StateChange,
+        TcpCounters, TcpFlag, TcpState, TimewaitEnd, TraceEvent,
     },
     kernel::{attach::Hook, sysctl::DEFAULT_FIN_TIMEOUT_NS},
     output::{self, Format, StopSummary},
@@ -96,6 +96,17 @@ fn optional_state(line: &Value, name: &str) -> Result<Option<TcpState>> {
     Ok(line[name].as_str().map(str::parse).transpose()?)
 }
 
+/// An event's `cgroup` object, or `null`.
+fn cgroup(value: &Value) -> Result<Option<Cgroup>> {
+    if value.is_null() {
+        return Ok(None);
+    }
+    Ok(Some(Cgroup {
+        id: value["id"].as_u64().context("bad cgroup id")?,
+        path: value["path"].as_str().map(Into::into),
+    }))
+}
+
 fn meta(line: &Value) -> Result<EventMeta> {
     let sock = str_field(line, "sock")?;
     let process = match line["pid"].as_u64() {
@@ -109,6 +120,7 @@ fn meta(line: &Value) -> Result<EventMeta> {
         boot_ns: epoch_ns(str_field(line, "ts")?)?,
         sock: u64::from_str_radix(sock.trim_start_matches("0x"), 16).context("bad sock")?,
         process,
+        cgroup: cgroup(&line["cgroup"])?,
         local: addr(line, "local")?,
         remote: addr(line, "remote")?,
     })
@@ -317,6 +329,10 @@ mod tests {
                 pid: 42,
                 comm: "a \"b\"".into(),
             }),
+            cgroup: Some(Cgroup {
+                id: 4242,
+                path: Some("/system.slice/a \"b\".scope".into()),
+            }),
             local: "127.0.0.1:8191".parse().unwrap(),
             remote: "[::ffff:127.0.0.1]:5".parse().unwrap(),
         };
@@ -401,6 +417,7 @@ mod tests {
             boot_ns: 1_795_662_245_123_456_789,
             sock,
             process: None,
+            cgroup: None,
             local: "127.0.0.1:8191".parse().unwrap(),
             remote: "127.0.0.1:5".parse().unwrap(),
         };

@@ -28,6 +28,8 @@
 //!   `promtool`. A new metric family goes here (and into its `FAMILIES`).
 //! - [`privileges`]: the tracer as an unprivileged user with the systemd unit's
 //!   capabilities, and with fewer.
+//! - [`workloads`]: the socket's cgroup on every line and record of a connection, with
+//!   processes in cgroups of the test's own. A new workload field or selector goes here.
 //! - [`support`]: what the tests share: starting the tracer and reading its lines,
 //!   connected sockets, nftables packet drops, a packet capture, an HTTP server and
 //!   client, a load generator, Prometheus.
@@ -58,3 +60,4 @@ mod retransmits;
 mod rotation;
 mod state_changes;
 mod stories;
+mod workloads;

@@ -201,6 +201,7 @@ pub fn kernel_layout(btf: &KernelBtf) -> Result<KernelLayout> {
             })
     };
     let skb_tcp_flags = skb_cb("tcp_flags").unwrap_or_default();
+    let (sk_cgroup, sk_cgroup_data_bits) = sock_cgroup(btf)?;
     let head_fields = [
         common("skc_family", &[2])?,
         common("skc_state", &[1])?,
@@ -232,6 +233,7 @@ pub fn kernel_layout(btf: &KernelBtf) -> Result<KernelLayout> {
         sk_protocol: sock("sk_protocol", &[1, 2]).unwrap_or_default(),
         keepalive_timer: keepalive_timer(btf)?,
         icsk_probes_out: kernel_field(btf, "inet_connection_sock", "icsk_probes_out", INTEGER)?,
+        segs_out: tcp("segs_out")?,
         keepalive_time: tcp("keepalive_time")?,
         keepalive_intvl: tcp("keepalive_intvl")?,
         keepalive_probes: tcp("keepalive_probes")?,
@@ -264,5 +266,33 @@ pub fn kernel_layout(btf: &KernelBtf) -> Result<KernelLayout> {
             .ok()
             .and_then(|values| values.into_iter().find(|(name, _)| name == "SOCK_DONE"))
             .map_or(0, |(_, bit)| 1 << bit),
+        sk_cgroup,
+        sk_cgroup_data_bits,
+        cgroup_kn: optional(btf, "cgroup", "kn")?,
+        kernfs_node_id: optional(btf, "kernfs_node", "id")?,
     })
+}
+
+/// A pointer or 64-bit id the programs can do without (absent when this kernel lacks it).
+fn optional(btf: &KernelBtf, struct_name: &str, path: &str) -> Result<KernelField> {
+    Ok(match btf.field_opt(struct_name, path)? {
+        Some(field) if field.size == 8 => KernelField {
+            offset: field.offset,
+            size: field.size,
+        },
+        _ => KernelField::default(),
+    })
+}
+
+/// Where a socket keeps its cgroup (v2): `sock.sk_cgrp_data.cgroup` from 5.15, before
+/// that the word `sk_cgrp_data.val`, which holds the pointer unless one of its two low
+/// bits says it holds net_cls/net_prio data (`sock_cgroup_ptr()` then gives the root).
+/// Absent in a kernel without cgroups: events then carry the task's cgroup, in process
+/// context only.
+fn sock_cgroup(btf: &KernelBtf) -> Result<(KernelField, u64)> {
+    let pointer = optional(btf, "sock", "sk_cgrp_data.cgroup")?;
+    if pointer.size != 0 {
+        return Ok((pointer, 0));
+    }
+    Ok((optional(btf, "sock", "sk_cgrp_data.val")?, 0b11))
 }

@@ -361,6 +361,7 @@ mod tests {
                 boot_ns: sock,
                 sock,
                 process: None,
+                cgroup: None,
                 local: addr,
                 remote: addr,
             },

@@ -237,6 +237,7 @@ mod tests {
                 boot_ns: 1,
                 sock,
                 process: None,
+                cgroup: None,
                 local: addr,
                 remote: addr,
             },

@@ -11,8 +11,8 @@ use std::{
 use tracer_common as raw;
 
 use crate::event::{
-    Accepted, ConnectionSummary, DataTurn, Direction, EventMeta, HandshakeSample, Keepalive,
-    KeepaliveSettings, PeerEnd, Process, Reset, Retransmit, RetransmitKind, SocketError,
+    Accepted, Cgroup, ConnectionSummary, DataTurn, Direction, EventMeta, HandshakeSample,
+    Keepalive, KeepaliveSettings, PeerEnd, Process, Reset, Retransmit, RetransmitKind, SocketError,
     StateChange, TcpFlag, TcpState, TimewaitEnd, TraceEvent,
 };
 use crate::kernel::units::KernelUnits;
@@ -74,6 +74,10 @@ fn meta(header: &raw::EventHeader, endpoints: &raw::Endpoints) -> Result<EventMe
         boot_ns: header.timestamp_ns,
         sock: header.sock,
         process,
+        cgroup: (header.cgroup_id != 0).then_some(Cgroup {
+            id: header.cgroup_id,
+            path: None,
+        }),
         local: SocketAddr::new(
             ip(endpoints.family, &endpoints.local_addr)?,
             endpoints.local_port,
@@ -434,6 +438,26 @@ mod tests {
         event.header = socket(b"a\xffb").header(EventKind::StateChange, FLAG_PROCESS_CONTEXT, AT);
         let event = decode(&record(&event)).unwrap();
         assert_eq!(event.meta().process.as_ref().unwrap().comm, "a\u{fffd}b");
+    }
+
+    /// A header's cgroup id names the event's cgroup, its path left to the workload stage;
+    /// 0 names none.
+    #[test]
+    fn the_cgroup_id_is_decoded_and_zero_is_none() {
+        let mut event = v4_state_change(0);
+        event.header = socket(b"curl")
+            .in_cgroup(7777)
+            .header(EventKind::StateChange, 0, AT);
+        let decoded = decode(&record(&event)).unwrap();
+        assert_eq!(
+            decoded.meta().cgroup,
+            Some(Cgroup {
+                id: 7777,
+                path: None
+            })
+        );
+        let none = decode(&record(&v4_state_change(0))).unwrap();
+        assert_eq!(none.meta().cgroup, None);
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod decode;
 pub mod existing;
 pub mod reader;
 pub mod sock_diag;
+pub mod workload;
 
 use std::{io, net::SocketAddr};
 

@@ -105,6 +105,7 @@ const FIELDS: &[(&str, &str, PaholeSteps)] = &[
         &[("tcp_sock", "total_retrans")],
     ),
     ("tcp_sock", "srtt_us", &[("tcp_sock", "srtt_us")]),
+    ("tcp_sock", "segs_out", &[("tcp_sock", "segs_out")]),
     ("tcp_sock", "snd_una", &[("tcp_sock", "snd_una")]),
     ("tcp_sock", "write_seq", &[("tcp_sock", "write_seq")]),
     ("tcp_sock", "snd_nxt", &[("tcp_sock", "snd_nxt")]),
@@ -158,6 +159,13 @@ const FIELDS: &[(&str, &str, PaholeSteps)] = &[
     ("tcp_skb_cb", "seq", &[("tcp_skb_cb", "seq")]),
     ("tcp_skb_cb", "end_seq", &[("tcp_skb_cb", "end_seq")]),
     ("timer_list", "function", &[("timer_list", "function")]),
+    (
+        "sock",
+        "sk_cgrp_data.cgroup",
+        &[("sock", "sk_cgrp_data"), ("sock_cgroup_data", "cgroup")],
+    ),
+    ("cgroup", "kn", &[("cgroup", "kn")]),
+    ("kernfs_node", "id", &[("kernfs_node", "id")]),
 ];
 
 fn kernel() -> KernelBtf {

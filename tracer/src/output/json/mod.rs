@@ -17,10 +17,16 @@ use serde::Serialize;
 use self::line::{Object, Timestamps};
 use crate::{
     clock::WallClock,
-    event::{ConnectionSummary, EventMeta, Keepalive, KeepaliveSettings, TcpState, TraceEvent},
+    event::{
+        Cgroup, ConnectionSummary, EventMeta, Keepalive, KeepaliveSettings, TcpState, TraceEvent,
+    },
     kernel::attach::AttachPlan,
     output::{RecordEnd, Sink, StopSummary},
-    pipeline::{correlator::ConnectionRecord, reader::LossCause},
+    pipeline::{
+        correlator::ConnectionRecord,
+        reader::LossCause,
+        workload::container::{container_of, pod_of},
+    },
 };
 
 /// Lines gathered before they are handed to the writer.
@@ -151,6 +157,7 @@ impl<W: Write> JsonSink<W> {
             Some(process) => line.number("pid", process.pid).text("comm", &process.comm),
             None => line.null("pid").null("comm"),
         };
+        cgroup(&mut line, meta.cgroup.as_ref());
         line.end();
         self.end_line()
     }
@@ -293,8 +300,9 @@ impl<W: Write> Sink for JsonSink<W> {
             .addr("remote", record.remote)
             .optional_number("netns", record.netns)
             .optional_number("pid", record.pid)
-            .optional_text("comm", record.comm.as_deref())
-            .number("start_ns", record.start_ns)
+            .optional_text("comm", record.comm.as_deref());
+        workload(&mut line, record.cgroup.as_deref());
+        line.number("start_ns", record.start_ns)
             .number("end_ns", record.end_ns)
             .optional_number("handshake_us", record.handshake_us)
             .number("duration_us", record.duration_us)
@@ -374,6 +382,28 @@ impl<W: Write> Sink for JsonSink<W> {
     }
 }
 
+/// The `cgroup` object: the socket's cgroup id and path, or `null`.
+fn cgroup(line: &mut Object<'_>, cgroup: Option<&Cgroup>) {
+    line.optional_object("cgroup", cgroup, |o, cgroup| {
+        o.number("id", cgroup.id)
+            .optional_text("path", cgroup.path.as_deref());
+    });
+}
+
+/// A record's `cgroup`, and the `container` and `pod` its path names (`null` when none).
+fn workload(line: &mut Object<'_>, cgroup_of: Option<&Cgroup>) {
+    cgroup(line, cgroup_of);
+    let path = cgroup_of.and_then(|c| c.path.as_deref());
+    line.optional_object("container", path.and_then(container_of), |o, container| {
+        o.text("id", &container.id)
+            .optional_text("runtime", container.runtime)
+            .null("name");
+    })
+    .optional_object("pod", path.and_then(pod_of), |o, pod| {
+        o.text("uid", &pod.uid).null("namespace").null("name");
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::{Value, json};
@@ -399,6 +429,7 @@ mod tests {
     }
 
     const SOCK: u64 = 0xffff_8880_0abc_d000;
+    const CONTAINER: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
 
     /// The socket of these lines, its events at time 0 123_456_789 ns after boot.
     fn side(local: &str, remote: &str) -> Side {
@@ -408,8 +439,14 @@ mod tests {
     #[test]
     fn renders_the_documented_state_change_line() {
         let owner = process(1234, "curl");
-        let event =
-            side("127.0.0.1:43014", "127.0.0.1:8191").state_by(0, SynSent, Established, owner);
+        let socket = Side {
+            cgroup: Some(Cgroup {
+                id: 4242,
+                path: Some("/user.slice/user-1000.slice/session-2.scope".into()),
+            }),
+            ..side("127.0.0.1:43014", "127.0.0.1:8191")
+        };
+        let event = socket.state_by(0, SynSent, Established, owner);
         assert_eq!(
             render(&event),
             json!({
@@ -423,6 +460,7 @@ mod tests {
                 "new_state": "ESTABLISHED",
                 "pid": 1234,
                 "comm": "curl",
+                "cgroup": {"id": 4242, "path": "/user.slice/user-1000.slice/session-2.scope"},
             })
         );
     }
@@ -562,7 +600,13 @@ mod tests {
 
     #[test]
     fn renders_the_documented_connection_line() {
-        let client = Side::client(SOCK, 49320);
+        let client = Side {
+            cgroup: Some(Cgroup {
+                id: 4243,
+                path: Some(format!("/libpod_parent/libpod-{CONTAINER}").into()),
+            }),
+            ..Side::client(SOCK, 49320)
+        };
         let at = |ns, old, new| client.state_by(ns, old, new, curl());
         let mut correlator = Correlator::new(CorrelatorConfig::default());
         let mut records = Vec::new();
@@ -599,6 +643,9 @@ mod tests {
                 "netns": null,
                 "pid": 9904,
                 "comm": "curl",
+                "cgroup": {"id": 4243, "path": format!("/libpod_parent/libpod-{CONTAINER}")},
+                "container": {"id": CONTAINER, "runtime": "podman", "name": null},
+                "pod": null,
                 "start_ns": 1_000_000,
                 "end_ns": 2_000_000,
                 "handshake_us": 150,

@@ -3,7 +3,10 @@
 //! keepalive probes, exchanges); what each event changes, and the [`ConnectionRecord`] it
 //! becomes. Kept small: see the `memory_per_connection` test.
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::{
+    net::{IpAddr, Ipv6Addr, SocketAddr},
+    sync::Arc,
+};
 
 use super::{
     close::CloseFacts,
@@ -11,12 +14,13 @@ use super::{
     keepalive::Probes,
     lifecycle::{Handshake, Offset, States},
     outcome::{Ending, Outcome, outcome},
-    owner::{Owner, OwnerRank, Processes},
+    owner::{Cgroups, OwnerRank, Processes},
     record::{AtStart, CloseInitiator, ConnectionRecord, Family, KeptEvents, Role, StateEntry},
     table::NIL,
 };
 use crate::event::{
-    ConnectionSummary, Direction, EventMeta, SocketError, TcpCounters, TcpState, TraceEvent,
+    Cgroup, ConnectionSummary, Direction, EventMeta, Process, SocketError, TcpCounters, TcpState,
+    TraceEvent,
 };
 
 /// An address in 18 bytes instead of `SocketAddr`'s 32; IPv4 as its mapped IPv6 form.
@@ -110,7 +114,12 @@ pub(super) struct Conn {
     exchanges: Exchanges,
     probes: Probes,
     handshake: Handshake,
-    pub(super) owner: Owner,
+    /// The owner so far, and how sure it is (a rank of its own field: beside the other
+    /// small fields it costs no padding).
+    owner: Option<Arc<Process>>,
+    owner_rank: OwnerRank,
+    /// The socket's cgroup, from the latest event that named one.
+    cgroup: Option<Arc<Cgroup>>,
     summary: Summary,
     pub(super) local: Endpoint,
     pub(super) remote: Endpoint,
@@ -147,7 +156,9 @@ impl Conn {
             exchanges: Exchanges::default(),
             probes: Probes::default(),
             handshake: Handshake::default(),
-            owner: Owner::default(),
+            owner: None,
+            owner_rank: OwnerRank::None,
+            cgroup: None,
             summary: Summary::default(),
             local: Endpoint::new(meta.local),
             remote: Endpoint::new(meta.remote),
@@ -190,6 +201,48 @@ impl Conn {
             .established(ns, sample, first_synack_retransmit_ns, client);
     }
 
+    /// Lets go of what it shares with other records (its owner, its cgroup), so a freed
+    /// slot keeps neither alive in the interning tables.
+    pub(super) fn release_shared(&mut self) {
+        self.owner = None;
+        self.cgroup = None;
+    }
+
+    /// Takes `process` as the owner if it ranks above the current one.
+    pub(super) fn offer_owner(
+        &mut self,
+        process: Option<&Process>,
+        rank: OwnerRank,
+        processes: &mut Processes,
+    ) {
+        if let Some(process) = process
+            && rank > self.owner_rank
+        {
+            self.owner = Some(processes.intern(process.pid.into(), process));
+            self.owner_rank = rank;
+        }
+    }
+
+    /// Like [`Self::offer_owner`], with a process already interned.
+    pub(super) fn offer_shared_owner(&mut self, process: Option<&Arc<Process>>, rank: OwnerRank) {
+        if let Some(process) = process
+            && rank > self.owner_rank
+        {
+            self.owner = Some(Arc::clone(process));
+            self.owner_rank = rank;
+        }
+    }
+
+    /// Takes the cgroup `meta` names, if any (a socket's stays; one read where the
+    /// socket's was unreadable may differ).
+    pub(super) fn cgroup_seen(&mut self, meta: &EventMeta, cgroups: &mut Cgroups) {
+        if let Some(cgroup) = &meta.cgroup
+            && self.cgroup.as_deref() != Some(cgroup)
+        {
+            self.cgroup = Some(cgroups.intern(cgroup.id, cgroup));
+        }
+    }
+
     /// Everything but the lifecycle bookkeeping the correlator does around it. Returns
     /// the response time, microseconds, when the event is a response to a request.
     pub(super) fn apply(&mut self, event: &TraceEvent, processes: &mut Processes) -> Option<u64> {
@@ -198,9 +251,8 @@ impl Conn {
         let start = self.states.start_ns();
         self.last = self.last.max(Offset::new(ns.saturating_sub(start)));
         self.probes.observe(event);
-        if self.owner.rank() == OwnerRank::None {
-            self.owner
-                .offer(meta.process.as_ref(), OwnerRank::Seen, processes);
+        if self.owner_rank == OwnerRank::None {
+            self.offer_owner(meta.process.as_ref(), OwnerRank::Seen, processes);
         }
         match event {
             TraceEvent::StateChange(change) => {
@@ -232,8 +284,7 @@ impl Conn {
             }
             TraceEvent::Summary(summary) => self.summary(summary),
             TraceEvent::Accepted(accepted) => {
-                self.owner
-                    .offer(accepted.meta.process.as_ref(), OwnerRank::Direct, processes)
+                self.offer_owner(accepted.meta.process.as_ref(), OwnerRank::Direct, processes)
             }
             // Kept by the correlator, for the few records that have one.
             TraceEvent::TimewaitEnd(_) => {}
@@ -241,8 +292,7 @@ impl Conn {
                 self.states.enter(existing.state, ns);
                 self.close.state(existing.state, None);
                 // The process holding the socket when it was found.
-                self.owner
-                    .offer(existing.meta.process.as_ref(), OwnerRank::Direct, processes);
+                self.offer_owner(existing.meta.process.as_ref(), OwnerRank::Direct, processes);
             }
         }
         None
@@ -341,7 +391,7 @@ impl Conn {
             .zip(close_started)
             .map(|(data, close)| us(data, close));
         let exchanges = data_turns.then_some(&self.exchanges);
-        let process = self.owner.process();
+        let process = self.owner.as_deref();
         let summary = self.summary.seen.then_some(self.summary);
         ConnectionRecord {
             conn_id: self.conn_id,
@@ -352,6 +402,7 @@ impl Conn {
             remote: self.remote.get(self.v4),
             netns: summary.map(|s| s.netns),
             pid: process.map(|p| p.pid),
+            cgroup: self.cgroup.clone(),
             comm: process.map(|p| p.comm.clone()),
             start_ns: start,
             end_ns: end,

@@ -125,7 +125,7 @@ use std::{
 
 use self::{
     conn::Conn,
-    owner::{Listeners, OwnerRank, Processes},
+    owner::{Cgroups, Listeners, OwnerRank, Processes},
     table::{NIL, Table},
 };
 pub use self::{
@@ -233,6 +233,7 @@ pub struct Correlator {
     closing: VecDeque<(u32, u64)>,
     listeners: Listeners,
     processes: Processes,
+    cgroups: Cgroups,
     /// The first SYN-ACK retransmit of each pending handshake: (local, remote, time).
     synack_retransmits: VecDeque<(SocketAddr, SocketAddr, u64)>,
     /// The counters and state of records found open at start, by `conn_id`: kept here,
@@ -260,6 +261,7 @@ impl Correlator {
             closing: VecDeque::new(),
             listeners: Listeners::default(),
             processes: Processes::default(),
+            cgroups: Cgroups::default(),
             synack_retransmits: VecDeque::new(),
             at_start: HashMap::new(),
             awaiting_peer: VecDeque::new(),
@@ -440,6 +442,7 @@ impl Correlator {
 
     fn apply(&mut self, slot: u32, event: &TraceEvent, out: &mut impl FnMut(Output)) {
         let conn = self.table.conn_mut(slot);
+        conn.cgroup_seen(event.meta(), &mut self.cgroups);
         if let Some(micros) = conn.apply(event, &mut self.processes) {
             out(Output::Response(ResponseTime {
                 role: conn.role,
@@ -478,15 +481,15 @@ impl Correlator {
         let mut conn = Conn::new(meta, self.next_conn_id, role, observed_from_start);
         self.next_conn_id += 1;
         match role {
-            Role::Client if observed_from_start => conn.owner.offer(
+            Role::Client if observed_from_start => conn.offer_owner(
                 meta.process.as_ref(),
                 OwnerRank::Direct,
                 &mut self.processes,
             ),
             Role::Client => {}
-            Role::Server => conn
-                .owner
-                .offer_shared(self.listeners.owner(meta.local), OwnerRank::Listener),
+            Role::Server => {
+                conn.offer_shared_owner(self.listeners.owner(meta.local), OwnerRank::Listener)
+            }
         }
         self.table.insert(conn, meta.local, meta.remote)
     }

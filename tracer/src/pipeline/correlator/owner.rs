@@ -1,6 +1,7 @@
 //! Who a connection belongs to (`pid`/`comm`), by the preference of the correlator's
 //! module docs: the process that accepted or connected it, its listener's owner, or
-//! the first process seen on it. Processes are shared by the records that name them.
+//! the first process seen on it. Processes, and the cgroups of sockets, are shared by the
+//! records that name them.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -8,7 +9,7 @@ use std::{
     sync::Arc,
 };
 
-use crate::event::{EventMeta, Process};
+use crate::event::{Cgroup, EventMeta, Process};
 
 /// Listeners remembered for the owner fallback; past that the oldest is forgotten.
 const LISTENERS: usize = 1024;
@@ -22,57 +23,6 @@ pub(super) enum OwnerRank {
     Listener,
     /// connect() or accept().
     Direct,
-}
-
-/// A connection's owner so far.
-#[derive(Clone, Debug)]
-pub(super) struct Owner {
-    process: Option<Arc<Process>>,
-    rank: OwnerRank,
-}
-
-impl Default for Owner {
-    fn default() -> Self {
-        Self {
-            process: None,
-            rank: OwnerRank::None,
-        }
-    }
-}
-
-impl Owner {
-    /// Takes `process` as the owner if it ranks above the current one.
-    pub(super) fn offer(
-        &mut self,
-        process: Option<&Process>,
-        rank: OwnerRank,
-        processes: &mut Processes,
-    ) {
-        if let Some(process) = process
-            && rank > self.rank
-        {
-            self.process = Some(processes.intern(process));
-            self.rank = rank;
-        }
-    }
-
-    /// Like [`Self::offer`], with a process already interned.
-    pub(super) fn offer_shared(&mut self, process: Option<&Arc<Process>>, rank: OwnerRank) {
-        if let Some(process) = process
-            && rank > self.rank
-        {
-            self.process = Some(Arc::clone(process));
-            self.rank = rank;
-        }
-    }
-
-    pub(super) fn rank(&self) -> OwnerRank {
-        self.rank
-    }
-
-    pub(super) fn process(&self) -> Option<&Process> {
-        self.process.as_deref()
-    }
 }
 
 struct Listener {
@@ -100,7 +50,7 @@ impl Listeners {
         let owner = meta
             .process
             .as_ref()
-            .map(|process| processes.intern(process));
+            .map(|process| processes.intern(process.pid.into(), process));
         self.0.push_back(Listener {
             sock: meta.sock,
             addr: meta.local,
@@ -140,29 +90,41 @@ impl Listeners {
     }
 }
 
-/// Processes shared by the records that name them, so a record holds a pointer.
-#[derive(Default)]
-pub(super) struct Processes {
-    by_pid: HashMap<u32, Arc<Process>>,
+/// Values shared by the records that name them, by a key (a pid, a cgroup id), so a
+/// record holds a pointer.
+pub(super) struct Shared<T> {
+    by_key: HashMap<u64, Arc<T>>,
     /// Table size that triggers the next sweep: twice what the last one kept, so
-    /// sweeping is amortized O(1) and the table at most twice the live processes.
+    /// sweeping is amortized O(1) and the table at most twice the live values.
     sweep_at: usize,
 }
 
-impl Processes {
-    pub(super) fn intern(&mut self, process: &Process) -> Arc<Process> {
-        if let Some(known) = self.by_pid.get(&process.pid)
-            && known.comm == process.comm
+impl<T> Default for Shared<T> {
+    fn default() -> Self {
+        Self {
+            by_key: HashMap::new(),
+            sweep_at: 0,
+        }
+    }
+}
+
+impl<T: Clone + PartialEq> Shared<T> {
+    pub(super) fn intern(&mut self, key: u64, value: &T) -> Arc<T> {
+        if let Some(known) = self.by_key.get(&key)
+            && **known == *value
         {
             return Arc::clone(known);
         }
-        if self.by_pid.len() >= self.sweep_at {
-            // Forget processes no record or listener names any more.
-            self.by_pid.retain(|_, known| Arc::strong_count(known) > 1);
-            self.sweep_at = 2 * self.by_pid.len() + 64;
+        if self.by_key.len() >= self.sweep_at {
+            // Forget values no record or listener names any more.
+            self.by_key.retain(|_, known| Arc::strong_count(known) > 1);
+            self.sweep_at = 2 * self.by_key.len() + 64;
         }
-        let interned = Arc::new(process.clone());
-        self.by_pid.insert(process.pid, Arc::clone(&interned));
+        let interned = Arc::new(value.clone());
+        self.by_key.insert(key, Arc::clone(&interned));
         interned
     }
 }
+
+pub(super) type Processes = Shared<Process>;
+pub(super) type Cgroups = Shared<Cgroup>;

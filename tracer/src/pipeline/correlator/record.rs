@@ -2,11 +2,11 @@
 //! `connection` line shows it (every field is in `docs/events.md`), and the events kept
 //! with it for the pretty timeline.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc};
 
 use super::outcome::Outcome;
 use crate::{
-    event::{PeerEnd, SocketError, TcpState, TraceEvent},
+    event::{Cgroup, PeerEnd, SocketError, TcpState, TraceEvent},
     vocabulary::names,
 };
 
@@ -118,6 +118,8 @@ pub struct ConnectionRecord {
     pub netns: Option<u32>,
     pub pid: Option<u32>,
     pub comm: Option<String>,
+    /// The socket's cgroup (v2), from its events.
+    pub cgroup: Option<Arc<Cgroup>>,
     /// Boot clock, nanoseconds: the first state observed.
     pub start_ns: u64,
     /// The CLOSE, or the last event of a record evicted or reaped.

@@ -160,7 +160,7 @@ impl Table {
             (conn.local.get(conn.v4), conn.remote.get(conn.v4)),
         );
         conn.sock = 0;
-        conn.owner = Default::default();
+        conn.release_shared();
         self.unlink(slot);
         self.slab[slot as usize].next = self.free_head;
         self.free_head = slot;

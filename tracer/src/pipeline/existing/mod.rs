@@ -111,6 +111,7 @@ pub fn connections(ports: &[u16], boot_ns: u64) -> Result<OpenAtStart> {
                 boot_ns,
                 sock: 0,
                 process: owners.by_inode.get(&socket.inode).cloned(),
+                cgroup: None,
                 local: socket.local,
                 remote: socket.remote,
             },

@@ -1,0 +1,179 @@
+//! Cgroup ids to paths. A cgroup's id is the inode number of its directory in the
+//! cgroup2 file system, so a walk of that tree (readable without privileges, which the
+//! daemon has dropped by then) finds every id at once. Paths are cached; an id not in
+//! the cache starts a new walk, at most one per [`WALK_EVERY`], so a burst of new
+//! cgroups (a node starting pods) costs one walk and cannot stall the ring buffer's
+//! reader. An id still unknown after a walk (its cgroup already removed) has no path.
+
+use std::{
+    collections::HashMap,
+    fs,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use crate::event::TraceEvent;
+
+/// The least time between two walks of the cgroup tree.
+pub const WALK_EVERY: Duration = Duration::from_millis(200);
+
+/// Directories a walk visits at most: a bound on its time on a host with very many.
+const WALK_LIMIT: usize = 100_000;
+
+/// Cached paths kept at most; past that the cache starts again from the next walk.
+const CACHED: usize = 65_536;
+
+/// Where the cgroup2 file system is mounted, from `/proc/self/mountinfo`: the first
+/// `cgroup2` mount (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a hybrid host).
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    let mounts = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mounts.lines().find_map(|line| {
+        // `ID PARENT MAJ:MIN ROOT MOUNT_POINT OPTIONS [OPTIONAL...] - TYPE SOURCE ...`
+        let (before, after) = line.split_once(" - ")?;
+        (after.split(' ').next()? == "cgroup2")
+            .then(|| before.split(' ').nth(4).map(unescape))
+            .flatten()
+    })
+}
+
+/// mountinfo's octal escapes (`\040` for a space).
+fn unescape(field: &str) -> PathBuf {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .and_then(|digits| u8::from_str_radix(std::str::from_utf8(digits).ok()?, 8).ok());
+        match (bytes[i], octal) {
+            (b'\\', Some(byte)) => {
+                out.push(byte);
+                i += 4;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    PathBuf::from(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Cgroup ids to their paths under the cgroup2 mount (`/` for its root).
+pub struct CgroupPaths {
+    root: Option<PathBuf>,
+    paths: HashMap<u64, Arc<str>>,
+    last_walk: Option<Instant>,
+}
+
+impl CgroupPaths {
+    /// Paths of the cgroups under `root`, the cgroup2 mount; none without one.
+    pub fn new(root: Option<PathBuf>) -> Self {
+        Self {
+            root,
+            paths: HashMap::new(),
+            last_walk: None,
+        }
+    }
+
+    /// Gives `event`'s cgroup its path, when known.
+    pub fn resolve(&mut self, event: &mut TraceEvent) {
+        if let Some(cgroup) = &mut event.meta_mut().cgroup
+            && cgroup.path.is_none()
+        {
+            cgroup.path = self.path(cgroup.id, Instant::now());
+        }
+    }
+
+    /// The path of cgroup `id`, walking the tree (if one is due at `now`) when unknown.
+    pub fn path(&mut self, id: u64, now: Instant) -> Option<Arc<str>> {
+        if let Some(path) = self.paths.get(&id) {
+            return Some(Arc::clone(path));
+        }
+        let due = self
+            .last_walk
+            .is_none_or(|last| now.duration_since(last) >= WALK_EVERY);
+        if !due {
+            return None;
+        }
+        self.last_walk = Some(now);
+        if self.paths.len() >= CACHED {
+            self.paths.clear();
+        }
+        if let Some(root) = &self.root {
+            walk(root, &mut self.paths);
+        }
+        self.paths.get(&id).cloned()
+    }
+}
+
+/// Adds every cgroup under `root` to `paths`, by the inode of its directory.
+fn walk(root: &Path, paths: &mut HashMap<u64, Arc<str>>) {
+    let mut pending = vec![root.to_path_buf()];
+    let mut visited = 0;
+    while let Some(dir) = pending.pop() {
+        visited += 1;
+        if visited > WALK_LIMIT {
+            break;
+        }
+        let Ok(metadata) = fs::metadata(&dir) else {
+            continue;
+        };
+        paths.entry(metadata.ino()).or_insert_with(|| {
+            let relative = dir.strip_prefix(root).unwrap_or(&dir);
+            format!("/{}", relative.display()).into()
+        });
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        pending.extend(
+            entries
+                .filter_map(Result::ok)
+                .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|entry| entry.path()),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_read() {
+        assert_eq!(
+            unescape(r"/sys/fs/cgroup/a\040b\134c"),
+            PathBuf::from(r"/sys/fs/cgroup/a b\c")
+        );
+    }
+
+    /// The host's own cgroup2 tree: every directory's inode is the id of a cgroup whose
+    /// path the walk gives back.
+    #[test]
+    fn ids_of_this_host_resolve_to_their_directories() {
+        let Some(root) = cgroup2_mount() else {
+            panic!("this host has no cgroup2 mount");
+        };
+        let mut paths = CgroupPaths::new(Some(root.clone()));
+        let now = Instant::now();
+        let root_id = fs::metadata(&root).unwrap().ino();
+        assert_eq!(paths.path(root_id, now).as_deref(), Some("/"));
+        // An unknown id walks again only after WALK_EVERY.
+        assert_eq!(paths.path(u64::MAX, now), None);
+        assert!(paths.last_walk == Some(now));
+        let child = fs::read_dir(&root)
+            .unwrap()
+            .filter_map(Result::ok)
+            .find(|e| e.file_type().unwrap().is_dir());
+        if let Some(child) = child {
+            let id = child.metadata().unwrap().ino();
+            let name = child.file_name();
+            assert_eq!(
+                paths.path(id, now + WALK_EVERY).as_deref(),
+                Some(format!("/{}", name.to_string_lossy()).as_str())
+            );
+        }
+    }
+}

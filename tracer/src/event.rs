@@ -477,6 +477,24 @@ names!(EventKind as "event" {
     TimewaitEnd => "timewait_end",
 });
 
+/// The `meta` of any event, borrowed as the event is.
+macro_rules! meta_of {
+    ($event:expr) => {
+        match $event {
+            TraceEvent::StateChange(StateChange { meta, .. })
+            | TraceEvent::Reset(Reset { meta, .. })
+            | TraceEvent::Retransmit(Retransmit { meta, .. })
+            | TraceEvent::KeepaliveProbe(Keepalive { meta, .. })
+            | TraceEvent::KeepaliveTimeout(Keepalive { meta, .. })
+            | TraceEvent::DataTurn(DataTurn { meta, .. })
+            | TraceEvent::Summary(ConnectionSummary { meta, .. })
+            | TraceEvent::Accepted(Accepted { meta })
+            | TraceEvent::Existing(Existing { meta, .. })
+            | TraceEvent::TimewaitEnd(TimewaitEnd { meta, .. }) => meta,
+        }
+    };
+}
+
 impl TraceEvent {
     pub fn kind(&self) -> EventKind {
         match self {
@@ -499,32 +517,10 @@ impl TraceEvent {
     }
 
     pub fn meta(&self) -> &EventMeta {
-        match self {
-            Self::StateChange(StateChange { meta, .. })
-            | Self::Reset(Reset { meta, .. })
-            | Self::Retransmit(Retransmit { meta, .. })
-            | Self::KeepaliveProbe(Keepalive { meta, .. })
-            | Self::KeepaliveTimeout(Keepalive { meta, .. })
-            | Self::DataTurn(DataTurn { meta, .. })
-            | Self::Summary(ConnectionSummary { meta, .. })
-            | Self::Accepted(Accepted { meta })
-            | Self::Existing(Existing { meta, .. })
-            | Self::TimewaitEnd(TimewaitEnd { meta, .. }) => meta,
-        }
+        meta_of!(self)
     }
 
     pub fn meta_mut(&mut self) -> &mut EventMeta {
-        match self {
-            Self::StateChange(StateChange { meta, .. })
-            | Self::Reset(Reset { meta, .. })
-            | Self::Retransmit(Retransmit { meta, .. })
-            | Self::KeepaliveProbe(Keepalive { meta, .. })
-            | Self::KeepaliveTimeout(Keepalive { meta, .. })
-            | Self::DataTurn(DataTurn { meta, .. })
-            | Self::Summary(ConnectionSummary { meta, .. })
-            | Self::Accepted(Accepted { meta })
-            | Self::Existing(Existing { meta, .. })
-            | Self::TimewaitEnd(TimewaitEnd { meta, .. }) => meta,
-        }
+        meta_of!(self)
     }
 }

@@ -8,4 +8,5 @@ pub const RETRANSMIT_SYNACK: &str = "RETRANSMIT_SYNACK_LAYOUT";
 pub const TIMER: &str = "TIMER_LAYOUT";
 pub const KERNEL: &str = "KERNEL_LAYOUT";
 pub const PORT_FILTER: &str = "PORT_FILTER";
+pub const SELECTOR_RULES: &str = "SELECTOR_RULES";
 pub const RING: &str = "RING_CONFIG";

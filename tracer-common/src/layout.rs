@@ -168,9 +168,11 @@ pub struct KernelLayout {
     /// [`Self::sk_cgroup_data_bits`] is set; absent without cgroups.
     pub sk_cgroup: KernelField,
     pub sk_cgroup_data_bits: u64,
-    /// `cgroup.kn` and `kernfs_node.id`: a cgroup's id, the inode of its directory.
+    /// `cgroup.kn` and `kernfs_node.id`: a cgroup's id, the inode of its directory;
+    /// `kernfs_node.parent`, its parent's node.
     pub cgroup_kn: KernelField,
     pub kernfs_node_id: KernelField,
+    pub kernfs_node_parent: KernelField,
 }
 
 // SAFETY: plain `#[repr(C)]` data with explicit padding, valid for any bit pattern.

@@ -47,3 +47,26 @@ impl PortFilter {
 // SAFETY: plain `#[repr(C)]` data, valid for any bit pattern.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for PortFilter {}
+
+/// The rules beyond the ports, set before load: which are on.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SelectorRules {
+    /// 1: the connection's socket must be in a cgroup of [`SELECTED_CGROUPS_MAP`] or
+    /// below one (up to [`CGROUP_DEPTH`] levels).
+    pub cgroups: u8,
+    pub _pad: [u8; 7],
+}
+
+// SAFETY: plain `#[repr(C)]` data with explicit padding, valid for any bit pattern.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for SelectorRules {}
+
+/// The selected cgroups' ids (value unused), kept current by the daemon as cgroups are
+/// removed and made again.
+pub const SELECTED_CGROUPS_MAP: &str = "SELECTED_CGROUPS";
+/// Cgroups the selection names at most.
+pub const SELECTED_CGROUPS: u32 = 256;
+/// Levels of a socket's cgroup and its ancestors compared with the selection: deeper
+/// than a Kubernetes container's cgroup (six below the root with the systemd driver).
+pub const CGROUP_DEPTH: usize = 12;

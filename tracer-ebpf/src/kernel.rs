@@ -58,6 +58,7 @@ pub(crate) static KERNEL_LAYOUT: KernelLayout = KernelLayout {
     sk_cgroup_data_bits: 0,
     cgroup_kn: ABSENT,
     kernfs_node_id: ABSENT,
+    kernfs_node_parent: ABSENT,
 };
 
 const ABSENT: KernelField = KernelField { offset: 0, size: 0 };
@@ -96,12 +97,29 @@ pub fn read_uint(base: u64, field: KernelField) -> Option<u64> {
 /// instead (before 5.15, on a host using those v1 controllers) or has no cgroups.
 #[inline(always)]
 pub fn sock_cgroup_id(sk: u64) -> Option<u64> {
+    cgroup_node_id(sock_cgroup_node(sk)?)
+}
+
+/// The kernfs node of a full socket's cgroup (see [`sock_cgroup_id`]).
+#[inline(always)]
+pub fn sock_cgroup_node(sk: u64) -> Option<u64> {
     let cgroup = read_uint(sk, field!(sk_cgroup))?;
     if cgroup == 0 || cgroup & field!(sk_cgroup_data_bits) != 0 {
         return None;
     }
-    let kn = read_uint(cgroup, field!(cgroup_kn))?;
+    read_uint(cgroup, field!(cgroup_kn)).filter(|&kn| kn != 0)
+}
+
+/// A cgroup's id, from its kernfs node.
+#[inline(always)]
+pub fn cgroup_node_id(kn: u64) -> Option<u64> {
     read_uint(kn, field!(kernfs_node_id)).filter(|&id| id != 0)
+}
+
+/// The kernfs node of a cgroup's parent, `None` at the root.
+#[inline(always)]
+pub fn cgroup_node_parent(kn: u64) -> Option<u64> {
+    read_uint(kn, field!(kernfs_node_parent)).filter(|&parent| parent != 0)
 }
 
 #[inline(always)]

@@ -27,8 +27,21 @@ static RECEIVE_RESET_LAYOUT: TracepointLayout = TracepointLayout::ABSENT;
 #[inline(always)]
 fn reset(ctx: &TracePointContext, layout: &TracepointLayout, direction: u8) {
     let ports = record::ports(ctx, &layout.endpoints);
+    let sock = record::field::<u64>(ctx, layout.skaddr).unwrap_or(0);
+    // Resets are few: the state is read before the selector, which needs to know whether
+    // the socket is a full one (a timewait or request socket, or none, has no cgroup).
+    let state = match record::field::<i32>(ctx, layout.state) {
+        Some(state) => state as u8,
+        None if sock != 0 => Sock::read(sock).state().unwrap_or(NO_STATE),
+        None => NO_STATE,
+    };
+    let socket = if sock == 0 || state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV {
+        EventSocket::Mini(sock)
+    } else {
+        EventSocket::Full(sock)
+    };
     if ports
-        .and_then(|ports| select(Candidate::Record(ports)))
+        .and_then(|ports| select(Candidate::Record(ports, socket)))
         .is_none()
     {
         return;
@@ -46,18 +59,6 @@ fn reset(ctx: &TracePointContext, layout: &TracepointLayout, direction: u8) {
     {
         endpoints = segment;
     }
-    let sock = record::field::<u64>(ctx, layout.skaddr).unwrap_or(0);
-    let state = match record::field::<i32>(ctx, layout.state) {
-        Some(state) => state as u8,
-        None if sock != 0 => Sock::read(sock).state().unwrap_or(NO_STATE),
-        None => NO_STATE,
-    };
-    // A reset by a timewait or request socket, or by none, has no cgroup of its own.
-    let socket = if sock == 0 || state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV {
-        EventSocket::Mini(sock)
-    } else {
-        EventSocket::Full(sock)
-    };
     emit(
         EventKind::Reset,
         socket,

@@ -19,10 +19,16 @@ static RETRANSMIT_SKB_LAYOUT: TracepointLayout = TracepointLayout::ABSENT;
 static RETRANSMIT_SYNACK_LAYOUT: TracepointLayout = TracepointLayout::ABSENT;
 
 #[inline(always)]
-fn retransmit(ctx: &TracePointContext, layout: &TracepointLayout, what: u8, socket: EventSocket) {
+fn retransmit(
+    ctx: &TracePointContext,
+    layout: &TracepointLayout,
+    what: u8,
+    socket: EventSocket,
+    owner: EventSocket,
+) {
     let ports = record::ports(ctx, &layout.endpoints);
     if ports
-        .and_then(|ports| select(Candidate::Record(ports)))
+        .and_then(|ports| select(Candidate::Record(ports, owner)))
         .is_none()
     {
         return;
@@ -49,8 +55,8 @@ fn retransmit(ctx: &TracePointContext, layout: &TracepointLayout, what: u8, sock
 #[tracepoint]
 pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
     let layout = record::layout(&RETRANSMIT_SKB_LAYOUT);
-    let sock = record::field::<u64>(&ctx, layout.skaddr).unwrap_or(0);
-    retransmit(&ctx, &layout, RETRANSMIT_SEGMENT, EventSocket::Full(sock));
+    let sock = EventSocket::Full(record::field::<u64>(&ctx, layout.skaddr).unwrap_or(0));
+    retransmit(&ctx, &layout, RETRANSMIT_SEGMENT, sock, sock);
     0
 }
 
@@ -60,6 +66,13 @@ pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
 pub fn tcp_retransmit_synack(ctx: TracePointContext) -> u32 {
     let layout = record::layout(&RETRANSMIT_SYNACK_LAYOUT);
     let request = record::field::<u64>(&ctx, layout.req).unwrap_or(0);
-    retransmit(&ctx, &layout, RETRANSMIT_SYNACK, EventSocket::Mini(request));
+    let listener = record::field::<u64>(&ctx, layout.skaddr).unwrap_or(0);
+    retransmit(
+        &ctx,
+        &layout,
+        RETRANSMIT_SYNACK,
+        EventSocket::Mini(request),
+        EventSocket::Full(listener),
+    );
     0
 }

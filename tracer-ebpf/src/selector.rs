@@ -3,40 +3,74 @@
 //! select costs one read of the socket's head and a bit test, with no map update, no
 //! clock and no address copy.
 //!
-//! A new rule (a cgroup, an address range) goes in [`select`], after the port rule, reading
-//! what it needs from the [`Candidate`] and a read-only global the daemon sets before load
+//! A new rule (an address range) goes in [`select`], after the port rule, reading what it
+//! needs from the [`Candidate`] and a read-only global the daemon sets before load
 //! (beside [`PORT_FILTER`], from the daemon's `kernel/selector.rs`).
 
-use tracer_common::PortFilter;
+use aya_ebpf::{macros::map, maps::HashMap};
+use tracer_common::{CGROUP_DEPTH, PortFilter, SELECTED_CGROUPS, SelectorRules};
 
-use crate::kernel::Sock;
+use crate::{
+    kernel::{Sock, cgroup_node_id, cgroup_node_parent, sock_cgroup_node},
+    output::EventSocket,
+};
 
 /// Set by the daemon before load: the traced ports.
 #[unsafe(no_mangle)]
 static PORT_FILTER: PortFilter = PortFilter::EMPTY;
 
+/// Set by the daemon before load: which rules beyond the ports are on.
+#[unsafe(no_mangle)]
+static SELECTOR_RULES: SelectorRules = SelectorRules {
+    cgroups: 0,
+    _pad: [0; 7],
+};
+
+/// The selected cgroups, by id; kept current by the daemon.
+#[map(name = "SELECTED_CGROUPS")]
+static SELECTED: HashMap<u64, u8> = HashMap::with_max_entries(SELECTED_CGROUPS, 0);
+
 /// What a hook knows about the connection it fires for: what the rules may look at.
 pub enum Candidate<'a> {
-    /// The socket (its head already read): every hook but the reset and retransmit
-    /// tracepoints.
+    /// A full socket (its head already read): every hook but the reset, retransmit and
+    /// timewait ones.
     Socket(&'a Sock),
-    /// Only the (local, remote) ports of a tracepoint record (resets, retransmits), which
-    /// carries the connection's ends even when no socket does.
-    Record((u16, u16)),
+    /// A timewait socket (its head already read), which keeps no cgroup: not selected
+    /// under a cgroup rule.
+    Timewait(&'a Sock),
+    /// The (local, remote) ports of a tracepoint record (resets, retransmits), which
+    /// carries the connection's ends even when no socket does, and the socket whose
+    /// cgroup it belongs to (a SYN-ACK's: its listener's).
+    Record((u16, u16), EventSocket),
 }
 
 /// The connection's (local, remote) ports when it is traced, `None` when not.
 #[inline(always)]
 pub fn select(candidate: Candidate) -> Option<(u16, u16)> {
-    let ports = match candidate {
-        Candidate::Socket(sock) => sock.ports()?,
-        Candidate::Record(ports) => ports,
+    // The full socket whose cgroup the connection is in; 0 for a socket without one,
+    // which belongs to no selected workload.
+    let (ports, sk) = match candidate {
+        Candidate::Socket(sock) => (sock.ports()?, sock.sk),
+        Candidate::Timewait(sock) => (sock.ports()?, 0),
+        Candidate::Record(ports, EventSocket::Full(sk)) => (ports, sk),
+        Candidate::Record(ports, EventSocket::Mini(_)) => (ports, 0),
     };
     // Rule 1, the cheapest: either end's port is traced.
     if !(port_traced(ports.0) || port_traced(ports.1)) {
         return None;
     }
+    // Rule 2: the socket's cgroup is a selected one or below one.
+    if rules().cgroups != 0 && !in_selected_cgroup(sk) {
+        return None;
+    }
     Some(ports)
+}
+
+#[inline(always)]
+fn rules() -> SelectorRules {
+    // SAFETY: a read-only global the loader wrote before load; volatile so the compiler
+    // does not fold the placeholder.
+    unsafe { core::ptr::read_volatile(&raw const SELECTOR_RULES) }
 }
 
 #[inline(always)]
@@ -45,4 +79,26 @@ fn port_traced(port: u16) -> bool {
     // SAFETY: a read-only global the loader wrote before load; volatile so the compiler
     // does not fold the placeholder. `word` is below `PORTS_WORDS`.
     unsafe { core::ptr::read_volatile(&raw const PORT_FILTER.words[word]) & bit != 0 }
+}
+
+/// Whether `sk`'s cgroup, or one of its ancestors, is selected.
+#[inline(always)]
+fn in_selected_cgroup(sk: u64) -> bool {
+    let Some(mut node) = (sk != 0).then(|| sock_cgroup_node(sk)).flatten() else {
+        return false;
+    };
+    for _ in 0..CGROUP_DEPTH {
+        let Some(id) = cgroup_node_id(node) else {
+            return false;
+        };
+        // SAFETY: the value is not read.
+        if unsafe { SELECTED.get(id) }.is_some() {
+            return true;
+        }
+        match cgroup_node_parent(node) {
+            Some(parent) => node = parent,
+            None => return false,
+        }
+    }
+    false
 }

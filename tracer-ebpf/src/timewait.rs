@@ -34,7 +34,8 @@ fn arrives(tw: u64, skb: u64) {
         return;
     }
     let sock = Sock::read(tw);
-    let Some(endpoints) = select(Candidate::Socket(&sock)).and_then(|ports| sock.endpoints(ports))
+    let Some(endpoints) =
+        select(Candidate::Timewait(&sock)).and_then(|ports| sock.endpoints(ports))
     else {
         return;
     };

@@ -123,6 +123,28 @@ impl FromStr for PortList {
     }
 }
 
+/// A cgroup (v2) path as `--cgroup` takes it: absolute from the cgroup2 mount, as the
+/// `cgroup` field prints it, without `.` or `..`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CgroupPath(String);
+
+impl FromStr for CgroupPath {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let path = text.trim();
+        if !path.starts_with('/') || path.split('/').any(|c| c == "." || c == "..") {
+            return Err(format!(
+                "{path:?} is not a cgroup path: absolute from the cgroup2 mount, as the cgroup field prints it (e.g. /system.slice/nginx.service)"
+            ));
+        }
+        let trimmed = path.trim_end_matches('/');
+        Ok(Self(
+            if trimmed.is_empty() { "/" } else { trimmed }.to_owned(),
+        ))
+    }
+}
+
 /// A file size such as `64KiB`, `100MB` or `1048576` (bytes), more than zero.
 fn file_size(text: &str) -> Result<u64, String> {
     match text.parse::<ByteSize>()?.as_u64() {
@@ -143,6 +165,20 @@ pub struct TraceArgs {
         required = true
     )]
     pub port: Vec<PortList>,
+
+    /// Trace only the connections whose socket is in this cgroup (v2) or below it: a path
+    /// from the cgroup2 mount, as the `cgroup` field prints it (a service's
+    /// `/system.slice/nginx.service`, a pod's `/kubepods.slice/...`); repeat for several.
+    /// With --port, both must match. The kernel keeps a socket in the cgroup of the task
+    /// that made it (an accepted one: its listener's).
+    #[arg(
+        long = "cgroup",
+        value_name = "PATH",
+        env = "TRACER_CGROUP",
+        value_delimiter = ',',
+        num_args = 1
+    )]
+    pub cgroup: Vec<CgroupPath>,
 
     /// How to attach to the kernel: the best each hook can have (auto), or one mechanism
     /// for every hook that has it.
@@ -232,6 +268,14 @@ impl TraceArgs {
         ports
     }
 
+    /// The cgroup paths, sorted, without repeats.
+    fn cgroups(&self) -> Vec<String> {
+        let mut paths: Vec<String> = self.cgroup.iter().map(|p| p.0.clone()).collect();
+        paths.sort_unstable();
+        paths.dedup();
+        paths
+    }
+
     /// How the output file rotates by size, if it does.
     fn rotation(&self) -> Option<Rotation> {
         self.rotate_size.map(|max_bytes| Rotation {
@@ -244,6 +288,7 @@ impl TraceArgs {
         TraceConfig {
             selection: Selection {
                 ports: self.ports(),
+                cgroups: self.cgroups(),
             },
             attach: self.attach,
             ring_buffer_bytes: self.ring_buffer_size,
@@ -381,6 +426,32 @@ mod tests {
     }
 
     #[test]
+    fn cgroup_paths_are_checked_trimmed_and_deduplicated() {
+        let cli = parse(&[
+            "--port",
+            "80",
+            "--cgroup",
+            "/system.slice/nginx.service/",
+            "--cgroup",
+            "/a,/system.slice/nginx.service",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.trace.cgroups(),
+            vec!["/a".to_owned(), "/system.slice/nginx.service".to_owned()]
+        );
+        for bad in ["system.slice", "/a/../b", "/./a", ""] {
+            assert_eq!(
+                parse(&["--port", "80", "--cgroup", bad])
+                    .unwrap_err()
+                    .kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
     fn ring_buffer_sizes_are_powers_of_two_with_units() {
         let size = |text: &str| parse(&["-p", "1", "--ring-buffer-size", text]);
         assert_eq!(
@@ -512,7 +583,8 @@ mod tests {
             invocation,
             Invocation::Trace(TraceConfig {
                 selection: Selection {
-                    ports: vec![80, 8191]
+                    ports: vec![80, 8191],
+                    cgroups: Vec::new(),
                 },
                 attach: AttachMode::Auto,
                 ring_buffer_bytes: 16 << 20,

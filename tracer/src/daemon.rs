@@ -26,7 +26,7 @@ use crate::{
     kernel::{
         attach::{self, AttachMode, Hook, LoadOptions, Probes},
         preflight, privileges, program_stats,
-        selector::Selection,
+        selector::{CgroupRule, Selection},
         sysctl,
     },
     output::{
@@ -42,7 +42,10 @@ use crate::{
         existing,
         reader::{EmitCounter, EventCounts, LossCause, drain},
         sock_diag,
-        workload::{CgroupPaths, cgroups::cgroup2_mount},
+        workload::{
+            CgroupPaths,
+            cgroups::{cgroup2_mount, process_cgroup, within},
+        },
     },
 };
 
@@ -161,13 +164,34 @@ fn watch<T: AsRawFd>(map: T) -> io::Result<AsyncFd<T>> {
 /// dropped (other network namespaces and processes are read with them). Without
 /// sock_diag their later events are reported as events but form no record, which is
 /// worth a warning, not a refusal to trace.
-fn open_at_start(ports: &[u16]) -> Vec<Existing> {
-    match existing::connections(ports, clock::boot_now_ns()) {
+///
+/// The dump does not give a socket's cgroup: each connection takes its owner's, and under
+/// a cgroup rule only those whose owner is in a selected cgroup are kept (an orphaned
+/// socket, which no process holds, is in none).
+fn open_at_start(selection: &Selection) -> Vec<Existing> {
+    match existing::connections(&selection.ports, clock::boot_now_ns()) {
         Ok(open) => {
             for warning in &open.warnings {
                 eprintln!("tracer: warning: {warning}");
             }
-            open.connections
+            let mount = cgroup2_mount();
+            let mut connections = open.connections;
+            for existing in &mut connections {
+                existing.meta.cgroup = (existing.meta.process.as_ref())
+                    .zip(mount.as_deref())
+                    .and_then(|(owner, mount)| process_cgroup(owner.pid, mount));
+            }
+            if !selection.cgroups.is_empty() {
+                connections.retain(|existing| {
+                    let path = existing
+                        .meta
+                        .cgroup
+                        .as_ref()
+                        .and_then(|c| c.path.as_deref());
+                    path.is_some_and(|path| within(path, &selection.cgroups))
+                });
+            }
+            connections
         }
         Err(error) => {
             eprintln!(
@@ -185,6 +209,7 @@ pub async fn run(config: TraceConfig) -> Result<()> {
         .map(|file| LogFile::open(&file.path, file.rotation, reopen.clone()))
         .transpose()?;
     let sink = output::open(file, config.output.format);
+    let cgroup_rule = CgroupRule::find(&config.selection)?;
     privileges::check_can_attach()?;
     let kernel = preflight::kernel_release();
     let version = preflight::check_kernel(&kernel)?;
@@ -207,12 +232,13 @@ pub async fn run(config: TraceConfig) -> Result<()> {
         programs,
         plan,
         units,
-        ebpf,
+        mut ebpf,
     } = attach::attach(config.attach, options)?;
     if let Some(metrics) = &mut metrics {
         metrics.watch_programs(&programs)?;
     }
-    let open_at_start = open_at_start(ports);
+    let open_at_start = open_at_start(&config.selection);
+    let mut selected_cgroups = cgroup_rule.map(|rule| rule.fill(&mut ebpf)).transpose()?;
     privileges::drop_all(version)?;
     let mut ring = Ring {
         ring: watch(events)?,
@@ -302,6 +328,9 @@ pub async fn run(config: TraceConfig) -> Result<()> {
                 pipeline.sink.flush()?;
                 if let Some(metrics) = &mut metrics {
                     metrics.sample(pipeline.open_connections());
+                }
+                if let Some(selected) = &mut selected_cgroups {
+                    selected.refresh()?;
                 }
             }
             _ = time_wait_timer.tick(), if metrics.is_some() => {

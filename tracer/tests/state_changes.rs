@@ -262,6 +262,14 @@ fn bad_input_is_one_clear_error() {
         "tracer: cannot open /nonexistent/dir/out.json: No such file or directory (os error 2)\n"
     );
 
+    let stderr = run_failing(&["--port", "8191", "--cgroup", "/no/such/cgroup"], false);
+    assert!(
+        stderr.starts_with("tracer: no cgroup /no/such/cgroup under /")
+            && stderr.ends_with("(--cgroup): No such file or directory (os error 2)\n")
+            && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+
     let stderr = run_failing(&["--port", "8191"], true);
     assert_eq!(
         stderr,

@@ -8,11 +8,12 @@ use std::{
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     process::Command,
+    time::{Duration, Instant},
 };
 
 use serde_json::Value;
 
-use crate::support::{HelperProcess, PacketDrop, Tracer, free_port, shared};
+use crate::support::{DEADLINE, HelperProcess, PacketDrop, Tracer, free_port, shared};
 
 /// Where cgroup2 is mounted (the first `cgroup2` line of `/proc/self/mountinfo`); a
 /// kernel-matrix guest mounts none, so the test mounts one, as a node running only
@@ -63,6 +64,33 @@ impl TestCgroup {
     fn id(&self) -> u64 {
         fs::metadata(&self.dir).unwrap().ino()
     }
+
+    /// [`server_in_a_cgroup_of_its_own`] on `port`, started in this cgroup, listening.
+    fn server(&self, port: u16) -> HelperProcess {
+        let join = format!(
+            "echo $$ > {}/cgroup.procs && exec \"$0\" \"$@\"",
+            self.dir.display()
+        );
+        let mut helper = HelperProcess::spawn(
+            &["sh", "-c", &join],
+            "workloads::server_in_a_cgroup_of_its_own",
+            ("TRACER_CGROUP_SERVER_PORT", port.to_string()),
+        );
+        assert!(
+            helper.said("listening"),
+            "the server ended before listening"
+        );
+        helper
+    }
+}
+
+/// One request and its answer on a new connection to `port`, then the client's close;
+/// the client's end.
+fn exchange(port: u16) -> SocketAddr {
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    client.write_all(b"ping").unwrap();
+    client.read_exact(&mut [0u8; 4]).unwrap();
+    client.local_addr().unwrap()
 }
 
 impl Drop for TestCgroup {
@@ -173,18 +201,159 @@ fn lines_and_records_name_the_sockets_cgroup() {
     );
 }
 
-/// The server of `lines_and_records_name_the_sockets_cgroup`, started in its cgroup:
-/// one connection, one answer, until the client closes.
+/// `--cgroup A`: servers in a cgroup below A and in B, a client in neither. Only A's
+/// server socket and listener give lines: B's traffic gives none, nor do the client's
+/// sockets (of the test's own cgroup), although every port is traced.
 #[test]
-#[ignore = "started by lines_and_records_name_the_sockets_cgroup"]
+fn a_cgroup_selection_traces_that_cgroup_only() {
+    let _machine = shared();
+    let root = cgroup2_root();
+    let name = |n: &str| format!("tracer-test-{}-{n}", std::process::id());
+    let (a, b) = (
+        TestCgroup::new(&root, &name("a")),
+        TestCgroup::new(&root, &name("b")),
+    );
+    // A's server one level below A: the kernel compares the ancestors too.
+    let below_a = TestCgroup::new(&root, &format!("{}/below", name("a")));
+    let (port_a, port_b) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
+    let mut command = Tracer::command(&[port_a, port_b]);
+    command.args(["--cgroup", &a.path]);
+    let mut tracer = Tracer::spawn(command);
+    let (server_a, server_b) = (below_a.server(port_a), b.server(port_b));
+    let client_b = exchange(port_b);
+    let client_a = exchange(port_a);
+    let record = tracer.wait_for("the record of A's server", |l| {
+        l["event"] == "connection" && l["remote"] == client_a.to_string()
+    });
+    drop((server_a, server_b));
+    let (_, lines) = tracer.stop();
+
+    assert_eq!(
+        record["cgroup"]["path"],
+        below_a.path.as_str(),
+        "{record:#}"
+    );
+    let events: Vec<&Value> = lines
+        .iter()
+        .filter(|l| !l["event"].as_str().unwrap().starts_with("tracer_"))
+        .collect();
+    let ports_of = |l: &Value| -> Vec<u16> {
+        ["local", "remote"]
+            .iter()
+            .map(|end| {
+                l[end]
+                    .as_str()
+                    .unwrap()
+                    .parse::<SocketAddr>()
+                    .unwrap()
+                    .port()
+            })
+            .collect()
+    };
+    for line in &events {
+        assert!(!ports_of(line).contains(&port_b), "B's traffic: {line}");
+        assert_ne!(line["local"], client_a.to_string(), "the client's: {line}");
+        assert_ne!(line["local"], client_b.to_string(), "the client's: {line}");
+        assert_eq!(line["cgroup"]["path"], below_a.path.as_str(), "{line}");
+    }
+    // A's listener and its accepted socket: at least LISTEN, the handshake, the close.
+    assert!(events.len() >= 4, "{events:#?}");
+}
+
+/// A connection open before tracing, its server in cgroup A, its client in the test's
+/// own: found at start, the server's end takes its owner's cgroup, and under
+/// `--cgroup A` the client's end is left out, as its later events are.
+#[test]
+fn connections_open_at_start_take_their_owners_cgroup() {
+    let _machine = shared();
+    let root = cgroup2_root();
+    let a = TestCgroup::new(&root, &format!("tracer-test-{}-open", std::process::id()));
+    let port = free_port("127.0.0.1");
+    let server = a.server(port);
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    client.write_all(b"ping").unwrap();
+    client.read_exact(&mut [0u8; 4]).unwrap();
+    let local = client.local_addr().unwrap().to_string();
+
+    let mut command = Tracer::command(&[port]);
+    command.args(["--cgroup", &a.path]);
+    let mut tracer = Tracer::spawn(command);
+    let found = tracer.wait_for("the server's end, found open", |l| {
+        l["event"] == "existing" && l["remote"] == local
+    });
+    assert_eq!(
+        found["cgroup"],
+        serde_json::json!({"id": a.id(), "path": a.path}),
+        "{found}"
+    );
+    drop(client);
+    let record = tracer.wait_for("its record", |l| {
+        l["event"] == "connection" && l["remote"] == local
+    });
+    assert_eq!(record["cgroup"], found["cgroup"], "{record:#}");
+    drop(server);
+    let (_, lines) = tracer.stop();
+    assert!(
+        lines.iter().all(|l| l["local"] != local),
+        "the client's end is in the test's cgroup: {lines:#?}"
+    );
+}
+
+/// A selected cgroup removed and made again (a service restarted) has a new id, which
+/// the daemon follows: connections of the new incarnation are traced. Until it has looked
+/// again (every second) they may not be, so the test connects until one is.
+#[test]
+fn a_selected_cgroup_made_again_is_followed() {
+    let _machine = shared();
+    let root = cgroup2_root();
+    let a = TestCgroup::new(&root, &format!("tracer-test-{}-again", std::process::id()));
+    let port = free_port("127.0.0.1");
+    let mut command = Tracer::command(&[port]);
+    command.args(["--cgroup", &a.path]);
+    let mut tracer = Tracer::spawn(command);
+    let traced = |tracer: &mut Tracer, client: SocketAddr, within: Duration| {
+        tracer
+            .line_within(within, |l| {
+                l["event"] == "state_change" && l["remote"] == client.to_string()
+            })
+            .is_ok()
+    };
+    let first_id = a.id();
+    {
+        let _server = a.server(port);
+        let client = exchange(port);
+        assert!(
+            traced(&mut tracer, client, DEADLINE),
+            "the first incarnation's"
+        );
+    }
+    fs::remove_dir(&a.dir).unwrap();
+    fs::create_dir(&a.dir).unwrap();
+    assert_ne!(a.id(), first_id, "a new cgroup, a new id");
+    let _server = a.server(port);
+    let deadline = Instant::now() + DEADLINE;
+    while !traced(&mut tracer, exchange(port), Duration::from_millis(200)) {
+        assert!(
+            Instant::now() < deadline,
+            "the new incarnation was not followed within {DEADLINE:?}"
+        );
+    }
+}
+
+/// The server of the tests above, started in its cgroup:
+/// connections one after the other, one answer each, until the client closes.
+#[test]
+#[ignore = "started by the tests above"]
 fn server_in_a_cgroup_of_its_own() {
     let Ok(port) = std::env::var("TRACER_CGROUP_SERVER_PORT") else {
         return;
     };
     let listener = TcpListener::bind(("127.0.0.1", port.parse().unwrap())).unwrap();
     println!("listening");
-    let (mut connection, _) = listener.accept().unwrap();
-    connection.read_exact(&mut [0u8; 4]).unwrap();
-    connection.write_all(b"pong").unwrap();
-    let _ = connection.read(&mut [0u8; 1]);
+    for connection in listener.incoming() {
+        let mut connection = connection.unwrap();
+        connection.read_exact(&mut [0u8; 4]).unwrap();
+        connection.write_all(b"pong").unwrap();
+        let _ = connection.read(&mut [0u8; 1]);
+    }
 }

@@ -270,6 +270,7 @@ pub fn kernel_layout(btf: &KernelBtf) -> Result<KernelLayout> {
         sk_cgroup_data_bits,
         cgroup_kn: optional(btf, "cgroup", "kn")?,
         kernfs_node_id: optional(btf, "kernfs_node", "id")?,
+        kernfs_node_parent: kernfs_node_parent(btf)?,
     })
 }
 
@@ -282,6 +283,16 @@ fn optional(btf: &KernelBtf, struct_name: &str, path: &str) -> Result<KernelFiel
         },
         _ => KernelField::default(),
     })
+}
+
+/// `kernfs_node.parent`, renamed `__parent` in 6.15 (now read under RCU, which a
+/// program's reads are).
+fn kernfs_node_parent(btf: &KernelBtf) -> Result<KernelField> {
+    let renamed = optional(btf, "kernfs_node", "__parent")?;
+    if renamed.size != 0 {
+        return Ok(renamed);
+    }
+    optional(btf, "kernfs_node", "parent")
 }
 
 /// Where a socket keeps its cgroup (v2): `sock.sk_cgrp_data.cgroup` from 5.15, before

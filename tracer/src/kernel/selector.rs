@@ -2,27 +2,54 @@
 //! one place that turns the first into the second, as the eBPF `selector` module is the
 //! one place that reads it back. A new selector rule adds its field to [`Selection`] and
 //! its global in [`SelectorGlobals`].
+//!
+//! The cgroup rule names cgroups by path, and the kernel compares ids: a path's id is its
+//! directory's inode, which changes when the cgroup is removed and made again (a service
+//! or a container restarted). [`SelectedCgroups`] keeps the kernel's set current by
+//! looking at the paths again every second; a connection made in the first second of a
+//! new incarnation may be missed.
 
-use aya::EbpfLoader;
-use tracer_common::{PortFilter, globals};
+use std::{
+    collections::BTreeMap,
+    fs,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+};
 
-/// Which connections to trace.
+use anyhow::{Context as _, Result, anyhow};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData},
+};
+use tracer_common::{PortFilter, SELECTED_CGROUPS_MAP, SelectorRules, globals};
+
+use crate::pipeline::workload::cgroups::cgroup2_mount;
+
+/// Which connections to trace: all its rules must match.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Selection {
     /// A connection is traced when its local or remote port is one of these.
     pub ports: Vec<u16>,
+    /// When not empty, its socket's cgroup must be one of these (paths from the cgroup2
+    /// mount, as the `cgroup` field prints them) or below one.
+    pub cgroups: Vec<String>,
 }
 
 /// The globals the selector's rules read in the kernel, built from a [`Selection`]. They
 /// live apart from it because the loader borrows them until the object is loaded.
 pub struct SelectorGlobals {
     port_filter: PortFilter,
+    rules: SelectorRules,
 }
 
 impl Selection {
     pub fn globals(&self) -> SelectorGlobals {
         SelectorGlobals {
             port_filter: PortFilter::with_ports(&self.ports),
+            rules: SelectorRules {
+                cgroups: u8::from(!self.cgroups.is_empty()),
+                _pad: [0; 7],
+            },
         }
     }
 }
@@ -31,5 +58,84 @@ impl SelectorGlobals {
     /// Sets every selector global of the object `loader` will load.
     pub fn set<'a>(&'a self, loader: &mut EbpfLoader<'a>) {
         loader.override_global(globals::PORT_FILTER, &self.port_filter, true);
+        loader.override_global(globals::SELECTOR_RULES, &self.rules, true);
     }
+}
+
+/// The selection's cgroups, found under the cgroup2 mount before anything is loaded.
+pub struct CgroupRule {
+    mount: PathBuf,
+    paths: Vec<String>,
+}
+
+impl CgroupRule {
+    /// The cgroup rule of `selection`; `None` without one. Every path must name a cgroup
+    /// now: a typo should not trace nothing in silence.
+    pub fn find(selection: &Selection) -> Result<Option<Self>> {
+        if selection.cgroups.is_empty() {
+            return Ok(None);
+        }
+        let mount = cgroup2_mount().ok_or_else(|| {
+            anyhow!("--cgroup needs cgroup v2, and this host has no cgroup2 mount")
+        })?;
+        for path in &selection.cgroups {
+            id_of(&mount, path).with_context(|| {
+                format!("no cgroup {path} under {} (--cgroup)", mount.display())
+            })?;
+        }
+        Ok(Some(Self {
+            mount,
+            paths: selection.cgroups.clone(),
+        }))
+    }
+
+    /// Fills the kernel's map of the selected cgroups in the loaded `ebpf`.
+    pub fn fill(self, ebpf: &mut Ebpf) -> Result<SelectedCgroups> {
+        let map = ebpf
+            .take_map(SELECTED_CGROUPS_MAP)
+            .ok_or_else(|| anyhow!("the eBPF object has no {SELECTED_CGROUPS_MAP} map"))?;
+        let mut selected = SelectedCgroups {
+            mount: self.mount,
+            ids: self.paths.into_iter().map(|path| (path, 0)).collect(),
+            map: HashMap::try_from(map)?,
+        };
+        selected.refresh()?;
+        Ok(selected)
+    }
+}
+
+/// The cgroups of the selection, as the kernel's map of their ids holds them.
+pub struct SelectedCgroups {
+    mount: PathBuf,
+    /// Each selected path's id when last looked at (0: no such cgroup then).
+    ids: BTreeMap<String, u64>,
+    map: HashMap<MapData, u64, u8>,
+}
+
+impl SelectedCgroups {
+    /// Looks at the paths again: a cgroup made again has a new id, a removed one none.
+    pub fn refresh(&mut self) -> Result<()> {
+        for (path, known) in &mut self.ids {
+            let now = id_of(&self.mount, path).unwrap_or(0);
+            if now == *known {
+                continue;
+            }
+            if *known != 0 {
+                // Gone already when the kernel removed it with its cgroup's last socket.
+                let _ = self.map.remove(known);
+            }
+            if now != 0 {
+                self.map
+                    .insert(now, 1, 0)
+                    .with_context(|| format!("cannot select the cgroup {path}"))?;
+            }
+            *known = now;
+        }
+        Ok(())
+    }
+}
+
+/// The id of the cgroup at `path` under `mount`: its directory's inode.
+fn id_of(mount: &Path, path: &str) -> Result<u64> {
+    Ok(fs::metadata(mount.join(path.trim_start_matches('/')))?.ino())
 }

@@ -162,30 +162,38 @@ impl Tracer {
 
     /// Reads lines until one satisfies `condition`, and returns it.
     pub fn wait_for(&mut self, what: &str, condition: impl Fn(&Value) -> bool) -> Value {
-        if let Some(line) = self.seen.iter().find(|line| condition(line)) {
-            return line.clone();
+        match self.line_within(DEADLINE, condition) {
+            Ok(line) => line,
+            Err(RecvTimeoutError::Timeout) => panic!(
+                "no line with {what} within {DEADLINE:?}\nlines: {:#?}\nstderr: {}",
+                self.seen,
+                self.stderr()
+            ),
+            Err(RecvTimeoutError::Disconnected) => panic!(
+                "tracer exited before printing {what} ({:?})\nlines: {:#?}\nstderr: {}",
+                self.child.wait(),
+                self.seen,
+                self.stderr()
+            ),
         }
-        let deadline = Instant::now() + DEADLINE;
+    }
+
+    /// The first line, seen or read within `timeout`, that satisfies `condition`.
+    pub fn line_within(
+        &mut self,
+        timeout: Duration,
+        condition: impl Fn(&Value) -> bool,
+    ) -> Result<Value, RecvTimeoutError> {
+        if let Some(line) = self.seen.iter().find(|line| condition(line)) {
+            return Ok(line.clone());
+        }
+        let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if condition(&line) {
-                        return line;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => panic!(
-                    "no line with {what} within {DEADLINE:?}\nlines: {:#?}\nstderr: {}",
-                    self.seen,
-                    self.stderr()
-                ),
-                Err(RecvTimeoutError::Disconnected) => panic!(
-                    "tracer exited before printing {what} ({:?})\nlines: {:#?}\nstderr: {}",
-                    self.child.wait(),
-                    self.seen,
-                    self.stderr()
-                ),
+            let line = self.lines.recv_timeout(left)?;
+            self.seen.push(line.clone());
+            if condition(&line) {
+                return Ok(line);
             }
         }
     }

@@ -15,8 +15,9 @@ type PaholeSteps = &'static [(&'static str, &'static str)];
 /// field for pahole. `sock.sk_timer` stands for the keepalive timer, which kernels
 /// with `inet_connection_sock.icsk_keepalive_timer` keep there instead; `sk_buff.cb`
 /// and `tcp_skb_cb` are resolved apart and added, as the layout does. The socket's
-/// cgroup is not here: its field differs before 5.15 (`sk_cgrp_data.val`), and the
-/// `workloads` integration test checks it in every guest of the kernel matrix.
+/// cgroup and a cgroup's parent are not here: their fields differ before 5.15
+/// (`sk_cgrp_data.val`) and from 6.15 (`kernfs_node.__parent`), and the `workloads`
+/// integration tests check both in every guest of the kernel matrix.
 const FIELDS: &[(&str, &str, PaholeSteps)] = &[
     (
         "sock",

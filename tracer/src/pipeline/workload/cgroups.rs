@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::event::TraceEvent;
+use crate::event::{Cgroup, TraceEvent};
 
 /// The least time between two walks of the cgroup tree.
 pub const WALK_EVERY: Duration = Duration::from_millis(200);
@@ -109,6 +109,31 @@ impl CgroupPaths {
     }
 }
 
+/// The cgroup (v2) of process `pid`, from `/proc/PID/cgroup`, with its id under `mount`:
+/// for the connections found open at start, whose sockets' own the dump does not give.
+pub fn process_cgroup(pid: u32, mount: &Path) -> Option<Cgroup> {
+    let lines = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let path = lines.lines().find_map(|line| line.strip_prefix("0::"))?;
+    let id = fs::metadata(mount.join(path.trim_start_matches('/')))
+        .ok()?
+        .ino();
+    Some(Cgroup {
+        id,
+        path: Some(path.into()),
+    })
+}
+
+/// Whether the cgroup at `path` is one of `selected` or below one.
+pub fn within(path: &str, selected: &[String]) -> bool {
+    selected.iter().any(|top| {
+        top == "/"
+            || path == top
+            || path
+                .strip_prefix(top.as_str())
+                .is_some_and(|rest| rest.starts_with('/'))
+    })
+}
+
 /// Adds every cgroup under `root` to `paths`, by the inode of its directory.
 fn walk(root: &Path, paths: &mut HashMap<u64, Arc<str>>) {
     let mut pending = vec![root.to_path_buf()];
@@ -140,6 +165,16 @@ fn walk(root: &Path, paths: &mut HashMap<u64, Arc<str>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cgroup_is_within_itself_and_its_ancestors_only() {
+        let selected = ["/system.slice/nginx.service".to_owned()];
+        assert!(within("/system.slice/nginx.service", &selected));
+        assert!(within("/system.slice/nginx.service/worker", &selected));
+        assert!(!within("/system.slice/nginx.service2", &selected));
+        assert!(!within("/system.slice", &selected));
+        assert!(within("/anything", &["/".to_owned()]));
+    }
 
     #[test]
     fn mountinfo_escapes_are_read() {

@@ -122,19 +122,7 @@ fn lines_and_records_name_the_sockets_cgroup() {
     let cgroup = TestCgroup::new(&root, &format!("tracer-test-{}", std::process::id()));
     let port = free_port("127.0.0.1");
     let mut tracer = Tracer::start(&[port]);
-    let join = format!(
-        "echo $$ > {}/cgroup.procs && exec \"$0\" \"$@\"",
-        cgroup.dir.display()
-    );
-    let mut helper = HelperProcess::spawn(
-        &["sh", "-c", &join],
-        "workloads::server_in_a_cgroup_of_its_own",
-        ("TRACER_CGROUP_SERVER_PORT", port.to_string()),
-    );
-    assert!(
-        helper.said("listening"),
-        "the server ended before listening"
-    );
+    let helper = cgroup.server(port);
 
     let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let (local, server) = (client.local_addr().unwrap(), client.peer_addr().unwrap());

@@ -4,9 +4,6 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::event::{
-    Accepted, ConnectionSummary, DataTurn, Existing, Keepalive, Reset, Retransmit, TimewaitEnd,
-};
 
 /// Lifecycles the kernel produces, with the record each must give.
 #[derive(Clone, Copy, Debug)]
@@ -121,18 +118,7 @@ fn story() -> impl Strategy<Value = Story> {
 }
 
 fn set_time(event: &mut TraceEvent, ns: u64) {
-    match event {
-        TraceEvent::StateChange(StateChange { meta, .. })
-        | TraceEvent::Reset(Reset { meta, .. })
-        | TraceEvent::Retransmit(Retransmit { meta, .. })
-        | TraceEvent::KeepaliveProbe(Keepalive { meta, .. })
-        | TraceEvent::KeepaliveTimeout(Keepalive { meta, .. })
-        | TraceEvent::DataTurn(DataTurn { meta, .. })
-        | TraceEvent::Summary(ConnectionSummary { meta, .. })
-        | TraceEvent::Accepted(Accepted { meta })
-        | TraceEvent::Existing(Existing { meta, .. })
-        | TraceEvent::TimewaitEnd(TimewaitEnd { meta, .. }) => meta.boot_ns = ns,
-    }
+    event.meta_mut().boot_ns = ns;
 }
 
 const SOCKS: u64 = 3;

@@ -145,6 +145,24 @@ impl FromStr for CgroupPath {
     }
 }
 
+/// A container id as `--container` takes it: 12 to 64 hex digits, lowercase.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerId(String);
+
+impl FromStr for ContainerId {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let id = text.trim().to_ascii_lowercase();
+        if !(12..=64).contains(&id.len()) || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "{text:?} is not a container id: 12 to 64 hex digits, as `docker ps` or `podman ps` show it (names are not resolved)"
+            ));
+        }
+        Ok(Self(id))
+    }
+}
+
 /// A file size such as `64KiB`, `100MB` or `1048576` (bytes), more than zero.
 fn file_size(text: &str) -> Result<u64, String> {
     match text.parse::<ByteSize>()?.as_u64() {
@@ -179,6 +197,19 @@ pub struct TraceArgs {
         num_args = 1
     )]
     pub cgroup: Vec<CgroupPath>,
+
+    /// Trace only the connections of this container (as --cgroup its cgroup): its id, or
+    /// its first 12 or more hex digits (`docker ps`, `podman ps`, `crictl ps`); repeat for
+    /// several. Found by the path of its cgroup (Docker, containerd, CRI-O, Podman), which
+    /// stays when it restarts. Names are not resolved (that needs the runtime's API).
+    #[arg(
+        long = "container",
+        value_name = "ID",
+        env = "TRACER_CONTAINER",
+        value_delimiter = ',',
+        num_args = 1
+    )]
+    pub container: Vec<ContainerId>,
 
     /// How to attach to the kernel: the best each hook can have (auto), or one mechanism
     /// for every hook that has it.
@@ -276,6 +307,14 @@ impl TraceArgs {
         paths
     }
 
+    /// The container ids, sorted, without repeats.
+    fn containers(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.container.iter().map(|c| c.0.clone()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
     /// How the output file rotates by size, if it does.
     fn rotation(&self) -> Option<Rotation> {
         self.rotate_size.map(|max_bytes| Rotation {
@@ -289,6 +328,7 @@ impl TraceArgs {
             selection: Selection {
                 ports: self.ports(),
                 cgroups: self.cgroups(),
+                containers: self.containers(),
             },
             attach: self.attach,
             ring_buffer_bytes: self.ring_buffer_size,
@@ -440,6 +480,17 @@ mod tests {
             cli.trace.cgroups(),
             vec!["/a".to_owned(), "/system.slice/nginx.service".to_owned()]
         );
+        let cli = parse(&["-p", "80", "--container", "0123456789AB,0123456789ab"]).unwrap();
+        assert_eq!(cli.trace.containers(), vec!["0123456789ab".to_owned()]);
+        for bad in ["0123456789a", "nginx-web-1", &"0".repeat(65)] {
+            assert_eq!(
+                parse(&["--port", "80", "--container", bad])
+                    .unwrap_err()
+                    .kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{bad:?}"
+            );
+        }
         for bad in ["system.slice", "/a/../b", "/./a", ""] {
             assert_eq!(
                 parse(&["--port", "80", "--cgroup", bad])
@@ -585,6 +636,7 @@ mod tests {
                 selection: Selection {
                     ports: vec![80, 8191],
                     cgroups: Vec::new(),
+                    containers: Vec::new(),
                 },
                 attach: AttachMode::Auto,
                 ring_buffer_bytes: 16 << 20,

@@ -166,10 +166,10 @@ fn watch<T: AsRawFd>(map: T) -> io::Result<AsyncFd<T>> {
 /// worth a warning, not a refusal to trace.
 ///
 /// The dump does not give a socket's cgroup: each connection takes its owner's, and under
-/// a cgroup rule only those whose owner is in a selected cgroup are kept (an orphaned
-/// socket, which no process holds, is in none).
-fn open_at_start(selection: &Selection) -> Vec<Existing> {
-    match existing::connections(&selection.ports, clock::boot_now_ns()) {
+/// a cgroup rule (`selected`) only those whose owner is in a selected cgroup are kept (an
+/// orphaned socket, which no process holds, is in none).
+fn open_at_start(ports: &[u16], selected: Option<&[String]>) -> Vec<Existing> {
+    match existing::connections(ports, clock::boot_now_ns()) {
         Ok(open) => {
             for warning in &open.warnings {
                 eprintln!("tracer: warning: {warning}");
@@ -181,14 +181,14 @@ fn open_at_start(selection: &Selection) -> Vec<Existing> {
                     .zip(mount.as_deref())
                     .and_then(|(owner, mount)| process_cgroup(owner.pid, mount));
             }
-            if !selection.cgroups.is_empty() {
+            if let Some(selected) = selected {
                 connections.retain(|existing| {
                     let path = existing
                         .meta
                         .cgroup
                         .as_ref()
                         .and_then(|c| c.path.as_deref());
-                    path.is_some_and(|path| within(path, &selection.cgroups))
+                    path.is_some_and(|path| within(path, selected))
                 });
             }
             connections
@@ -237,7 +237,7 @@ pub async fn run(config: TraceConfig) -> Result<()> {
     if let Some(metrics) = &mut metrics {
         metrics.watch_programs(&programs)?;
     }
-    let open_at_start = open_at_start(&config.selection);
+    let open_at_start = open_at_start(ports, cgroup_rule.as_ref().map(CgroupRule::paths));
     let mut selected_cgroups = cgroup_rule.map(|rule| rule.fill(&mut ebpf)).transpose()?;
     privileges::drop_all(version)?;
     let mut ring = Ring {

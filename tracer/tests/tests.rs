@@ -18,6 +18,8 @@
 //!   completed), judged by a capture and by what the application was told.
 //! - [`connections`]: connection records beyond the stories (connections open before
 //!   tracing started, the bound on open records).
+//! - [`containers`]: real containers (podman): the container on each record, and
+//!   `--container`. Not run in the kernel matrix's guests (no container runtime there).
 //! - [`replay`]: `tracer replay` of a recorded trace.
 //! - [`attach`]: `tracer check` and the attach plan against the running kernel; a new
 //!   hook or mechanism gets its test here.
@@ -50,6 +52,7 @@ mod support;
 mod accounting;
 mod attach;
 mod connections;
+mod containers;
 mod keepalive;
 mod metrics;
 mod outcomes;

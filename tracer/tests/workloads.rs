@@ -8,6 +8,7 @@ use std::{
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     process::Command,
+    sync::OnceLock,
     time::{Duration, Instant},
 };
 
@@ -16,9 +17,14 @@ use serde_json::Value;
 use crate::support::{DEADLINE, HelperProcess, PacketDrop, Tracer, free_port, shared};
 
 /// Where cgroup2 is mounted (the first `cgroup2` line of `/proc/self/mountinfo`); a
-/// kernel-matrix guest mounts none, so the test mounts one, as a node running only
-/// cgroup2 has it.
+/// kernel-matrix guest mounts none, so the first test to ask mounts one, as a node
+/// running only cgroup2 has it.
 fn cgroup2_root() -> PathBuf {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(find_or_mount_cgroup2).clone()
+}
+
+fn find_or_mount_cgroup2() -> PathBuf {
     let find = || {
         fs::read_to_string("/proc/self/mountinfo")
             .unwrap()

@@ -20,13 +20,20 @@ use crate::{run, toolchain, workspace_root};
 /// Debian packages the tests use: iproute2 and nftables cut a connection's traffic;
 /// prometheus (the server and `promtool`) scrapes and checks `--metrics-addr`; tcpdump
 /// captures the traffic the records are compared with; util-linux's setpriv and unshare
-/// run the tracer unprivileged.
+/// run the tracer unprivileged; podman with runc (this host's hybrid cgroups refuse
+/// crun), the CNI plugins its port publishing uses and busybox-static (the image's only
+/// program) run real containers.
 const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "nftables",
     "prometheus",
     "tcpdump",
     "util-linux",
+    "podman",
+    "runc",
+    "containernetworking-plugins",
+    "iptables",
+    "busybox-static",
 ];
 
 /// Debian packages only the test suite's other checks use: systemd-analyze verifies the

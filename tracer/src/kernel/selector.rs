@@ -23,7 +23,10 @@ use aya::{
 };
 use tracer_common::{PortFilter, SELECTED_CGROUPS_MAP, SelectorRules, globals};
 
-use crate::pipeline::workload::cgroups::cgroup2_mount;
+use crate::pipeline::workload::{
+    cgroups::{all_paths, cgroup2_mount},
+    container::container_cgroup,
+};
 
 /// Which connections to trace: all its rules must match.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -31,8 +34,11 @@ pub struct Selection {
     /// A connection is traced when its local or remote port is one of these.
     pub ports: Vec<u16>,
     /// When not empty, its socket's cgroup must be one of these (paths from the cgroup2
-    /// mount, as the `cgroup` field prints them) or below one.
+    /// mount, as the `cgroup` field prints them) or below one...
     pub cgroups: Vec<String>,
+    /// ...or the cgroup of one of these containers (ids, or their first 12 or more hex
+    /// digits), found by its path at start.
+    pub containers: Vec<String>,
 }
 
 /// The globals the selector's rules read in the kernel, built from a [`Selection`]. They
@@ -43,11 +49,16 @@ pub struct SelectorGlobals {
 }
 
 impl Selection {
+    /// Whether the socket's cgroup decides too.
+    pub fn has_cgroup_rule(&self) -> bool {
+        !(self.cgroups.is_empty() && self.containers.is_empty())
+    }
+
     pub fn globals(&self) -> SelectorGlobals {
         SelectorGlobals {
             port_filter: PortFilter::with_ports(&self.ports),
             rules: SelectorRules {
-                cgroups: u8::from(!self.cgroups.is_empty()),
+                cgroups: u8::from(self.has_cgroup_rule()),
                 _pad: [0; 7],
             },
         }
@@ -69,27 +80,42 @@ pub struct CgroupRule {
 }
 
 impl CgroupRule {
-    /// The cgroup rule of `selection`; `None` without one. Every path must name a cgroup
-    /// now: a typo should not trace nothing in silence.
+    /// The cgroup rule of `selection`, its containers found by their cgroups' paths;
+    /// `None` without one. Every path and container must be there now: a typo should not
+    /// trace nothing in silence.
     pub fn find(selection: &Selection) -> Result<Option<Self>> {
-        if selection.cgroups.is_empty() {
+        if !selection.has_cgroup_rule() {
             return Ok(None);
         }
         let mount = cgroup2_mount().ok_or_else(|| {
-            anyhow!("--cgroup needs cgroup v2, and this host has no cgroup2 mount")
+            anyhow!("--cgroup and --container need cgroup v2, and this host has no cgroup2 mount")
         })?;
         for path in &selection.cgroups {
             id_of(&mount, path).with_context(|| {
                 format!("no cgroup {path} under {} (--cgroup)", mount.display())
             })?;
         }
-        Ok(Some(Self {
-            mount,
-            paths: selection.cgroups.clone(),
-        }))
+        let mut paths = selection.cgroups.clone();
+        if !selection.containers.is_empty() {
+            let all = all_paths(&mount);
+            for id in &selection.containers {
+                let path =
+                    container_cgroup(id, &all).map_err(|why| anyhow!("{why} (--container)"))?;
+                paths.push(path.to_owned());
+            }
+        }
+        paths.sort_unstable();
+        paths.dedup();
+        Ok(Some(Self { mount, paths }))
     }
 
-    /// Fills the kernel's map of the selected cgroups in the loaded `ebpf`.
+    /// The selected cgroups' paths.
+    pub fn paths(&self) -> &[String] {
+        &self.paths
+    }
+
+    /// Fills the kernel's map of the selected cgroups in the loaded `ebpf`. A container's
+    /// path stays when it restarts (its id does), so it is followed like any path.
     pub fn fill(self, ebpf: &mut Ebpf) -> Result<SelectedCgroups> {
         let map = ebpf
             .take_map(SELECTED_CGROUPS_MAP)

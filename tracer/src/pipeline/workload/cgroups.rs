@@ -134,6 +134,13 @@ pub fn within(path: &str, selected: &[String]) -> bool {
     })
 }
 
+/// The paths of every cgroup under `root` (the cgroup2 mount).
+pub fn all_paths(root: &Path) -> Vec<Arc<str>> {
+    let mut paths = HashMap::new();
+    walk(root, &mut paths);
+    paths.into_values().collect()
+}
+
 /// Adds every cgroup under `root` to `paths`, by the inode of its directory.
 fn walk(root: &Path, paths: &mut HashMap<u64, Arc<str>>) {
     let mut pending = vec![root.to_path_buf()];

@@ -77,6 +77,28 @@ pub fn container_of(path: &str) -> Option<Container> {
         })
 }
 
+/// The cgroup of the container whose id is, or starts with, `id` (at least 12 hex
+/// digits, as `docker ps` and `podman ps` show it) among `paths`: the shallowest path
+/// naming it (the container may have cgroups of its own below). An error names the
+/// cause: no such container, or a prefix that names several.
+pub fn container_cgroup<'p>(id: &str, paths: &'p [impl AsRef<str>]) -> Result<&'p str, String> {
+    let mut found: Vec<(&str, String)> = paths
+        .iter()
+        .map(AsRef::as_ref)
+        .filter_map(|path| {
+            let container = container_of(path)?;
+            container.id.starts_with(id).then_some((path, container.id))
+        })
+        .collect();
+    found.sort_by_key(|(path, _)| path.matches('/').count());
+    let ids: std::collections::BTreeSet<&String> = found.iter().map(|(_, id)| id).collect();
+    match (found.first(), ids.len()) {
+        (None, _) => Err(format!("no container {id} has a cgroup on this host")),
+        (Some((path, _)), 1) => Ok(path),
+        (Some(_), n) => Err(format!("{id} is the start of {n} containers' ids")),
+    }
+}
+
 /// The pod of the cgroup at `path`.
 pub fn pod_of(path: &str) -> Option<Pod> {
     if !path.split('/').any(|c| c.starts_with("kubepods")) {
@@ -155,6 +177,28 @@ mod tests {
         ] {
             assert_eq!(container(path), None, "{path}");
         }
+    }
+
+    #[test]
+    fn a_container_id_or_its_start_names_its_own_cgroup() {
+        let other = format!("{}{}", &ID[..12], "0".repeat(52));
+        let paths = [
+            "/".to_owned(),
+            format!("/system.slice/docker-{ID}.scope/init.scope"),
+            format!("/system.slice/docker-{ID}.scope"),
+            format!("/machine.slice/libpod-{other}.scope"),
+        ];
+        let own = format!("/system.slice/docker-{ID}.scope");
+        assert_eq!(container_cgroup(ID, &paths), Ok(own.as_str()));
+        assert_eq!(container_cgroup(&ID[..13], &paths), Ok(own.as_str()));
+        assert_eq!(
+            container_cgroup(&ID[..12], &paths),
+            Err(format!("{} is the start of 2 containers' ids", &ID[..12]))
+        );
+        assert_eq!(
+            container_cgroup("abcdefabcdef", &paths),
+            Err("no container abcdefabcdef has a cgroup on this host".to_owned())
+        );
     }
 
     #[test]

@@ -1,0 +1,191 @@
+//! Real containers: Debian's podman (with the runc runtime, which this host's hybrid
+//! cgroups need) runs two containers from an image imported offline (a root file system
+//! holding `busybox-static`), each serving HTTP on the same port in its own network
+//! namespace. Each record names its container as podman does, and `--container` traces
+//! one container's connections and none of the other's. Not run in the kernel matrix's
+//! guests, which carry no container runtime; the cgroup attribution and selection it
+//! relies on are checked there by `workloads`.
+
+use std::{
+    fs,
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    os::unix::fs::symlink,
+    process::{Command, Stdio},
+    sync::OnceLock,
+};
+
+use serde_json::Value;
+
+use crate::support::{Tracer, free_port, shared, wait_until};
+
+/// The image, imported once per test process.
+const IMAGE: &str = "localhost/tracer-test-busybox:latest";
+/// The port the containers' servers listen on, inside their network namespaces.
+const PORT: u16 = 8080;
+
+/// `podman --runtime runc ARGS`, its output; panics with podman's error.
+fn podman(args: &[&str]) -> String {
+    let output = Command::new("podman")
+        .args(["--runtime", "runc"])
+        .args(args)
+        .output()
+        .expect("cannot run podman (cargo xtask setup installs it)");
+    assert!(
+        output.status.success(),
+        "podman {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+/// Imports [`IMAGE`]: a root file system of `/bin/busybox` (static) with its `httpd` and
+/// `sh`, and a page to serve. No registry is reachable, nor needed.
+fn image() -> &'static str {
+    static IMPORTED: OnceLock<()> = OnceLock::new();
+    IMPORTED.get_or_init(|| {
+        let root = std::env::temp_dir().join(format!("tracer-test-rootfs-{}", std::process::id()));
+        let bin = root.join("bin");
+        fs::create_dir_all(&bin).unwrap();
+        fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
+        for applet in ["sh", "httpd"] {
+            let _ = fs::remove_file(bin.join(applet));
+            symlink("busybox", bin.join(applet)).unwrap();
+        }
+        fs::create_dir_all(root.join("www")).unwrap();
+        fs::write(root.join("www/index.html"), "pong\n").unwrap();
+        let mut tar = Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .args(["-c", "."])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let imported = Command::new("podman")
+            .args(["import", "-", IMAGE])
+            .stdin(tar.stdout.take().unwrap())
+            .output()
+            .unwrap();
+        assert!(tar.wait().unwrap().success());
+        assert!(
+            imported.status.success(),
+            "podman import: {}",
+            String::from_utf8_lossy(&imported.stderr)
+        );
+        let _ = fs::remove_dir_all(&root);
+    });
+    IMAGE
+}
+
+/// A container serving [`PORT`], published on the host's loopback at `host_port`;
+/// removed when dropped.
+struct Container {
+    id: String,
+    host_port: u16,
+}
+
+impl Container {
+    fn start(host_port: u16) -> Self {
+        let publish = format!("127.0.0.1:{host_port}:{PORT}");
+        let id = podman(&[
+            "run",
+            "-d",
+            // Root here lacks CAP_SYS_RESOURCE: the default limits cannot be set.
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=4096:4096",
+            "-p",
+            &publish,
+            image(),
+            "/bin/httpd",
+            "-f",
+            "-p",
+            &PORT.to_string(),
+            "-h",
+            "/www",
+        ]);
+        let container = Self { id, host_port };
+        wait_until("the container's server", || container.request().is_some());
+        container
+    }
+
+    /// One HTTP request through the published port: the client's end, when answered.
+    fn request(&self) -> Option<SocketAddr> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.host_port)).ok()?;
+        stream.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).ok()?;
+        answer
+            .contains("pong")
+            .then(|| stream.local_addr().unwrap())
+    }
+
+    /// The cgroup path of its process, as podman made it.
+    fn cgroup(&self) -> String {
+        let pid = podman(&["inspect", "--format", "{{.State.Pid}}", &self.id]);
+        let lines = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        lines
+            .lines()
+            .find_map(|line| line.strip_prefix("0::"))
+            .unwrap()
+            .to_owned()
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("podman")
+            .args(["--runtime", "runc", "rm", "-f", "-t", "0", &self.id])
+            .output();
+    }
+}
+
+/// Two containers serving the same port. A tracer of that port names each server's
+/// container in its record (the id podman reports, runtime `podman`); a tracer started
+/// with `--container` and the first container's short id gives lines of that container
+/// only.
+#[test]
+fn records_name_their_container_and_a_container_selection_keeps_to_it() {
+    let _machine = shared();
+    let (a, b) = (
+        Container::start(free_port("127.0.0.1")),
+        Container::start(free_port("127.0.0.1")),
+    );
+    assert_eq!(a.id.len(), 64, "podman run -d prints the full id: {}", a.id);
+    let mut all = Tracer::start(&[PORT]);
+    let mut command = Tracer::command(&[PORT]);
+    command.args(["--container", &a.id[..12]]);
+    let mut only_a = Tracer::spawn(command);
+    b.request().expect("B answers");
+    a.request().expect("A answers");
+
+    let server_record = |tracer: &mut Tracer, container: &Container| {
+        tracer.wait_for("a record of the container's server", |l| {
+            l["event"] == "connection"
+                && l["role"] == "server"
+                && l["container"]["id"] == container.id.as_str()
+        })
+    };
+    for container in [&a, &b] {
+        let record = server_record(&mut all, container);
+        assert_eq!(
+            (&record["container"]["runtime"], &record["cgroup"]["path"]),
+            (&Value::from("podman"), &Value::from(container.cgroup())),
+            "{record:#}"
+        );
+        assert_eq!(
+            record["local"].as_str().unwrap().rsplit(':').next(),
+            Some("8080")
+        );
+    }
+    server_record(&mut only_a, &a);
+    let (_, lines) = only_a.stop();
+    for line in lines
+        .iter()
+        .filter(|l| l["event"] != "tracer_start" && l["event"] != "tracer_stop")
+    {
+        let path = line["cgroup"]["path"].as_str().unwrap_or_default();
+        assert!(path.contains(&a.id), "a line not of A's: {line}");
+    }
+}

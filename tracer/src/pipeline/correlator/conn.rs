@@ -201,6 +201,20 @@ impl Conn {
             .established(ns, sample, first_synack_retransmit_ns, client);
     }
 
+    /// The events a server socket the kernel made for a handshake and then discarded has
+    /// had, when this is one: it entered SYN_RECV and then CLOSE, and nothing else
+    /// happened to it. (Two CPUs taking the client's ACK and its first data at once each
+    /// make a socket for the connection; the kernel keeps one and closes the other.)
+    pub(super) fn discarded_child_events(&self) -> Option<u64> {
+        let states: Vec<TcpState> = self.states.iter().map(|(state, _)| state).collect();
+        let untouched = self.exchanges.last_data_ns().is_none()
+            && self.resets_sent == 0
+            && self.resets_received == 0
+            && self.retransmits == 0;
+        (self.role == Role::Server && states == [TcpState::SynRecv, TcpState::Close] && untouched)
+            .then(|| 2 + u64::from(self.summary.seen))
+    }
+
     /// Lets go of what it shares with other records (its owner, its cgroup), so a freed
     /// slot keeps neither alive in the interning tables.
     pub(super) fn release_shared(&mut self) {

@@ -409,6 +409,21 @@ impl Correlator {
                 .established(meta.boot_ns, sample, first_retransmit);
         }
         if new == Close {
+            if let Some(events) = self.table.conn(slot).discarded_child_events()
+                && self.table.iter().any(|other| {
+                    other.sock != meta.sock
+                        && !other.closed
+                        && other.role == Role::Server
+                        && other.local.get(other.v4) == meta.local
+                        && other.remote.get(other.v4) == meta.remote
+                })
+            {
+                // The connection is the other socket's: this one is not a record.
+                self.table.take_kept(slot);
+                self.table.remove(slot);
+                self.stats.ignored_events += events;
+                return;
+            }
             let conn = self.table.conn_mut(slot);
             conn.closed = true;
             self.closing.push_back((slot, conn.conn_id));

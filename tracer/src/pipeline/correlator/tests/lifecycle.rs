@@ -444,3 +444,47 @@ fn listeners_found_at_start_decide_roles_in_their_own_network_namespace() {
     );
     assert_eq!(pod.at_start, None);
 }
+
+/// Two CPUs took the client's ACK and its first data at once, and each made a server
+/// socket for the connection: the kernel kept one and closed the other (SYN_RECV ->
+/// CLOSE). The discarded one is no connection of its own: one record, the kept socket's,
+/// and the other's three events counted as matching no record.
+#[test]
+fn a_server_socket_the_kernel_discarded_for_its_twin_is_no_record() {
+    let kept = Side::server(0xb, 49320);
+    let discarded = Side::server(0xc, 49320);
+    let t = 1000 * MS;
+    let (outputs, stats) = run_with(
+        config(16),
+        &[
+            kept.state(t, Listen, SynRecv),
+            discarded.state(t + 2 * US, Listen, SynRecv),
+            kept.established(t + 3 * US, Some(23), 0),
+            discarded.summary(
+                t + 5 * US,
+                None,
+                Totals {
+                    bytes_acked: 0,
+                    bytes_received: 0,
+                    retransmits: 0,
+                    ..TOTALS
+                },
+            ),
+            discarded.state(t + 5 * US, SynRecv, Close),
+            kept.turn(t + 100 * US, Direction::Received),
+            kept.summary(t + 2 * MS, None, TOTALS),
+            kept.state(t + 2 * MS, Established, Close),
+        ],
+    );
+    let [Output::Connection(record)] = &outputs[..] else {
+        panic!("{outputs:#?}");
+    };
+    assert_eq!(record.sock, 0xb);
+    assert_eq!(stats.ignored_events, 3);
+    // Alone, the same socket's SYN_RECV -> CLOSE is a record (its listener closed, say).
+    let alone = one(&[
+        discarded.state(t, Listen, SynRecv),
+        discarded.state(t + 5 * US, SynRecv, Close),
+    ]);
+    assert_eq!(alone.sock, 0xc);
+}

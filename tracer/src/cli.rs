@@ -163,6 +163,14 @@ impl FromStr for ContainerId {
     }
 }
 
+/// `values`, sorted, without repeats: how every repeatable option is resolved.
+fn sorted_unique<T: Ord>(values: impl IntoIterator<Item = T>) -> Vec<T> {
+    let mut values: Vec<T> = values.into_iter().collect();
+    values.sort_unstable();
+    values.dedup();
+    values
+}
+
 /// A file size such as `64KiB`, `100MB` or `1048576` (bytes), more than zero.
 fn file_size(text: &str) -> Result<u64, String> {
     match text.parse::<ByteSize>()?.as_u64() {
@@ -293,26 +301,17 @@ fn parse_ring_size(text: &str) -> Result<u32, String> {
 impl TraceArgs {
     /// The ports, sorted, without repeats.
     fn ports(&self) -> Vec<u16> {
-        let mut ports: Vec<u16> = self.port.iter().flat_map(|list| list.0.clone()).collect();
-        ports.sort_unstable();
-        ports.dedup();
-        ports
+        sorted_unique(self.port.iter().flat_map(|list| list.0.clone()))
     }
 
     /// The cgroup paths, sorted, without repeats.
     fn cgroups(&self) -> Vec<String> {
-        let mut paths: Vec<String> = self.cgroup.iter().map(|p| p.0.clone()).collect();
-        paths.sort_unstable();
-        paths.dedup();
-        paths
+        sorted_unique(self.cgroup.iter().map(|path| path.0.clone()))
     }
 
     /// The container ids, sorted, without repeats.
     fn containers(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.container.iter().map(|c| c.0.clone()).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        ids
+        sorted_unique(self.container.iter().map(|id| id.0.clone()))
     }
 
     /// How the output file rotates by size, if it does.

@@ -206,13 +206,15 @@ impl Conn {
     /// happened to it. (Two CPUs taking the client's ACK and its first data at once each
     /// make a socket for the connection; the kernel keeps one and closes the other.)
     pub(super) fn discarded_child_events(&self) -> Option<u64> {
-        let states: Vec<TcpState> = self.states.iter().map(|(state, _)| state).collect();
-        let untouched = self.exchanges.last_data_ns().is_none()
+        // Checked at every CLOSE: cheapest first, and without allocating.
+        let discarded = self.role == Role::Server
             && self.resets_sent == 0
             && self.resets_received == 0
-            && self.retransmits == 0;
-        (self.role == Role::Server && states == [TcpState::SynRecv, TcpState::Close] && untouched)
-            .then(|| 2 + u64::from(self.summary.seen))
+            && self.retransmits == 0
+            && self.exchanges.last_data_ns().is_none()
+            && (self.states.iter().map(|(state, _)| state))
+                .eq([TcpState::SynRecv, TcpState::Close]);
+        discarded.then(|| 2 + u64::from(self.summary.seen))
     }
 
     /// Lets go of what it shares with other records (its owner, its cgroup), so a freed

@@ -255,7 +255,8 @@ pub struct Direction {
     /// answers the peer's FIN alone came from the listener (the kernel kept no timewait
     /// socket: a timewait socket in FIN_WAIT2 takes a FIN), which every kernel traces.
     fin_acked_alone: bool,
-    timewait_resets: u32,
+    /// The first reset this side sent came from a timewait socket.
+    first_reset_timewait: bool,
     pub keepalive_probes: u32,
     /// The next sequence number after the highest byte sent.
     next_seq: Option<u32>,
@@ -361,9 +362,11 @@ impl WireConnection {
             return;
         }
         if segment.rst {
+            if direction.first_reset_ns.is_none() {
+                direction.first_reset_timewait = direction.fin_acked_alone && refuses_data;
+                direction.first_reset_ns = Some(segment.ns);
+            }
             direction.resets += 1;
-            direction.timewait_resets += u32::from(direction.fin_acked_alone && refuses_data);
-            direction.first_reset_ns.get_or_insert(segment.ns);
             return;
         }
         let new_bytes = match direction.next_seq {
@@ -426,7 +429,7 @@ impl WireConnection {
         } else {
             &self.to_client
         };
-        sent.timewait_resets > 0 && !kernel_traces_timewait_resets()
+        sent.first_reset_timewait && !kernel_traces_timewait_resets()
     }
 
     /// The payload bytes the socket at `local` sent (acknowledged) and received, as a
@@ -684,14 +687,12 @@ impl Wire {
             "outcome: the wire says one of {outcomes:?}: {}",
             context()
         );
-        let untraced_resets = if kernel_traces_timewait_resets() {
-            0
-        } else {
-            sent.timewait_resets
-        };
+        // A socket sends one reset: it closes with it (a full socket) or is removed (a
+        // timewait socket), so any later reset from this side found no socket (it answers
+        // a segment that was in flight).
         assert_eq!(
             record["resets_sent"],
-            sent.resets - untraced_resets,
+            u32::from(sent.resets > 0 && !wire.sends_untraced_resets(local)),
             "resets sent: {}",
             context()
         );

@@ -99,8 +99,9 @@ impl OutputArgs {
     }
 }
 
-/// Ports to trace as one argument: `8191`, or several separated by commas or spaces
-/// (`80,443` or `"80 443"`, handy in `TRACER_PORT`).
+/// Ports to trace as one argument: `8191`, a range `8000-8100` (both ends included), or
+/// several of them separated by commas or spaces (`80,443` or `"80 443"`, handy in
+/// `TRACER_PORT`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PortList(Vec<u16>);
 
@@ -108,14 +109,28 @@ impl FromStr for PortList {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        let ports = text
+        let port = |text: &str| match text.parse::<u16>() {
+            Ok(0) | Err(_) => Err(format!("{text:?} is not a port (1 to 65535)")),
+            Ok(port) => Ok(port),
+        };
+        let mut ports = Vec::new();
+        for item in text
             .split(|c: char| c == ',' || c.is_whitespace())
-            .filter(|port| !port.is_empty())
-            .map(|port| match port.parse::<u16>() {
-                Ok(0) | Err(_) => Err(format!("{port:?} is not a port (1 to 65535)")),
-                Ok(port) => Ok(port),
-            })
-            .collect::<Result<Vec<u16>, String>>()?;
+            .filter(|item| !item.is_empty())
+        {
+            match item.split_once('-') {
+                Some((first, last)) => {
+                    let (first, last) = (port(first)?, port(last)?);
+                    if first > last {
+                        return Err(format!(
+                            "{item:?} is a range upside down (did you mean {last}-{first}?)"
+                        ));
+                    }
+                    ports.extend(first..=last);
+                }
+                None => ports.push(port(item)?),
+            }
+        }
         if ports.is_empty() {
             return Err("no port given".to_owned());
         }
@@ -181,8 +196,8 @@ fn file_size(text: &str) -> Result<u64, String> {
 
 #[derive(Debug, Args)]
 pub struct TraceArgs {
-    /// Trace TCP connections with this local or remote port; repeat, or separate several
-    /// with commas or spaces.
+    /// Trace TCP connections with this local or remote port, or a port in this range
+    /// (`8000-8100`); repeat, or separate several with commas or spaces.
     #[arg(
         long = "port",
         short = 'p',
@@ -455,7 +470,11 @@ mod tests {
     fn ports_list_with_commas_and_spaces() {
         let cli = parse(&["--port", "443, 80 8191", "-p", "22"]).unwrap();
         assert_eq!(cli.trace.ports(), vec![22, 80, 443, 8191]);
-        for bad in ["", " , ", "80,x", "80,0"] {
+        let cli = parse(&["--port", "8190-8192,80", "-p", "8191-8191"]).unwrap();
+        assert_eq!(cli.trace.ports(), vec![80, 8190, 8191, 8192]);
+        for bad in [
+            "", " , ", "80,x", "80,0", "90-80", "0-80", "80-", "80,-80", "1-2-3",
+        ] {
             assert_eq!(
                 parse(&["--port", bad]).unwrap_err().kind(),
                 ErrorKind::ValueValidation,

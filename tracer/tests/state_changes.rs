@@ -184,6 +184,39 @@ fn several_ports_are_traced() {
     }
 }
 
+/// `--port FIRST-LAST` traces every port of the range, and not the port after it.
+#[test]
+fn a_port_range_is_traced_whole_and_alone() {
+    let _machine = shared();
+    // Three free ports in a row: the range's two and the one just beyond.
+    let (first, last, beyond) = loop {
+        let first = free_port("127.0.0.1");
+        let (last, beyond) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
+        if (last, beyond) == (first + 1, first + 2) {
+            break (first, last, beyond);
+        }
+    };
+    let mut command = Tracer::command(&[]);
+    command.args(["--port", &format!("{first}-{last}")]);
+    let mut tracer = Tracer::spawn(command);
+    assert_eq!(tracer.seen[0]["ports"], serde_json::json!([first, last]));
+    exchange("127.0.0.1", beyond);
+    for port in [first, last] {
+        let (server, client) = exchange("127.0.0.1", port);
+        tracer.wait_for("the client's CLOSE", |l| {
+            is_change(l, client, server, "CLOSE")
+        });
+    }
+    let (_, lines) = tracer.stop();
+    let beyond = format!(":{beyond}\"");
+    for line in &lines {
+        assert!(
+            !line.to_string().contains(&beyond),
+            "the port after the range in {line}"
+        );
+    }
+}
+
 #[test]
 fn closed_stdout_ends_the_tracer_quietly() {
     let _machine = shared();
@@ -226,7 +259,9 @@ fn closed_stdout_ends_the_tracer_quietly() {
     assert!(!stderr.contains("panic"), "{stderr}");
 }
 
-fn run_failing(args: &[&str], as_nobody: bool) -> String {
+/// Runs tracer with `args`, which must fail with `code` (2: a bad command line, 1: bad
+/// input found later), and returns what it wrote to stderr.
+fn run_failing(args: &[&str], as_nobody: bool, code: i32) -> String {
     let mut command = Command::new(tracer_bin());
     command.args(args);
     if as_nobody {
@@ -234,11 +269,7 @@ fn run_failing(args: &[&str], as_nobody: bool) -> String {
     }
     let output = command.output().unwrap();
     let stderr = String::from_utf8(output.stderr).unwrap();
-    assert_eq!(
-        output.status.code(),
-        Some(if args.contains(&"0") { 2 } else { 1 }),
-        "{stderr}"
-    );
+    assert_eq!(output.status.code(), Some(code), "{stderr}");
     assert!(output.stdout.is_empty());
     assert!(!stderr.contains("panicked"), "{stderr}");
     stderr
@@ -247,22 +278,28 @@ fn run_failing(args: &[&str], as_nobody: bool) -> String {
 #[test]
 fn bad_input_is_one_clear_error() {
     let _machine = shared();
-    let stderr = run_failing(&["--port", "0"], false);
+    let stderr = run_failing(&["--port", "0"], false, 2);
     assert!(
         stderr.contains("invalid value '0' for '--port <PORT>'"),
+        "{stderr}"
+    );
+    let stderr = run_failing(&["--port", "8100-8000"], false, 2);
+    assert!(
+        stderr.contains("\"8100-8000\" is a range upside down (did you mean 8000-8100?)"),
         "{stderr}"
     );
 
     let stderr = run_failing(
         &["--port", "8191", "--output", "/nonexistent/dir/out.json"],
         false,
+        1,
     );
     assert_eq!(
         stderr,
         "tracer: cannot open /nonexistent/dir/out.json: No such file or directory (os error 2)\n"
     );
 
-    let stderr = run_failing(&["--port", "8191", "--cgroup", "/no/such/cgroup"], false);
+    let stderr = run_failing(&["--port", "8191", "--cgroup", "/no/such/cgroup"], false, 1);
     // Where cgroup2 is not mounted (a matrix guest before a test mounts it), the error
     // says that instead.
     assert!(
@@ -273,7 +310,7 @@ fn bad_input_is_one_clear_error() {
         "{stderr}"
     );
 
-    let stderr = run_failing(&["--port", "8191"], true);
+    let stderr = run_failing(&["--port", "8191"], true, 1);
     assert_eq!(
         stderr,
         "tracer: missing CAP_BPF and CAP_PERFMON: tracer needs CAP_BPF to load its eBPF programs and CAP_PERFMON to attach them; run it as root or grant them (see docs/deploy.md)\n"

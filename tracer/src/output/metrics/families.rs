@@ -3,9 +3,18 @@
 //! connections, the programs' cost) or every few seconds (TIME_WAIT sockets). Every family is declared in every scrape from the
 //! start, observed or not, so dashboards and alerts find it. Labels are the traced `port` a
 //! connection matched and its `role`, never addresses, pids or sockets: the number of series
-//! is bounded by the ports traced. docs/metrics.md lists the families.
+//! is bounded by the ports traced. With more than [`DECLARED_PORTS`] ports (a range), the
+//! per-port series appear with a port's first connection instead of at start, so a range of
+//! thousands of ports does not declare tens of thousands of zeros. docs/metrics.md lists the
+//! families.
 
-use std::{collections::BTreeMap, fmt, net::SocketAddr, sync::Arc};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    hash::Hash,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder},
@@ -59,6 +68,41 @@ const REQUEST_BUCKETS: &[f64] = &[
     0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0,
 ];
 
+/// Up to this many traced ports, every per-port series is declared (zero) at start.
+pub const DECLARED_PORTS: usize = 16;
+
+/// A gauge family set from a whole sample at a time: a series the last sample had and this
+/// one lacks goes back to zero (it stays in the scrape, as a declared series would).
+#[derive(Clone, Debug)]
+struct SampledGauges<L> {
+    family: Family<L, Gauge>,
+    sampled: Arc<Mutex<BTreeSet<L>>>,
+}
+
+impl<L: Clone + Ord + Hash + EncodeLabelSet + fmt::Debug + Send + Sync + 'static> SampledGauges<L> {
+    fn new(family: Family<L, Gauge>) -> Self {
+        Self {
+            family,
+            sampled: Arc::default(),
+        }
+    }
+
+    fn declare(&self, labels: L) {
+        self.family.get_or_create_owned(&labels);
+    }
+
+    fn set(&self, sample: BTreeMap<L, i64>) {
+        let mut sampled = self.sampled.lock().unwrap_or_else(|e| e.into_inner());
+        for gone in sampled.iter().filter(|labels| !sample.contains_key(labels)) {
+            self.family.get_or_create(gone).set(0);
+        }
+        for (labels, value) in &sample {
+            self.family.get_or_create(labels).set(*value);
+        }
+        *sampled = sample.into_keys().collect();
+    }
+}
+
 /// How a family learns its histograms' buckets.
 #[derive(Clone, Copy, Debug)]
 struct Buckets(&'static [f64]);
@@ -98,7 +142,7 @@ struct ResetLabels {
     reason: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 struct PortLabel {
     port: u16,
 }
@@ -189,8 +233,8 @@ pub struct Families {
     ports: TracedPorts,
     connections: Family<ConnectionLabels, Counter>,
     failures: Family<FailureLabels, Counter>,
-    open_connections: Family<PortRole, Gauge>,
-    time_wait_sockets: Family<PortLabel, Gauge>,
+    open_connections: SampledGauges<PortRole>,
+    time_wait_sockets: SampledGauges<PortLabel>,
     handshake: Histograms,
     duration: Histograms,
     idle_before_close: Histograms,
@@ -240,13 +284,13 @@ impl Families {
                 "Connections that failed (every closed record's outcome but completed), by traced port, role and outcome",
                 Family::default(),
             ),
-            open_connections: declare(
+            open_connections: SampledGauges::new(declare(
                 r,
                 "open_connections",
                 "Connections open now, by traced port and role",
                 Family::default(),
-            ),
-            time_wait_sockets: declare(
+            )),
+            time_wait_sockets: SampledGauges::new(declare(
                 r,
                 "time_wait_sockets",
                 &format!(
@@ -254,7 +298,7 @@ impl Families {
                     TIME_WAIT_PERIOD.as_secs()
                 ),
                 Family::default(),
-            ),
+            )),
             handshake: histograms(
                 r,
                 "handshake_seconds",
@@ -355,7 +399,12 @@ impl Families {
     }
 
     fn zero_series(&self) {
-        for &port in self.ports.0.iter() {
+        let declared: &[u16] = if self.ports.0.len() <= DECLARED_PORTS {
+            &self.ports.0
+        } else {
+            &[]
+        };
+        for &port in declared {
             for connection_role in Role::ALL {
                 let role = connection_role.name();
                 for initiator in CloseInitiator::ALL {
@@ -378,8 +427,11 @@ impl Families {
                 }
             }
             self.retransmits.get_or_create_owned(&PortLabel { port });
-            self.time_wait_sockets
-                .get_or_create_owned(&PortLabel { port });
+            self.time_wait_sockets.declare(PortLabel { port });
+            for connection_role in Role::ALL {
+                let role = connection_role.name();
+                self.open_connections.declare(PortRole { port, role });
+            }
             self.keepalive_timeouts
                 .get_or_create_owned(&PortLabel { port });
             for fate in ProbeFate::ALL {
@@ -396,7 +448,6 @@ impl Families {
             self.records
                 .get_or_create_owned(&RecordLabel { record: end.name() });
         }
-        self.open_connections(std::iter::empty());
     }
 
     /// Tracing started: the build and the hooks.
@@ -531,17 +582,6 @@ impl Families {
     /// The connections open now, as (role, local end, remote end).
     pub fn open_connections(&self, open: impl Iterator<Item = (Role, SocketAddr, SocketAddr)>) {
         let mut counts: BTreeMap<PortRole, i64> = BTreeMap::new();
-        for &port in self.ports.0.iter() {
-            for connection_role in Role::ALL {
-                counts.insert(
-                    PortRole {
-                        port,
-                        role: connection_role.name(),
-                    },
-                    0,
-                );
-            }
-        }
         for (connection_role, local, remote) in open {
             let port = self.ports.matched(local, remote);
             *counts
@@ -551,19 +591,19 @@ impl Families {
                 })
                 .or_default() += 1;
         }
-        for (series, count) in counts {
-            self.open_connections.get_or_create(&series).set(count);
-        }
+        self.open_connections.set(counts);
     }
 
-    /// The TIME_WAIT sockets of each traced port now. Ports not in `counts` keep their
-    /// value.
+    /// The TIME_WAIT sockets of each traced port now (ports without any left out).
     pub fn time_wait_sockets(&self, counts: &BTreeMap<u16, u64>) {
-        for (&port, &count) in counts {
-            self.time_wait_sockets
-                .get_or_create(&PortLabel { port })
-                .set(i64::try_from(count).unwrap_or(i64::MAX));
-        }
+        self.time_wait_sockets.set(
+            counts
+                .iter()
+                .map(|(&port, &count)| {
+                    (PortLabel { port }, i64::try_from(count).unwrap_or(i64::MAX))
+                })
+                .collect(),
+        );
     }
 
     /// The programs' cost as the kernel counts it now.
@@ -660,6 +700,48 @@ mod tests {
         let text = exposition(&registry);
         assert!(
             text.contains("tracer_time_wait_sockets{port=\"8191\"} 0\n"),
+            "{text}"
+        );
+    }
+
+    /// A range of ports declares no per-port series at start; a port's series appear with
+    /// its first sample and go back to zero, not away, when the next sample lacks it.
+    #[test]
+    fn a_range_of_ports_declares_series_as_they_are_seen() {
+        let mut registry = Registry::with_prefix("tracer");
+        let ports: Vec<u16> = (8000..=8100).collect();
+        let families = Families::register(&mut registry, &ports);
+        let text = exposition(&registry);
+        assert!(!text.contains("port=\"8000\""), "{text}");
+        assert!(
+            text.contains("# TYPE tracer_time_wait_sockets gauge\n"),
+            "{text}"
+        );
+
+        families.time_wait_sockets(&BTreeMap::from([(8050, 3)]));
+        let ends = |local: &str, remote: &str| (local.parse().unwrap(), remote.parse().unwrap());
+        let (local, remote) = ends("127.0.0.1:41000", "127.0.0.1:8077");
+        families.open_connections([(Role::Client, local, remote)].into_iter());
+        let text = exposition(&registry);
+        assert!(
+            text.contains("tracer_time_wait_sockets{port=\"8050\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tracer_open_connections{port=\"8077\",role=\"client\"} 1\n"),
+            "{text}"
+        );
+        assert!(!text.contains("port=\"8051\""), "{text}");
+
+        families.time_wait_sockets(&BTreeMap::new());
+        families.open_connections(std::iter::empty());
+        let text = exposition(&registry);
+        assert!(
+            text.contains("tracer_time_wait_sockets{port=\"8050\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tracer_open_connections{port=\"8077\",role=\"client\"} 0\n"),
             "{text}"
         );
     }

@@ -36,8 +36,9 @@ pub use reset::{NO_REASON, RESET_RECEIVED, RESET_SENT, Reset};
 pub use retransmit::{RETRANSMIT_SEGMENT, RETRANSMIT_SYNACK, Retransmit};
 pub use ring::{EMIT_COUNTS_MAP, EVENTS_MAP, EmitCounts, MIN_RING_BYTES, RingConfig};
 pub use selector::{
-    CGROUP_DEPTH, PORTS, PORTS_WORDS, PortFilter, SELECTED_CGROUPS, SELECTED_CGROUPS_MAP,
-    SelectorRules,
+    CGROUP_DEPTH, NET_KEY_BITS, NET_KEY_V4_PREFIX, PORTS, PORTS_WORDS, PortFilter,
+    SELECTED_CGROUPS, SELECTED_CGROUPS_MAP, SELECTED_NETS, SELECTED_NETS_MAP, SelectorRules,
+    net_key_v4,
 };
 pub use state_change::{
     CLOSE_ALL_ACKED, CLOSE_FIN_RECEIVED, Close, NO_DATA, NO_STATE, StateChange, TCP_CLOSE,

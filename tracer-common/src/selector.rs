@@ -55,7 +55,10 @@ pub struct SelectorRules {
     /// 1: the connection's socket must be in a cgroup of [`SELECTED_CGROUPS_MAP`] or
     /// below one (up to [`CGROUP_DEPTH`] levels).
     pub cgroups: u8,
-    pub _pad: [u8; 7],
+    /// 1: the connection's local or remote address must be in a network of
+    /// [`SELECTED_NETS_MAP`].
+    pub nets: u8,
+    pub _pad: [u8; 6],
 }
 
 // SAFETY: plain `#[repr(C)]` data with explicit padding, valid for any bit pattern.
@@ -70,3 +73,22 @@ pub const SELECTED_CGROUPS: u32 = 256;
 /// Levels of a socket's cgroup and its ancestors compared with the selection: deeper
 /// than a Kubernetes container's cgroup (six below the root with the systemd driver).
 pub const CGROUP_DEPTH: usize = 12;
+
+/// The selected networks, an LPM trie keyed by [`net_key`] addresses (value unused).
+pub const SELECTED_NETS_MAP: &str = "SELECTED_NETS";
+/// Networks the selection names at most.
+pub const SELECTED_NETS: u32 = 256;
+/// Bits of a [`net_key`] address.
+pub const NET_KEY_BITS: u32 = 128;
+/// Where an IPv4 address sits in a [`net_key`]: after the 96 bits of `::ffff:0:0/96`.
+pub const NET_KEY_V4_PREFIX: u32 = 96;
+
+/// An address as the net rule's trie keys it: IPv6 as it is, IPv4 mapped to IPv6
+/// (`::ffff:a.b.c.d`, RFC 4291), so one trie holds both families and an IPv4 peer of an
+/// IPv6 socket matches its IPv4 network.
+#[inline(always)]
+pub const fn net_key_v4(v4: [u8; 4]) -> [u8; 16] {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3],
+    ]
+}

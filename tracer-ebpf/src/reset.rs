@@ -26,7 +26,6 @@ static RECEIVE_RESET_LAYOUT: TracepointLayout = TracepointLayout::ABSENT;
 
 #[inline(always)]
 fn reset(ctx: &TracePointContext, layout: &TracepointLayout, direction: u8) {
-    let ports = record::ports(ctx, &layout.endpoints);
     let sock = record::field::<u64>(ctx, layout.skaddr).unwrap_or(0);
     // Resets are few: the state is read before the selector, which needs to know whether
     // the socket is a full one (a timewait or request socket, or none, has no cgroup).
@@ -40,10 +39,7 @@ fn reset(ctx: &TracePointContext, layout: &TracepointLayout, direction: u8) {
     } else {
         EventSocket::Full(sock)
     };
-    if ports
-        .and_then(|ports| select(Candidate::Record(ports, socket)))
-        .is_none()
-    {
+    if select(Candidate::Record(ctx, &layout.endpoints, socket)).is_none() {
         return;
     }
     let Some(mut endpoints) = record::endpoints(ctx, &layout.endpoints) else {

@@ -26,11 +26,7 @@ fn retransmit(
     socket: EventSocket,
     owner: EventSocket,
 ) {
-    let ports = record::ports(ctx, &layout.endpoints);
-    if ports
-        .and_then(|ports| select(Candidate::Record(ports, owner)))
-        .is_none()
-    {
+    if select(Candidate::Record(ctx, &layout.endpoints, owner)).is_none() {
         return;
     }
     let Some(endpoints) = record::endpoints(ctx, &layout.endpoints) else {

@@ -5,13 +5,18 @@
 //! systemd units and containers. Values with names (`--emit`, `--format`, `--attach`) are
 //! read through their type's vocabulary, the same one the output writes.
 
-use std::{net::SocketAddr, path::PathBuf, str::FromStr};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    str::FromStr,
+};
 
 use bytesize::ByteSize;
 use clap::{
     Args, Parser, Subcommand,
     builder::{PossibleValuesParser, TypedValueParser},
 };
+use ipnet::IpNet;
 
 use crate::{
     daemon::TraceConfig,
@@ -160,6 +165,32 @@ impl FromStr for CgroupPath {
     }
 }
 
+/// A network as `--net` takes it: a CIDR (`10.0.0.0/8`, `fd00::/8`) without host bits, or
+/// one address (a /32 or /128).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Network(IpNet);
+
+impl FromStr for Network {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let net = match text.parse::<IpNet>() {
+            Ok(net) => net,
+            Err(_) => text.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
+                format!("{text:?} is not a network: a CIDR such as 10.0.0.0/8 or fd00::/8, or one address")
+            })?,
+        };
+        if net.trunc() != net {
+            return Err(format!(
+                "{text:?} has host bits set (did you mean {}?)",
+                net.trunc()
+            ));
+        }
+        Ok(Self(net))
+    }
+}
+
 /// A container id as `--container` takes it: 12 to 64 hex digits, lowercase.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ContainerId(String);
@@ -233,6 +264,18 @@ pub struct TraceArgs {
         num_args = 1
     )]
     pub container: Vec<ContainerId>,
+
+    /// Trace only the connections whose local or remote address is in this network: a
+    /// CIDR (`10.0.0.0/8`, `fd00::/8`) or one address; repeat, or separate with commas,
+    /// for several. An IPv4 network also matches IPv4 peers of IPv6 sockets (`::ffff:...`).
+    #[arg(
+        long = "net",
+        value_name = "CIDR",
+        env = "TRACER_NET",
+        value_delimiter = ',',
+        num_args = 1
+    )]
+    pub net: Vec<Network>,
 
     /// How to attach to the kernel: the best each hook can have (auto), or one mechanism
     /// for every hook that has it.
@@ -329,6 +372,11 @@ impl TraceArgs {
         sorted_unique(self.container.iter().map(|id| id.0.clone()))
     }
 
+    /// The networks, sorted, without repeats.
+    fn nets(&self) -> Vec<IpNet> {
+        sorted_unique(self.net.iter().map(|net| net.0))
+    }
+
     /// How the output file rotates by size, if it does.
     fn rotation(&self) -> Option<Rotation> {
         self.rotate_size.map(|max_bytes| Rotation {
@@ -343,6 +391,7 @@ impl TraceArgs {
                 ports: self.ports(),
                 cgroups: self.cgroups(),
                 containers: self.containers(),
+                nets: self.nets(),
             },
             attach: self.attach,
             ring_buffer_bytes: self.ring_buffer_size,
@@ -480,6 +529,33 @@ mod tests {
                 ErrorKind::ValueValidation,
                 "{bad:?}"
             );
+        }
+    }
+
+    #[test]
+    fn networks_are_cidrs_without_host_bits_or_single_addresses() {
+        let cli = parse(&[
+            "--port",
+            "80",
+            "--net",
+            "10.0.0.0/8, ::1",
+            "--net",
+            "127.0.0.2",
+            "--net",
+            "10.0.0.0/8",
+        ])
+        .unwrap();
+        let nets: Vec<String> = cli.trace.nets().iter().map(ToString::to_string).collect();
+        assert_eq!(nets, ["10.0.0.0/8", "127.0.0.2/32", "::1/128"]);
+        for (bad, why) in [
+            ("10.0.0.1/8", "has host bits set (did you mean 10.0.0.0/8?)"),
+            ("fd00::1/8", "has host bits set (did you mean fd00::/8?)"),
+            ("10.0.0.0/33", "is not a network"),
+            ("example.com", "is not a network"),
+        ] {
+            let error = parse(&["--port", "80", "--net", bad]).unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::ValueValidation, "{bad:?}");
+            assert!(error.to_string().contains(why), "{bad:?}: {error}");
         }
     }
 
@@ -655,6 +731,7 @@ mod tests {
                     ports: vec![80, 8191],
                     cgroups: Vec::new(),
                     containers: Vec::new(),
+                    nets: Vec::new(),
                 },
                 attach: AttachMode::Auto,
                 ring_buffer_bytes: 16 << 20,

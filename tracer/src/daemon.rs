@@ -22,7 +22,7 @@ use tokio::{
 
 use crate::{
     clock::{self, WallClock},
-    event::{Existing, TraceEvent},
+    event::{Existing, TcpState, TraceEvent},
     kernel::{
         attach::{self, AttachMode, Hook, LoadOptions, Probes},
         preflight, privileges, program_stats,
@@ -167,15 +167,21 @@ fn watch<T: AsRawFd>(map: T) -> io::Result<AsyncFd<T>> {
 ///
 /// The dump does not give a socket's cgroup: each connection takes its owner's, and under
 /// a cgroup rule (`selected`) only those whose owner is in a selected cgroup are kept (an
-/// orphaned socket, which no process holds, is in none).
-fn open_at_start(ports: &[u16], selected: Option<&[String]>) -> Vec<Existing> {
-    match existing::connections(ports, clock::boot_now_ns()) {
+/// orphaned socket, which no process holds, is in none). The net rule applies as in the
+/// kernel.
+fn open_at_start(selection: &Selection, selected: Option<&[String]>) -> Vec<Existing> {
+    match existing::connections(&selection.ports, clock::boot_now_ns()) {
         Ok(open) => {
             for warning in &open.warnings {
                 eprintln!("tracer: warning: {warning}");
             }
             let mount = cgroup2_mount();
             let mut connections = open.connections;
+            // Listeners stay: the roles of the connections on their ports need them.
+            connections.retain(|existing| {
+                existing.state == TcpState::Listen
+                    || selection.nets_select(existing.meta.local.ip(), existing.meta.remote.ip())
+            });
             for existing in &mut connections {
                 existing.meta.cgroup = (existing.meta.process.as_ref())
                     .zip(mount.as_deref())
@@ -237,7 +243,11 @@ pub async fn run(config: TraceConfig) -> Result<()> {
     if let Some(metrics) = &mut metrics {
         metrics.watch_programs(&programs)?;
     }
-    let open_at_start = open_at_start(ports, cgroup_rule.as_ref().map(CgroupRule::paths));
+    config.selection.fill_nets(&mut ebpf)?;
+    let open_at_start = open_at_start(
+        &config.selection,
+        cgroup_rule.as_ref().map(CgroupRule::paths),
+    );
     let mut selected_cgroups = cgroup_rule.map(|rule| rule.fill(&mut ebpf)).transpose()?;
     privileges::drop_all(version)?;
     let mut ring = Ring {

@@ -217,6 +217,37 @@ fn a_port_range_is_traced_whole_and_alone() {
     }
 }
 
+/// `--net` selects a connection by either end's address, IPv4 and IPv6: on loopback,
+/// 127.0.0.2/32 and ::1/128 are traced, 127.0.0.3 is not.
+#[test]
+fn networks_select_by_either_address() {
+    let _machine = shared();
+    let port = free_port("127.0.0.1");
+    let mut command = Tracer::command(&[port]);
+    command.args(["--net", "127.0.0.2/32", "--net", "::1/128"]);
+    let mut tracer = Tracer::spawn(command);
+    exchange("127.0.0.3", port);
+    for ip in ["127.0.0.2", "::1"] {
+        let (server, client) = exchange(ip, port);
+        tracer.wait_for("the client's CLOSE", |l| {
+            is_change(l, client, server, "CLOSE")
+        });
+        tracer.wait_for("the server side's CLOSE", |l| {
+            l["event"] == "state_change"
+                && l["local"] == server.to_string()
+                && l["remote"] == client.to_string()
+                && l["new_state"] == "CLOSE"
+        });
+    }
+    let (_, lines) = tracer.stop();
+    for line in &lines {
+        assert!(
+            !line.to_string().contains("127.0.0.3"),
+            "a connection outside the networks in {line}"
+        );
+    }
+}
+
 #[test]
 fn closed_stdout_ends_the_tracer_quietly() {
     let _machine = shared();

@@ -3,6 +3,9 @@
 //! one place that reads it back. A new selector rule adds its field to [`Selection`] and
 //! its global in [`SelectorGlobals`].
 //!
+//! The net rule is an LPM trie of networks, IPv4 ones as IPv4-mapped IPv6
+//! ([`tracer_common::net_key_v4`]), filled once after load ([`Selection::fill_nets`]).
+//!
 //! The cgroup rule names cgroups by path, and the kernel compares ids: a path's id is its
 //! directory's inode, which changes when the cgroup is removed and made again (a service
 //! or a container restarted). [`SelectedCgroups`] keeps the kernel's set current by
@@ -12,6 +15,7 @@
 use std::{
     collections::BTreeMap,
     fs,
+    net::IpAddr,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
 };
@@ -19,9 +23,16 @@ use std::{
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData},
+    maps::{
+        HashMap, MapData,
+        lpm_trie::{Key, LpmTrie},
+    },
 };
-use tracer_common::{PortFilter, SELECTED_CGROUPS_MAP, SelectorRules, globals};
+use ipnet::IpNet;
+use tracer_common::{
+    NET_KEY_V4_PREFIX, PortFilter, SELECTED_CGROUPS_MAP, SELECTED_NETS, SELECTED_NETS_MAP,
+    SelectorRules, globals, net_key_v4,
+};
 
 use crate::pipeline::workload::{
     cgroups::{all_paths, cgroup2_mount},
@@ -39,6 +50,8 @@ pub struct Selection {
     /// ...or the cgroup of one of these containers (ids, or their first 12 or more hex
     /// digits), found by its path at start.
     pub containers: Vec<String>,
+    /// When not empty, its local or remote address must be in one of these networks.
+    pub nets: Vec<IpNet>,
 }
 
 /// The globals the selector's rules read in the kernel, built from a [`Selection`]. They
@@ -59,9 +72,50 @@ impl Selection {
             port_filter: PortFilter::with_ports(&self.ports),
             rules: SelectorRules {
                 cgroups: u8::from(self.has_cgroup_rule()),
-                _pad: [0; 7],
+                nets: u8::from(!self.nets.is_empty()),
+                _pad: [0; 6],
             },
         }
+    }
+
+    /// Whether the net rule lets a connection between `local` and `remote` through (as the
+    /// kernel's rule decides: for the connections found open at start).
+    pub fn nets_select(&self, local: IpAddr, remote: IpAddr) -> bool {
+        self.nets.is_empty()
+            || [local, remote].iter().any(|addr| {
+                self.nets
+                    .iter()
+                    .any(|net| net.contains(&addr.to_canonical()))
+            })
+    }
+
+    /// Fills the kernel's trie of the selected networks in the loaded `ebpf`.
+    pub fn fill_nets(&self, ebpf: &mut Ebpf) -> Result<()> {
+        if self.nets.is_empty() {
+            return Ok(());
+        }
+        if self.nets.len() > SELECTED_NETS as usize {
+            return Err(anyhow!(
+                "{} networks given with --net; tracer selects at most {SELECTED_NETS}",
+                self.nets.len()
+            ));
+        }
+        let map = ebpf
+            .map_mut(SELECTED_NETS_MAP)
+            .ok_or_else(|| anyhow!("the eBPF object has no {SELECTED_NETS_MAP} map"))?;
+        let mut trie: LpmTrie<&mut MapData, [u8; 16], u8> = LpmTrie::try_from(map)?;
+        for net in &self.nets {
+            let (bits, data) = match net {
+                IpNet::V4(v4) => (
+                    NET_KEY_V4_PREFIX + u32::from(v4.prefix_len()),
+                    net_key_v4(v4.network().octets()),
+                ),
+                IpNet::V6(v6) => (u32::from(v6.prefix_len()), v6.network().octets()),
+            };
+            trie.insert(&Key::new(bits, data), 1, 0)
+                .with_context(|| format!("cannot select the network {net}"))?;
+        }
+        Ok(())
     }
 }
 

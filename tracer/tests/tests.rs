@@ -20,6 +20,9 @@
 //!   tracing started, the bound on open records).
 //! - [`containers`]: real containers (podman): the container on each record, and
 //!   `--container`. Not run in the kernel matrix's guests (no container runtime there).
+//! - [`fleet`]: the records loaded into the real ClickHouse engine (chdb) by the table of
+//!   docs/deploy.md, and its queries answered from them. Not run in the kernel matrix's
+//!   guests (no Python there).
 //! - [`replay`]: `tracer replay` of a recorded trace.
 //! - [`attach`]: `tracer check` and the attach plan against the running kernel; a new
 //!   hook or mechanism gets its test here.
@@ -53,6 +56,7 @@ mod accounting;
 mod attach;
 mod connections;
 mod containers;
+mod fleet;
 mod keepalive;
 mod metrics;
 mod outcomes;

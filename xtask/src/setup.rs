@@ -8,7 +8,6 @@
 
 use std::{
     env,
-    path::PathBuf,
     process::Command,
     time::{Duration, Instant},
 };
@@ -37,7 +36,7 @@ const TEST_PACKAGES: &[&str] = &[
 ];
 
 /// Debian packages only the test suite's other checks use: systemd-analyze verifies the
-/// unit, logrotate reads its configuration, python3-venv holds the Kubernetes validator,
+/// unit, logrotate reads its configuration, python3-venv holds the Kubernetes validator and chdb,
 /// bpftool counts the soak's eBPF map entries, g++ builds libFuzzer, dwarves' pahole
 /// cross-checks the offsets the BTF unit tests resolve.
 const CHECK_PACKAGES: &[&str] = &[
@@ -52,8 +51,10 @@ const CHECK_PACKAGES: &[&str] = &[
 /// cargo-fuzz (crates.io), which builds and runs the fuzz targets.
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
-/// The Kubernetes schema validator, from PyPI, with the schemas inside (works offline).
-const KUBERNETES_VALIDATE: (&str, &str) = ("kubernetes-validate", "1.37.0");
+/// The Python packages the deployment tests run, from PyPI, pinned: the Kubernetes schema
+/// validator (the schemas inside: works offline) and chdb (the ClickHouse engine, in
+/// process, for the documented table and queries).
+const DEPLOY_TOOLS: &[(&str, &str)] = &[("kubernetes-validate", "1.37.0"), ("chdb", "4.4.0")];
 
 fn is_root() -> bool {
     Command::new("id")
@@ -192,32 +193,40 @@ fn ensure_bpf_linker(nightly: &toolchain::PinnedToolchain, llvm_major: u32) -> R
     toolchain::bpf_linker(nightly, llvm_major).map(|_| ())
 }
 
-/// `kubernetes-validate`, in a Python virtual environment of its own under `target/`.
-pub fn kubernetes_validate() -> PathBuf {
-    workspace_root().join("target/deploy-tools/bin/kubernetes-validate")
-}
-
-fn ensure_kubernetes_validate() -> Result<()> {
-    let (package, version) = KUBERNETES_VALIDATE;
-    let validator = kubernetes_validate();
-    let installed = Command::new(&validator)
-        .arg("--version")
+/// The deployment tests' Python packages ([`DEPLOY_TOOLS`]), in a virtual environment of
+/// their own under `target/deploy-tools`.
+fn ensure_deploy_tools() -> Result<()> {
+    let venv = workspace_root().join("target/deploy-tools");
+    let pip = venv.join("bin/pip");
+    let wanted: Vec<String> = DEPLOY_TOOLS
+        .iter()
+        .map(|(package, version)| format!("{package}=={version}"))
+        .collect();
+    // `pip freeze` lists what is installed as `name==version`.
+    let installed = Command::new(&pip)
+        .arg("freeze")
         .output()
-        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains(version));
-    if installed {
+        .map(|out| String::from_utf8_lossy(&out.stdout).to_lowercase())
+        .unwrap_or_default();
+    if wanted
+        .iter()
+        .all(|w| installed.lines().any(|line| line == w))
+    {
         return Ok(());
     }
-    println!("xtask: installing {package} {version} (PyPI) into target/deploy-tools");
-    let venv = workspace_root().join("target/deploy-tools");
-    // Debian's Python (python3-venv), whatever else is first on PATH.
-    run(Command::new("/usr/bin/python3")
-        .args(["-m", "venv", "--clear"])
-        .arg(&venv))?;
-    run(Command::new(venv.join("bin/pip")).args([
-        "install",
-        "--quiet",
-        &format!("{package}=={version}"),
-    ]))
+    println!(
+        "xtask: installing {} (PyPI) into target/deploy-tools",
+        wanted.join(", ")
+    );
+    if !pip.exists() {
+        // Debian's Python (python3-venv), whatever else is first on PATH.
+        run(Command::new("/usr/bin/python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv))?;
+    }
+    run(Command::new(&pip)
+        .args(["install", "--quiet"])
+        .args(&wanted))
 }
 
 pub fn ensure_cargo_fuzz() -> Result<()> {
@@ -245,7 +254,7 @@ pub fn ensure_cargo_fuzz() -> Result<()> {
 /// bpftool.
 pub fn ensure_test_tools() -> Result<()> {
     ensure_packages(CHECK_PACKAGES)?;
-    ensure_kubernetes_validate()?;
+    ensure_deploy_tools()?;
     ensure_cargo_fuzz()
 }
 

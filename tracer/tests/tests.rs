@@ -44,8 +44,9 @@
 //! it loads the machine or changes state other tests would see (`accounting`, the
 //! rotations under load, the metrics scenario, `privileges`). A new test does the same.
 //!
-//! The kernel matrix (`cargo xtask vm-test`) runs this binary in each guest: once with
-//! `--skip metrics::` (guests carry no Prometheus) in the first attach mode, and with the
+//! The kernel matrix (`cargo xtask vm-test`) runs this binary in each guest: every module
+//! but `metrics`, `containers` and `fleet` (guests carry no Prometheus, podman or Python)
+//! in the first attach mode, and with the
 //! filters `state_changes:: keepalive:: stories::` in the others, since only those
 //! depend on the attach mode (`xtask/src/vm/init.sh`). A test whose outcome depends on
 //! the mode belongs in one of those three modules.

@@ -789,3 +789,102 @@ fn dashboard_queries_are_promql_on_the_families() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// docs/metrics.md's alert rules, as the doc prints them: `promtool check rules` accepts
+/// them, and `promtool test rules` fires them on series taken from a real scrape. One
+/// traced port sees a completed connection, another only refused connects: with those
+/// series repeating each minute, `TcpResetsHigh` fires for the second port's clients
+/// alone, and the alerts on timeouts and lost events stay quiet.
+#[test]
+fn the_documented_alert_rules_fire_on_a_real_scrape() {
+    let _machine = shared();
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md"))
+        .unwrap();
+    let rules = doc
+        .split("## What to alert on")
+        .nth(1)
+        .and_then(|section| section.split("```yaml\n").nth(1))
+        .and_then(|block| block.split("```").next())
+        .expect("docs/metrics.md has a yaml block under \"What to alert on\"");
+
+    let (completed, refused) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
+    let (mut tracer, metrics) = start_with_metrics(&[completed, refused], &[]);
+    let (client, server) = connected_pair(completed);
+    let client_end = ends(&client).0;
+    close(client, server);
+    assert!(TcpStream::connect(("127.0.0.1", refused)).is_err());
+    for (what, port) in [
+        ("the completed client's record", client_end.port()),
+        ("the refused record", 0),
+    ] {
+        tracer.wait_for(what, |l| {
+            l["event"] == "connection"
+                && if port == 0 {
+                    l["remote"] == format!("127.0.0.1:{refused}")
+                } else {
+                    l["local"] == client_end.to_string()
+                }
+        });
+    }
+    let (_, exposition) = scrape(metrics, None);
+    // Each counter's sample from the scrape, growing by as much again every minute.
+    let series: Vec<Value> = exposition
+        .lines()
+        .filter(|line| {
+            [
+                "tracer_connections_total{",
+                "tracer_keepalive_timeouts_total{",
+                "tracer_events_lost_total ",
+            ]
+            .iter()
+            .any(|family| line.starts_with(family))
+        })
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            let value: u64 = value.parse().unwrap();
+            serde_json::json!({ "series": series, "values": format!("0+{value}x40") })
+        })
+        .collect();
+    assert!(
+        series
+            .iter()
+            .any(|s| s["series"].as_str().unwrap().contains("reset_received")),
+        "no reset in the scrape:\n{exposition}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rules.yml"), rules).unwrap();
+    let alert = |name: &str, alerts: Value| serde_json::json!({ "eval_time": "30m", "alertname": name, "exp_alerts": alerts });
+    let tests = serde_json::json!({
+        "rule_files": ["rules.yml"],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": series,
+            "alert_rule_test": [
+                alert("TcpResetsHigh", serde_json::json!([
+                    { "exp_labels": { "port": refused.to_string(), "role": "client" } }
+                ])),
+                alert("TcpKeepaliveTimeouts", serde_json::json!([])),
+                alert("TracerLosingEvents", serde_json::json!([])),
+            ],
+        }],
+    });
+    std::fs::write(dir.path().join("tests.yml"), tests.to_string()).unwrap();
+    for args in [
+        ["check", "rules", "rules.yml"],
+        ["test", "rules", "tests.yml"],
+    ] {
+        let output = Command::new("promtool")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("cannot run promtool (Debian's prometheus package: cargo xtask setup)");
+        assert!(
+            output.status.success(),
+            "promtool {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}

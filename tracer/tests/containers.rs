@@ -2,7 +2,9 @@
 //! cgroups need) runs two containers from an image imported offline (a root file system
 //! holding `busybox-static`), each serving HTTP on the same port in its own network
 //! namespace. Each record names its container as podman does, and `--container` traces
-//! one container's connections and none of the other's. Not run in the kernel matrix's
+//! one container's connections and none of the other's. tracer's own image (built by
+//! `cargo xtask image`, which `cargo xtask test` runs first) runs with what the DaemonSet
+//! grants and traces the host. Not run in the kernel matrix's
 //! guests, which carry no container runtime; the cgroup attribution and selection it
 //! relies on are checked there by `workloads`.
 
@@ -188,4 +190,148 @@ fn records_name_their_container_and_a_container_selection_keeps_to_it() {
         let path = line["cgroup"]["path"].as_str().unwrap_or_default();
         assert!(path.contains(&a.id), "a line not of A's: {line}");
     }
+}
+
+/// The image `cargo xtask image` builds (deploy/Dockerfile), as `cargo xtask test` builds
+/// it before the tests.
+const TRACER_IMAGE: &str = "localhost/tracer:0.1.0";
+
+/// What the DaemonSet grants its container, read from the manifest: the capabilities it
+/// adds (it drops all others) and whether it shares the host's network and pids.
+fn daemonset_grants() -> (Vec<String>, bool, bool) {
+    let manifest = fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/kubernetes/daemonset.yaml"
+    ))
+    .unwrap();
+    let setting = |key: &str| {
+        manifest
+            .lines()
+            .find_map(|line| line.trim().strip_prefix(key))
+            .unwrap_or_else(|| panic!("the DaemonSet has no {key}"))
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(setting("drop:"), r#"["ALL"]"#);
+    let added: Vec<String> = serde_json::from_str(&setting("add:")).unwrap();
+    (
+        added,
+        setting("hostNetwork:") == "true",
+        setting("hostPID:") == "true",
+    )
+}
+
+/// The image runs as the DaemonSet runs it: the manifest's capabilities and host
+/// namespaces (not `--privileged`), a read-only root, no new privileges, tracefs and BTF
+/// mounted read-only, the log directory from the host. It traces a port of the host: the
+/// records arrive in the file, the metrics endpoint answers, tracer holds no capability
+/// once attached, and SIGTERM (`podman stop`) ends it with a `tracer_stop` line and exit 0.
+#[test]
+fn the_image_runs_as_the_daemonset_runs_it() {
+    let _machine = shared();
+    let present = Command::new("podman")
+        .args(["image", "exists", TRACER_IMAGE])
+        .status()
+        .unwrap();
+    assert!(
+        present.success(),
+        "no image {TRACER_IMAGE}: run cargo xtask image"
+    );
+    let (capabilities, host_network, host_pid) = daemonset_grants();
+    assert!(
+        host_network && host_pid,
+        "the test reaches the tracer through both"
+    );
+    let (port, metrics_port) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
+    let logs = tempfile::tempdir().unwrap();
+    let volume = |host: &str, inside: &str, mode: &str| format!("{host}:{inside}:{mode}");
+    let id = podman(&[
+        "run",
+        "-d",
+        "--network",
+        "host",
+        "--pid",
+        "host",
+        "--read-only",
+        "--security-opt",
+        "no-new-privileges",
+        "--cap-drop",
+        "all",
+        "--cap-add",
+        &capabilities.join(","),
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=4096:4096",
+        "-v",
+        &volume("/sys/kernel/tracing", "/sys/kernel/tracing", "ro"),
+        "-v",
+        &volume("/sys/kernel/btf", "/sys/kernel/btf", "ro"),
+        "-v",
+        &volume(logs.path().to_str().unwrap(), "/var/log/tracer", "rw"),
+        "-e",
+        &format!("TRACER_PORT={port}"),
+        "-e",
+        &format!("TRACER_METRICS_ADDR=127.0.0.1:{metrics_port}"),
+        "-e",
+        "TRACER_EMIT=connections",
+        "-e",
+        "TRACER_OUTPUT=/var/log/tracer/tracer.json",
+        TRACER_IMAGE,
+    ]);
+    let container = Container { id, host_port: 0 };
+    let file = logs.path().join("tracer.json");
+    let lines = || -> Vec<Value> {
+        fs::read_to_string(&file)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    };
+    wait_until("tracer_start in the file", || {
+        lines().iter().any(|l| l["event"] == "tracer_start")
+    });
+
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    let client_end = client.local_addr().unwrap().to_string();
+    drop(client);
+    drop(server);
+    wait_until("both records in the file", || {
+        lines()
+            .iter()
+            .filter(|l| {
+                l["event"] == "connection"
+                    && (l["local"] == client_end.as_str() || l["remote"] == client_end.as_str())
+            })
+            .count()
+            == 2
+    });
+    let metrics = ureq::get(&format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "tracer_connections_total{{port=\"{port}\",role=\"client\""
+        )),
+        "{metrics}"
+    );
+    let pid = podman(&["inspect", "--format", "{{.State.Pid}}", &container.id]);
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status.lines().any(|l| l == "CapEff:\t0000000000000000"),
+        "tracer keeps capabilities after attaching:\n{status}"
+    );
+
+    podman(&["stop", "-t", "10", &container.id]);
+    assert_eq!(
+        podman(&["inspect", "--format", "{{.State.ExitCode}}", &container.id]),
+        "0"
+    );
+    let last = lines().pop().unwrap();
+    assert_eq!(last["event"], "tracer_stop", "{last}");
 }

@@ -18,8 +18,8 @@
 //!   completed), judged by a capture and by what the application was told.
 //! - [`connections`]: connection records beyond the stories (connections open before
 //!   tracing started, the bound on open records).
-//! - [`containers`]: real containers (podman): the container on each record, and
-//!   `--container`. Not run in the kernel matrix's guests (no container runtime there).
+//! - [`containers`]: real containers (podman): the container on each record,
+//!   `--container`, and tracer's own image run as the DaemonSet runs it. Not run in the kernel matrix's guests (no container runtime there).
 //! - [`fleet`]: the records loaded into the real ClickHouse engine (chdb) by the table of
 //!   docs/deploy.md, and its queries answered from them. Not run in the kernel matrix's
 //!   guests (no Python there).

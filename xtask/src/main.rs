@@ -2,6 +2,7 @@
 
 mod bench;
 mod fuzz;
+mod image;
 mod setup;
 mod soak;
 #[path = "../../tracer-ebpf/toolchain.rs"]
@@ -30,6 +31,9 @@ enum Task {
     Setup,
     /// Build the eBPF object and the release binary `target/release/tracer`.
     Build,
+    /// Build the container image `localhost/tracer:0.1.0` (deploy/Dockerfile) with podman:
+    /// a static binary on an empty base, no registry needed.
+    Image,
     /// Build, then run the tracer with ARGS (e.g. `cargo xtask run -- --port 8191`).
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -141,6 +145,8 @@ fn test(host_only: bool) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // The containers tests run the image.
+    image::image()?;
     // No doc tests (there are none): CI reads the runner's last summary, which must count
     // the tests that ran.
     run(cargo()?.args([
@@ -165,6 +171,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Task::Setup => setup::ensure().and_then(|()| setup::ensure_test_tools()),
         Task::Build => build().map(|binary| println!("built {}", binary.display())),
+        Task::Image => image::image().map(|_| ()),
         Task::Run { args } => build().and_then(|binary| {
             // Replace this process so Ctrl-C and the exit status belong to the tracer.
             Err(Command::new(&binary).args(args).exec())

@@ -35,6 +35,8 @@
 //!   capabilities, and with fewer.
 //! - [`workloads`]: the socket's cgroup on every line and record of a connection, with
 //!   processes in cgroups of the test's own. A new workload field or selector goes here.
+//! - [`systemd`]: deploy/tracer.service and deploy/logrotate in a Debian system booted
+//!   by systemd-nspawn: start, rotate and reload, stop. Not run in the guests.
 //! - [`support`]: what the tests share: starting the tracer and reading its lines,
 //!   connected sockets, nftables packet drops, a packet capture, an HTTP server and
 //!   client, a load generator, Prometheus.
@@ -45,7 +47,8 @@
 //! rotations under load, the metrics scenario, `privileges`). A new test does the same.
 //!
 //! The kernel matrix (`cargo xtask vm-test`) runs this binary in each guest: every module
-//! but `metrics`, `containers` and `fleet` (guests carry no Prometheus, podman or Python)
+//! but `metrics`, `containers`, `fleet` and `systemd` (guests carry no Prometheus, podman,
+//! Python or systemd-nspawn)
 //! in the first attach mode, and with the
 //! filters `state_changes:: keepalive:: stories::` in the others, since only those
 //! depend on the attach mode (`xtask/src/vm/init.sh`). A test whose outcome depends on
@@ -68,4 +71,5 @@ mod retransmits;
 mod rotation;
 mod state_changes;
 mod stories;
+mod systemd;
 mod workloads;

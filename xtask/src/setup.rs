@@ -36,9 +36,10 @@ const TEST_PACKAGES: &[&str] = &[
 ];
 
 /// Debian packages only the test suite's other checks use: systemd-analyze verifies the
-/// unit, logrotate reads its configuration, python3-venv holds the Kubernetes validator and chdb,
-/// bpftool counts the soak's eBPF map entries, g++ builds libFuzzer, dwarves' pahole
-/// cross-checks the offsets the BTF unit tests resolve.
+/// unit, logrotate reads its configuration, python3-venv holds the Kubernetes validator and
+/// chdb, bpftool counts the soak's eBPF map entries, g++ builds libFuzzer, dwarves' pahole
+/// cross-checks the offsets the BTF unit tests resolve, mmdebstrap (with Debian's keyring)
+/// makes the root file system that systemd-nspawn boots for the unit's test.
 const CHECK_PACKAGES: &[&str] = &[
     "systemd",
     "logrotate",
@@ -46,7 +47,15 @@ const CHECK_PACKAGES: &[&str] = &[
     "bpftool",
     "g++",
     "dwarves",
+    "systemd-container",
+    "mmdebstrap",
+    "debian-archive-keyring",
 ];
+
+/// The Debian release of the root file system the unit's test boots, and what it holds
+/// beyond `minbase`: systemd as init, logrotate, and procps (`/bin/kill`, which the unit's
+/// `ExecReload` runs, as every Debian server has it).
+const SYSTEMD_ROOTFS: (&str, &str) = ("bookworm", "systemd,systemd-sysv,dbus,logrotate,procps");
 
 /// cargo-fuzz (crates.io), which builds and runs the fuzz targets.
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
@@ -229,6 +238,27 @@ fn ensure_deploy_tools() -> Result<()> {
         .args(&wanted))
 }
 
+/// The root file system of [`SYSTEMD_ROOTFS`], made once with mmdebstrap as a tarball under
+/// `target/deploy-tools` (`tracer/tests/systemd.rs` boots it).
+fn ensure_systemd_rootfs() -> Result<()> {
+    let (release, packages) = SYSTEMD_ROOTFS;
+    let tarball =
+        workspace_root().join(format!("target/deploy-tools/debian-{release}-systemd.tar"));
+    if tarball.exists() {
+        return Ok(());
+    }
+    println!("xtask: making a Debian {release} root file system with systemd (mmdebstrap)");
+    let partial = tarball.with_extension("partial.tar");
+    run(Command::new("mmdebstrap")
+        .args(["--quiet", "--variant=minbase"])
+        .arg(format!("--include={packages}"))
+        .arg(release)
+        .arg(&partial)
+        .arg("http://deb.debian.org/debian"))?;
+    std::fs::rename(&partial, &tarball)?;
+    Ok(())
+}
+
 pub fn ensure_cargo_fuzz() -> Result<()> {
     let installed = Command::new("cargo")
         .args(["fuzz", "--version"])
@@ -255,6 +285,7 @@ pub fn ensure_cargo_fuzz() -> Result<()> {
 pub fn ensure_test_tools() -> Result<()> {
     ensure_packages(CHECK_PACKAGES)?;
     ensure_deploy_tools()?;
+    ensure_systemd_rootfs()?;
     ensure_cargo_fuzz()
 }
 

@@ -8,21 +8,33 @@
 use std::{
     collections::BTreeMap,
     fs,
-    io::Write,
     net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
-    process::Command,
+    process::{Child, Command, Stdio},
     time::Duration,
 };
 
-use rustix::net::{AddressFamily, SocketType, bind, connect, socket, sockopt};
+use rustix::{
+    net::{AddressFamily, SocketType, bind, connect, socket, sockopt},
+    process::{Pid, Signal, kill_process},
+};
 use serde_json::Value;
 
 use crate::support::{
     Tracer, free_port,
     http::{HttpClient, ServerConfig, start_server},
-    shared,
+    shared, wait_exit, wait_until,
 };
+
+/// A process killed when dropped, also when the test fails first.
+struct KilledOnDrop(Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -76,7 +88,28 @@ fn count_by(
 fn clickhouse_answers_the_documented_queries_from_the_records() {
     let _machine = shared();
     let (port, refused_port) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
-    let mut tracer = Tracer::start(&[port, refused_port]);
+    // tracer writes its file as on a server: all events, so the load's filter has lines
+    // to leave out.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tracer.json");
+    let mut tracer = KilledOnDrop(
+        Tracer::command(&[port, refused_port])
+            .arg("--output")
+            .arg(&file)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("cannot start tracer"),
+    );
+    let lines = || -> Vec<Value> {
+        fs::read_to_string(&file)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    };
+    wait_until("tracer_start in the file", || {
+        lines().iter().any(|l| l["event"] == "tracer_start")
+    });
     let server = start_server(
         port,
         ServerConfig {
@@ -98,26 +131,21 @@ fn clickhouse_answers_the_documented_queries_from_the_records() {
     // A connect refused: the client's record has a reset received from the server.
     assert!(TcpStream::connect(("127.0.0.1", refused_port)).is_err());
 
-    let seen = std::cell::Cell::new(0);
-    tracer.wait_for("the five connection records", |line| {
-        seen.set(seen.get() + u32::from(line["event"] == "connection"));
-        seen.get() == 5
+    wait_until("the five connection records", || {
+        lines()
+            .iter()
+            .filter(|l| l["event"] == "connection")
+            .count()
+            == 5
     });
-    let (_, lines) = tracer.stop();
+    kill_process(Pid::from_raw(tracer.0.id() as i32).unwrap(), Signal::TERM).unwrap();
+    assert!(wait_exit(&mut tracer.0).success());
+    let lines = lines();
     let records: Vec<&Value> = lines
         .iter()
         .filter(|l| l["event"] == "connection")
         .collect();
     assert_eq!(records.len(), 5, "{records:#?}");
-
-    // The lines as tracer wrote them, the other events among them (the load skips them).
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("tracer.json");
-    let mut out = fs::File::create(&file).unwrap();
-    for line in &lines {
-        writeln!(out, "{line}").unwrap();
-    }
-    drop(out);
     let python = workspace().join("target/deploy-tools/bin/python");
     let output = Command::new(&python)
         .arg(workspace().join("tracer/tests/support/clickhouse.py"))

@@ -7,9 +7,12 @@ use std::{collections::BTreeMap, io::Write, path::Path};
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::kernel::{
-    attach::{self, AttachMode, Hook, Mechanism},
-    btf, preflight, privileges, tracefs,
+use crate::{
+    kernel::{
+        attach::{self, AttachMode, Hook, Mechanism},
+        btf, preflight, privileges, tracefs,
+    },
+    pipeline::workload::cgroups::CgroupLayout,
 };
 
 #[derive(Serialize)]
@@ -31,6 +34,8 @@ struct Report {
     tracefs: Option<String>,
     kprobes: bool,
     fentry: bool,
+    /// How cgroups are mounted: what workload attribution resolves here.
+    cgroups: CgroupLayout,
     hooks: BTreeMap<Hook, Vec<MechanismReport>>,
     /// Tracing runs when every hook this mode requires can attach.
     can_trace: bool,
@@ -47,6 +52,7 @@ fn report(mode: AttachMode) -> Report {
         kernel,
         kprobes: false,
         fentry: false,
+        cgroups: CgroupLayout::of_this_host(),
         hooks: BTreeMap::new(),
         can_trace: false,
         problem: None,
@@ -107,6 +113,7 @@ fn write_human(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
     )?;
     writeln!(out, "kprobes  {}", yes_no(report.kprobes))?;
     writeln!(out, "fentry   {}", yes_no(report.fentry))?;
+    writeln!(out, "cgroups  {}", report.cgroups.describe())?;
     for (hook, mechanisms) in &report.hooks {
         writeln!(out, "{hook}:")?;
         for m in mechanisms {

@@ -123,6 +123,28 @@ fn check_reports_this_kernel() {
     assert_eq!(report["kprobes"], has_kprobes, "{report:#}");
     assert!(available(&report, "state_change", "tracepoint"));
     assert!(available(&report, "keepalive", "tracepoint"));
+    // The cgroup layout as mountinfo has it: v1 controllers, and the first cgroup2 mount.
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let types: Vec<(&str, &str)> = mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (before, after) = line.split_once(" - ")?;
+            Some((after.split(' ').next()?, before.split(' ').nth(4)?))
+        })
+        .collect();
+    let cgroup2 = types
+        .iter()
+        .find(|(kind, _)| *kind == "cgroup2")
+        .map(|m| m.1);
+    let v1 = types.iter().any(|(kind, _)| *kind == "cgroup");
+    let layout = match (cgroup2, v1) {
+        (Some(_), false) => "unified",
+        (Some(_), true) => "hybrid",
+        (None, true) => "v1_only",
+        (None, false) => "none",
+    };
+    assert_eq!(report["cgroups"]["layout"], layout, "{report:#}");
+    assert_eq!(report["cgroups"]["cgroup2"].as_str(), cgroup2, "{report:#}");
     let human = Command::new(tracer_bin()).arg("check").output().unwrap();
     let text = String::from_utf8(human.stdout).unwrap();
     assert!(text.contains("tracing can run"), "{text}");

@@ -25,6 +25,54 @@ const WALK_LIMIT: usize = 100_000;
 /// Cached paths kept at most; past that the cache starts again from the next walk.
 const CACHED: usize = 65_536;
 
+/// How this host mounts cgroups, from `/proc/self/mountinfo`: what workload attribution
+/// can resolve here (`tracer check` says it).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "layout", rename_all = "snake_case")]
+pub enum CgroupLayout {
+    /// cgroup2 alone (current distributions, Kubernetes nodes).
+    Unified { cgroup2: PathBuf },
+    /// v1 controllers beside a cgroup2 mount (`/sys/fs/cgroup/unified`): every process
+    /// still has a v2 cgroup, which is the one a socket keeps.
+    Hybrid { cgroup2: PathBuf },
+    /// v1 only: sockets still carry a v2 cgroup id, but no path resolves it.
+    V1Only,
+    /// No cgroup file system mounted.
+    None,
+}
+
+impl CgroupLayout {
+    pub fn of_this_host() -> Self {
+        let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let v1 = mounts.lines().any(|line| {
+            line.split_once(" - ")
+                .is_some_and(|(_, after)| after.starts_with("cgroup "))
+        });
+        match (cgroup2_mount(), v1) {
+            (Some(cgroup2), false) => Self::Unified { cgroup2 },
+            (Some(cgroup2), true) => Self::Hybrid { cgroup2 },
+            (None, true) => Self::V1Only,
+            (None, false) => Self::None,
+        }
+    }
+
+    /// One line for people: the layout and what it allows.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Unified { cgroup2 } => format!(
+                "cgroup v2 at {}: cgroup paths, containers, pods and --cgroup/--container work",
+                cgroup2.display()
+            ),
+            Self::Hybrid { cgroup2 } => format!(
+                "hybrid (v1 controllers, cgroup2 at {}): sockets keep their v2 cgroup; paths, containers, pods and --cgroup/--container work",
+                cgroup2.display()
+            ),
+            Self::V1Only => "cgroup v1 only: records carry cgroup ids without paths; no containers, pods or --cgroup/--container".to_owned(),
+            Self::None => "no cgroup file system: no workload attribution".to_owned(),
+        }
+    }
+}
+
 /// Where the cgroup2 file system is mounted, from `/proc/self/mountinfo`: the first
 /// `cgroup2` mount (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a hybrid host).
 pub fn cgroup2_mount() -> Option<PathBuf> {

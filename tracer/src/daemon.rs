@@ -7,7 +7,12 @@
 //! it also drains on a short timer: that bounds how late a line can be. Each batch ends
 //! with one flush of the output.
 
-use std::{collections::BTreeMap, io, os::fd::AsRawFd, time::Duration};
+use std::{
+    collections::BTreeMap,
+    io,
+    os::fd::AsRawFd,
+    time::{Duration, Instant},
+};
 
 use anyhow::Result;
 use aya::{
@@ -165,11 +170,14 @@ fn watch<T: AsRawFd>(map: T) -> io::Result<AsyncFd<T>> {
 /// sock_diag their later events are reported as events but form no record, which is
 /// worth a warning, not a refusal to trace.
 ///
-/// The dump does not give a socket's cgroup: each connection takes its owner's, and under
-/// a cgroup rule (`selected`) only those whose owner is in a selected cgroup are kept (an
-/// orphaned socket, which no process holds, is in none). The net rule applies as in the
-/// kernel.
-fn open_at_start(selection: &Selection, selected: Option<&[String]>) -> Vec<Existing> {
+/// Each connection takes its socket's cgroup (sock_diag gives its id, 5.7+), resolved to a
+/// path by `cgroups`, or else its owner's; under a cgroup rule (`selected`) only those in
+/// a selected cgroup are kept. The net rule applies as in the kernel.
+fn open_at_start(
+    selection: &Selection,
+    selected: Option<&[String]>,
+    cgroups: &mut CgroupPaths,
+) -> Vec<Existing> {
     match existing::connections(&selection.ports, clock::boot_now_ns()) {
         Ok(open) => {
             for warning in &open.warnings {
@@ -182,10 +190,17 @@ fn open_at_start(selection: &Selection, selected: Option<&[String]>) -> Vec<Exis
                 existing.state == TcpState::Listen
                     || selection.nets_select(existing.meta.local.ip(), existing.meta.remote.ip())
             });
+            let now = Instant::now();
             for existing in &mut connections {
-                existing.meta.cgroup = (existing.meta.process.as_ref())
-                    .zip(mount.as_deref())
-                    .and_then(|(owner, mount)| process_cgroup(owner.pid, mount));
+                let meta = &mut existing.meta;
+                match &mut meta.cgroup {
+                    Some(cgroup) => cgroup.path = cgroups.path(cgroup.id, now),
+                    None => {
+                        meta.cgroup = (meta.process.as_ref())
+                            .zip(mount.as_deref())
+                            .and_then(|(owner, mount)| process_cgroup(owner.pid, mount));
+                    }
+                }
             }
             if let Some(selected) = selected {
                 connections.retain(|existing| {
@@ -244,16 +259,18 @@ pub async fn run(config: TraceConfig) -> Result<()> {
         metrics.watch_programs(&programs)?;
     }
     config.selection.fill_nets(&mut ebpf)?;
+    let mut cgroups = CgroupPaths::new(cgroup2_mount());
     let open_at_start = open_at_start(
         &config.selection,
         cgroup_rule.as_ref().map(CgroupRule::paths),
+        &mut cgroups,
     );
     let mut selected_cgroups = cgroup_rule.map(|rule| rule.fill(&mut ebpf)).transpose()?;
     privileges::drop_all(version)?;
     let mut ring = Ring {
         ring: watch(events)?,
         decoder: Decoder::new(units),
-        cgroups: CgroupPaths::new(cgroup2_mount()),
+        cgroups,
         counter: EmitCounter::new(counts),
         programs: programs
             .into_iter()

@@ -254,20 +254,24 @@ fn a_cgroup_selection_traces_that_cgroup_only() {
     assert!(events.len() >= 4, "{events:#?}");
 }
 
-/// A connection open before tracing, its server in cgroup A, its client in the test's
-/// own: found at start, the server's end takes its owner's cgroup, and under
-/// `--cgroup A` the client's end is left out, as its later events are.
+/// A connection open before tracing, its server's socket made in cgroup A, the server
+/// process then moved to cgroup B, its client in the test's own: found at start, the
+/// server's end takes its socket's cgroup (A, as the kernel's events for it say), not its
+/// owner's; under `--cgroup A` it is kept and the client's end is left out, as its later
+/// events are.
 #[test]
-fn connections_open_at_start_take_their_owners_cgroup() {
+fn connections_open_at_start_take_their_sockets_cgroup() {
     let _machine = shared();
     let root = cgroup2_root();
     let a = TestCgroup::new(&root, &format!("tracer-test-{}-open", std::process::id()));
+    let b = TestCgroup::new(&root, &format!("tracer-test-{}-moved", std::process::id()));
     let port = free_port("127.0.0.1");
     let server = a.server(port);
     let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
     client.write_all(b"ping").unwrap();
     client.read_exact(&mut [0u8; 4]).unwrap();
     let local = client.local_addr().unwrap().to_string();
+    fs::write(b.dir.join("cgroup.procs"), server.0.id().to_string()).unwrap();
 
     let mut command = Tracer::command(&[port]);
     command.args(["--cgroup", &a.path]);

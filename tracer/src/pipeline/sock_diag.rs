@@ -9,7 +9,7 @@ use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 use anyhow::{Context as _, Result, bail};
 use netlink_packet_core::{
     NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NetlinkBuffer, NetlinkHeader,
-    NetlinkMessage, NetlinkPayload, Parseable as _,
+    NetlinkMessage, NetlinkPayload, Nla as _, Parseable as _,
 };
 pub use netlink_packet_sock_diag::inet::StateFlags;
 use netlink_packet_sock_diag::{
@@ -47,6 +47,9 @@ pub struct DiagSocket {
     pub inode: u32,
     /// Its counters so far (`tcp_info`), when asked for and the kernel gave them.
     pub counters: Option<TcpCounters>,
+    /// The id of the socket's cgroup (v2), with its counters: the one the kernel's
+    /// events carry (`INET_DIAG_CGROUP_ID`, 5.7+; `None` before, and for sockets without one).
+    pub cgroup_id: Option<u64>,
 }
 
 /// What to ask of each socket.
@@ -153,14 +156,17 @@ fn read_dump(
                     let header = InetResponseHeader::parse(message.payload())
                         .context("malformed sock_diag reply")?;
                     let id = &header.socket_id;
+                    let (counters, cgroup_id) = match detail {
+                        Detail::Counters => attributes(message.payload()),
+                        Detail::Ends => (None, None),
+                    };
                     visit(DiagSocket {
                         state: TcpState::from_kernel(header.state),
                         local: SocketAddr::new(id.source_address, id.source_port),
                         remote: SocketAddr::new(id.destination_address, id.destination_port),
                         inode: header.inode,
-                        counters: (detail == Detail::Counters)
-                            .then(|| counters(message.payload()))
-                            .flatten(),
+                        counters,
+                        cgroup_id,
                     });
                 }
                 NLMSG_DONE => return Ok(()),
@@ -183,19 +189,38 @@ fn read_dump(
     }
 }
 
-/// The counters in a reply's `tcp_info` attribute. A kernel whose `tcp_info` is shorter
-/// than the one the parser knows (before 5.4) gives none.
-fn counters(payload: &[u8]) -> Option<TcpCounters> {
-    let response = InetResponse::parse(payload).ok()?;
-    response.nlas.iter().find_map(|nla| match nla {
-        Nla::TcpInfo(info) => Some(TcpCounters {
-            bytes_acked: info.bytes_acked,
-            bytes_received: info.bytes_received,
-            retransmits: info.total_retrans,
-            rtt_us: info.rtt,
-        }),
-        _ => None,
-    })
+/// `INET_DIAG_CGROUP_ID` in `include/uapi/linux/inet_diag.h`: sent with every full
+/// socket (5.7+), asked for or not.
+const INET_DIAG_CGROUP_ID: u16 = 21;
+
+/// The counters in a reply's `tcp_info` attribute (a kernel whose `tcp_info` is shorter
+/// than the one the parser knows, before 5.4, gives none), and the socket's cgroup id.
+fn attributes(payload: &[u8]) -> (Option<TcpCounters>, Option<u64>) {
+    let Ok(response) = InetResponse::parse(payload) else {
+        return (None, None);
+    };
+    let (mut counters, mut cgroup_id) = (None, None);
+    for nla in &response.nlas {
+        match nla {
+            Nla::TcpInfo(info) => {
+                counters = Some(TcpCounters {
+                    bytes_acked: info.bytes_acked,
+                    bytes_received: info.bytes_received,
+                    retransmits: info.total_retrans,
+                    rtt_us: info.rtt,
+                });
+            }
+            Nla::Other(other) if other.kind() == INET_DIAG_CGROUP_ID => {
+                let mut value = [0u8; 8];
+                if other.value_len() == value.len() {
+                    other.emit_value(&mut value);
+                    cgroup_id = Some(u64::from_ne_bytes(value));
+                }
+            }
+            _ => {}
+        }
+    }
+    (counters, cgroup_id)
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ use std::{
 use anyhow::Result;
 
 use super::sock_diag::{self, Detail, DiagSocket, StateFlags};
-use crate::event::{EventMeta, Existing, TcpState};
+use crate::event::{Cgroup, EventMeta, Existing, TcpState};
 
 /// How long looking for the sockets' owners may take at most.
 const OWNER_SEARCH: Duration = Duration::from_secs(2);
@@ -113,7 +113,7 @@ pub fn connections(ports: &[u16], boot_ns: u64) -> Result<OpenAtStart> {
                 boot_ns,
                 sock: 0,
                 process: owners.by_inode.get(&socket.inode).cloned(),
-                cgroup: None,
+                cgroup: socket.cgroup_id.map(|id| Cgroup { id, path: None }),
                 local: socket.local,
                 remote: socket.remote,
             },

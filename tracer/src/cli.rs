@@ -61,6 +61,13 @@ pub enum Command {
         #[arg(long, env = "TRACER_ATTACH", default_value_t = AttachMode::Auto, value_parser = named::<AttachMode>())]
         attach: AttachMode,
     },
+    /// Show the traced connections live on this terminal, grouped by port, remote address
+    /// or process (keys: g group by, s sort by, q quit). Takes the same options as a
+    /// trace, but writes no lines.
+    Top {
+        #[command(flatten)]
+        trace: TraceArgs,
+    },
     /// Read recorded JSON lines (a trace's events) and show them through the same
     /// correlator and formats, e.g. a trace captured on a server, read elsewhere.
     Replay {
@@ -416,6 +423,8 @@ impl TraceArgs {
 pub enum Invocation {
     /// Trace live.
     Trace(TraceConfig),
+    /// `tracer top`.
+    Top(TraceConfig),
     /// `tracer check`.
     Check { json: bool, attach: AttachMode },
     /// `tracer replay FILE`.
@@ -430,6 +439,7 @@ impl Cli {
     pub fn resolve(self) -> Invocation {
         match self.command {
             Some(Command::Check { json, attach }) => Invocation::Check { json, attach },
+            Some(Command::Top { trace }) => Invocation::Top(trace.resolve()),
             Some(Command::Replay { file, output }) => Invocation::Replay {
                 file,
                 pipeline: output.pipeline(),

@@ -223,13 +223,23 @@ fn open_at_start(
     }
 }
 
+/// Traces, writing the lines where `config.output` says.
 pub async fn run(config: TraceConfig) -> Result<()> {
-    let ports = &config.selection.ports;
     let reopen = ReopenRequest::default();
     let file = (config.output.file.as_ref())
         .map(|file| LogFile::open(&file.path, file.rotation, reopen.clone()))
         .transpose()?;
     let sink = output::open(file, config.output.format);
+    trace(config, sink, reopen).await
+}
+
+/// Traces into `sink` instead of the lines (`tracer top`'s view).
+pub async fn run_into(config: TraceConfig, sink: Box<dyn Sink>) -> Result<()> {
+    trace(config, sink, ReopenRequest::default()).await
+}
+
+async fn trace(config: TraceConfig, sink: Box<dyn Sink>, reopen: ReopenRequest) -> Result<()> {
+    let ports = &config.selection.ports;
     let cgroup_rule = CgroupRule::find(&config.selection)?;
     privileges::check_can_attach()?;
     let kernel = preflight::kernel_release();

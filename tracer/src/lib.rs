@@ -27,4 +27,5 @@ pub mod kernel;
 pub mod output;
 pub mod pipeline;
 pub mod replay;
+pub mod top;
 pub mod vocabulary;

@@ -4,7 +4,7 @@ use clap::Parser as _;
 use tracer::{
     check,
     cli::{Cli, Invocation},
-    daemon, replay,
+    daemon, replay, top,
 };
 
 /// A reader that closed our stdout (`tracer ... | head`) is a normal way to stop.
@@ -34,6 +34,12 @@ fn main() -> ExitCode {
             return match replay::run(&file, pipeline, format) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
+                Err(error) => fail(&error),
+            };
+        }
+        Invocation::Top(config) => {
+            return match top::run(config) {
+                Ok(()) => ExitCode::SUCCESS,
                 Err(error) => fail(&error),
             };
         }

@@ -37,6 +37,8 @@
 //!   processes in cgroups of the test's own. A new workload field or selector goes here.
 //! - [`systemd`]: deploy/tracer.service and deploy/logrotate in a Debian system booted
 //!   by systemd-nspawn: start, rotate and reload, stop. Not run in the guests.
+//! - [`top`]: `tracer top` in a real terminal (tmux): keys typed, the screen read. Not
+//!   run in the guests.
 //! - [`support`]: what the tests share: starting the tracer and reading its lines,
 //!   connected sockets, nftables packet drops, a packet capture, an HTTP server and
 //!   client, a load generator, Prometheus.
@@ -47,8 +49,8 @@
 //! rotations under load, the metrics scenario, `privileges`). A new test does the same.
 //!
 //! The kernel matrix (`cargo xtask vm-test`) runs this binary in each guest: every module
-//! but `metrics`, `containers`, `fleet` and `systemd` (guests carry no Prometheus, podman,
-//! Python or systemd-nspawn)
+//! but `metrics`, `containers`, `fleet`, `systemd` and `top` (guests carry no Prometheus,
+//! podman, Python, systemd-nspawn or tmux)
 //! in the first attach mode, and with the
 //! filters `state_changes:: keepalive:: stories::` in the others, since only those
 //! depend on the attach mode (`xtask/src/vm/init.sh`). A test whose outcome depends on
@@ -72,4 +74,5 @@ mod rotation;
 mod state_changes;
 mod stories;
 mod systemd;
+mod top;
 mod workloads;

@@ -1,0 +1,473 @@
+//! What `tracer top` shows, kept by a sink at the end of the pipeline ([`TopSink`]): per
+//! group (a traced port, a remote address, a process), the connections open now, totals
+//! since start, and what the last interval saw (new and closed connections, handshake and
+//! response times). The view takes a [`Sample`] about once a second, which starts the next
+//! interval; the lock is held for the update of one event, or for one copy of the rows.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    io,
+    net::SocketAddr,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use crate::{
+    clock::WallClock,
+    event::{Direction, TcpState, TraceEvent},
+    kernel::attach::AttachPlan,
+    output::{RecordEnd, Sink, StopSummary},
+    pipeline::{
+        correlator::{CloseInitiator, ConnectionRecord, ResponseTime},
+        reader::LossCause,
+    },
+    vocabulary::names,
+};
+
+/// What the rows are grouped by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Grouping {
+    /// The traced port a connection matched (its local port if traced, else its remote).
+    Port,
+    /// The remote address, without its port.
+    Remote,
+    /// The process (`comm`) holding the connection; `-` while none is known.
+    Process,
+}
+
+names!(Grouping as "grouping" {
+    Port => "port",
+    Remote => "remote",
+    Process => "process",
+});
+
+impl Grouping {
+    /// The grouping the `g` key switches to.
+    pub fn next(self) -> Self {
+        let all = Self::ALL;
+        all[(all.iter().position(|g| *g == self).unwrap_or(0) + 1) % all.len()]
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// How connections closed, as the view's columns count them.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Closes {
+    pub local: u64,
+    pub remote: u64,
+    pub simultaneous: u64,
+    /// Resets, keepalive timeouts, aborts: every other end.
+    pub other: u64,
+}
+
+impl Closes {
+    fn count(&mut self, initiator: CloseInitiator) {
+        match initiator {
+            CloseInitiator::Local => self.local += 1,
+            CloseInitiator::Remote => self.remote += 1,
+            CloseInitiator::Simultaneous => self.simultaneous += 1,
+            _ => self.other += 1,
+        }
+    }
+}
+
+/// A group's counts: totals since tracing started, and its last interval.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GroupStats {
+    /// Connections open at the sample.
+    pub open: u64,
+    pub closed: Closes,
+    pub resets_sent: u64,
+    pub resets_received: u64,
+    pub retransmits: u64,
+    pub keepalive_timeouts: u64,
+    /// Closed connections' requests, and how many closed connections counted them.
+    pub requests: u64,
+    pub requests_of: u64,
+    /// The last interval.
+    pub new: u64,
+    pub closed_now: Closes,
+    pub handshakes_us: Vec<u64>,
+    pub responses_us: Vec<u64>,
+}
+
+impl GroupStats {
+    /// Requests per closed connection, when any counted them.
+    pub fn requests_per_connection(&self) -> Option<f64> {
+        (self.requests_of > 0).then(|| self.requests as f64 / self.requests_of as f64)
+    }
+
+    fn start_interval(&mut self) {
+        self.new = 0;
+        self.closed_now = Closes::default();
+        self.handshakes_us.clear();
+        self.responses_us.clear();
+    }
+}
+
+/// An open connection: which groups it belongs to. Kept by socket from its first state
+/// to CLOSE.
+#[derive(Clone, Debug)]
+struct Open {
+    keys: [String; 3],
+    /// Counted as new in its process's group yet (its process is learnt after the
+    /// handshake on the server's side: the kernel completes that in softirq).
+    process_counted: bool,
+}
+
+/// What tracing reported about itself.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Tracing {
+    pub kernel: String,
+    pub ports: Vec<u16>,
+    pub events: u64,
+    /// Connection records: connections closed (or evicted) since tracing started.
+    pub records: u64,
+    pub lost: u64,
+}
+
+/// The rows of one grouping and what tracing reported, at one moment.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Sample {
+    pub tracing: Tracing,
+    pub rows: Vec<(String, GroupStats)>,
+}
+
+/// The state the sink keeps and the view samples.
+#[derive(Debug, Default)]
+pub struct TopState {
+    tracing: Option<Tracing>,
+    open: HashMap<u64, Open>,
+    groups: [BTreeMap<String, GroupStats>; 3],
+}
+
+/// The process key of a connection no process is known for yet.
+const NO_PROCESS: &str = "-";
+
+impl TopState {
+    /// Whether tracing has started (the view waits for it).
+    pub fn started(&self) -> bool {
+        self.tracing.is_some()
+    }
+
+    fn traced_port(&self, local: SocketAddr, remote: SocketAddr) -> u16 {
+        let ports = self.tracing.as_ref().map_or(&[][..], |t| &t.ports[..]);
+        if ports.binary_search(&local.port()).is_ok() {
+            local.port()
+        } else {
+            remote.port()
+        }
+    }
+
+    fn keys(&self, local: SocketAddr, remote: SocketAddr, comm: Option<&str>) -> [String; 3] {
+        [
+            self.traced_port(local, remote).to_string(),
+            remote.ip().to_canonical().to_string(),
+            comm.unwrap_or(NO_PROCESS).to_owned(),
+        ]
+    }
+
+    fn group(&mut self, grouping: Grouping, key: &str) -> &mut GroupStats {
+        let groups = &mut self.groups[grouping.index()];
+        if !groups.contains_key(key) {
+            groups.insert(key.to_owned(), GroupStats::default());
+        }
+        groups.get_mut(key).expect("inserted")
+    }
+
+    fn each(&mut self, keys: &[String; 3], mut update: impl FnMut(&mut GroupStats)) {
+        for grouping in Grouping::ALL {
+            update(self.group(*grouping, &keys[grouping.index()]));
+        }
+    }
+
+    /// The groups of the connection of socket `sock`, or of ends `local`/`remote`.
+    fn keys_of(
+        &self,
+        sock: u64,
+        local: SocketAddr,
+        remote: SocketAddr,
+        comm: Option<&str>,
+    ) -> [String; 3] {
+        match self.open.get(&sock) {
+            Some(open) => open.keys.clone(),
+            None => self.keys(local, remote, comm),
+        }
+    }
+
+    pub fn event(&mut self, event: &TraceEvent) {
+        if let Some(tracing) = &mut self.tracing {
+            tracing.events += 1;
+        }
+        let meta = event.meta();
+        let comm = meta.process.as_ref().map(|p| p.comm.as_str());
+        match event {
+            TraceEvent::StateChange(change)
+                if matches!(change.new_state, TcpState::SynSent | TcpState::SynRecv) =>
+            {
+                let keys = self.keys(meta.local, meta.remote, comm);
+                let process_counted = comm.is_some();
+                for grouping in [Grouping::Port, Grouping::Remote] {
+                    self.group(grouping, &keys[grouping.index()]).new += 1;
+                }
+                if process_counted {
+                    self.group(Grouping::Process, &keys[2]).new += 1;
+                }
+                self.open.insert(
+                    meta.sock,
+                    Open {
+                        keys,
+                        process_counted,
+                    },
+                );
+            }
+            // Its socket is gone (its record follows after a grace period, by when the
+            // kernel may have given its address to a new socket).
+            TraceEvent::StateChange(change)
+                if change.new_state == TcpState::Close && change.old_state != TcpState::Listen =>
+            {
+                if let Some(open) = self.open.remove(&meta.sock)
+                    && !open.process_counted
+                {
+                    self.group(Grouping::Process, &open.keys[2]).new += 1;
+                }
+            }
+            TraceEvent::Existing(existing) if existing.state != TcpState::Listen => {
+                let keys = self.keys(meta.local, meta.remote, comm);
+                self.open.insert(
+                    meta.sock,
+                    Open {
+                        keys,
+                        process_counted: true,
+                    },
+                );
+            }
+            TraceEvent::Reset(reset) => {
+                let keys = self.keys_of(meta.sock, meta.local, meta.remote, comm);
+                let sent = reset.direction == Direction::Sent;
+                self.each(&keys, |g| {
+                    if sent {
+                        g.resets_sent += 1;
+                    } else {
+                        g.resets_received += 1;
+                    }
+                });
+            }
+            TraceEvent::Retransmit(_) => {
+                let keys = self.keys_of(meta.sock, meta.local, meta.remote, comm);
+                self.each(&keys, |g| g.retransmits += 1);
+            }
+            TraceEvent::KeepaliveTimeout(_) => {
+                let keys = self.keys_of(meta.sock, meta.local, meta.remote, comm);
+                self.each(&keys, |g| g.keepalive_timeouts += 1);
+            }
+            _ => {}
+        }
+        // The process of a connection, once an event in its process's context names it.
+        if let Some(comm) = comm
+            && let Some(open) = self.open.get_mut(&meta.sock)
+            && !open.process_counted
+        {
+            open.process_counted = true;
+            open.keys[2] = comm.to_owned();
+            let key = open.keys[2].clone();
+            self.group(Grouping::Process, &key).new += 1;
+        }
+    }
+
+    pub fn record(&mut self, record: &ConnectionRecord) {
+        if let Some(tracing) = &mut self.tracing {
+            tracing.records += 1;
+        }
+        let keys = self.keys(record.local, record.remote, record.comm.as_deref());
+        self.each(&keys, |g| {
+            g.closed.count(record.close_initiator);
+            g.closed_now.count(record.close_initiator);
+            if let Some(us) = record.handshake_us {
+                g.handshakes_us.push(us);
+            }
+            if let Some(requests) = record.requests {
+                g.requests += u64::from(requests);
+                g.requests_of += 1;
+            }
+        });
+    }
+
+    pub fn response(&mut self, response: &ResponseTime) {
+        let keys = self.keys(response.local, response.remote, None);
+        for grouping in [Grouping::Port, Grouping::Remote] {
+            let micros = response.micros;
+            self.group(grouping, &keys[grouping.index()])
+                .responses_us
+                .push(micros);
+        }
+    }
+
+    /// The rows of `grouping` now: totals, and the interval so far.
+    pub fn rows(&self, grouping: Grouping) -> Vec<(String, GroupStats)> {
+        let mut open: BTreeMap<&str, u64> = BTreeMap::new();
+        for connection in self.open.values() {
+            *open.entry(&connection.keys[grouping.index()]).or_default() += 1;
+        }
+        let groups = &self.groups[grouping.index()];
+        let mut rows: BTreeMap<String, GroupStats> = groups.clone();
+        // A group with connections open and nothing counted yet (a server's process before
+        // it is known) has a row too.
+        for (key, count) in open {
+            rows.entry(key.to_owned()).or_default().open = count;
+        }
+        rows.into_iter().collect()
+    }
+
+    /// The rows of `grouping` now, and the start of the next interval for every grouping.
+    pub fn sample(&mut self, grouping: Grouping) -> Sample {
+        let rows = self.rows(grouping);
+        for groups in &mut self.groups {
+            groups.values_mut().for_each(GroupStats::start_interval);
+        }
+        Sample {
+            tracing: self.tracing.clone().unwrap_or_default(),
+            rows,
+        }
+    }
+}
+
+/// The pipeline's sink in `tracer top`: it keeps [`TopState`] and writes nothing.
+#[derive(Clone, Debug, Default)]
+pub struct TopSink(pub Arc<Mutex<TopState>>);
+
+impl TopSink {
+    fn state(&self) -> MutexGuard<'_, TopState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Sink for TopSink {
+    fn tracer_start(&mut self, kernel: &str, _plan: &AttachPlan, ports: &[u16]) -> io::Result<()> {
+        self.state().tracing = Some(Tracing {
+            kernel: kernel.to_owned(),
+            ports: ports.to_vec(),
+            ..Tracing::default()
+        });
+        Ok(())
+    }
+
+    fn event(&mut self, _clock: WallClock, event: &TraceEvent) -> io::Result<()> {
+        self.state().event(event);
+        Ok(())
+    }
+
+    fn connection(
+        &mut self,
+        _clock: WallClock,
+        record: &ConnectionRecord,
+        _end: RecordEnd,
+    ) -> io::Result<()> {
+        self.state().record(record);
+        Ok(())
+    }
+
+    fn response(&mut self, response: &ResponseTime) -> io::Result<()> {
+        self.state().response(response);
+        Ok(())
+    }
+
+    fn lost(&mut self, count: u64, _cause: LossCause) -> io::Result<()> {
+        if let Some(tracing) = &mut self.state().tracing {
+            tracing.lost += count;
+        }
+        Ok(())
+    }
+
+    fn undecodable(&mut self, count: u64, _reason: &str) -> io::Result<()> {
+        if let Some(tracing) = &mut self.state().tracing {
+            tracing.lost += count;
+        }
+        Ok(())
+    }
+
+    fn tracer_stop(&mut self, _summary: &StopSummary) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        fixture::events::{MS, SERVER_PORT, Side, curl, process},
+        kernel::attach::AttachPlan,
+        pipeline::{Emit, Pipeline, PipelineConfig, Traced},
+    };
+    use TcpState::*;
+
+    /// A client (curl) and its server (nginx, known from its accept on), through the real
+    /// pipeline into the sink.
+    #[test]
+    fn groups_count_open_new_and_closed_connections() {
+        let sink = TopSink::default();
+        let state = Arc::clone(&sink.0);
+        let config = PipelineConfig {
+            emit: Emit::All,
+            max_connections: 16,
+            keep_events: false,
+        };
+        let traced = Traced {
+            data_turns: false,
+            timewait_fin_timeout_ns: None,
+        };
+        let mut pipeline = Pipeline::new(config, traced, sink, WallClock::from_offset_ns(0));
+        pipeline
+            .sink
+            .tracer_start("6.1", &AttachPlan::default(), &[SERVER_PORT])
+            .unwrap();
+        let client = Side::client(1, 40_000).timed(0, MS);
+        let server = Side::server(2, 40_000).timed(0, MS);
+        let nginx = process(7, "nginx");
+        let mut events = client.connect(0);
+        events.push(server.state(0, Listen, SynRecv));
+        events.push(server.established(0, Some(30), 0));
+        for event in &events {
+            pipeline.event(event).unwrap();
+        }
+        let sample = state.lock().unwrap().sample(Grouping::Process);
+        let rows: BTreeMap<_, _> = sample.rows.into_iter().collect();
+        // The server's process is not known yet: its socket is open under `-`, not new.
+        assert_eq!((rows["curl"].open, rows["curl"].new), (1, 1));
+        assert_eq!((rows["-"].open, rows["-"].new), (1, 0));
+
+        let closing = [
+            server.accepted(1, nginx.clone()),
+            client.state_by(2, Established, FinWait1, curl()),
+            server.state(2, Established, CloseWait),
+            client.state(2, FinWait1, FinWait2),
+            server.state_by(3, CloseWait, LastAck, nginx),
+            client.state(3, FinWait2, Close),
+            server.state(3, LastAck, Close),
+        ];
+        for event in &closing {
+            pipeline.event(event).unwrap();
+        }
+        pipeline.reap_last().unwrap();
+        let mut top = state.lock().unwrap();
+        let rows: BTreeMap<_, _> = top.sample(Grouping::Process).rows.into_iter().collect();
+        assert_eq!((rows["nginx"].open, rows["nginx"].new), (0, 1), "{rows:#?}");
+        assert_eq!(rows["nginx"].closed.remote, 1);
+        assert_eq!(rows["curl"].closed.local, 1);
+        let port = &top.rows(Grouping::Port)[0];
+        assert_eq!(port.0, SERVER_PORT.to_string());
+        assert_eq!(
+            (port.1.open, port.1.closed.local + port.1.closed.remote),
+            (0, 2)
+        );
+        // The interval started again with the sample: nothing new in it.
+        assert_eq!(port.1.new, 0);
+        assert_eq!(top.sample(Grouping::Port).tracing.records, 2);
+    }
+}

@@ -1,0 +1,161 @@
+//! `tracer top` as a person uses it: in a real terminal (tmux), against real traffic, keys
+//! typed with `send-keys`, the screen read with `capture-pane`. Not run in the kernel
+//! matrix's guests (no tmux there); what it draws comes from the events every guest checks.
+
+use std::{
+    net::{TcpListener, TcpStream},
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use rustix::net::sockopt;
+
+use crate::support::{DEADLINE, free_port, shared, tracer_bin};
+
+/// A tmux server of the test's own, with one window running a command; killed when
+/// dropped.
+struct Terminal {
+    socket: String,
+}
+
+impl Terminal {
+    /// `command` in a `columns` x `rows` window; its exit status is printed after it.
+    fn start(command: &str, columns: u16, rows: u16) -> Self {
+        let terminal = Self {
+            socket: format!("tracer-test-{}-{columns}", std::process::id()),
+        };
+        terminal.tmux(&[
+            "new-session",
+            "-d",
+            "-x",
+            &columns.to_string(),
+            "-y",
+            &rows.to_string(),
+            &format!("{command}; echo EXITED $?; sleep 60"),
+        ]);
+        terminal
+    }
+
+    fn tmux(&self, args: &[&str]) -> String {
+        let output = Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .expect("cannot run tmux (cargo xtask setup installs it)");
+        assert!(output.status.success(), "tmux {args:?}: {output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn screen(&self) -> String {
+        self.tmux(&["capture-pane", "-p"])
+    }
+
+    fn keys(&self, keys: &str) {
+        self.tmux(&["send-keys", keys]);
+    }
+
+    /// Waits until the screen has a line that `wanted` accepts; returns that line.
+    fn line(&self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let screen = self.screen();
+            if let Some(line) = screen.lines().find(|line| wanted(line)) {
+                return line.to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what} within {DEADLINE:?}:\n{screen}"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+/// The cells of a table row.
+fn cells(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
+/// Three connections on a traced port, one closed by its client and one reset: the port's
+/// row counts what is open (the third's two sockets) and the resets, the header the
+/// records (two for each connection); `g` groups by remote
+/// address, then by process; `q` leaves the terminal as it was.
+#[test]
+fn top_shows_the_traffic_and_leaves_the_terminal_clean() {
+    let _machine = shared();
+    let port = free_port("127.0.0.1");
+    let command = format!("{} top --port {port}", tracer_bin().display());
+    let terminal = Terminal::start(&command, 100, 24);
+    terminal.line("the header", |l| l.starts_with("tracer top"));
+
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let mut pairs: Vec<(TcpStream, TcpStream)> = (0..3)
+        .map(|_| {
+            let client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            (client, listener.accept().unwrap().0)
+        })
+        .collect();
+    // One closed by its client, one reset by its client (SO_LINGER 0).
+    let (client, server) = pairs.remove(0);
+    drop(client);
+    drop(server);
+    let (client, server) = pairs.remove(0);
+    sockopt::set_socket_linger(&client, Some(Duration::ZERO)).unwrap();
+    drop(client);
+    drop(server);
+
+    // One connection open: two sockets; four records; a reset sent and received.
+    let row = terminal.line("the port's row with a connection open", |l| {
+        let cells = cells(l);
+        cells.first() == Some(&port.to_string().as_str()) && cells.get(1) == Some(&"2")
+    });
+    assert_eq!(cells(&row)[5], "1/1", "RST s/r: {row}");
+    terminal.line("four records", |l| l.contains("closed 4 "));
+
+    terminal.keys("g");
+    terminal.line("the remote address's row", |l| {
+        cells(l).first() == Some(&"127.0.0.1") && cells(l).get(1) == Some(&"2")
+    });
+    terminal.keys("g");
+    terminal.line("grouped by process", |l| l.starts_with("PROCESS"));
+
+    drop(pairs);
+    terminal.line("the last two records", |l| l.contains("closed 6 "));
+    terminal.keys("q");
+    terminal.line("tracer's exit", |l| l == "EXITED 0");
+    let screen = terminal.screen();
+    assert!(
+        !screen.contains("tracer top") && !screen.contains("g group by"),
+        "the view is still on the terminal:\n{screen}"
+    );
+}
+
+/// In 80 columns the table keeps its first columns and leaves out those that do not fit.
+#[test]
+fn top_fits_80_columns() {
+    let _machine = shared();
+    let port = free_port("127.0.0.1");
+    let command = format!("{} top --port {port}", tracer_bin().display());
+    let terminal = Terminal::start(&command, 80, 24);
+    let heading = terminal.line("the table's heading", |l| l.starts_with("PORT"));
+    assert!(
+        heading.contains("OPEN") && heading.contains("RST s/r"),
+        "{heading}"
+    );
+    assert!(
+        !heading.contains("RSP p50/99"),
+        "a column beyond 80: {heading}"
+    );
+    assert!(heading.trim_end().len() <= 80, "{heading}");
+    terminal.keys("q");
+    terminal.line("tracer's exit", |l| l == "EXITED 0");
+}

@@ -80,15 +80,16 @@ impl Drop for Terminal {
     }
 }
 
-/// The cells of a table row.
+/// The cells of a table row (the selected one marked `>`).
 fn cells(line: &str) -> Vec<&str> {
-    line.split_whitespace().collect()
+    line.trim_start_matches('>').split_whitespace().collect()
 }
 
 /// Three connections on a traced port, one closed by its client and one reset: the port's
 /// row counts what is open (the third's two sockets) and the resets, the header the
-/// records (two for each connection); `g` groups by remote
-/// address, then by process; `q` leaves the terminal as it was.
+/// records (two for each connection); Enter lists the port's connections and draws one's
+/// flow graph; `g` groups by remote address, then by process; `q` leaves the terminal as
+/// it was.
 #[test]
 fn top_shows_the_traffic_and_leaves_the_terminal_clean() {
     let _machine = shared();
@@ -121,12 +122,32 @@ fn top_shows_the_traffic_and_leaves_the_terminal_clean() {
     assert_eq!(cells(&row)[5], "1/1", "RST s/r: {row}");
     terminal.line("four records", |l| l.contains("closed 4 "));
 
+    // Enter lists the port's recent connections, Enter on the latest draws its flow graph
+    // (as --format pretty does), Esc goes back.
+    terminal.keys("Enter");
+    terminal.line("the port's connections", |l| {
+        l.starts_with(&format!("recent connections of port {port}"))
+    });
+    terminal.line("a reset connection", |l| l.contains("reset_received"));
+    terminal.keys("Enter");
+    terminal.line("a flow graph", |l| {
+        l.starts_with("connection ") && l.contains(": ")
+    });
+    terminal.keys("Escape");
+    terminal.line("the port's connections", |l| {
+        l.starts_with("recent connections")
+    });
+    terminal.keys("Escape");
+    terminal.line("the table", |l| l.trim_start().starts_with("PORT"));
+
     terminal.keys("g");
     terminal.line("the remote address's row", |l| {
         cells(l).first() == Some(&"127.0.0.1") && cells(l).get(1) == Some(&"2")
     });
     terminal.keys("g");
-    terminal.line("grouped by process", |l| l.starts_with("PROCESS"));
+    terminal.line("grouped by process", |l| {
+        l.trim_start().starts_with("PROCESS")
+    });
 
     drop(pairs);
     terminal.line("the last two records", |l| l.contains("closed 6 "));
@@ -146,7 +167,9 @@ fn top_fits_80_columns() {
     let port = free_port("127.0.0.1");
     let command = format!("{} top --port {port}", tracer_bin().display());
     let terminal = Terminal::start(&command, 80, 24);
-    let heading = terminal.line("the table's heading", |l| l.starts_with("PORT"));
+    let heading = terminal.line("the table's heading", |l| {
+        l.trim_start().starts_with("PORT")
+    });
     assert!(
         heading.contains("OPEN") && heading.contains("RST s/r"),
         "{heading}"

@@ -1,8 +1,9 @@
 //! `tracer top`: the traced connections live, for a person at a terminal. The daemon
 //! traces as always, into a [`state::TopSink`] instead of the lines; a thread of its own
 //! samples that state about once a second and draws it ([`view`]), so drawing never slows
-//! the ring buffer's reader. `q` or Ctrl-C stop tracing as SIGTERM does; the terminal is
-//! restored on every way out (ratatui's panic hook restores it after a panic).
+//! the ring buffer's reader. Enter on a group lists its recent connections, Enter on one
+//! draws its flow graph, Esc goes back. `q` or Ctrl-C stop tracing as SIGTERM does; the
+//! terminal is restored on every way out (ratatui's panic hook restores it after a panic).
 
 pub mod state;
 pub mod view;
@@ -17,12 +18,12 @@ use std::{
 };
 
 use anyhow::{Result, bail};
-use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
+use ratatui::crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use rustix::process::{Signal, getpid, kill_process};
 
 use self::{
-    state::{Grouping, Sample, TopSink, TopState},
-    view::{SortBy, ViewOptions},
+    state::{Grouping, Recent, Sample, TopSink, TopState},
+    view::{Screen, SortBy, ViewOptions},
 };
 use crate::{daemon, daemon::TraceConfig, pipeline::Emit};
 
@@ -37,6 +38,8 @@ pub fn run(mut config: TraceConfig) -> Result<()> {
         bail!("tracer top draws on the terminal: --output is for tracing without it");
     }
     config.pipeline.emit = Emit::All;
+    // The flow graph of a connection is drawn from its events.
+    config.pipeline.keep_events = true;
     let sink = TopSink::default();
     let state = Arc::clone(&sink.0);
     let traced = Arc::new(AtomicBool::new(false));
@@ -73,59 +76,125 @@ fn show(state: &Mutex<TopState>, done: &AtomicBool) -> Result<()> {
         grouping: Grouping::Port,
         sort: SortBy::Open,
         plain: std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
+        screen: Screen::Groups,
+        selected: 0,
+        scroll: 0,
     };
     let mut terminal = ratatui::init();
     let mut sampled_at = Instant::now();
     let mut sample: Sample = lock().sample(options.grouping);
     let mut interval = REFRESH;
-    let mut stopping = false;
     let result = loop {
-        if let Err(error) = terminal.draw(|frame| view::draw(frame, &sample, interval, &options)) {
+        let recent = match &options.screen {
+            Screen::Connections { group } => lock().recent(options.grouping, group),
+            Screen::Groups | Screen::Flow { .. } => Vec::new(),
+        };
+        let drawn = terminal.draw(|frame| view::draw(frame, &sample, &recent, interval, &options));
+        if let Err(error) = drawn {
             break Err(error.into());
         }
         if done.load(Ordering::Acquire) {
             break Ok(());
         }
-        let mut redraw = false;
-        while !redraw && sampled_at.elapsed() < REFRESH {
-            if !event::poll(KEY_WAIT)? {
-                if done.load(Ordering::Acquire) {
-                    break;
+        match next_key(sampled_at)? {
+            Some(key) => {
+                if press(key, &mut options, &sample, &recent) {
+                    // As SIGTERM: the daemon detaches, drains and returns.
+                    let _ = kill_process(getpid(), Signal::TERM);
                 }
-                continue;
-            }
-            let Event::Key(key) = event::read()? else {
-                redraw = true;
-                continue;
-            };
-            if key.kind != KeyEventKind::Press {
-                continue;
-            }
-            match key.code {
-                KeyCode::Char('q') | KeyCode::Esc => stopping = true,
-                KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => {
-                    stopping = true;
-                }
-                KeyCode::Char('g') => {
-                    options.grouping = options.grouping.next();
+                if key.code == KeyCode::Char('g') {
                     // The rows of the new grouping now, without waiting for the next sample.
                     sample.rows = lock().rows(options.grouping);
                 }
-                KeyCode::Char('s') => options.sort = options.sort.next(),
-                _ => continue,
             }
-            redraw = true;
-            if stopping {
-                // As SIGTERM: the daemon detaches, drains and returns.
-                let _ = kill_process(getpid(), Signal::TERM);
+            None => {
+                interval = sampled_at.elapsed();
+                sampled_at = Instant::now();
+                sample = lock().sample(options.grouping);
             }
-        }
-        if sampled_at.elapsed() >= REFRESH {
-            interval = sampled_at.elapsed();
-            sampled_at = Instant::now();
-            sample = lock().sample(options.grouping);
         }
     };
     ratatui::restore();
     result
+}
+
+/// The next key pressed before the next sample is due (`None` when it is due), or on a
+/// resize a key that changes nothing (so the view is drawn again).
+fn next_key(sampled_at: Instant) -> Result<Option<KeyEvent>> {
+    while sampled_at.elapsed() < REFRESH {
+        if !event::poll(KEY_WAIT)? {
+            continue;
+        }
+        match event::read()? {
+            Event::Key(key) if key.kind == KeyEventKind::Press => return Ok(Some(key)),
+            Event::Resize(..) => return Ok(Some(KeyEvent::from(KeyCode::Null))),
+            _ => {}
+        }
+    }
+    Ok(None)
+}
+
+/// Applies `key` to what the view shows; `true` when it asks to quit.
+fn press(key: KeyEvent, options: &mut ViewOptions, sample: &Sample, recent: &[Recent]) -> bool {
+    let ctrl_c = key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL);
+    if ctrl_c || key.code == KeyCode::Char('q') {
+        return true;
+    }
+    let rows = match options.screen {
+        Screen::Groups => sample.rows.len(),
+        Screen::Connections { .. } => recent.len(),
+        Screen::Flow { .. } => 0,
+    };
+    match key.code {
+        KeyCode::Char('g') if matches!(options.screen, Screen::Groups) => {
+            options.grouping = options.grouping.next();
+            options.selected = 0;
+        }
+        KeyCode::Char('s') => options.sort = options.sort.next(),
+        KeyCode::Down | KeyCode::Char('j') => {
+            if let Screen::Flow { .. } = options.screen {
+                options.scroll = options.scroll.saturating_add(1);
+            } else {
+                options.selected = (options.selected + 1).min(rows.saturating_sub(1));
+            }
+        }
+        KeyCode::Up | KeyCode::Char('k') => {
+            if let Screen::Flow { .. } = options.screen {
+                options.scroll = options.scroll.saturating_sub(1);
+            } else {
+                options.selected = options.selected.saturating_sub(1);
+            }
+        }
+        KeyCode::Enter => match &options.screen {
+            Screen::Groups => {
+                if let Some((group, _)) = view::sorted(sample, options.sort).get(options.selected) {
+                    options.screen = Screen::Connections {
+                        group: group.clone(),
+                    };
+                    options.selected = 0;
+                }
+            }
+            Screen::Connections { group } => {
+                if let Some(recent) = recent.get(options.selected) {
+                    options.screen = Screen::Flow {
+                        group: group.clone(),
+                        recent: recent.clone(),
+                    };
+                    options.scroll = 0;
+                }
+            }
+            Screen::Flow { .. } => {}
+        },
+        KeyCode::Esc | KeyCode::Backspace | KeyCode::Left => {
+            options.screen = match &options.screen {
+                Screen::Flow { group, .. } => Screen::Connections {
+                    group: group.clone(),
+                },
+                _ => Screen::Groups,
+            };
+            options.selected = 0;
+        }
+        _ => {}
+    }
+    false
 }

@@ -5,7 +5,7 @@
 //! interval; the lock is held for the update of one event, or for one copy of the rows.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, VecDeque},
     io,
     net::SocketAddr,
     sync::{Arc, Mutex, MutexGuard},
@@ -135,12 +135,24 @@ pub struct Sample {
     pub rows: Vec<(String, GroupStats)>,
 }
 
+/// Records kept for the view to list and draw, the most recent.
+const RECENT: usize = 512;
+
+/// A connection's record, with the groups it belongs to and when it was written.
+#[derive(Clone, Debug)]
+pub struct Recent {
+    pub keys: [String; 3],
+    pub clock: WallClock,
+    pub record: Arc<ConnectionRecord>,
+}
+
 /// The state the sink keeps and the view samples.
 #[derive(Debug, Default)]
 pub struct TopState {
     tracing: Option<Tracing>,
     open: HashMap<u64, Open>,
     groups: [BTreeMap<String, GroupStats>; 3],
+    recent: VecDeque<Recent>,
 }
 
 /// The process key of a connection no process is known for yet.
@@ -277,11 +289,19 @@ impl TopState {
         }
     }
 
-    pub fn record(&mut self, record: &ConnectionRecord) {
+    pub fn record(&mut self, clock: WallClock, record: &ConnectionRecord) {
         if let Some(tracing) = &mut self.tracing {
             tracing.records += 1;
         }
         let keys = self.keys(record.local, record.remote, record.comm.as_deref());
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(Recent {
+            keys: keys.clone(),
+            clock,
+            record: Arc::new(record.clone()),
+        });
         self.each(&keys, |g| {
             g.closed.count(record.close_initiator);
             g.closed_now.count(record.close_initiator);
@@ -303,6 +323,19 @@ impl TopState {
                 .responses_us
                 .push(micros);
         }
+    }
+
+    /// The connections of group `key` of `grouping` recently written, the latest to end
+    /// first.
+    pub fn recent(&self, grouping: Grouping, key: &str) -> Vec<Recent> {
+        let mut recent: Vec<Recent> = self
+            .recent
+            .iter()
+            .filter(|recent| recent.keys[grouping.index()] == key)
+            .cloned()
+            .collect();
+        recent.sort_by_key(|recent| std::cmp::Reverse(recent.record.end_ns));
+        recent
     }
 
     /// The rows of `grouping` now: totals, and the interval so far.
@@ -361,11 +394,11 @@ impl Sink for TopSink {
 
     fn connection(
         &mut self,
-        _clock: WallClock,
+        clock: WallClock,
         record: &ConnectionRecord,
         _end: RecordEnd,
     ) -> io::Result<()> {
-        self.state().record(record);
+        self.state().record(clock, record);
         Ok(())
     }
 

@@ -1,20 +1,22 @@
-//! Drawing a [`Sample`]: a header with what tracing sees and loses, a table with one row
-//! per group, and the keys. Columns that do not fit the terminal's width are left out,
-//! least important first, so 80 columns show the essentials and a narrow terminal still
-//! shows the group and its open connections.
+//! Drawing a [`Sample`]: a header with what tracing sees and loses, then one of three
+//! screens ([`Screen`]): a table with one row per group, the recent connections of one
+//! group, or one connection's flow graph (the drawing of `--format pretty`). Columns that
+//! do not fit the terminal's width are left out, least important first, so 80 columns
+//! show the essentials and a narrow terminal still shows the group and its open
+//! connections.
 
 use std::time::Duration;
 
 use ratatui::{
     Frame,
-    layout::{Constraint, Layout},
+    layout::{Constraint, Layout, Rect},
     style::{Modifier, Style},
     text::Line,
-    widgets::{Cell, Paragraph, Row, Table},
+    widgets::{Cell, Paragraph, Row, Table, TableState},
 };
 
-use super::state::{GroupStats, Grouping, Sample};
-use crate::vocabulary::names;
+use super::state::{GroupStats, Grouping, Recent, Sample};
+use crate::{output::pretty::write_timeline, vocabulary::names};
 
 /// What the rows are sorted by (descending, then by group).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,13 +58,29 @@ impl SortBy {
     }
 }
 
+/// Which screen the view shows.
+#[derive(Clone, Debug)]
+pub enum Screen {
+    /// One row per group.
+    Groups,
+    /// The recent connections of one group.
+    Connections { group: String },
+    /// One connection's flow graph (of the group it was chosen in).
+    Flow { group: String, recent: Recent },
+}
+
 /// What the person chose to see.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ViewOptions {
     pub grouping: Grouping,
     pub sort: SortBy,
     /// Plain text: `NO_COLOR` is set.
     pub plain: bool,
+    pub screen: Screen,
+    /// The row selected in a table.
+    pub selected: usize,
+    /// Lines of the flow graph scrolled past.
+    pub scroll: u16,
 }
 
 /// A column: its title, width, and its cell for a group over an interval.
@@ -169,15 +187,32 @@ const COLUMNS: &[Column] = &[
 /// The group column's width.
 const GROUP_WIDTH: u16 = 18;
 
-/// Draws `sample`, whose interval lasted `interval`.
-pub fn draw(frame: &mut Frame, sample: &Sample, interval: Duration, options: &ViewOptions) {
-    let [header, table, keys] = Layout::vertical([
+/// The rows of `sample` in the order `sort` shows them.
+pub fn sorted(sample: &Sample, sort: SortBy) -> Vec<&(String, GroupStats)> {
+    let mut rows: Vec<&(String, GroupStats)> = sample.rows.iter().collect();
+    rows.sort_by(|a, b| {
+        sort.key(&b.1)
+            .cmp(&sort.key(&a.1))
+            .then_with(|| a.0.cmp(&b.0))
+    });
+    rows
+}
+
+/// Draws `sample`, whose interval lasted `interval`, and `recent`, the recent connections
+/// of the group a drill-down screen shows.
+pub fn draw(
+    frame: &mut Frame,
+    sample: &Sample,
+    recent: &[Recent],
+    interval: Duration,
+    options: &ViewOptions,
+) {
+    let [header, body, keys] = Layout::vertical([
         Constraint::Length(2),
         Constraint::Min(1),
         Constraint::Length(1),
     ])
     .areas(frame.area());
-    let seconds = interval.as_secs_f64().max(0.001);
     let tracing = &sample.tracing;
     let ports: Vec<String> = tracing.ports.iter().map(u16::to_string).collect();
     let title = format!(
@@ -197,39 +232,124 @@ pub fn draw(frame: &mut Frame, sample: &Sample, interval: Duration, options: &Vi
         Paragraph::new(vec![Line::from(title), Line::from(status)]),
         header,
     );
+    let emphasis = if options.plain {
+        Style::default()
+    } else {
+        Style::default().add_modifier(Modifier::BOLD | Modifier::REVERSED)
+    };
+    let help = match &options.screen {
+        Screen::Groups => {
+            groups(frame, body, sample, interval, options, emphasis);
+            "g group by  s sort by  Enter connections  q quit"
+        }
+        Screen::Connections { group } => {
+            connections(frame, body, group, recent, options, emphasis);
+            "Enter flow graph  Esc back  q quit"
+        }
+        Screen::Flow { recent, .. } => {
+            flow(frame, body, recent, options.scroll);
+            "Up/Down scroll  Esc back  q quit"
+        }
+    };
+    frame.render_widget(Paragraph::new(help), keys);
+}
 
+fn selection(options: &ViewOptions, emphasis: Style) -> (TableState, Style) {
+    let highlight = if options.plain {
+        Style::default().add_modifier(Modifier::UNDERLINED)
+    } else {
+        emphasis
+    };
+    (
+        TableState::default().with_selected(options.selected),
+        highlight,
+    )
+}
+
+fn groups(
+    frame: &mut Frame,
+    area: Rect,
+    sample: &Sample,
+    interval: Duration,
+    options: &ViewOptions,
+    emphasis: Style,
+) {
+    let seconds = interval.as_secs_f64().max(0.001);
     // As many columns as fit, in order of importance.
     let mut width = GROUP_WIDTH;
     let columns: Vec<&Column> = COLUMNS
         .iter()
         .take_while(|column| {
             width += column.width + 1;
-            width <= table.width
+            width <= area.width
         })
         .collect();
-    let mut rows: Vec<&(String, GroupStats)> = sample.rows.iter().collect();
-    rows.sort_by(|a, b| {
-        options
-            .sort
-            .key(&b.1)
-            .cmp(&options.sort.key(&a.1))
-            .then_with(|| a.0.cmp(&b.0))
-    });
-    let emphasis = if options.plain {
-        Style::default()
-    } else {
-        Style::default().add_modifier(Modifier::BOLD | Modifier::REVERSED)
-    };
     let titles = std::iter::once(options.grouping.name().to_uppercase())
         .chain(columns.iter().map(|c| c.title.to_owned()));
     let heading = Row::new(titles.map(Cell::from)).style(emphasis);
-    let body = rows.iter().map(|(key, stats)| {
-        let cells =
-            std::iter::once(key.clone()).chain(columns.iter().map(|c| (c.cell)(stats, seconds)));
-        Row::new(cells.map(Cell::from))
-    });
+    let body = sorted(sample, options.sort)
+        .into_iter()
+        .map(|(key, stats)| {
+            let cells = std::iter::once(key.clone())
+                .chain(columns.iter().map(|c| (c.cell)(stats, seconds)));
+            Row::new(cells.map(Cell::from))
+        });
     let widths = std::iter::once(Constraint::Length(GROUP_WIDTH))
         .chain(columns.iter().map(|c| Constraint::Length(c.width)));
-    frame.render_widget(Table::new(body, widths).header(heading), table);
-    frame.render_widget(Paragraph::new("g group by  s sort by  q quit"), keys);
+    let (mut state, highlight) = selection(options, emphasis);
+    let table = Table::new(body, widths)
+        .header(heading)
+        .row_highlight_style(highlight)
+        .highlight_symbol(">");
+    frame.render_stateful_widget(table, area, &mut state);
+}
+
+fn connections(
+    frame: &mut Frame,
+    area: Rect,
+    group: &str,
+    recent: &[Recent],
+    options: &ViewOptions,
+    emphasis: Style,
+) {
+    let [title, list] = Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(area);
+    frame.render_widget(
+        Paragraph::new(format!(
+            "recent connections of {} {group} (latest first)",
+            options.grouping.name()
+        )),
+        title,
+    );
+    let heading =
+        Row::new(["ENDED", "ROLE", "LOCAL", "REMOTE", "CLOSED BY", "MS", "REQ"].map(Cell::from))
+            .style(emphasis);
+    let rows = recent.iter().map(|recent| {
+        let record = &recent.record;
+        let ended = recent.clock.rfc3339(record.end_ns);
+        Row::new([
+            ended.get(11..23).unwrap_or(&ended).to_owned(),
+            record.role.name().to_owned(),
+            record.local.to_string(),
+            record.remote.to_string(),
+            record.close_initiator.name().to_owned(),
+            format!("{:.1}", record.duration_us as f64 / 1000.0),
+            record.requests.map_or("-".to_owned(), |r| r.to_string()),
+        ])
+    });
+    let widths = [13, 7, 22, 22, 16, 9, 4].map(Constraint::Length);
+    let (mut state, highlight) = selection(options, emphasis);
+    let table = Table::new(rows, widths)
+        .header(heading)
+        .row_highlight_style(highlight)
+        .highlight_symbol(">");
+    frame.render_stateful_widget(table, list, &mut state);
+}
+
+fn flow(frame: &mut Frame, area: Rect, recent: &Recent, scroll: u16) {
+    let mut out = Vec::new();
+    let text = match write_timeline(&mut out, &recent.record, false) {
+        Ok(()) => String::from_utf8_lossy(&out).into_owned(),
+        Err(error) => format!("cannot draw the connection: {error}"),
+    };
+    frame.render_widget(Paragraph::new(text).scroll((scroll, 0)), area);
 }

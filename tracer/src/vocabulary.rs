@@ -98,6 +98,13 @@ macro_rules! names {
 }
 pub(crate) use names;
 
+/// The value after `current` in `all` (a type's `ALL`), the first after the last: what a
+/// key that cycles through the values shows next.
+pub fn following<T: Copy + PartialEq>(all: &[T], current: T) -> T {
+    let at = all.iter().position(|value| *value == current).unwrap_or(0);
+    all[(at + 1) % all.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

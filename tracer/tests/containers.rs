@@ -19,7 +19,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::support::{Tracer, free_port, shared, wait_until};
+use crate::support::{Tracer, free_port, lines_of, shared, wait_for_start, wait_until};
 
 /// The image, imported once per test process.
 const IMAGE: &str = "localhost/tracer-test-busybox:latest";
@@ -281,16 +281,8 @@ fn the_image_runs_as_the_daemonset_runs_it() {
     ]);
     let container = Container { id, host_port: 0 };
     let file = logs.path().join("tracer.json");
-    let lines = || -> Vec<Value> {
-        fs::read_to_string(&file)
-            .unwrap_or_default()
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap())
-            .collect()
-    };
-    wait_until("tracer_start in the file", || {
-        lines().iter().any(|l| l["event"] == "tracer_start")
-    });
+    let lines = || lines_of(&file);
+    wait_for_start(&file);
 
     let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
     let client = TcpStream::connect(("127.0.0.1", port)).unwrap();

@@ -7,7 +7,6 @@
 
 use std::{
     collections::BTreeMap,
-    fs,
     net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -23,7 +22,7 @@ use serde_json::Value;
 use crate::support::{
     Tracer, free_port,
     http::{HttpClient, ServerConfig, start_server},
-    shared, wait_exit, wait_until,
+    lines_of, shared, wait_exit, wait_for_start, wait_until,
 };
 
 /// A process killed when dropped, also when the test fails first.
@@ -100,16 +99,8 @@ fn clickhouse_answers_the_documented_queries_from_the_records() {
             .spawn()
             .expect("cannot start tracer"),
     );
-    let lines = || -> Vec<Value> {
-        fs::read_to_string(&file)
-            .unwrap_or_default()
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap())
-            .collect()
-    };
-    wait_until("tracer_start in the file", || {
-        lines().iter().any(|l| l["event"] == "tracer_start")
-    });
+    let lines = || lines_of(&file);
+    wait_for_start(&file);
     let server = start_server(
         port,
         ServerConfig {

@@ -15,7 +15,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::support::{exclusive, free_port, tracer_bin, wait_until};
+use crate::support::{exclusive, free_port, lines_of, tracer_bin, wait_until};
 
 /// The root file system `cargo xtask setup` makes.
 const ROOTFS: &str = "target/deploy-tools/debian-bookworm-systemd.tar";
@@ -128,11 +128,7 @@ impl Machine {
 
     /// The lines of a file in the logs directory.
     fn lines(&self, file: &str) -> Vec<Value> {
-        fs::read_to_string(self.logs().join(file))
-            .unwrap_or_default()
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap())
-            .collect()
+        lines_of(&self.logs().join(file))
     }
 }
 

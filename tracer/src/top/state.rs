@@ -20,7 +20,7 @@ use crate::{
         correlator::{CloseInitiator, ConnectionRecord, ResponseTime},
         reader::LossCause,
     },
-    vocabulary::names,
+    vocabulary::{following, names},
 };
 
 /// What the rows are grouped by.
@@ -43,8 +43,7 @@ names!(Grouping as "grouping" {
 impl Grouping {
     /// The grouping the `g` key switches to.
     pub fn next(self) -> Self {
-        let all = Self::ALL;
-        all[(all.iter().position(|g| *g == self).unwrap_or(0) + 1) % all.len()]
+        following(Self::ALL, self)
     }
 
     fn index(self) -> usize {

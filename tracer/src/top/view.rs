@@ -16,7 +16,10 @@ use ratatui::{
 };
 
 use super::state::{GroupStats, Grouping, Recent, Sample};
-use crate::{output::pretty::write_timeline, vocabulary::names};
+use crate::{
+    output::pretty::write_timeline,
+    vocabulary::{following, names},
+};
 
 /// What the rows are sorted by (descending, then by group).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,8 +44,7 @@ names!(SortBy as "sort column" {
 impl SortBy {
     /// The column the `s` key switches to.
     pub fn next(self) -> Self {
-        let all = Self::ALL;
-        all[(all.iter().position(|s| *s == self).unwrap_or(0) + 1) % all.len()]
+        following(Self::ALL, self)
     }
 
     fn key(self, stats: &GroupStats) -> u64 {
@@ -105,6 +107,11 @@ fn quantile_ms(values: &[u64], q: f64) -> String {
     format!("{:.2}", sorted[at] as f64 / 1000.0)
 }
 
+/// `p50/p99` of `values` in milliseconds.
+fn median_and_p99(values: &[u64]) -> String {
+    format!("{}/{}", quantile_ms(values, 0.5), quantile_ms(values, 0.99))
+}
+
 /// The columns after the group's, most important first.
 const COLUMNS: &[Column] = &[
     Column {
@@ -140,24 +147,12 @@ const COLUMNS: &[Column] = &[
     Column {
         title: "HS p50/99 ms",
         width: 13,
-        cell: |g, _| {
-            format!(
-                "{}/{}",
-                quantile_ms(&g.handshakes_us, 0.5),
-                quantile_ms(&g.handshakes_us, 0.99)
-            )
-        },
+        cell: |g, _| median_and_p99(&g.handshakes_us),
     },
     Column {
         title: "RSP p50/99 ms",
         width: 14,
-        cell: |g, _| {
-            format!(
-                "{}/{}",
-                quantile_ms(&g.responses_us, 0.5),
-                quantile_ms(&g.responses_us, 0.99)
-            )
-        },
+        cell: |g, _| median_and_p99(&g.responses_us),
     },
     Column {
         title: "KA-TO",

@@ -230,6 +230,25 @@ impl Drop for Tracer {
     }
 }
 
+/// The lines of a file tracer writes (`--output`) as they are now: none before it exists.
+/// A line being written may be cut: read once tracer has written what is waited for.
+pub fn lines_of(file: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: {e}: {line}", file.display()))
+        })
+        .collect()
+}
+
+/// Waits for the `tracer_start` line in `file`.
+pub fn wait_for_start(file: &std::path::Path) {
+    wait_until("tracer_start in the file", || {
+        lines_of(file).iter().any(|l| l["event"] == "tracer_start")
+    });
+}
+
 /// Polls `condition` until it holds; panics naming `what` after [`DEADLINE`].
 pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + DEADLINE;

@@ -131,6 +131,8 @@ pub struct Tracing {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Sample {
     pub tracing: Tracing,
+    /// Events received in the interval.
+    pub events: u64,
     pub rows: Vec<(String, GroupStats)>,
 }
 
@@ -152,6 +154,8 @@ pub struct TopState {
     open: HashMap<u64, Open>,
     groups: [BTreeMap<String, GroupStats>; 3],
     recent: VecDeque<Recent>,
+    /// Events received by the last sample.
+    events_sampled: u64,
 }
 
 /// The process key of a connection no process is known for yet.
@@ -359,8 +363,12 @@ impl TopState {
         for groups in &mut self.groups {
             groups.values_mut().for_each(GroupStats::start_interval);
         }
+        let tracing = self.tracing.clone().unwrap_or_default();
+        let events = tracing.events - self.events_sampled;
+        self.events_sampled = tracing.events;
         Sample {
-            tracing: self.tracing.clone().unwrap_or_default(),
+            tracing,
+            events,
             rows,
         }
     }

@@ -216,11 +216,11 @@ pub fn draw(
         ports.join(",")
     );
     let status = format!(
-        "by {}, sorted by {}  closed {}  events {}  lost {}",
+        "by {}, sorted by {}  closed {}  events {}/s  lost {}",
         options.grouping.name(),
         options.sort.name(),
         tracing.records,
-        tracing.events,
+        per_second(sample.events, interval.as_secs_f64().max(0.001)),
         tracing.lost
     );
     frame.render_widget(

@@ -62,9 +62,15 @@ pub enum Command {
         attach: AttachMode,
     },
     /// Show the traced connections live on this terminal, grouped by port, remote address
-    /// or process (keys: g group by, s sort by, q quit). Takes the same options as a
-    /// trace, but writes no lines.
+    /// or process (keys: g group by, s sort by, Enter drill down, Esc back, q quit). Takes
+    /// the same options as a trace, but writes no lines.
+    #[command(mut_arg("port", |port| port.required(false).required_unless_present("replay")))]
     Top {
+        /// Show a recorded trace (tracer's JSON lines) instead, at the pace it was recorded:
+        /// + and - double and halve the speed, space pauses.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["port", "cgroup", "container", "net"])]
+        replay: Option<PathBuf>,
+
         #[command(flatten)]
         trace: TraceArgs,
     },
@@ -425,6 +431,8 @@ pub enum Invocation {
     Trace(TraceConfig),
     /// `tracer top`.
     Top(TraceConfig),
+    /// `tracer top --replay FILE`.
+    TopReplay(PathBuf),
     /// `tracer check`.
     Check { json: bool, attach: AttachMode },
     /// `tracer replay FILE`.
@@ -439,7 +447,13 @@ impl Cli {
     pub fn resolve(self) -> Invocation {
         match self.command {
             Some(Command::Check { json, attach }) => Invocation::Check { json, attach },
-            Some(Command::Top { trace }) => Invocation::Top(trace.resolve()),
+            Some(Command::Top {
+                replay: Some(file), ..
+            }) => Invocation::TopReplay(file),
+            Some(Command::Top {
+                replay: None,
+                trace,
+            }) => Invocation::Top(trace.resolve()),
             Some(Command::Replay { file, output }) => Invocation::Replay {
                 file,
                 pipeline: output.pipeline(),

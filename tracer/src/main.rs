@@ -43,6 +43,12 @@ fn main() -> ExitCode {
                 Err(error) => fail(&error),
             };
         }
+        Invocation::TopReplay(file) => {
+            return match top::replay(file) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => fail(&error),
+            };
+        }
         Invocation::Trace(config) => config,
     };
     let result = tokio::runtime::Builder::new_current_thread()

@@ -30,7 +30,7 @@ use crate::{
         TcpCounters, TcpFlag, TcpState, TimewaitEnd, TraceEvent,
     },
     kernel::{attach::Hook, sysctl::DEFAULT_FIN_TIMEOUT_NS},
-    output::{self, Format, StopSummary},
+    output::{self, Format, Sink, StopSummary},
     pipeline::{Pipeline, PipelineConfig, Traced},
     vocabulary::UnknownName,
 };
@@ -257,6 +257,18 @@ pub fn read_line(bytes: &[u8]) -> Result<Line> {
 
 /// Replays `file` (`-` for standard input) to standard output.
 pub fn run(file: &Path, config: PipelineConfig, format: Format) -> Result<()> {
+    feed(file, config, output::open(None, format), |_, _| {})
+}
+
+/// Replays `file` (`-` for standard input) into `sink`. `pace` sees the trace's first
+/// line (`tracer_start`, or `Null`) and then each event's time (`Some`), before the event
+/// goes in: `tracer top --replay` waits there to show the trace at its own pace.
+pub fn feed<S: Sink>(
+    file: &Path,
+    config: PipelineConfig,
+    sink: S,
+    mut pace: impl FnMut(&Value, Option<u64>),
+) -> Result<()> {
     let input: Box<dyn BufRead> = if file == Path::new("-") {
         Box::new(io::stdin().lock())
     } else {
@@ -264,7 +276,6 @@ pub fn run(file: &Path, config: PipelineConfig, format: Format) -> Result<()> {
             File::open(file).with_context(|| format!("cannot read {}", file.display()))?,
         ))
     };
-    let sink = output::open(None, format);
     // The lines' times are wall-clock already: an offset of zero keeps them.
     let clock = WallClock::from_offset_ns(0);
     let mut lines = input.split(b'\n').enumerate().peekable();
@@ -276,6 +287,7 @@ pub fn run(file: &Path, config: PipelineConfig, format: Format) -> Result<()> {
         Some((_, Ok(first))) => serde_json::from_slice::<Value>(first).unwrap_or_default(),
         _ => Value::Null,
     };
+    pace(&start, None);
     let traced = Traced {
         data_turns: start["unsupported"].get("data").is_none(),
         timewait_fin_timeout_ns: start["attach"]
@@ -287,7 +299,10 @@ pub fn run(file: &Path, config: PipelineConfig, format: Format) -> Result<()> {
         let line = line.with_context(|| format!("cannot read {}", file.display()))?;
         let location = format!("{}:{}", file.display(), number + 1);
         match read_line(&line).with_context(|| format!("{location}: not a tracer line"))? {
-            Line::Event(event) => pipeline.event(&event)?,
+            Line::Event(event) => {
+                pace(&start, Some(event.meta().boot_ns));
+                pipeline.event(&event)?;
+            }
             Line::Other => {}
             Line::Cut => eprintln!(
                 "tracer: warning: {location}: skipped a line cut short (its tracer was stopped mid-write)"

@@ -5,6 +5,7 @@
 use std::{
     net::{TcpListener, TcpStream},
     process::Command,
+    sync::atomic::{AtomicU32, Ordering},
     thread,
     time::{Duration, Instant},
 };
@@ -22,8 +23,10 @@ struct Terminal {
 impl Terminal {
     /// `command` in a `columns` x `rows` window; its exit status is printed after it.
     fn start(command: &str, columns: u16, rows: u16) -> Self {
+        static TERMINALS: AtomicU32 = AtomicU32::new(0);
+        let number = TERMINALS.fetch_add(1, Ordering::Relaxed);
         let terminal = Self {
-            socket: format!("tracer-test-{}-{columns}", std::process::id()),
+            socket: format!("tracer-test-{}-{number}", std::process::id()),
         };
         terminal.tmux(&[
             "new-session",
@@ -179,6 +182,36 @@ fn top_fits_80_columns() {
         "a column beyond 80: {heading}"
     );
     assert!(heading.trim_end().len() <= 80, "{heading}");
+    terminal.keys("q");
+    terminal.line("tracer's exit", |l| l == "EXITED 0");
+}
+
+/// `--replay` shows a recorded trace at its pace, faster with `+`: at its end the header
+/// counts its records, as `tracer replay` writes them.
+#[test]
+fn top_replays_a_recorded_trace() {
+    let _machine = shared();
+    let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden");
+    let records = std::fs::read_to_string(format!("{golden}/replay-all.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|line| line.contains("\"event\":\"connection\""))
+        .count();
+    let command = format!(
+        "{} top --replay {golden}/trace.jsonl",
+        tracer_bin().display()
+    );
+    let terminal = Terminal::start(&command, 100, 24);
+    terminal.line("the header", |l| l.contains("replay: x1"));
+    terminal.keys("+");
+    terminal.line("a faster replay", |l| l.contains("replay: x2"));
+    terminal.keys("+");
+    terminal.line("the end of the trace", |l| {
+        l.contains("replay: the end of the trace")
+    });
+    terminal.line("every record", |l| {
+        l.contains(&format!("closed {records} "))
+    });
     terminal.keys("q");
     terminal.line("tracer's exit", |l| l == "EXITED 0");
 }

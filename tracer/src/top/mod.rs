@@ -5,10 +5,12 @@
 //! draws its flow graph, Esc goes back. `q` or Ctrl-C stop tracing as SIGTERM does; the
 //! terminal is restored on every way out (ratatui's panic hook restores it after a panic).
 
+pub mod replay;
 pub mod state;
 pub mod view;
 
 use std::{
+    path::PathBuf,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -22,10 +24,48 @@ use ratatui::crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, Ke
 use rustix::process::{Signal, getpid, kill_process};
 
 use self::{
+    replay::{Pace, Playback},
     state::{Grouping, Recent, Sample, TopSink, TopState},
     view::{Screen, SortBy, ViewOptions},
 };
-use crate::{daemon, daemon::TraceConfig, pipeline::Emit};
+use crate::{
+    daemon::{self, TraceConfig},
+    pipeline::{Emit, PipelineConfig, correlator::DEFAULT_MAX_CONNECTIONS},
+};
+
+/// What the view shows: live tracing, or a recorded trace.
+enum Mode {
+    /// `done` is set when tracing has ended; quitting asks it to end (as SIGTERM).
+    Live { done: Arc<AtomicBool> },
+    /// `fed` is set when the whole trace went in; quitting stops the feeding.
+    Replay {
+        playback: Arc<Playback>,
+        fed: Arc<AtomicBool>,
+    },
+}
+
+impl Mode {
+    fn ended(&self) -> bool {
+        match self {
+            Self::Live { done } => done.load(Ordering::Acquire),
+            Self::Replay { fed, .. } => fed.load(Ordering::Acquire),
+        }
+    }
+
+    /// The header's word on the replay: its speed, paused or over.
+    fn status(&self) -> Option<String> {
+        let Self::Replay { playback, fed } = self else {
+            return None;
+        };
+        Some(if fed.load(Ordering::Acquire) {
+            "replay: the end of the trace".to_owned()
+        } else if playback.paused() {
+            "replay: paused".to_owned()
+        } else {
+            format!("replay: x{}", playback.speed())
+        })
+    }
+}
 
 /// How often the view samples and draws.
 const REFRESH: Duration = Duration::from_secs(1);
@@ -42,17 +82,19 @@ pub fn run(mut config: TraceConfig) -> Result<()> {
     config.pipeline.keep_events = true;
     let sink = TopSink::default();
     let state = Arc::clone(&sink.0);
-    let traced = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(false));
     let view = thread::spawn({
-        let traced = Arc::clone(&traced);
-        move || show(&state, &traced)
+        let mode = Mode::Live {
+            done: Arc::clone(&done),
+        };
+        move || show(&state, &mode)
     });
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)
         .and_then(|runtime| runtime.block_on(daemon::run_into(config, Box::new(sink))));
-    traced.store(true, Ordering::Release);
+    done.store(true, Ordering::Release);
     let shown = view.join();
     result?;
     match shown {
@@ -61,12 +103,50 @@ pub fn run(mut config: TraceConfig) -> Result<()> {
     }
 }
 
-/// Waits for tracing to start, then draws until tracing ends (`done`), asking it to end
-/// on `q` or Ctrl-C.
-fn show(state: &Mutex<TopState>, done: &AtomicBool) -> Result<()> {
+/// Shows the recorded trace `file` at its own pace, until `q` or Ctrl-C.
+pub fn replay(file: PathBuf) -> Result<()> {
+    let sink = TopSink::default();
+    let state = Arc::clone(&sink.0);
+    let playback = Arc::new(Playback::default());
+    let fed = Arc::new(AtomicBool::new(false));
+    let feeder = thread::spawn({
+        let (state, fed) = (Arc::clone(&state), Arc::clone(&fed));
+        let mut pace = Pace::new(Arc::clone(&playback));
+        let config = PipelineConfig {
+            emit: Emit::All,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            keep_events: true,
+        };
+        move || {
+            let fed_all = crate::replay::feed(&file, config, sink, |start, at| match at {
+                Some(ns) => pace.wait(ns),
+                None => {
+                    let ports: Vec<u16> = (start["ports"].as_array().into_iter().flatten())
+                        .filter_map(|port| u16::try_from(port.as_u64()?).ok())
+                        .collect();
+                    let kernel = start["kernel"].as_str().unwrap_or("(not recorded)");
+                    let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+                    state.start(kernel, &ports);
+                }
+            });
+            fed.store(true, Ordering::Release);
+            fed_all
+        }
+    });
+    let shown = show(&state, &Mode::Replay { playback, fed });
+    let fed_all = feeder.join();
+    shown?;
+    match fed_all {
+        Ok(fed_all) => fed_all,
+        Err(_) => bail!("the replay stopped with a panic"),
+    }
+}
+
+/// Waits for tracing to start, then draws until it ends (live) or until `q` or Ctrl-C.
+fn show(state: &Mutex<TopState>, mode: &Mode) -> Result<()> {
     let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
     while !lock().started() {
-        if done.load(Ordering::Acquire) {
+        if mode.ended() {
             // Tracing failed to start: its error is printed, on a terminal left alone.
             return Ok(());
         }
@@ -79,6 +159,7 @@ fn show(state: &Mutex<TopState>, done: &AtomicBool) -> Result<()> {
         screen: Screen::Groups,
         selected: 0,
         scroll: 0,
+        status: mode.status(),
     };
     let mut terminal = ratatui::init();
     let mut sampled_at = Instant::now();
@@ -89,18 +170,37 @@ fn show(state: &Mutex<TopState>, done: &AtomicBool) -> Result<()> {
             Screen::Connections { group } => lock().recent(options.grouping, group),
             Screen::Groups | Screen::Flow { .. } => Vec::new(),
         };
+        options.status = mode.status();
         let drawn = terminal.draw(|frame| view::draw(frame, &sample, &recent, interval, &options));
         if let Err(error) = drawn {
             break Err(error.into());
         }
-        if done.load(Ordering::Acquire) {
+        if let Mode::Live { done } = mode
+            && done.load(Ordering::Acquire)
+        {
             break Ok(());
         }
         match next_key(sampled_at)? {
             Some(key) => {
+                if let Mode::Replay { playback, .. } = mode {
+                    match key.code {
+                        KeyCode::Char('+') => playback.faster(),
+                        KeyCode::Char('-') => playback.slower(),
+                        KeyCode::Char(' ') => playback.toggle_pause(),
+                        _ => {}
+                    }
+                }
                 if press(key, &mut options, &sample, &recent) {
-                    // As SIGTERM: the daemon detaches, drains and returns.
-                    let _ = kill_process(getpid(), Signal::TERM);
+                    match mode {
+                        // As SIGTERM: the daemon detaches, drains and returns.
+                        Mode::Live { .. } => {
+                            let _ = kill_process(getpid(), Signal::TERM);
+                        }
+                        Mode::Replay { playback, .. } => {
+                            playback.stop();
+                            break Ok(());
+                        }
+                    }
                 }
                 if key.code == KeyCode::Char('g') {
                     // The rows of the new grouping now, without waiting for the next sample.

@@ -167,6 +167,15 @@ impl TopState {
         self.tracing.is_some()
     }
 
+    /// Tracing started on `kernel`, for `ports`.
+    pub fn start(&mut self, kernel: &str, ports: &[u16]) {
+        self.tracing = Some(Tracing {
+            kernel: kernel.to_owned(),
+            ports: ports.to_vec(),
+            ..Tracing::default()
+        });
+    }
+
     fn traced_port(&self, local: SocketAddr, remote: SocketAddr) -> u16 {
         let ports = self.tracing.as_ref().map_or(&[][..], |t| &t.ports[..]);
         if ports.binary_search(&local.port()).is_ok() {
@@ -386,11 +395,7 @@ impl TopSink {
 
 impl Sink for TopSink {
     fn tracer_start(&mut self, kernel: &str, _plan: &AttachPlan, ports: &[u16]) -> io::Result<()> {
-        self.state().tracing = Some(Tracing {
-            kernel: kernel.to_owned(),
-            ports: ports.to_vec(),
-            ..Tracing::default()
-        });
+        self.state().start(kernel, ports);
         Ok(())
     }
 

@@ -83,6 +83,8 @@ pub struct ViewOptions {
     pub selected: usize,
     /// Lines of the flow graph scrolled past.
     pub scroll: u16,
+    /// What the header says of a replay (its speed, paused, over); `None` live.
+    pub status: Option<String>,
 }
 
 /// A column: its title, width, and its cell for a group over an interval.
@@ -210,11 +212,14 @@ pub fn draw(
     .areas(frame.area());
     let tracing = &sample.tracing;
     let ports: Vec<String> = tracing.ports.iter().map(u16::to_string).collect();
-    let title = format!(
+    let mut title = format!(
         "tracer top  kernel {}  port {}",
         tracing.kernel,
         ports.join(",")
     );
+    if let Some(status) = &options.status {
+        title = format!("{title}  {status}");
+    }
     let status = format!(
         "by {}, sorted by {}  closed {}  events {}/s  lost {}",
         options.grouping.name(),
@@ -233,6 +238,10 @@ pub fn draw(
         Style::default().add_modifier(Modifier::BOLD | Modifier::REVERSED)
     };
     let help = match &options.screen {
+        Screen::Groups if options.status.is_some() => {
+            groups(frame, body, sample, interval, options, emphasis);
+            "g group by  s sort by  Enter connections  +/- speed  space pause  q quit"
+        }
         Screen::Groups => {
             groups(frame, body, sample, interval, options, emphasis);
             "g group by  s sort by  Enter connections  q quit"

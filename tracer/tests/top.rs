@@ -215,3 +215,30 @@ fn top_replays_a_recorded_trace() {
     terminal.keys("q");
     terminal.line("tracer's exit", |l| l == "EXITED 0");
 }
+
+/// SIGTERM (a service manager stopping it) ends `tracer top` as `q` does: exit status 0
+/// and the terminal as it was.
+#[test]
+fn top_ends_on_sigterm_and_leaves_the_terminal_clean() {
+    let _machine = shared();
+    let port = free_port("127.0.0.1");
+    let command = format!("{} top --port {port}", tracer_bin().display());
+    let terminal = Terminal::start(&command, 100, 24);
+    terminal.line("the header", |l| l.starts_with("tracer top"));
+    let pid = terminal.tmux(&["list-panes", "-F", "#{pane_pid}"]);
+    // The pane runs a shell, which runs tracer.
+    let shell: i32 = pid.trim().parse().unwrap();
+    let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children")).unwrap();
+    let tracer: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(tracer).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    terminal.line("tracer's exit", |l| l == "EXITED 0");
+    let screen = terminal.screen();
+    assert!(
+        !screen.contains("tracer top"),
+        "the view is still on the terminal:\n{screen}"
+    );
+}

@@ -416,6 +416,15 @@ impl WireConnection {
         u64::from(acked.wrapping_sub(isn.wrapping_add(1))).saturating_sub(u64::from(fin_acked))
     }
 
+    /// The segments `from` sent, as captured: for a failing test to show.
+    pub fn segments_from(&self, from: SocketAddr) -> Vec<String> {
+        self.segments
+            .iter()
+            .filter(|segment| segment.from == from)
+            .map(|segment| format!("{segment:?}"))
+            .collect()
+    }
+
     /// Payload bytes that reached the other side and were not refused.
     fn delivered_payload(direction: &Direction) -> u64 {
         direction.payload - direction.refused

@@ -39,7 +39,8 @@ const TEST_PACKAGES: &[&str] = &[
 /// unit, logrotate reads its configuration, python3-venv holds the Kubernetes validator and
 /// chdb, bpftool counts the soak's eBPF map entries, g++ builds libFuzzer, dwarves' pahole
 /// cross-checks the offsets the BTF unit tests resolve, mmdebstrap (with Debian's keyring)
-/// makes the root file system that systemd-nspawn boots for the unit's test.
+/// makes the root file system that systemd-nspawn boots for the unit's test, tmux is the
+/// terminal `tracer top` is tested in.
 const CHECK_PACKAGES: &[&str] = &[
     "systemd",
     "logrotate",
@@ -50,6 +51,7 @@ const CHECK_PACKAGES: &[&str] = &[
     "systemd-container",
     "mmdebstrap",
     "debian-archive-keyring",
+    "tmux",
 ];
 
 /// The Debian release of the root file system the unit's test boots, and what it holds

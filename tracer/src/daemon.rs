@@ -223,19 +223,28 @@ fn open_at_start(
     }
 }
 
-/// Traces, writing the lines where `config.output` says.
-pub async fn run(config: TraceConfig) -> Result<()> {
+/// Traces, writing the lines where `config.output` says, until SIGINT or SIGTERM.
+pub fn run(config: TraceConfig) -> Result<()> {
     let reopen = ReopenRequest::default();
     let file = (config.output.file.as_ref())
         .map(|file| LogFile::open(&file.path, file.rotation, reopen.clone()))
         .transpose()?;
     let sink = output::open(file, config.output.format);
-    trace(config, sink, reopen).await
+    block_on(trace(config, sink, reopen))
 }
 
 /// Traces into `sink` instead of the lines (`tracer top`'s view).
-pub async fn run_into(config: TraceConfig, sink: Box<dyn Sink>) -> Result<()> {
-    trace(config, sink, ReopenRequest::default()).await
+pub fn run_into(config: TraceConfig, sink: Box<dyn Sink>) -> Result<()> {
+    block_on(trace(config, sink, ReopenRequest::default()))
+}
+
+/// Runs `tracing` on a runtime of its own, on this thread: the reader, its timers and its
+/// signals share it.
+fn block_on(tracing: impl Future<Output = Result<()>>) -> Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(tracing)
 }
 
 async fn trace(config: TraceConfig, sink: Box<dyn Sink>, reopen: ReopenRequest) -> Result<()> {

@@ -51,12 +51,7 @@ fn main() -> ExitCode {
         }
         Invocation::Trace(config) => config,
     };
-    let result = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(anyhow::Error::from)
-        .and_then(|runtime| runtime.block_on(daemon::run(config)));
-    match result {
+    match daemon::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => fail(&error),

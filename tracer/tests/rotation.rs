@@ -13,7 +13,8 @@ use std::{
 };
 
 use crate::support::{
-    Tracer, exclusive, free_port, load::Load, shared, tracer_bin, wait_exit, wait_until,
+    Tracer, exclusive, free_port, load::Load, shared, tracer_bin, wait_exit, wait_for_start,
+    wait_until,
 };
 use rustix::process::{Pid, Signal, kill_process};
 use serde_json::Value;
@@ -40,9 +41,7 @@ fn start_to_file(port: u16, file: &Path, args: &[&str]) -> Child {
         .stdout(Stdio::null())
         .spawn()
         .expect("cannot start tracer");
-    wait_until("tracer_start in the file", || {
-        fs::read_to_string(file).is_ok_and(|text| text.contains("\"tracer_start\""))
-    });
+    wait_for_start(file);
     child
 }
 

@@ -15,7 +15,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::support::{exclusive, free_port, lines_of, tracer_bin, wait_until};
+use crate::support::{exclusive, free_port, lines_of, tracer_bin, wait_for_start, wait_until};
 
 /// The root file system `cargo xtask setup` makes.
 const ROOTFS: &str = "target/deploy-tools/debian-bookworm-systemd.tar";
@@ -181,12 +181,7 @@ fn the_unit_runs_reloads_and_stops_under_systemd() {
     let port = free_port("127.0.0.1");
     let machine = Machine::boot(&format!("TRACER_PORT={port}\n"));
     machine.must(&["systemctl", "start", "tracer"]);
-    wait_until("tracer_start in the file", || {
-        machine
-            .lines("tracer.json")
-            .iter()
-            .any(|l| l["event"] == "tracer_start")
-    });
+    wait_for_start(&machine.logs().join("tracer.json"));
     let first = connection(port);
     wait_until("the first connection's records", || {
         both_records(&machine.lines("tracer.json"), &first)

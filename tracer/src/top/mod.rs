@@ -89,11 +89,7 @@ pub fn run(mut config: TraceConfig) -> Result<()> {
         };
         move || show(&state, &mode)
     });
-    let result = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(anyhow::Error::from)
-        .and_then(|runtime| runtime.block_on(daemon::run_into(config, Box::new(sink))));
+    let result = daemon::run_into(config, Box::new(sink));
     done.store(true, Ordering::Release);
     let shown = view.join();
     result?;

@@ -74,6 +74,17 @@ pub enum Command {
         #[command(flatten)]
         trace: TraceArgs,
     },
+    /// Make a web page of a recorded trace (its JSON lines, recorded with `--emit all`): the
+    /// connections by port and by peer, histograms of handshake, response and idle times,
+    /// a timeline, and each connection's flow graph; one file, viewable offline.
+    Report {
+        /// The recorded trace; `-` for standard input.
+        file: PathBuf,
+
+        /// Write the page to FILE instead of standard output.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Read recorded JSON lines (a trace's events) and show them through the same
     /// correlator and formats, e.g. a trace captured on a server, read elsewhere.
     Replay {
@@ -435,6 +446,11 @@ pub enum Invocation {
     TopReplay(PathBuf),
     /// `tracer check`.
     Check { json: bool, attach: AttachMode },
+    /// `tracer report FILE`.
+    Report {
+        file: PathBuf,
+        output: Option<PathBuf>,
+    },
     /// `tracer replay FILE`.
     Replay {
         file: PathBuf,
@@ -454,6 +470,7 @@ impl Cli {
                 replay: None,
                 trace,
             }) => Invocation::Top(trace.resolve()),
+            Some(Command::Report { file, output }) => Invocation::Report { file, output },
             Some(Command::Replay { file, output }) => Invocation::Replay {
                 file,
                 pipeline: output.pipeline(),

@@ -11,8 +11,9 @@
 //!   timelines) and count them ([`output::metrics`], for Prometheus).
 //!
 //! [`daemon`] runs that flow live, [`replay`] on recorded lines, and [`check`] reports what
-//! the kernel allows; [`event`] and [`clock`] are shared by every stage, and
-//! [`vocabulary`] spells every name the output carries. [`cli`] resolves the command line
+//! the kernel allows; [`top`] shows it live to a person, [`report`] as a web page made
+//! from a recorded trace. [`event`] and [`clock`] are shared by every stage, [`quantile`]
+//! by the two views, and [`vocabulary`] spells every name the output carries. [`cli`] resolves the command line
 //! into each stage's plain configuration: nothing below it sees the parser. `fixture`
 //! (hidden) builds the inputs of the unit tests and the bench; the daemon does not use it.
 
@@ -26,6 +27,8 @@ pub mod fixture;
 pub mod kernel;
 pub mod output;
 pub mod pipeline;
+pub mod quantile;
 pub mod replay;
+pub mod report;
 pub mod top;
 pub mod vocabulary;

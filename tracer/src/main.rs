@@ -4,7 +4,7 @@ use clap::Parser as _;
 use tracer::{
     check,
     cli::{Cli, Invocation},
-    daemon, replay, top,
+    daemon, replay, report, top,
 };
 
 /// A reader that closed our stdout (`tracer ... | head`) is a normal way to stop.
@@ -32,6 +32,13 @@ fn main() -> ExitCode {
             format,
         } => {
             return match replay::run(&file, pipeline, format) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
+                Err(error) => fail(&error),
+            };
+        }
+        Invocation::Report { file, output } => {
+            return match report::run(&file, output.as_deref()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
                 Err(error) => fail(&error),

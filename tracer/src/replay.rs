@@ -2,9 +2,10 @@
 //! correlator and sinks as a live trace, so a trace captured on a server can be read
 //! elsewhere (for example as timelines, `--format pretty`).
 //!
-//! Only event lines are read back (`state_change`, `reset`, ...); `tracer_start`,
-//! `connection` and the other lines a live trace wrote are skipped, since the replay
-//! makes its own. Times are the lines' `ts`, so the replay's output has the same times.
+//! Only event lines are read back (`state_change`, `reset`, ...), and the losses the
+//! trace recorded (`lost`, `undecodable`: reported again, so a replay says what its trace
+//! missed); `tracer_start`, `connection` and the other lines a live trace wrote are
+//! skipped, since the replay makes its own. Times are the lines' `ts`, so the replay's output has the same times.
 //!
 //! A line cut short (a tracer killed mid-write, which a restarted tracer appends after)
 //! is reported on stderr and skipped; any other line that is not a tracer's stops the
@@ -31,7 +32,7 @@ use crate::{
     },
     kernel::{attach::Hook, sysctl::DEFAULT_FIN_TIMEOUT_NS},
     output::{self, Format, Sink, StopSummary},
-    pipeline::{Pipeline, PipelineConfig, Traced},
+    pipeline::{Pipeline, PipelineConfig, Traced, reader::LossCause},
     vocabulary::UnknownName,
 };
 
@@ -153,15 +154,19 @@ fn tcp_flags(line: &Value) -> Result<Option<Vec<TcpFlag>>> {
 
 /// The event on `line`, `None` for lines that are not events.
 pub fn parse_line(line: &str) -> Result<Option<TraceEvent>> {
-    let line: Value = serde_json::from_str(line).context("not JSON")?;
+    event(&serde_json::from_str(line).context("not JSON")?)
+}
+
+/// The event a line's JSON holds, `None` for lines that are not events.
+fn event(line: &Value) -> Result<Option<TraceEvent>> {
     let Some(kind) = line["event"].as_str().and_then(|name| name.parse().ok()) else {
         return Ok(None);
     };
     let event = match kind {
         EventKind::StateChange => TraceEvent::StateChange(StateChange {
-            meta: meta(&line)?,
-            old_state: named(&line, "old_state")?,
-            new_state: named(&line, "new_state")?,
+            meta: meta(line)?,
+            old_state: named(line, "old_state")?,
+            new_state: named(line, "new_state")?,
             handshake: match &line["handshake"] {
                 Value::Null => None,
                 handshake => Some(HandshakeSample {
@@ -174,48 +179,48 @@ pub fn parse_line(line: &str) -> Result<Option<TraceEvent>> {
             },
         }),
         EventKind::Reset => TraceEvent::Reset(Reset {
-            meta: meta(&line)?,
-            direction: named(&line, "direction")?,
+            meta: meta(line)?,
+            direction: named(line, "direction")?,
             reason: line["reason"].as_str().map(str::to_owned),
-            state: optional_state(&line, "state")?,
+            state: optional_state(line, "state")?,
         }),
         EventKind::Retransmit => TraceEvent::Retransmit(Retransmit {
-            meta: meta(&line)?,
-            kind: named(&line, "what")?,
-            state: optional_state(&line, "state")?,
-            tcp_flags: tcp_flags(&line)?,
+            meta: meta(line)?,
+            kind: named(line, "what")?,
+            state: optional_state(line, "state")?,
+            tcp_flags: tcp_flags(line)?,
         }),
-        EventKind::KeepaliveProbe => TraceEvent::KeepaliveProbe(keepalive(&line, "probe")?),
+        EventKind::KeepaliveProbe => TraceEvent::KeepaliveProbe(keepalive(line, "probe")?),
         EventKind::KeepaliveTimeout => {
-            TraceEvent::KeepaliveTimeout(keepalive(&line, "probes_sent")?)
+            TraceEvent::KeepaliveTimeout(keepalive(line, "probes_sent")?)
         }
         EventKind::DataTurn => TraceEvent::DataTurn(DataTurn {
-            meta: meta(&line)?,
-            direction: named(&line, "direction")?,
+            meta: meta(line)?,
+            direction: named(line, "direction")?,
         }),
         EventKind::Summary => TraceEvent::Summary(ConnectionSummary {
-            meta: meta(&line)?,
-            bytes_acked: u64_field(&line, "bytes_acked")?,
-            bytes_received: u64_field(&line, "bytes_received")?,
-            fin_received: bool_field(&line, "fin_received")?,
-            fin_acked: bool_field(&line, "fin_acked")?,
-            retransmits: number(&line, "retransmits")?,
-            srtt_us: number(&line, "srtt_us")?,
-            netns: number(&line, "netns")?,
+            meta: meta(line)?,
+            bytes_acked: u64_field(line, "bytes_acked")?,
+            bytes_received: u64_field(line, "bytes_received")?,
+            fin_received: bool_field(line, "fin_received")?,
+            fin_acked: bool_field(line, "fin_acked")?,
+            retransmits: number(line, "retransmits")?,
+            srtt_us: number(line, "srtt_us")?,
+            netns: number(line, "netns")?,
             // Traces written before the field existed have none.
             error: line["error"].as_str().map(str::parse).transpose()?,
             last_data_ns: line["last_data_ts"].as_str().map(epoch_ns).transpose()?,
         }),
-        EventKind::Accepted => TraceEvent::Accepted(Accepted { meta: meta(&line)? }),
+        EventKind::Accepted => TraceEvent::Accepted(Accepted { meta: meta(line)? }),
         EventKind::Existing => TraceEvent::Existing(Existing {
-            meta: meta(&line)?,
-            state: named(&line, "state")?,
-            netns: optional_number(&line, "netns")?,
+            meta: meta(line)?,
+            state: named(line, "state")?,
+            netns: optional_number(line, "netns")?,
             counters: counters(&line["counters"])?,
         }),
         EventKind::TimewaitEnd => TraceEvent::TimewaitEnd(TimewaitEnd {
-            meta: meta(&line)?,
-            how: named(&line, "how")?,
+            meta: meta(line)?,
+            how: named(line, "how")?,
         }),
     };
     Ok(Some(event))
@@ -225,6 +230,11 @@ pub fn parse_line(line: &str) -> Result<Option<TraceEvent>> {
 #[derive(Debug)]
 pub enum Line {
     Event(TraceEvent),
+    /// Events the recording tracer lost (a `lost` line), which the replay reports again.
+    Lost(u64, LossCause),
+    /// Records the recording tracer could not decode (an `undecodable` line), reported
+    /// again.
+    Undecodable(u64, String),
     /// Not an event (`tracer_start`, `connection`, blank...): the replay makes its own.
     Other,
     /// The line ends before its JSON does: written by a tracer stopped mid-write.
@@ -242,25 +252,58 @@ pub fn read_line(bytes: &[u8]) -> Result<Line> {
     if text.trim().is_empty() {
         return Ok(Line::Other);
     }
-    match parse_line(text) {
-        Ok(event) => Ok(event.map_or(Line::Other, Line::Event)),
-        Err(error)
-            if error
-                .downcast_ref::<serde_json::Error>()
-                .is_some_and(serde_json::Error::is_eof) =>
-        {
-            Ok(Line::Cut)
+    let line: Value = match serde_json::from_str(text) {
+        Ok(line) => line,
+        Err(error) if error.is_eof() => return Ok(Line::Cut),
+        Err(error) => return Err(anyhow!(error).context("not JSON")),
+    };
+    if let Some(event) = event(&line)? {
+        return Ok(Line::Event(event));
+    }
+    let count = || u64_field(&line, "count");
+    Ok(match line["event"].as_str() {
+        Some("lost") => Line::Lost(count()?, named(&line, "reason")?),
+        Some("undecodable") => Line::Undecodable(count()?, str_field(&line, "reason")?.to_owned()),
+        _ => Line::Other,
+    })
+}
+
+/// What a trace's first line (`tracer_start`) says of the tracing that recorded it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TraceStart {
+    /// The kernel's release, or `(not recorded)`.
+    pub kernel: String,
+    /// The traced ports, sorted.
+    pub ports: Vec<u16>,
+    /// When tracing started, as written.
+    pub ts: Option<String>,
+}
+
+impl TraceStart {
+    /// Reads the first line of a trace (`Null` or another line when it has none).
+    pub fn read(start: &Value) -> Self {
+        let mut ports: Vec<u16> = (start["ports"].as_array().into_iter().flatten())
+            .filter_map(|port| u16::try_from(port.as_u64()?).ok())
+            .collect();
+        ports.sort_unstable();
+        Self {
+            kernel: start["kernel"]
+                .as_str()
+                .unwrap_or("(not recorded)")
+                .to_owned(),
+            ports,
+            ts: start["ts"].as_str().map(str::to_owned),
         }
-        Err(error) => Err(error),
     }
 }
 
 /// Replays `file` (`-` for standard input) to standard output.
 pub fn run(file: &Path, config: PipelineConfig, format: Format) -> Result<()> {
-    feed(file, config, output::open(None, format), |_, _| {})
+    feed(file, config, output::open(None, format), |_, _| {})?;
+    Ok(())
 }
 
-/// Replays `file` (`-` for standard input) into `sink`. `pace` sees the trace's first
+/// Replays `file` (`-` for standard input) into `sink`, and gives it back. `pace` sees the trace's first
 /// line (`tracer_start`, or `Null`) and then each event's time (`Some`), before the event
 /// goes in: `tracer top --replay` waits there to show the trace at its own pace.
 pub fn feed<S: Sink>(
@@ -268,7 +311,7 @@ pub fn feed<S: Sink>(
     config: PipelineConfig,
     sink: S,
     mut pace: impl FnMut(&Value, Option<u64>),
-) -> Result<()> {
+) -> Result<S> {
     let input: Box<dyn BufRead> = if file == Path::new("-") {
         Box::new(io::stdin().lock())
     } else {
@@ -303,13 +346,16 @@ pub fn feed<S: Sink>(
                 pace(&start, Some(event.meta().boot_ns));
                 pipeline.event(&event)?;
             }
+            Line::Lost(count, cause) => pipeline.sink.lost(count, cause)?,
+            Line::Undecodable(count, reason) => pipeline.sink.undecodable(count, &reason)?,
             Line::Other => {}
             Line::Cut => eprintln!(
                 "tracer: warning: {location}: skipped a line cut short (its tracer was stopped mid-write)"
             ),
         }
     }
-    Ok(pipeline.finish(StopSummary::default())?)
+    pipeline.finish(StopSummary::default())?;
+    Ok(pipeline.sink)
 }
 
 #[cfg(test)]
@@ -575,5 +621,29 @@ mod tests {
         for bad in [&b"not json"[..], b"{\"a\":1}}", b"\xff\xfe{}"] {
             assert!(read_line(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// The losses a trace recorded are read back as written, so a replay reports them.
+    #[test]
+    fn recorded_losses_are_read_back() {
+        let mut sink = JsonSink::new(Vec::new());
+        sink.lost(7, LossCause::ProgramBusy).unwrap();
+        sink.undecodable(2, "too short").unwrap();
+        let text = String::from_utf8(sink.into_inner().unwrap()).unwrap();
+        let lines: Vec<Line> = text
+            .lines()
+            .map(|line| read_line(line.as_bytes()).unwrap())
+            .collect();
+        assert!(
+            matches!(
+                lines[..],
+                [
+                    Line::Lost(7, LossCause::ProgramBusy),
+                    Line::Undecodable(2, ref reason)
+                ] if reason == "too short"
+            ),
+            "{lines:?}"
+        );
+        assert!(read_line(br#"{"event":"lost","count":1,"reason":"no idea"}"#).is_err());
     }
 }

@@ -7,47 +7,20 @@
 
 use std::{
     collections::BTreeMap,
-    net::{SocketAddr, TcpStream},
+    net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::Duration,
+    process::Command,
 };
 
-use rustix::{
-    net::{AddressFamily, SocketType, bind, connect, socket, sockopt},
-    process::{Pid, Signal, kill_process},
-};
 use serde_json::Value;
 
-use crate::support::{
-    Tracer, free_port,
-    http::{HttpClient, ServerConfig, start_server},
-    lines_of, shared, wait_exit, wait_for_start, wait_until,
-};
-
-/// A process killed when dropped, also when the test fails first.
-struct KilledOnDrop(Child);
-
-impl Drop for KilledOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::support::{scenario, shared};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
         .into()
-}
-
-/// A TCP connection to `server` from the loopback address `from`.
-fn connect_from(from: [u8; 4], server: SocketAddr) -> TcpStream {
-    let fd = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
-    bind(&fd, &SocketAddr::from((from, 0))).unwrap();
-    connect(&fd, &server).unwrap();
-    TcpStream::from(fd)
 }
 
 /// The IP address of an `ADDRESS:PORT` field, as the table's `remote_ip` column has it.
@@ -86,62 +59,13 @@ fn count_by(
 #[test]
 fn clickhouse_answers_the_documented_queries_from_the_records() {
     let _machine = shared();
-    let (port, refused_port) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
-    // tracer writes its file as on a server: all events, so the load's filter has lines
-    // to leave out.
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("tracer.json");
-    let mut tracer = KilledOnDrop(
-        Tracer::command(&[port, refused_port])
-            .arg("--output")
-            .arg(&file)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("cannot start tracer"),
-    );
-    let lines = || lines_of(&file);
-    wait_for_start(&file);
-    let server = start_server(
-        port,
-        ServerConfig {
-            idle_timeout: Duration::from_secs(30),
-            response_delay: Duration::ZERO,
-            announce_requests: false,
-        },
-    );
-    // A kept-alive connection with two requests, closed by its client.
-    let mut client = HttpClient::connect(server);
-    client.get("/").unwrap();
-    client.get("/").unwrap();
-    drop(client);
-    // A connection from 127.0.0.5 reset by its client (SO_LINGER 0): the server's record
-    // has a reset received from 127.0.0.5.
-    let reset = connect_from([127, 0, 0, 5], server);
-    sockopt::set_socket_linger(&reset, Some(Duration::ZERO)).unwrap();
-    drop(reset);
-    // A connect refused: the client's record has a reset received from the server.
-    assert!(TcpStream::connect(("127.0.0.1", refused_port)).is_err());
-
-    wait_until("the five connection records", || {
-        lines()
-            .iter()
-            .filter(|l| l["event"] == "connection")
-            .count()
-            == 5
-    });
-    kill_process(Pid::from_raw(tracer.0.id() as i32).unwrap(), Signal::TERM).unwrap();
-    assert!(wait_exit(&mut tracer.0).success());
-    let lines = lines();
-    let records: Vec<&Value> = lines
-        .iter()
-        .filter(|l| l["event"] == "connection")
-        .collect();
-    assert_eq!(records.len(), 5, "{records:#?}");
+    let trace = scenario::record();
+    let (file, port, records) = (&trace.file, trace.port, trace.records());
     let python = workspace().join("target/deploy-tools/bin/python");
     let output = Command::new(&python)
         .arg(workspace().join("tracer/tests/support/clickhouse.py"))
         .arg(workspace().join("docs/deploy.md"))
-        .arg(&file)
+        .arg(file)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {python:?} ({e}): run cargo xtask setup"));
     assert!(

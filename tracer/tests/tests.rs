@@ -39,9 +39,12 @@
 //!   by systemd-nspawn: start, rotate and reload, stop. Not run in the guests.
 //! - [`top`]: `tracer top` in a real terminal (tmux): keys typed, the screen read. Not
 //!   run in the guests.
+//! - [`report`]: `tracer report` of a recorded trace, loaded by headless Chromium: the
+//!   DOM's counts against the records, the search, a silent console, a screenshot. Not
+//!   run in the guests.
 //! - [`support`]: what the tests share: starting the tracer and reading its lines,
 //!   connected sockets, nftables packet drops, a packet capture, an HTTP server and
-//!   client, a load generator, Prometheus.
+//!   client, a load generator, Prometheus, a recorded scenario.
 //!
 //! The tests run as threads of this one process. Each test first takes the machine:
 //! [`support::shared`] when it can run beside others (most), [`support::exclusive`] when
@@ -49,9 +52,8 @@
 //! rotations under load, the metrics scenario, `privileges`). A new test does the same.
 //!
 //! The kernel matrix (`cargo xtask vm-test`) runs this binary in each guest: every module
-//! but `metrics`, `containers`, `fleet`, `systemd` and `top` (guests carry no Prometheus,
-//! podman, Python, systemd-nspawn or tmux)
-//! in the first attach mode, and with the
+//! but `metrics`, `containers`, `fleet`, `systemd`, `top` and `report` (guests carry no
+//! Prometheus, podman, Python, systemd-nspawn, tmux or Chromium) in the first attach mode, and with the
 //! filters `state_changes:: keepalive:: stories::` in the others, since only those
 //! depend on the attach mode (`xtask/src/vm/init.sh`). A test whose outcome depends on
 //! the mode belongs in one of those three modules.
@@ -68,6 +70,7 @@ mod metrics;
 mod outcomes;
 mod privileges;
 mod replay;
+mod report;
 mod resets;
 mod retransmits;
 mod rotation;

@@ -40,7 +40,8 @@ const TEST_PACKAGES: &[&str] = &[
 /// chdb, bpftool counts the soak's eBPF map entries, g++ builds libFuzzer, dwarves' pahole
 /// cross-checks the offsets the BTF unit tests resolve, mmdebstrap (with Debian's keyring)
 /// makes the root file system that systemd-nspawn boots for the unit's test, tmux is the
-/// terminal `tracer top` is tested in.
+/// terminal `tracer top` is tested in, chromium the browser that loads `tracer report`'s
+/// page (with a font for its screenshot).
 const CHECK_PACKAGES: &[&str] = &[
     "systemd",
     "logrotate",
@@ -52,6 +53,8 @@ const CHECK_PACKAGES: &[&str] = &[
     "mmdebstrap",
     "debian-archive-keyring",
     "tmux",
+    "chromium",
+    "fonts-dejavu-core",
 ];
 
 /// The Debian release of the root file system the unit's test boots, and what it holds

@@ -15,7 +15,7 @@
 use std::{
     collections::BTreeMap,
     fs,
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
 };
@@ -52,6 +52,17 @@ pub struct Selection {
     pub containers: Vec<String>,
     /// When not empty, its local or remote address must be in one of these networks.
     pub nets: Vec<IpNet>,
+}
+
+/// The traced port a connection matched, `ports` sorted: its local port if traced, else
+/// its remote one (the kernel reports only connections with a traced port). What the
+/// metrics label, and what `tracer top` and `tracer report` group by.
+pub fn matched_port(ports: &[u16], local: SocketAddr, remote: SocketAddr) -> u16 {
+    if ports.binary_search(&local.port()).is_ok() {
+        local.port()
+    } else {
+        remote.port()
+    }
 }
 
 /// The globals the selector's rules read in the kernel, built from a [`Selection`]. They

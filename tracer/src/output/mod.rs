@@ -5,6 +5,7 @@
 
 pub mod exporter;
 pub mod file;
+pub mod flow;
 pub mod json;
 pub mod metrics;
 pub mod pretty;

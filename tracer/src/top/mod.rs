@@ -31,6 +31,7 @@ use self::{
 use crate::{
     daemon::{self, TraceConfig},
     pipeline::{Emit, PipelineConfig, correlator::DEFAULT_MAX_CONNECTIONS},
+    replay::TraceStart,
 };
 
 /// What the view shows: live tracing, or a recorded trace.
@@ -117,12 +118,9 @@ pub fn replay(file: PathBuf) -> Result<()> {
             let fed_all = crate::replay::feed(&file, config, sink, |start, at| match at {
                 Some(ns) => pace.wait(ns),
                 None => {
-                    let ports: Vec<u16> = (start["ports"].as_array().into_iter().flatten())
-                        .filter_map(|port| u16::try_from(port.as_u64()?).ok())
-                        .collect();
-                    let kernel = start["kernel"].as_str().unwrap_or("(not recorded)");
+                    let start = TraceStart::read(start);
                     let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
-                    state.start(kernel, &ports);
+                    state.start(&start.kernel, &start.ports);
                 }
             });
             fed.store(true, Ordering::Release);
@@ -133,7 +131,7 @@ pub fn replay(file: PathBuf) -> Result<()> {
     let fed_all = feeder.join();
     shown?;
     match fed_all {
-        Ok(fed_all) => fed_all,
+        Ok(fed_all) => fed_all.map(drop),
         Err(_) => bail!("the replay stopped with a panic"),
     }
 }

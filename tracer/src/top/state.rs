@@ -14,7 +14,7 @@ use std::{
 use crate::{
     clock::WallClock,
     event::{Direction, TcpState, TraceEvent},
-    kernel::attach::AttachPlan,
+    kernel::{attach::AttachPlan, selector::matched_port},
     output::{RecordEnd, Sink, StopSummary},
     pipeline::{
         correlator::{CloseInitiator, ConnectionRecord, ResponseTime},
@@ -176,18 +176,10 @@ impl TopState {
         });
     }
 
-    fn traced_port(&self, local: SocketAddr, remote: SocketAddr) -> u16 {
-        let ports = self.tracing.as_ref().map_or(&[][..], |t| &t.ports[..]);
-        if ports.binary_search(&local.port()).is_ok() {
-            local.port()
-        } else {
-            remote.port()
-        }
-    }
-
     fn keys(&self, local: SocketAddr, remote: SocketAddr, comm: Option<&str>) -> [String; 3] {
+        let ports = self.tracing.as_ref().map_or(&[][..], |t| &t.ports[..]);
         [
-            self.traced_port(local, remote).to_string(),
+            matched_port(ports, local, remote).to_string(),
             remote.ip().to_canonical().to_string(),
             comm.unwrap_or(NO_PROCESS).to_owned(),
         ]

@@ -18,6 +18,7 @@ use ratatui::{
 use super::state::{GroupStats, Grouping, Recent, Sample};
 use crate::{
     output::pretty::write_timeline,
+    quantile::median_and_p99_ms,
     vocabulary::{following, names},
 };
 
@@ -98,22 +99,6 @@ fn per_second(count: u64, seconds: f64) -> String {
     format!("{:.1}", count as f64 / seconds)
 }
 
-/// The `q`-th quantile of `values` in milliseconds, `-` for none.
-fn quantile_ms(values: &[u64], q: f64) -> String {
-    if values.is_empty() {
-        return "-".to_owned();
-    }
-    let mut sorted = values.to_vec();
-    sorted.sort_unstable();
-    let at = ((sorted.len() - 1) as f64 * q).round() as usize;
-    format!("{:.2}", sorted[at] as f64 / 1000.0)
-}
-
-/// `p50/p99` of `values` in milliseconds.
-fn median_and_p99(values: &[u64]) -> String {
-    format!("{}/{}", quantile_ms(values, 0.5), quantile_ms(values, 0.99))
-}
-
 /// The columns after the group's, most important first.
 const COLUMNS: &[Column] = &[
     Column {
@@ -149,12 +134,12 @@ const COLUMNS: &[Column] = &[
     Column {
         title: "HS p50/99 ms",
         width: 13,
-        cell: |g, _| median_and_p99(&g.handshakes_us),
+        cell: |g, _| median_and_p99_ms(&g.handshakes_us),
     },
     Column {
         title: "RSP p50/99 ms",
         width: 14,
-        cell: |g, _| median_and_p99(&g.responses_us),
+        cell: |g, _| median_and_p99_ms(&g.responses_us),
     },
     Column {
         title: "KA-TO",

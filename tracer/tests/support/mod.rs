@@ -20,6 +20,7 @@ pub mod flow_graph;
 pub mod http;
 pub mod load;
 pub mod prometheus;
+pub mod scenario;
 pub mod sockets;
 
 use rustix::process::{Pid, Signal, kill_process};

@@ -117,12 +117,11 @@ for mode in $MODES; do
                 # CPUs are slow enough that the stories' timing suffers beside other
                 # modules' load. The metrics tests run Prometheus and promtool, the
                 # containers tests podman, the fleet tests Python's chdb, the systemd
-                # tests systemd-nspawn and the top tests tmux, which
-                # guests do not carry; what they check
-                # does not depend on the kernel beyond the events the other tests check
-                # in every guest.
+                # tests systemd-nspawn, the top tests tmux and the report tests
+                # Chromium, which guests do not carry; what they check does not depend
+                # on the kernel beyond the events the other tests check in every guest.
                 if [ "$mode" = "$first_mode" ]; then
-                    modules=$("$test" --list 2>/dev/null | sed -n 's/^\([a-z_]*\)::.*: test$/\1/p' | sort -u | grep -v -e '^metrics$' -e '^containers$' -e '^fleet$' -e '^systemd$' -e '^top$')
+                    modules=$("$test" --list 2>/dev/null | sed -n 's/^\([a-z_]*\)::.*: test$/\1/p' | sort -u | grep -v -e '^metrics$' -e '^containers$' -e '^fleet$' -e '^systemd$' -e '^top$' -e '^report$')
                 else
                     modules="state_changes keepalive stories"
                 fi

@@ -34,7 +34,7 @@ use super::{
 };
 use crate::{
     event::{EventKind, TraceEvent},
-    kernel::attach::AttachPlan,
+    kernel::{attach::AttachPlan, selector::matched_port},
     output::RecordEnd,
     output::exporter::NamedCounters,
     pipeline::{
@@ -216,14 +216,8 @@ fn histograms(
 struct TracedPorts(Arc<[u16]>);
 
 impl TracedPorts {
-    /// The local port if traced, else the remote one (the kernel only reports connections
-    /// with a traced port).
     fn matched(&self, local: SocketAddr, remote: SocketAddr) -> u16 {
-        if self.0.binary_search(&local.port()).is_ok() {
-            local.port()
-        } else {
-            remote.port()
-        }
+        matched_port(&self.0, local, remote)
     }
 }
 

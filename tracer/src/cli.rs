@@ -13,8 +13,8 @@ use std::{
 
 use bytesize::ByteSize;
 use clap::{
-    Args, Parser, Subcommand,
-    builder::{PossibleValuesParser, TypedValueParser},
+    Args, Id, Parser, Subcommand,
+    builder::{PossibleValuesParser, Resettable, TypedValueParser},
 };
 use ipnet::IpNet;
 
@@ -64,7 +64,10 @@ pub enum Command {
     /// Show the traced connections live on this terminal, grouped by port, remote address
     /// or process (keys: g group by, s sort by, Enter drill down, Esc back, q quit). Takes
     /// the same options as a trace, but writes no lines.
-    #[command(mut_arg("port", |port| port.required(false).required_unless_present("replay")))]
+    #[command(
+        mut_arg("port", |port| port.required(false).required_unless_present("replay")),
+        mut_arg("bpf_stats", |stats| stats.requires(Resettable::<Id>::Reset))
+    )]
     Top {
         /// Show a recorded trace (tracer's JSON lines) instead, at the pace it was recorded:
         /// + and - double and halve the speed, space pauses.
@@ -350,7 +353,7 @@ pub struct TraceArgs {
     pub metrics_addr: Option<SocketAddr>,
 
     /// Turn the kernel's BPF statistics on while tracing (back as they were at exit), for
-    /// the metrics of what each eBPF program costs.
+    /// what each eBPF program costs: in the metrics, and in `tracer top`'s header.
     #[arg(long, env = "TRACER_BPF_STATS", requires = "metrics_addr")]
     pub bpf_stats: bool,
 
@@ -427,10 +430,8 @@ impl TraceArgs {
                     rotation: self.rotation(),
                 }),
             },
-            metrics: self.metrics_addr.map(|addr| MetricsConfig {
-                addr,
-                bpf_stats: self.bpf_stats,
-            }),
+            metrics: self.metrics_addr.map(|addr| MetricsConfig { addr }),
+            bpf_stats: self.bpf_stats,
         }
     }
 }
@@ -742,6 +743,11 @@ mod tests {
             parse(&["-p", "1", "--bpf-stats"]).unwrap_err().kind(),
             ErrorKind::MissingRequiredArgument
         );
+        // tracer top shows the programs' cost in its header: no metrics needed.
+        match parse(&["top", "-p", "1", "--bpf-stats"]).unwrap().resolve() {
+            Invocation::Top(config) => assert!(config.bpf_stats && config.metrics.is_none()),
+            other => panic!("{other:?}"),
+        }
     }
 
     /// What the stages are told: the command line, resolved at the edge.
@@ -793,8 +799,8 @@ mod tests {
                 },
                 metrics: Some(MetricsConfig {
                     addr: "127.0.0.1:9464".parse().unwrap(),
-                    bpf_stats: false,
                 }),
+                bpf_stats: false,
             })
         );
         let Invocation::Trace(defaults) = parse(&["-p", "1"]).unwrap().resolve() else {

@@ -1,7 +1,8 @@
 //! `tracer --port N`: attach, drop every capability, then move every ring buffer record
 //! through decode, the correlator and the sink until SIGINT or SIGTERM; then detach, drain
 //! what is left and exit with the kernel's count of what it sent. SIGHUP reopens the
-//! output file (logrotate) and keeps tracing.
+//! output file (logrotate) and keeps tracing; under `tracer top` it is the terminal
+//! hanging up, and ends tracing as SIGTERM does.
 //!
 //! The programs wake the daemon only when a batch waits (see `tracer-ebpf`'s output), so
 //! it also drains on a short timer: that bounds how late a line can be. Each batch ends
@@ -15,10 +16,7 @@ use std::{
 };
 
 use anyhow::Result;
-use aya::{
-    maps::{MapData, RingBuf},
-    programs::ProgramFd,
-};
+use aya::maps::{MapData, RingBuf};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
@@ -30,7 +28,8 @@ use crate::{
     event::{Existing, TcpState, TraceEvent},
     kernel::{
         attach::{self, AttachMode, Hook, LoadOptions, Probes},
-        preflight, privileges, program_stats,
+        preflight, privileges,
+        program_stats::{self, Programs},
         selector::{CgroupRule, Selection},
         sysctl,
     },
@@ -65,6 +64,8 @@ pub struct TraceConfig {
     pub pipeline: PipelineConfig,
     pub output: OutputConfig,
     pub metrics: Option<MetricsConfig>,
+    /// Turn the kernel's BPF statistics on while tracing, for the programs' run time.
+    pub bpf_stats: bool,
 }
 
 /// How often the wall-clock offset is resampled, losses reported and finished
@@ -87,8 +88,8 @@ struct Ring {
     /// Gives the events' cgroups their paths, before the correlator sees them.
     cgroups: CgroupPaths,
     counter: EmitCounter,
-    /// The programs whose recursion misses are lost events.
-    programs: Vec<ProgramFd>,
+    /// The attached programs: their recursion misses (lost events) and their cost.
+    programs: Programs,
     received: u64,
     reported: EventCounts,
 }
@@ -141,7 +142,7 @@ impl Ring {
             sent: counts.sent,
             received: self.received,
             lost: counts.lost,
-            missed: program_stats::total_misses(&self.programs),
+            missed: self.programs.misses(),
         };
         for (cause, count, before) in [
             (LossCause::RingBufferFull, now.lost, self.reported.lost),
@@ -230,12 +231,21 @@ pub fn run(config: TraceConfig) -> Result<()> {
         .map(|file| LogFile::open(&file.path, file.rotation, reopen.clone()))
         .transpose()?;
     let sink = output::open(file, config.output.format);
-    block_on(trace(config, sink, reopen))
+    block_on(trace(config, sink, Hangup::Reopen(reopen)))
 }
 
-/// Traces into `sink` instead of the lines (`tracer top`'s view).
+/// Traces into `sink` instead of the lines (`tracer top`'s view), until SIGINT, SIGTERM
+/// or SIGHUP (its terminal gone).
 pub fn run_into(config: TraceConfig, sink: Box<dyn Sink>) -> Result<()> {
-    block_on(trace(config, sink, ReopenRequest::default()))
+    block_on(trace(config, sink, Hangup::Stop))
+}
+
+/// What SIGHUP means.
+enum Hangup {
+    /// Reopen the output file (logrotate renamed it).
+    Reopen(ReopenRequest),
+    /// Stop tracing: the terminal the view was on is gone.
+    Stop,
 }
 
 /// Runs `tracing` on a runtime of its own, on this thread: the reader, its timers and its
@@ -247,7 +257,7 @@ fn block_on(tracing: impl Future<Output = Result<()>>) -> Result<()> {
         .block_on(tracing)
 }
 
-async fn trace(config: TraceConfig, sink: Box<dyn Sink>, reopen: ReopenRequest) -> Result<()> {
+async fn trace(config: TraceConfig, sink: Box<dyn Sink>, hangup: Hangup) -> Result<()> {
     let ports = &config.selection.ports;
     let cgroup_rule = CgroupRule::find(&config.selection)?;
     privileges::check_can_attach()?;
@@ -257,8 +267,8 @@ async fn trace(config: TraceConfig, sink: Box<dyn Sink>, reopen: ReopenRequest) 
         Some(metrics) => Some(Metrics::start(metrics.addr, ports).await?),
         None => None,
     };
-    let bpf_stats = config.metrics.is_some_and(|metrics| metrics.bpf_stats);
-    let _run_stats = bpf_stats
+    let _run_stats = config
+        .bpf_stats
         .then(program_stats::enable_run_stats)
         .transpose()?;
 
@@ -274,9 +284,6 @@ async fn trace(config: TraceConfig, sink: Box<dyn Sink>, reopen: ReopenRequest) 
         units,
         mut ebpf,
     } = attach::attach(config.attach, options)?;
-    if let Some(metrics) = &mut metrics {
-        metrics.watch_programs(&programs)?;
-    }
     config.selection.fill_nets(&mut ebpf)?;
     let mut cgroups = CgroupPaths::new(cgroup2_mount());
     let open_at_start = open_at_start(
@@ -291,11 +298,7 @@ async fn trace(config: TraceConfig, sink: Box<dyn Sink>, reopen: ReopenRequest) 
         decoder: Decoder::new(units),
         cgroups,
         counter: EmitCounter::new(counts),
-        programs: programs
-            .into_iter()
-            .filter(|(name, _)| attach::misses_are_lost_events(name))
-            .map(|(_, fd)| fd)
-            .collect(),
+        programs: Programs::new(programs, attach::misses_are_lost_events),
         received: 0,
         reported: EventCounts::default(),
     };
@@ -372,6 +375,7 @@ async fn trace(config: TraceConfig, sink: Box<dyn Sink>, reopen: ReopenRequest) 
                 ring.report_lost(&mut pipeline)?;
                 pipeline.reap(clock::boot_now_ns())?;
                 pipeline.sink.flush()?;
+                pipeline.sink.program_costs(&ring.programs.costs())?;
                 if let Some(metrics) = &mut metrics {
                     metrics.sample(pipeline.open_connections());
                 }
@@ -384,10 +388,13 @@ async fn trace(config: TraceConfig, sink: Box<dyn Sink>, reopen: ReopenRequest) 
                     metrics.time_wait_sockets(sock_diag::time_wait_counts(ports));
                 }
             }
-            _ = sighup.recv() => {
-                reopen.request();
-                pipeline.sink.flush()?;
-            }
+            _ = sighup.recv() => match &hangup {
+                Hangup::Reopen(reopen) => {
+                    reopen.request();
+                    pipeline.sink.flush()?;
+                }
+                Hangup::Stop => break,
+            },
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }

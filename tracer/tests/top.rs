@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rustix::net::sockopt;
+use rustix::{net::sockopt, process::Pid};
 
 use crate::support::{DEADLINE, free_port, shared, tracer_bin};
 
@@ -48,6 +48,16 @@ impl Terminal {
             .expect("cannot run tmux (cargo xtask setup installs it)");
         assert!(output.status.success(), "tmux {args:?}: {output:?}");
         String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// The process the window runs (under the shell the pane runs).
+    fn tracer(&self) -> Pid {
+        let pid = self.tmux(&["list-panes", "-F", "#{pane_pid}"]);
+        let shell: i32 = pid.trim().parse().unwrap();
+        let children =
+            std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children")).unwrap();
+        let tracer: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
+        Pid::from_raw(tracer).unwrap()
     }
 
     fn screen(&self) -> String {
@@ -186,6 +196,35 @@ fn top_fits_80_columns() {
     terminal.line("tracer's exit", |l| l == "EXITED 0");
 }
 
+/// With `--bpf-stats` the header says what tracer's programs cost the kernel in the last
+/// interval, from the kernel's own counts: a share of a CPU and the time per run, which
+/// traffic makes more than nothing.
+#[test]
+fn top_shows_the_kernel_cost_with_bpf_stats() {
+    let _machine = shared();
+    let port = free_port("127.0.0.1");
+    let command = format!("{} top --port {port} --bpf-stats", tracer_bin().display());
+    let terminal = Terminal::start(&command, 100, 24);
+    terminal.line("the header", |l| l.starts_with("tracer top"));
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let header = terminal.line("the programs' cost", |l| {
+        // Traffic in every interval until one shows its cost.
+        let client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        drop(listener.accept().unwrap());
+        drop(client);
+        let words: Vec<&str> = l.split_whitespace().collect();
+        words.windows(5).any(|w| {
+            w[0] == "bpf"
+                && w[2] == "cpu"
+                && w[4] == "ns/run"
+                && w[3].parse::<u64>().is_ok_and(|ns| ns > 0)
+        })
+    });
+    assert!(header.starts_with("tracer top"), "{header}");
+    terminal.keys("q");
+    terminal.line("tracer's exit", |l| l == "EXITED 0");
+}
+
 /// `--replay` shows a recorded trace at its pace, faster with `+`: at its end the header
 /// counts its records, as `tracer replay` writes them.
 #[test]
@@ -225,20 +264,32 @@ fn top_ends_on_sigterm_and_leaves_the_terminal_clean() {
     let command = format!("{} top --port {port}", tracer_bin().display());
     let terminal = Terminal::start(&command, 100, 24);
     terminal.line("the header", |l| l.starts_with("tracer top"));
-    let pid = terminal.tmux(&["list-panes", "-F", "#{pane_pid}"]);
-    // The pane runs a shell, which runs tracer.
-    let shell: i32 = pid.trim().parse().unwrap();
-    let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children")).unwrap();
-    let tracer: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(tracer).unwrap(),
-        rustix::process::Signal::TERM,
-    )
-    .unwrap();
+    rustix::process::kill_process(terminal.tracer(), rustix::process::Signal::TERM).unwrap();
     terminal.line("tracer's exit", |l| l == "EXITED 0");
     let screen = terminal.screen();
     assert!(
         !screen.contains("tracer top"),
         "the view is still on the terminal:\n{screen}"
     );
+}
+
+/// A terminal that goes away (its window closed, an SSH session dropped) hangs up: tracer
+/// top ends, as it would on SIGTERM, instead of tracing on for nobody.
+#[test]
+fn top_ends_when_its_terminal_hangs_up() {
+    let _machine = shared();
+    let port = free_port("127.0.0.1");
+    let command = format!("{} top --port {port}", tracer_bin().display());
+    let terminal = Terminal::start(&command, 100, 24);
+    terminal.line("the header", |l| l.starts_with("tracer top"));
+    let tracer = terminal.tracer();
+    drop(terminal);
+    let gone = Instant::now() + DEADLINE;
+    while rustix::process::test_kill_process(tracer).is_ok() {
+        assert!(
+            Instant::now() < gone,
+            "tracer top still runs without its terminal"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -15,11 +15,14 @@
 use std::{
     io,
     mem::size_of,
-    os::fd::{AsFd, AsRawFd as _, BorrowedFd, OwnedFd},
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd},
 };
 
 use anyhow::{Context as _, Result};
-use aya::sys::{Stats, enable_stats};
+use aya::{
+    programs::ProgramFd,
+    sys::{Stats, enable_stats},
+};
 use aya_obj::generated::{bpf_attr, bpf_cmd, bpf_prog_info};
 
 /// Keeps the kernel's BPF run statistics on while it lives.
@@ -72,12 +75,52 @@ pub fn read(fd: BorrowedFd<'_>) -> io::Result<ProgramStats> {
     })
 }
 
-/// The recursion misses of all `programs`, summed; programs the kernel will not describe
-/// count none.
-pub fn total_misses<F: AsFd>(programs: &[F]) -> u64 {
-    programs
-        .iter()
-        .filter_map(|fd| read(fd.as_fd()).ok())
-        .map(|stats| stats.recursion_misses)
-        .sum()
+/// Each program's name and counts, as sampled.
+pub type Costs = Vec<(&'static str, ProgramStats)>;
+
+/// The attached programs, by name, read for their counts: what they cost (sampled for
+/// the metrics and `tracer top`) and the runs the kernel skipped (lost events).
+pub struct Programs {
+    programs: Vec<(&'static str, ProgramFd)>,
+    /// Whether skipped runs of this program are lost events.
+    losing: fn(&str) -> bool,
+    error_reported: bool,
+}
+
+impl Programs {
+    pub fn new(programs: Vec<(&'static str, ProgramFd)>, losing: fn(&str) -> bool) -> Self {
+        Self {
+            programs,
+            losing,
+            error_reported: false,
+        }
+    }
+
+    /// The runs the kernel skipped of the programs whose runs are events; programs the
+    /// kernel will not describe count none.
+    pub fn misses(&self) -> u64 {
+        (self.programs.iter())
+            .filter(|(name, _)| (self.losing)(name))
+            .filter_map(|(_, fd)| read(fd.as_fd()).ok())
+            .map(|stats| stats.recursion_misses)
+            .sum()
+    }
+
+    /// Each program's counts; one the kernel will not describe is left out, and said once.
+    pub fn costs(&mut self) -> Costs {
+        let mut costs = Vec::with_capacity(self.programs.len());
+        for (name, fd) in &self.programs {
+            match read(fd.as_fd()) {
+                Ok(stats) => costs.push((*name, stats)),
+                Err(error) if !self.error_reported => {
+                    self.error_reported = true;
+                    eprintln!(
+                        "tracer: warning: cannot read what the {name} program costs ({error}): its cost is left out"
+                    );
+                }
+                Err(_) => {}
+            }
+        }
+        costs
+    }
 }

@@ -28,7 +28,7 @@ use self::{
 use crate::{
     clock::WallClock,
     event::TraceEvent,
-    kernel::attach::AttachPlan,
+    kernel::{attach::AttachPlan, program_stats::Costs},
     pipeline::{
         correlator::{ConnectionRecord, ResponseTime},
         reader::{EventCounts, LossCause},
@@ -128,6 +128,11 @@ pub trait Sink {
     fn response(&mut self, _response: &ResponseTime) -> io::Result<()> {
         Ok(())
     }
+    /// What the eBPF programs cost the kernel so far (run time only while its BPF
+    /// statistics are on), sampled about once a second while tracing live.
+    fn program_costs(&mut self, _costs: &Costs) -> io::Result<()> {
+        Ok(())
+    }
     /// `count` events lost since the last report, and why.
     fn lost(&mut self, count: u64, cause: LossCause) -> io::Result<()>;
     /// `count` records that reached tracer but could not be decoded.
@@ -153,6 +158,9 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
     }
     fn response(&mut self, response: &ResponseTime) -> io::Result<()> {
         (**self).response(response)
+    }
+    fn program_costs(&mut self, costs: &Costs) -> io::Result<()> {
+        (**self).program_costs(costs)
     }
     fn lost(&mut self, count: u64, cause: LossCause) -> io::Result<()> {
         (**self).lost(count, cause)

@@ -8,7 +8,7 @@ use super::{RecordEnd, Sink, StopSummary, exporter::QueuedSink, metrics::Metrics
 use crate::{
     clock::WallClock,
     event::TraceEvent,
-    kernel::attach::AttachPlan,
+    kernel::{attach::AttachPlan, program_stats::Costs},
     pipeline::{
         Emit,
         correlator::{ConnectionRecord, ResponseTime},
@@ -78,6 +78,10 @@ impl<S: Sink> Sink for Filtered<S> {
         self.inner.response(response)
     }
 
+    fn program_costs(&mut self, costs: &Costs) -> io::Result<()> {
+        self.inner.program_costs(costs)
+    }
+
     fn lost(&mut self, count: u64, cause: LossCause) -> io::Result<()> {
         self.inner.lost(count, cause)
     }
@@ -135,6 +139,10 @@ impl<S: Sink> Sink for Fanout<S> {
 
     fn response(&mut self, response: &ResponseTime) -> io::Result<()> {
         self.each(|sink| sink.response(response))
+    }
+
+    fn program_costs(&mut self, costs: &Costs) -> io::Result<()> {
+        self.each(|sink| sink.program_costs(costs))
     }
 
     fn lost(&mut self, count: u64, cause: LossCause) -> io::Result<()> {

@@ -10,6 +10,7 @@ pub mod state;
 pub mod view;
 
 use std::{
+    fs::File,
     path::PathBuf,
     sync::{
         Arc, Mutex,
@@ -19,9 +20,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
-use rustix::process::{Signal, getpid, kill_process};
+use rustix::{
+    event::{PollFd, PollFlags, Timespec, poll},
+    process::{Signal, getpid, kill_process},
+};
 
 use self::{
     replay::{Pace, Playback},
@@ -88,7 +92,14 @@ pub fn run(mut config: TraceConfig) -> Result<()> {
         let mode = Mode::Live {
             done: Arc::clone(&done),
         };
-        move || show(&state, &mode)
+        move || {
+            let shown = show(&state, &mode);
+            if shown.is_err() {
+                // Nothing to show it on (the terminal hung up): tracing ends too.
+                let _ = kill_process(getpid(), Signal::TERM);
+            }
+            shown
+        }
     });
     let result = daemon::run_into(config, Box::new(sink));
     done.store(true, Ordering::Release);
@@ -155,6 +166,9 @@ fn show(state: &Mutex<TopState>, mode: &Mode) -> Result<()> {
         scroll: 0,
         status: mode.status(),
     };
+    // The terminal crossterm reads keys from (also when standard input is not it).
+    let tty =
+        File::open("/dev/tty").context("tracer top needs a terminal: cannot open /dev/tty")?;
     let mut terminal = ratatui::init();
     let mut sampled_at = Instant::now();
     let mut sample: Sample = lock().sample(options.grouping);
@@ -174,7 +188,7 @@ fn show(state: &Mutex<TopState>, mode: &Mode) -> Result<()> {
         {
             break Ok(());
         }
-        match next_key(sampled_at)? {
+        match next_key(&tty, sampled_at)? {
             Some(key) => {
                 if let Mode::Replay { playback, .. } = mode {
                     match key.code {
@@ -212,11 +226,27 @@ fn show(state: &Mutex<TopState>, mode: &Mode) -> Result<()> {
     result
 }
 
+/// Waits up to `timeout` for input on `tty`; fails when the terminal hung up. Asked
+/// before crossterm's reader is, which on a hung-up terminal reads nothing forever.
+fn terminal_input(tty: &File, timeout: Duration) -> Result<bool> {
+    let mut terminal = [PollFd::new(tty, PollFlags::IN)];
+    let timeout = Timespec::try_from(timeout)?;
+    poll(&mut terminal, Some(&timeout))?;
+    let seen = terminal[0].revents();
+    if seen.intersects(PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL) {
+        bail!("the terminal hung up");
+    }
+    Ok(seen.contains(PollFlags::IN))
+}
+
 /// The next key pressed before the next sample is due (`None` when it is due), or on a
 /// resize a key that changes nothing (so the view is drawn again).
-fn next_key(sampled_at: Instant) -> Result<Option<KeyEvent>> {
+fn next_key(tty: &File, sampled_at: Instant) -> Result<Option<KeyEvent>> {
     while sampled_at.elapsed() < REFRESH {
-        if !event::poll(KEY_WAIT)? {
+        // Keys crossterm has read already, or waiting on the terminal.
+        terminal_input(tty, Duration::ZERO)?;
+        if !event::poll(Duration::ZERO)? {
+            terminal_input(tty, KEY_WAIT)?;
             continue;
         }
         match event::read()? {

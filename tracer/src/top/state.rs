@@ -14,7 +14,7 @@ use std::{
 use crate::{
     clock::WallClock,
     event::{Direction, TcpState, TraceEvent},
-    kernel::{attach::AttachPlan, selector::matched_port},
+    kernel::{attach::AttachPlan, program_stats::Costs, selector::matched_port},
     output::{RecordEnd, Sink, StopSummary},
     pipeline::{
         correlator::{CloseInitiator, ConnectionRecord, ResponseTime},
@@ -125,6 +125,32 @@ pub struct Tracing {
     /// Connection records: connections closed (or evicted) since tracing started.
     pub records: u64,
     pub lost: u64,
+    /// The eBPF programs' run time (ns) and runs, summed, as the kernel counts them while
+    /// its BPF statistics are on; `None` until sampled (never in a replay).
+    pub kernel_cost: Option<KernelCost>,
+}
+
+/// What the kernel counted of tracer's programs: their run time and runs, summed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelCost {
+    pub run_time_ns: u64,
+    pub runs: u64,
+}
+
+impl KernelCost {
+    fn of(costs: &Costs) -> Self {
+        costs.iter().fold(Self::default(), |sum, (_, stats)| Self {
+            run_time_ns: sum.run_time_ns + stats.run_time_ns,
+            runs: sum.runs + stats.run_count,
+        })
+    }
+
+    fn since(self, earlier: Self) -> Self {
+        Self {
+            run_time_ns: self.run_time_ns.saturating_sub(earlier.run_time_ns),
+            runs: self.runs.saturating_sub(earlier.runs),
+        }
+    }
 }
 
 /// The rows of one grouping and what tracing reported, at one moment.
@@ -133,6 +159,8 @@ pub struct Sample {
     pub tracing: Tracing,
     /// Events received in the interval.
     pub events: u64,
+    /// What the kernel counted of the programs in the interval, when it was sampled.
+    pub kernel_cost: Option<KernelCost>,
     pub rows: Vec<(String, GroupStats)>,
 }
 
@@ -156,6 +184,8 @@ pub struct TopState {
     recent: VecDeque<Recent>,
     /// Events received by the last sample.
     events_sampled: u64,
+    /// The programs' cost by the last sample.
+    cost_sampled: KernelCost,
 }
 
 /// The process key of a connection no process is known for yet.
@@ -367,9 +397,15 @@ impl TopState {
         let tracing = self.tracing.clone().unwrap_or_default();
         let events = tracing.events - self.events_sampled;
         self.events_sampled = tracing.events;
+        let kernel_cost = tracing.kernel_cost.map(|cost| {
+            let interval = cost.since(self.cost_sampled);
+            self.cost_sampled = cost;
+            interval
+        });
         Sample {
             tracing,
             events,
+            kernel_cost,
             rows,
         }
     }
@@ -408,6 +444,13 @@ impl Sink for TopSink {
 
     fn response(&mut self, response: &ResponseTime) -> io::Result<()> {
         self.state().response(response);
+        Ok(())
+    }
+
+    fn program_costs(&mut self, costs: &Costs) -> io::Result<()> {
+        if let Some(tracing) = &mut self.state().tracing {
+            tracing.kernel_cost = Some(KernelCost::of(costs));
+        }
         Ok(())
     }
 

@@ -15,7 +15,7 @@ use ratatui::{
     widgets::{Cell, Paragraph, Row, Table, TableState},
 };
 
-use super::state::{GroupStats, Grouping, Recent, Sample};
+use super::state::{GroupStats, Grouping, KernelCost, Recent, Sample};
 use crate::{
     output::pretty::write_timeline,
     quantile::median_and_p99_ms,
@@ -205,12 +205,18 @@ pub fn draw(
     if let Some(status) = &options.status {
         title = format!("{title}  {status}");
     }
+    let seconds = interval.as_secs_f64().max(0.001);
+    title.push_str(&kernel_cost(
+        tracing.kernel_cost,
+        sample.kernel_cost,
+        seconds,
+    ));
     let status = format!(
         "by {}, sorted by {}  closed {}  events {}/s  lost {}",
         options.grouping.name(),
         options.sort.name(),
         tracing.records,
-        per_second(sample.events, interval.as_secs_f64().max(0.001)),
+        per_second(sample.events, seconds),
         tracing.lost
     );
     frame.render_widget(
@@ -241,6 +247,20 @@ pub fn draw(
         }
     };
     frame.render_widget(Paragraph::new(help), keys);
+}
+
+/// What tracer's programs cost the kernel in the interval: their share of one CPU and
+/// the time per run, while the kernel's BPF statistics are on (nothing in a replay).
+fn kernel_cost(total: Option<KernelCost>, interval: Option<KernelCost>, seconds: f64) -> String {
+    match (total, interval) {
+        (Some(KernelCost { runs: 0, .. }), _) => "  bpf cost off (--bpf-stats)".to_owned(),
+        (Some(_), Some(cost)) => format!(
+            "  bpf {:.2}% cpu {} ns/run",
+            cost.run_time_ns as f64 / (seconds * 1e9) * 100.0,
+            cost.run_time_ns.checked_div(cost.runs).unwrap_or(0)
+        ),
+        _ => String::new(),
+    }
 }
 
 fn selection(options: &ViewOptions, emphasis: Style) -> (TableState, Style) {

@@ -28,13 +28,10 @@ use prometheus_client::{
     registry::{Metric, Registry},
 };
 
-use super::{
-    exporters::ExporterOutcomes,
-    programs::{Costs, ProgramCosts},
-};
+use super::{exporters::ExporterOutcomes, programs::ProgramCosts};
 use crate::{
     event::{EventKind, TraceEvent},
-    kernel::{attach::AttachPlan, selector::matched_port},
+    kernel::{attach::AttachPlan, program_stats::Costs, selector::matched_port},
     output::RecordEnd,
     output::exporter::NamedCounters,
     pipeline::{
@@ -601,8 +598,8 @@ impl Families {
     }
 
     /// The programs' cost as the kernel counts it now.
-    pub fn program_costs(&self, costs: Costs) {
-        self.program_costs.set(costs);
+    pub fn program_costs(&self, costs: &Costs) {
+        self.program_costs.set(costs.clone());
     }
 
     /// Reports what becomes of the items offered to these exporters.
@@ -643,7 +640,7 @@ mod tests {
             run_count: 12,
             recursion_misses: 0,
         };
-        families.program_costs(vec![("inet_sock_set_state", stats)]);
+        families.program_costs(&vec![("inet_sock_set_state", stats)]);
         let text = exposition(&registry);
         for line in [
             r#"tracer_open_connections{port="8191",role="client"} 1"#,

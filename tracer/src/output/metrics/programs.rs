@@ -14,10 +14,7 @@ use prometheus_client::{
     metrics::{MetricType, counter::ConstCounter},
 };
 
-use crate::kernel::program_stats::ProgramStats;
-
-/// Each program's name and counts as last sampled.
-pub type Costs = Vec<(&'static str, ProgramStats)>;
+use crate::kernel::program_stats::{Costs, ProgramStats};
 
 /// The programs' costs as last sampled; clones share them.
 #[derive(Clone, Debug, Default)]

@@ -8,7 +8,7 @@ use super::families::Families;
 use crate::{
     clock::WallClock,
     event::TraceEvent,
-    kernel::attach::AttachPlan,
+    kernel::{attach::AttachPlan, program_stats::Costs},
     output::{RecordEnd, Sink, StopSummary},
     pipeline::{
         correlator::{ConnectionRecord, ResponseTime},
@@ -51,6 +51,11 @@ impl<S: Sink> Sink for MetricsSink<S> {
     fn response(&mut self, response: &ResponseTime) -> io::Result<()> {
         self.families.response(response);
         self.inner.response(response)
+    }
+
+    fn program_costs(&mut self, costs: &Costs) -> io::Result<()> {
+        self.families.program_costs(costs);
+        self.inner.program_costs(costs)
     }
 
     fn lost(&mut self, count: u64, cause: LossCause) -> io::Result<()> {

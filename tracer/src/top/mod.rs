@@ -219,6 +219,9 @@ fn show(state: &Mutex<TopState>, mode: &Mode) -> Result<()> {
                 interval = sampled_at.elapsed();
                 sampled_at = Instant::now();
                 sample = lock().sample(options.grouping);
+                if let Mode::Replay { .. } = mode {
+                    interval = Duration::from_nanos(sample.trace_ns);
+                }
             }
         }
     };

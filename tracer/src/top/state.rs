@@ -3,9 +3,11 @@
 //! since start, and what the last interval saw (new and closed connections, handshake and
 //! response times). The view takes a [`Sample`] about once a second, which starts the next
 //! interval; the lock is held for the update of one event, or for one copy of the rows.
+//! Beyond a thousand groups of a grouping (a busy server's peers), those idle for a
+//! minute with nothing open are forgotten, and the header counts them.
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     io,
     net::SocketAddr,
     sync::{Arc, Mutex, MutexGuard},
@@ -90,6 +92,8 @@ pub struct GroupStats {
     pub closed_now: Closes,
     pub handshakes_us: Vec<u64>,
     pub responses_us: Vec<u64>,
+    /// Samples since anything counted here.
+    idle_samples: u32,
 }
 
 impl GroupStats {
@@ -99,6 +103,7 @@ impl GroupStats {
     }
 
     fn start_interval(&mut self) {
+        self.idle_samples += 1;
         self.new = 0;
         self.closed_now = Closes::default();
         self.handshakes_us.clear();
@@ -161,6 +166,11 @@ pub struct Sample {
     pub events: u64,
     /// What the kernel counted of the programs in the interval, when it was sampled.
     pub kernel_cost: Option<KernelCost>,
+    /// Idle groups forgotten since tracing started (see [`MAX_GROUPS`]).
+    pub forgotten_groups: u64,
+    /// How far the events' own time went in the interval: a replay's rates are per second
+    /// of the trace, whatever the speed it is shown at.
+    pub trace_ns: u64,
     pub rows: Vec<(String, GroupStats)>,
 }
 
@@ -175,6 +185,12 @@ pub struct Recent {
     pub record: Arc<ConnectionRecord>,
 }
 
+/// Groups kept per grouping before idle ones are forgotten: a busy server's peers would
+/// otherwise grow the view without bound.
+const MAX_GROUPS: usize = 1_000;
+/// Samples (seconds) a group counts nothing before it may be forgotten.
+const IDLE_SAMPLES: u32 = 60;
+
 /// The state the sink keeps and the view samples.
 #[derive(Debug, Default)]
 pub struct TopState {
@@ -186,6 +202,11 @@ pub struct TopState {
     events_sampled: u64,
     /// The programs' cost by the last sample.
     cost_sampled: KernelCost,
+    /// Groups forgotten (see [`MAX_GROUPS`]).
+    forgotten_groups: u64,
+    /// The latest event's time, and what it was at the last sample.
+    latest_ns: Option<u64>,
+    latest_sampled_ns: Option<u64>,
 }
 
 /// The process key of a connection no process is known for yet.
@@ -220,7 +241,32 @@ impl TopState {
         if !groups.contains_key(key) {
             groups.insert(key.to_owned(), GroupStats::default());
         }
-        groups.get_mut(key).expect("inserted")
+        let group = groups.get_mut(key).expect("inserted");
+        group.idle_samples = 0;
+        group
+    }
+
+    /// Forgets the groups beyond [`MAX_GROUPS`] of a grouping that have nothing open and
+    /// have counted nothing for [`IDLE_SAMPLES`] samples, the longest idle first.
+    fn forget_idle_groups(&mut self) {
+        for grouping in Grouping::ALL {
+            let groups = &mut self.groups[grouping.index()];
+            if groups.len() <= MAX_GROUPS {
+                continue;
+            }
+            let open: HashSet<&str> = (self.open.values())
+                .map(|open| open.keys[grouping.index()].as_str())
+                .collect();
+            let mut idle: Vec<(u32, String)> = (groups.iter())
+                .filter(|(key, g)| g.idle_samples >= IDLE_SAMPLES && !open.contains(key.as_str()))
+                .map(|(key, g)| (g.idle_samples, key.clone()))
+                .collect();
+            idle.sort_unstable_by(|a, b| b.cmp(a));
+            for (_, key) in idle.into_iter().take(groups.len() - MAX_GROUPS) {
+                groups.remove(&key);
+                self.forgotten_groups += 1;
+            }
+        }
     }
 
     fn each(&mut self, keys: &[String; 3], mut update: impl FnMut(&mut GroupStats)) {
@@ -248,6 +294,7 @@ impl TopState {
             tracing.events += 1;
         }
         let meta = event.meta();
+        self.latest_ns = self.latest_ns.max(Some(meta.boot_ns));
         let comm = meta.process.as_ref().map(|p| p.comm.as_str());
         match event {
             TraceEvent::StateChange(change)
@@ -390,6 +437,7 @@ impl TopState {
 
     /// The rows of `grouping` now, and the start of the next interval for every grouping.
     pub fn sample(&mut self, grouping: Grouping) -> Sample {
+        self.forget_idle_groups();
         let rows = self.rows(grouping);
         for groups in &mut self.groups {
             groups.values_mut().for_each(GroupStats::start_interval);
@@ -402,10 +450,18 @@ impl TopState {
             self.cost_sampled = cost;
             interval
         });
+        // From the first event on.
+        let trace_ns = match (self.latest_sampled_ns, self.latest_ns) {
+            (Some(sampled), Some(latest)) => latest - sampled,
+            _ => 0,
+        };
+        self.latest_sampled_ns = self.latest_ns;
         Sample {
             tracing,
             events,
             kernel_cost,
+            forgotten_groups: self.forgotten_groups,
+            trace_ns,
             rows,
         }
     }
@@ -536,7 +592,11 @@ mod tests {
         }
         pipeline.reap_last().unwrap();
         let mut top = state.lock().unwrap();
-        let rows: BTreeMap<_, _> = top.sample(Grouping::Process).rows.into_iter().collect();
+        let sample = top.sample(Grouping::Process);
+        // The events' own time went on to 3 ms since the first sample.
+        let sampled_at = events.iter().map(|e| e.meta().boot_ns).max().unwrap();
+        assert_eq!(sample.trace_ns, 3 * MS - sampled_at);
+        let rows: BTreeMap<_, _> = sample.rows.into_iter().collect();
         assert_eq!((rows["nginx"].open, rows["nginx"].new), (0, 1), "{rows:#?}");
         assert_eq!(rows["nginx"].closed.remote, 1);
         assert_eq!(rows["curl"].closed.local, 1);
@@ -548,6 +608,41 @@ mod tests {
         );
         // The interval started again with the sample: nothing new in it.
         assert_eq!(port.1.new, 0);
-        assert_eq!(top.sample(Grouping::Port).tracing.records, 2);
+        let last = top.sample(Grouping::Port);
+        assert_eq!((last.tracing.records, last.trace_ns), (2, 0));
+    }
+
+    /// Beyond the bound, groups idle long enough are forgotten, the longest idle first,
+    /// never one with a connection open.
+    #[test]
+    fn idle_groups_beyond_the_bound_are_forgotten() {
+        let mut top = TopState::default();
+        top.start("6.1", &[SERVER_PORT]);
+        let peer = |n: usize| format!("10.0.{}.{}", n / 256, n % 256);
+        let extra = 5;
+        for n in 0..MAX_GROUPS + extra {
+            top.group(Grouping::Remote, &peer(n)).new += 1;
+        }
+        // The first peer has a connection open.
+        let keys = [SERVER_PORT.to_string(), peer(0), NO_PROCESS.to_owned()];
+        top.open.insert(
+            1,
+            Open {
+                keys,
+                process_counted: true,
+            },
+        );
+        for _ in 0..IDLE_SAMPLES {
+            // The last peer keeps counting.
+            top.group(Grouping::Remote, &peer(MAX_GROUPS + extra - 1))
+                .new += 1;
+            assert_eq!(top.sample(Grouping::Remote).forgotten_groups, 0);
+        }
+        let sample = top.sample(Grouping::Remote);
+        assert_eq!(sample.forgotten_groups, extra as u64);
+        let left: Vec<&str> = sample.rows.iter().map(|(key, _)| key.as_str()).collect();
+        assert_eq!(left.len(), MAX_GROUPS);
+        assert!(left.contains(&peer(0).as_str()), "the open one stays");
+        assert!(left.contains(&peer(MAX_GROUPS + extra - 1).as_str()));
     }
 }

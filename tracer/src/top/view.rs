@@ -211,7 +211,7 @@ pub fn draw(
         sample.kernel_cost,
         seconds,
     ));
-    let status = format!(
+    let mut status = format!(
         "by {}, sorted by {}  closed {}  events {}/s  lost {}",
         options.grouping.name(),
         options.sort.name(),
@@ -219,6 +219,12 @@ pub fn draw(
         per_second(sample.events, seconds),
         tracing.lost
     );
+    if sample.forgotten_groups > 0 {
+        status.push_str(&format!(
+            "  idle groups forgotten {}",
+            sample.forgotten_groups
+        ));
+    }
     frame.render_widget(
         Paragraph::new(vec![Line::from(title), Line::from(status)]),
         header,

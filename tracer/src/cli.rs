@@ -61,9 +61,9 @@ pub enum Command {
         #[arg(long, env = "TRACER_ATTACH", default_value_t = AttachMode::Auto, value_parser = named::<AttachMode>())]
         attach: AttachMode,
     },
-    /// Show the traced connections live on this terminal, grouped by port, remote address
-    /// or process (keys: g group by, s sort by, Enter drill down, Esc back, q quit). Takes
-    /// the same options as a trace, but writes no lines.
+    /// Show the traced connections live on this terminal, grouped by port, remote
+    /// address, process or workload (keys: g group by, s sort by, Enter drill down, Esc
+    /// back, q quit). Takes the same options as a trace, but writes no lines.
     #[command(
         mut_arg("port", |port| port.required(false).required_unless_present("replay")),
         mut_arg("bpf_stats", |stats| stats.requires(Resettable::<Id>::Reset))

@@ -101,8 +101,8 @@ fn cells(line: &str) -> Vec<&str> {
 /// Three connections on a traced port, one closed by its client and one reset: the port's
 /// row counts what is open (the third's two sockets) and the resets, the header the
 /// records (two for each connection); Enter lists the port's connections and draws one's
-/// flow graph; `g` groups by remote address, then by process; `q` leaves the terminal as
-/// it was.
+/// flow graph; `g` groups by remote address, then by process, then by workload (the
+/// sockets' cgroup); `q` leaves the terminal as it was.
 #[test]
 fn top_shows_the_traffic_and_leaves_the_terminal_clean() {
     let _machine = shared();
@@ -160,6 +160,17 @@ fn top_shows_the_traffic_and_leaves_the_terminal_clean() {
     terminal.keys("g");
     terminal.line("grouped by process", |l| {
         l.trim_start().starts_with("PROCESS")
+    });
+    // The sockets' cgroup: this process's (the column cuts a long path).
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let own = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap()
+        .to_owned();
+    terminal.keys("g");
+    terminal.line("the workload's row", |l| {
+        cells(l).first().is_some_and(|key| own.starts_with(key)) && cells(l).get(1) == Some(&"2")
     });
 
     drop(pairs);

@@ -11,6 +11,7 @@ pub mod view;
 
 use std::{
     fs::File,
+    panic::{self, AssertUnwindSafe},
     path::PathBuf,
     sync::{
         Arc, Mutex,
@@ -93,12 +94,13 @@ pub fn run(mut config: TraceConfig) -> Result<()> {
             done: Arc::clone(&done),
         };
         move || {
-            let shown = show(&state, &mode);
-            if shown.is_err() {
-                // Nothing to show it on (the terminal hung up): tracing ends too.
+            let shown = panic::catch_unwind(AssertUnwindSafe(|| show(&state, &mode)));
+            if !matches!(shown, Ok(Ok(()))) {
+                // Nothing shows it any more (the terminal hung up, or the view failed):
+                // tracing ends too.
                 let _ = kill_process(getpid(), Signal::TERM);
             }
-            shown
+            shown.unwrap_or_else(|panic| panic::resume_unwind(panic))
         }
     });
     let result = daemon::run_into(config, Box::new(sink));

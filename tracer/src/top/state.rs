@@ -15,9 +15,10 @@ use std::{
 
 use crate::{
     clock::WallClock,
-    event::{Direction, TcpState, TraceEvent},
+    event::{Cgroup, Direction, EventMeta, TcpState, TraceEvent},
     kernel::{attach::AttachPlan, program_stats::Costs, selector::matched_port},
     output::{RecordEnd, Sink, StopSummary},
+    pipeline::workload::container::container_of,
     pipeline::{
         correlator::{CloseInitiator, ConnectionRecord, ResponseTime},
         reader::LossCause,
@@ -34,13 +35,35 @@ pub enum Grouping {
     Remote,
     /// The process (`comm`) holding the connection; `-` while none is known.
     Process,
+    /// The container its socket's cgroup names (`podman 0123456789ab`), else the cgroup's
+    /// path (a systemd service's); `-` when none is known.
+    Workload,
 }
 
 names!(Grouping as "grouping" {
     Port => "port",
     Remote => "remote",
     Process => "process",
+    Workload => "workload",
 });
+
+/// A connection's group in each grouping, in the order of [`Grouping`].
+type Keys = [String; 4];
+
+/// The workload group of a socket in `cgroup`.
+fn workload(cgroup: Option<&Cgroup>) -> String {
+    let Some(path) = cgroup.and_then(|cgroup| cgroup.path.as_deref()) else {
+        return NO_PROCESS.to_owned();
+    };
+    match container_of(path) {
+        Some(container) => format!(
+            "{} {}",
+            container.runtime.unwrap_or("container"),
+            &container.id[..12]
+        ),
+        None => path.to_owned(),
+    }
+}
 
 impl Grouping {
     /// The grouping the `g` key switches to.
@@ -115,7 +138,7 @@ impl GroupStats {
 /// to CLOSE.
 #[derive(Clone, Debug)]
 struct Open {
-    keys: [String; 3],
+    keys: Keys,
     /// Counted as new in its process's group yet (its process is learnt after the
     /// handshake on the server's side: the kernel completes that in softirq).
     process_counted: bool,
@@ -180,7 +203,7 @@ const RECENT: usize = 512;
 /// A connection's record, with the groups it belongs to and when it was written.
 #[derive(Clone, Debug)]
 pub struct Recent {
-    pub keys: [String; 3],
+    pub keys: Keys,
     pub clock: WallClock,
     pub record: Arc<ConnectionRecord>,
 }
@@ -196,7 +219,7 @@ const IDLE_SAMPLES: u32 = 60;
 pub struct TopState {
     tracing: Option<Tracing>,
     open: HashMap<u64, Open>,
-    groups: [BTreeMap<String, GroupStats>; 3],
+    groups: [BTreeMap<String, GroupStats>; 4],
     recent: VecDeque<Recent>,
     /// Events received by the last sample.
     events_sampled: u64,
@@ -227,12 +250,19 @@ impl TopState {
         });
     }
 
-    fn keys(&self, local: SocketAddr, remote: SocketAddr, comm: Option<&str>) -> [String; 3] {
+    fn keys(
+        &self,
+        local: SocketAddr,
+        remote: SocketAddr,
+        comm: Option<&str>,
+        cgroup: Option<&Cgroup>,
+    ) -> Keys {
         let ports = self.tracing.as_ref().map_or(&[][..], |t| &t.ports[..]);
         [
             matched_port(ports, local, remote).to_string(),
             remote.ip().to_canonical().to_string(),
             comm.unwrap_or(NO_PROCESS).to_owned(),
+            workload(cgroup),
         ]
     }
 
@@ -269,23 +299,24 @@ impl TopState {
         }
     }
 
-    fn each(&mut self, keys: &[String; 3], mut update: impl FnMut(&mut GroupStats)) {
+    fn each(&mut self, keys: &Keys, mut update: impl FnMut(&mut GroupStats)) {
         for grouping in Grouping::ALL {
             update(self.group(*grouping, &keys[grouping.index()]));
         }
     }
 
-    /// The groups of the connection of socket `sock`, or of ends `local`/`remote`.
-    fn keys_of(
-        &self,
-        sock: u64,
-        local: SocketAddr,
-        remote: SocketAddr,
-        comm: Option<&str>,
-    ) -> [String; 3] {
-        match self.open.get(&sock) {
+    /// The groups of the connection an event is about, from the event.
+    fn event_keys(&self, meta: &EventMeta) -> Keys {
+        let comm = meta.process.as_ref().map(|p| p.comm.as_str());
+        self.keys(meta.local, meta.remote, comm, meta.cgroup.as_ref())
+    }
+
+    /// The groups of the connection an event is about: those it opened with, or else
+    /// the event's.
+    fn keys_of(&self, meta: &EventMeta) -> Keys {
+        match self.open.get(&meta.sock) {
             Some(open) => open.keys.clone(),
-            None => self.keys(local, remote, comm),
+            None => self.event_keys(meta),
         }
     }
 
@@ -300,7 +331,7 @@ impl TopState {
             TraceEvent::StateChange(change)
                 if matches!(change.new_state, TcpState::SynSent | TcpState::SynRecv) =>
             {
-                let keys = self.keys(meta.local, meta.remote, comm);
+                let keys = self.event_keys(meta);
                 let process_counted = comm.is_some();
                 for grouping in [Grouping::Port, Grouping::Remote] {
                     self.group(grouping, &keys[grouping.index()]).new += 1;
@@ -328,7 +359,7 @@ impl TopState {
                 }
             }
             TraceEvent::Existing(existing) if existing.state != TcpState::Listen => {
-                let keys = self.keys(meta.local, meta.remote, comm);
+                let keys = self.event_keys(meta);
                 self.open.insert(
                     meta.sock,
                     Open {
@@ -338,7 +369,7 @@ impl TopState {
                 );
             }
             TraceEvent::Reset(reset) => {
-                let keys = self.keys_of(meta.sock, meta.local, meta.remote, comm);
+                let keys = self.keys_of(meta);
                 let sent = reset.direction == Direction::Sent;
                 self.each(&keys, |g| {
                     if sent {
@@ -349,11 +380,11 @@ impl TopState {
                 });
             }
             TraceEvent::Retransmit(_) => {
-                let keys = self.keys_of(meta.sock, meta.local, meta.remote, comm);
+                let keys = self.keys_of(meta);
                 self.each(&keys, |g| g.retransmits += 1);
             }
             TraceEvent::KeepaliveTimeout(_) => {
-                let keys = self.keys_of(meta.sock, meta.local, meta.remote, comm);
+                let keys = self.keys_of(meta);
                 self.each(&keys, |g| g.keepalive_timeouts += 1);
             }
             _ => {}
@@ -374,7 +405,12 @@ impl TopState {
         if let Some(tracing) = &mut self.tracing {
             tracing.records += 1;
         }
-        let keys = self.keys(record.local, record.remote, record.comm.as_deref());
+        let keys = self.keys(
+            record.local,
+            record.remote,
+            record.comm.as_deref(),
+            record.cgroup.as_deref(),
+        );
         if self.recent.len() == RECENT {
             self.recent.pop_front();
         }
@@ -397,7 +433,7 @@ impl TopState {
     }
 
     pub fn response(&mut self, response: &ResponseTime) {
-        let keys = self.keys(response.local, response.remote, None);
+        let keys = self.keys(response.local, response.remote, None, None);
         for grouping in [Grouping::Port, Grouping::Remote] {
             let micros = response.micros;
             self.group(grouping, &keys[grouping.index()])
@@ -624,7 +660,12 @@ mod tests {
             top.group(Grouping::Remote, &peer(n)).new += 1;
         }
         // The first peer has a connection open.
-        let keys = [SERVER_PORT.to_string(), peer(0), NO_PROCESS.to_owned()];
+        let keys = [
+            SERVER_PORT.to_string(),
+            peer(0),
+            NO_PROCESS.to_owned(),
+            NO_PROCESS.to_owned(),
+        ];
         top.open.insert(
             1,
             Open {

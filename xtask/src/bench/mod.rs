@@ -181,6 +181,16 @@ fn measure(
     ))
 }
 
+/// This process's cgroup (v2), as `--cgroup` takes it: where the churn's sockets are.
+fn own_cgroup() -> Result<String> {
+    let cgroups = fs::read_to_string("/proc/self/cgroup")?;
+    cgroups
+        .lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .map(str::to_owned)
+        .context("this process has no cgroup v2 (no 0:: line in /proc/self/cgroup)")
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     match values.len() {
@@ -237,17 +247,28 @@ fn overhead(args: &BenchArgs, tracer: &Path) -> Result<()> {
     }
     print_overhead(&observers, &rounds);
 
-    let all = Observer::Tracer {
+    let all = |extra: &[String]| Observer::Tracer {
         binary: None,
         emit: "all",
-        extra: args.tracer_args.clone(),
+        extra: args.tracer_args.iter().chain(extra).cloned().collect(),
     };
+    // The selector's other rules active too: a network the churn is in, and the churn's
+    // cgroup (this process's). The port rule decides first, so untraced traffic should
+    // not pay for them.
+    let rules = [
+        "--net".to_owned(),
+        "127.0.0.0/8".to_owned(),
+        "--cgroup".to_owned(),
+        own_cgroup()?,
+    ];
     let _stats = StatsEnabled::on()?;
-    for (what, port) in [
-        ("traced port", PORT),
-        ("untraced port (tracer on another)", OTHER_PORT),
+    for (what, port, extra) in [
+        ("traced port", PORT, &[][..]),
+        ("traced port, with --net and --cgroup rules", PORT, &rules[..]),
+        ("untraced port (tracer on another)", OTHER_PORT, &[][..]),
+        ("untraced port, with --net and --cgroup rules", OTHER_PORT, &rules[..]),
     ] {
-        let (_, programs) = measure(&all, tracer, port, args, true)?;
+        let (_, programs) = measure(&all(extra), tracer, port, args, true)?;
         print_programs(&format!("tracer all, {what}"), &programs);
     }
     let (_, programs) = measure(&Observer::Bpftrace, tracer, PORT, args, true)?;

@@ -21,7 +21,11 @@ use ipnet::IpNet;
 use crate::{
     daemon::TraceConfig,
     kernel::{attach::AttachMode, selector::Selection},
-    output::{FileOutput, Format, OutputConfig, file::Rotation, metrics::MetricsConfig},
+    output::{
+        FileOutput, Format, OutputConfig,
+        file::Rotation,
+        metrics::{MetricsConfig, WorkloadLabel, WorkloadLabels},
+    },
     pipeline::{Emit, PipelineConfig, correlator::DEFAULT_MAX_CONNECTIONS},
     vocabulary::Named,
 };
@@ -352,6 +356,20 @@ pub struct TraceArgs {
     #[arg(long, value_name = "HOST:PORT", env = "TRACER_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
 
+    /// Label the connection metrics with the workload too: `container` (the container's
+    /// id, `container_id`) and `pod` (the Kubernetes pod's uid, `pod_uid`), read from the
+    /// socket's cgroup; comma-separated. Off by default: each container served multiplies
+    /// a port's series.
+    #[arg(
+        long,
+        value_name = "LABELS",
+        env = "TRACER_METRICS_LABELS",
+        value_delimiter = ',',
+        requires = "metrics_addr",
+        value_parser = named::<WorkloadLabel>()
+    )]
+    pub metrics_labels: Vec<WorkloadLabel>,
+
     /// Turn the kernel's BPF statistics on while tracing (back as they were at exit), for
     /// what each eBPF program costs: in the metrics, and in `tracer top`'s header.
     #[arg(long, env = "TRACER_BPF_STATS", requires = "metrics_addr")]
@@ -430,7 +448,10 @@ impl TraceArgs {
                     rotation: self.rotation(),
                 }),
             },
-            metrics: self.metrics_addr.map(|addr| MetricsConfig { addr }),
+            metrics: self.metrics_addr.map(|addr| MetricsConfig {
+                addr,
+                labels: WorkloadLabels(sorted_unique(self.metrics_labels.iter().copied())),
+            }),
             bpf_stats: self.bpf_stats,
         }
     }
@@ -743,6 +764,27 @@ mod tests {
             parse(&["-p", "1", "--bpf-stats"]).unwrap_err().kind(),
             ErrorKind::MissingRequiredArgument
         );
+        let labels = |args: &[&str]| match parse(args).map(|cli| cli.resolve()) {
+            Ok(Invocation::Trace(config)) => Ok(config.metrics.unwrap().labels),
+            Ok(other) => panic!("{other:?}"),
+            Err(error) => Err(error.kind()),
+        };
+        let addr = ["-p", "1", "--metrics-addr", "[::1]:9464"];
+        assert_eq!(
+            labels(&[&addr[..], &["--metrics-labels", "pod,container,pod"]].concat()),
+            Ok(WorkloadLabels(vec![
+                WorkloadLabel::Container,
+                WorkloadLabel::Pod
+            ]))
+        );
+        assert_eq!(
+            labels(&[&addr[..], &["--metrics-labels", "namespace"]].concat()),
+            Err(ErrorKind::InvalidValue)
+        );
+        assert_eq!(
+            labels(&["-p", "1", "--metrics-labels", "pod"]),
+            Err(ErrorKind::MissingRequiredArgument)
+        );
         // tracer top shows the programs' cost in its header: no metrics needed.
         match parse(&["top", "-p", "1", "--bpf-stats"]).unwrap().resolve() {
             Invocation::Top(config) => assert!(config.bpf_stats && config.metrics.is_none()),
@@ -799,6 +841,7 @@ mod tests {
                 },
                 metrics: Some(MetricsConfig {
                     addr: "127.0.0.1:9464".parse().unwrap(),
+                    labels: WorkloadLabels::default(),
                 }),
                 bpf_stats: false,
             })

@@ -263,8 +263,8 @@ async fn trace(config: TraceConfig, sink: Box<dyn Sink>, hangup: Hangup) -> Resu
     privileges::check_can_attach()?;
     let kernel = preflight::kernel_release();
     let version = preflight::check_kernel(&kernel)?;
-    let mut metrics = match config.metrics {
-        Some(metrics) => Some(Metrics::start(metrics.addr, ports).await?),
+    let mut metrics = match &config.metrics {
+        Some(metrics) => Some(Metrics::start(metrics, ports).await?),
         None => None,
     };
     let _run_stats = config

@@ -1,8 +1,9 @@
 //! Real containers: Debian's podman (with the runc runtime, which this host's hybrid
 //! cgroups need) runs two containers from an image imported offline (a root file system
 //! holding `busybox-static`), each serving HTTP on the same port in its own network
-//! namespace. Each record names its container as podman does, and `--container` traces
-//! one container's connections and none of the other's. tracer's own image (built by
+//! namespace. Each record names its container as podman does, `--container` traces
+//! one container's connections and none of the other's, and `--metrics-labels` tells
+//! their metrics apart. tracer's own image (built by
 //! `cargo xtask image`, which `cargo xtask test` runs first) runs with what the DaemonSet
 //! grants and traces the host. Not run in the kernel matrix's
 //! guests, which carry no container runtime; the cgroup attribution and selection it
@@ -19,7 +20,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::support::{Tracer, free_port, lines_of, shared, wait_for_start, wait_until};
+use crate::support::{Tracer, free_port, lines_of, prometheus, shared, wait_for_start, wait_until};
 
 /// The image, imported once per test process.
 const IMAGE: &str = "localhost/tracer-test-busybox:latest";
@@ -190,6 +191,69 @@ fn records_name_their_container_and_a_container_selection_keeps_to_it() {
         let path = line["cgroup"]["path"].as_str().unwrap_or_default();
         assert!(path.contains(&a.id), "a line not of A's: {line}");
     }
+}
+
+/// The value of each series of `family` in a scrape whose labels include all of
+/// `labels` (`name="value"` each).
+fn series(scrape: &str, family: &str, labels: &[&str]) -> Vec<(String, f64)> {
+    (scrape.lines())
+        .filter_map(|line| {
+            let rest = line.strip_prefix(family)?.strip_prefix('{')?;
+            let (set, value) = rest.rsplit_once("} ")?;
+            labels
+                .iter()
+                .all(|label| set.split(',').any(|l| l == *label))
+                .then(|| (set.to_owned(), value.parse().unwrap()))
+        })
+        .collect()
+}
+
+/// `--metrics-labels container,pod`: the connection families carry each server's
+/// container id, so two containers serving the same port are told apart; a container
+/// outside Kubernetes has no pod label.
+#[test]
+fn metrics_labels_tell_the_containers_apart() {
+    let _machine = shared();
+    let (a, b) = (
+        Container::start(free_port("127.0.0.1")),
+        Container::start(free_port("127.0.0.1")),
+    );
+    let metrics: SocketAddr = ([127, 0, 0, 1], free_port("127.0.0.1")).into();
+    let mut command = Tracer::command(&[PORT]);
+    command.args(["--metrics-addr", &metrics.to_string()]);
+    command.args(["--metrics-labels", "container,pod"]);
+    let tracer = Tracer::spawn(command);
+    for container in [&a, &a, &b] {
+        container.request().expect("the container answers");
+    }
+    let served = |scrape: &str, container: &Container| -> f64 {
+        let id = format!("container_id=\"{}\"", container.id);
+        let labels = ["role=\"server\"", "port=\"8080\"", id.as_str()];
+        (series(scrape, "tracer_connections_total", &labels).iter())
+            .map(|(_, value)| value)
+            .sum()
+    };
+    let mut scrape = String::new();
+    wait_until("each container's connections in the metrics", || {
+        scrape = prometheus::scrape(metrics, None).1;
+        served(&scrape, &a) == 2.0 && served(&scrape, &b) == 1.0
+    });
+    // Every server connection counted is labelled with its container.
+    let servers = series(&scrape, "tracer_connections_total", &["role=\"server\""]);
+    for (labels, value) in &servers {
+        assert!(
+            *value == 0.0 || labels.contains("container_id="),
+            "{labels} {value}"
+        );
+    }
+    let handshakes = series(
+        &scrape,
+        "tracer_handshake_seconds_count",
+        &["role=\"server\"", &format!("container_id=\"{}\"", a.id)],
+    );
+    assert_eq!(handshakes.len(), 1, "{scrape}");
+    assert!(!scrape.contains("pod_uid="), "no pod here: {scrape}");
+    drop(tracer);
 }
 
 /// The image `cargo xtask image` builds (deploy/Dockerfile), as `cargo xtask test` builds

@@ -264,9 +264,17 @@ fn overhead(args: &BenchArgs, tracer: &Path) -> Result<()> {
     let _stats = StatsEnabled::on()?;
     for (what, port, extra) in [
         ("traced port", PORT, &[][..]),
-        ("traced port, with --net and --cgroup rules", PORT, &rules[..]),
+        (
+            "traced port, with --net and --cgroup rules",
+            PORT,
+            &rules[..],
+        ),
         ("untraced port (tracer on another)", OTHER_PORT, &[][..]),
-        ("untraced port, with --net and --cgroup rules", OTHER_PORT, &rules[..]),
+        (
+            "untraced port, with --net and --cgroup rules",
+            OTHER_PORT,
+            &rules[..],
+        ),
     ] {
         let (_, programs) = measure(&all(extra), tracer, port, args, true)?;
         print_programs(&format!("tracer all, {what}"), &programs);

@@ -28,7 +28,11 @@ use prometheus_client::{
     registry::{Metric, Registry},
 };
 
-use super::{exporters::ExporterOutcomes, programs::ProgramCosts};
+use super::{
+    exporters::ExporterOutcomes,
+    programs::ProgramCosts,
+    workload::{Workload, WorkloadLabels},
+};
 use crate::{
     event::{EventKind, TraceEvent},
     kernel::{attach::AttachPlan, program_stats::Costs, selector::matched_port},
@@ -116,6 +120,9 @@ type Histograms = Family<PortRole, Histogram, Buckets>;
 struct PortRole {
     port: u16,
     role: &'static str,
+    /// `--metrics-labels`: none unless asked for.
+    #[prometheus(flatten)]
+    workload: Workload,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -123,6 +130,9 @@ struct ConnectionLabels {
     port: u16,
     role: &'static str,
     close_initiator: &'static str,
+    /// `--metrics-labels`: none unless asked for.
+    #[prometheus(flatten)]
+    workload: Workload,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -130,6 +140,9 @@ struct FailureLabels {
     port: u16,
     role: &'static str,
     outcome: &'static str,
+    /// `--metrics-labels`: none unless asked for.
+    #[prometheus(flatten)]
+    workload: Workload,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -137,17 +150,26 @@ struct ResetLabels {
     port: u16,
     direction: &'static str,
     reason: String,
+    /// `--metrics-labels`: none unless asked for.
+    #[prometheus(flatten)]
+    workload: Workload,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 struct PortLabel {
     port: u16,
+    /// `--metrics-labels`: none unless asked for.
+    #[prometheus(flatten)]
+    workload: Workload,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProbeLabels {
     port: u16,
     outcome: &'static str,
+    /// `--metrics-labels`: none unless asked for.
+    #[prometheus(flatten)]
+    workload: Workload,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -222,6 +244,7 @@ impl TracedPorts {
 #[derive(Clone, Debug)]
 pub struct Families {
     ports: TracedPorts,
+    workload: WorkloadLabels,
     connections: Family<ConnectionLabels, Counter>,
     failures: Family<FailureLabels, Counter>,
     open_connections: SampledGauges<PortRole>,
@@ -257,12 +280,13 @@ impl Families {
     /// Registers every family with `registry` (prefixed `tracer_`) for `ports`, with a
     /// zero series for every label set known in advance (so that the first increment of a
     /// counter shows in `rate()` and `increase()`).
-    pub fn register(registry: &mut Registry, ports: &[u16]) -> Self {
+    pub fn register(registry: &mut Registry, ports: &[u16], workload: WorkloadLabels) -> Self {
         let mut ports = ports.to_vec();
         ports.sort_unstable();
         let r = registry;
         let families = Self {
             ports: TracedPorts(ports.into()),
+            workload,
             connections: declare(
                 r,
                 "connections",
@@ -404,6 +428,7 @@ impl Families {
                         port,
                         role,
                         close_initiator,
+                        workload: Workload::new(),
                     };
                     self.connections.get_or_create_owned(&labels);
                 }
@@ -413,22 +438,33 @@ impl Families {
                         port,
                         role,
                         outcome,
+                        workload: Workload::new(),
                     };
                     self.failures.get_or_create_owned(&labels);
                 }
             }
-            self.retransmits.get_or_create_owned(&PortLabel { port });
-            self.time_wait_sockets.declare(PortLabel { port });
+            let port_label = PortLabel {
+                port,
+                workload: Workload::new(),
+            };
+            self.retransmits.get_or_create_owned(&port_label);
+            self.time_wait_sockets.declare(port_label.clone());
             for connection_role in Role::ALL {
                 let role = connection_role.name();
-                self.open_connections.declare(PortRole { port, role });
+                self.open_connections.declare(PortRole {
+                    port,
+                    role,
+                    workload: Workload::new(),
+                });
             }
-            self.keepalive_timeouts
-                .get_or_create_owned(&PortLabel { port });
+            self.keepalive_timeouts.get_or_create_owned(&port_label);
             for fate in ProbeFate::ALL {
                 let outcome = fate.name();
-                self.keepalive_probes
-                    .get_or_create_owned(&ProbeLabels { port, outcome });
+                self.keepalive_probes.get_or_create_owned(&ProbeLabels {
+                    port,
+                    outcome,
+                    workload: Workload::new(),
+                });
             }
         }
         for kind in EventKind::ALL {
@@ -468,6 +504,7 @@ impl Families {
         self.events.get_or_create(&KindLabel { kind }).inc();
         let meta = event.meta();
         let port = self.ports.matched(meta.local, meta.remote);
+        let workload = || self.workload.of(meta.cgroup.as_ref());
         match event {
             TraceEvent::Reset(reset) => {
                 let direction = reset.direction.name();
@@ -476,11 +513,16 @@ impl Families {
                     port,
                     direction,
                     reason,
+                    workload: workload(),
                 };
                 self.resets.get_or_create(&labels).inc();
             }
             TraceEvent::Retransmit(_) => {
-                self.retransmits.get_or_create(&PortLabel { port }).inc();
+                let labels = PortLabel {
+                    port,
+                    workload: workload(),
+                };
+                self.retransmits.get_or_create(&labels).inc();
             }
             _ => {}
         }
@@ -492,6 +534,7 @@ impl Families {
         let port = self.ports.matched(record.local, record.remote);
         let role = record.role.name();
         let close_initiator = record.close_initiator.name();
+        let workload = self.workload.of(record.cgroup.as_deref());
         self.records
             .get_or_create(&RecordLabel { record: end.name() })
             .inc();
@@ -499,6 +542,7 @@ impl Families {
             port,
             role,
             close_initiator,
+            workload: workload.clone(),
         };
         self.connections.get_or_create(&labels).inc();
         if record.outcome.failed() {
@@ -507,10 +551,15 @@ impl Families {
                 port,
                 role,
                 outcome,
+                workload: workload.clone(),
             };
             self.failures.get_or_create(&labels).inc();
         }
-        let series = PortRole { port, role };
+        let series = PortRole {
+            port,
+            role,
+            workload: workload.clone(),
+        };
         if let Some(us) = record.handshake_us {
             self.handshake.get_or_create(&series).observe(seconds(us));
         }
@@ -532,7 +581,11 @@ impl Families {
         let keepalive = record.keepalive;
         let probes = |fate: ProbeFate, count: u32| {
             let outcome = fate.name();
-            let labels = ProbeLabels { port, outcome };
+            let labels = ProbeLabels {
+                port,
+                outcome,
+                workload: workload.clone(),
+            };
             self.keepalive_probes
                 .get_or_create(&labels)
                 .inc_by(count.into());
@@ -546,7 +599,7 @@ impl Families {
         );
         if keepalive.timed_out {
             self.keepalive_timeouts
-                .get_or_create(&PortLabel { port })
+                .get_or_create(&PortLabel { port, workload })
                 .inc();
         }
     }
@@ -556,6 +609,7 @@ impl Families {
         let series = PortRole {
             port: self.ports.matched(response.local, response.remote),
             role: response.role.name(),
+            workload: Workload::new(),
         };
         self.response
             .get_or_create(&series)
@@ -579,6 +633,7 @@ impl Families {
                 .entry(PortRole {
                     port,
                     role: connection_role.name(),
+                    workload: Workload::new(),
                 })
                 .or_default() += 1;
         }
@@ -591,7 +646,11 @@ impl Families {
             counts
                 .iter()
                 .map(|(&port, &count)| {
-                    (PortLabel { port }, i64::try_from(count).unwrap_or(i64::MAX))
+                    let labels = PortLabel {
+                        port,
+                        workload: Workload::new(),
+                    };
+                    (labels, i64::try_from(count).unwrap_or(i64::MAX))
                 })
                 .collect(),
         );
@@ -624,7 +683,7 @@ mod tests {
     #[test]
     fn samples_become_series_by_traced_port() {
         let mut registry = Registry::with_prefix("tracer");
-        let families = Families::register(&mut registry, &[8191, 80]);
+        let families = Families::register(&mut registry, &[8191, 80], WorkloadLabels::default());
         let ends = |local: &str, remote: &str| (local.parse().unwrap(), remote.parse().unwrap());
         let (client_local, client_remote) = ends("127.0.0.1:41000", "127.0.0.1:8191");
         let (server_local, server_remote) = ends("[::1]:80", "[::1]:41001");
@@ -661,7 +720,7 @@ mod tests {
     #[test]
     fn time_wait_counts_become_a_gauge_by_traced_port() {
         let mut registry = Registry::with_prefix("tracer");
-        let families = Families::register(&mut registry, &[8191, 80]);
+        let families = Families::register(&mut registry, &[8191, 80], WorkloadLabels::default());
         let text = exposition(&registry);
         assert!(
             text.contains("# TYPE tracer_time_wait_sockets gauge\n"),
@@ -701,7 +760,7 @@ mod tests {
     fn a_range_of_ports_declares_series_as_they_are_seen() {
         let mut registry = Registry::with_prefix("tracer");
         let ports: Vec<u16> = (8000..=8100).collect();
-        let families = Families::register(&mut registry, &ports);
+        let families = Families::register(&mut registry, &ports, WorkloadLabels::default());
         let text = exposition(&registry);
         assert!(!text.contains("port=\"8000\""), "{text}");
         assert!(
@@ -742,7 +801,7 @@ mod tests {
     #[test]
     fn exporter_outcomes_are_declared_then_counted() {
         let mut registry = Registry::with_prefix("tracer");
-        let families = Families::register(&mut registry, &[8191]);
+        let families = Families::register(&mut registry, &[8191], WorkloadLabels::default());
         let family = "# TYPE tracer_exporter_items_total counter\n";
         assert!(exposition(&registry).contains(family));
         families.exporters(vec![("otlp", Arc::default())]);

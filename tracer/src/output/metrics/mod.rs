@@ -15,24 +15,30 @@ mod families;
 mod programs;
 mod server;
 mod sink;
+mod workload;
 
 use std::{collections::BTreeMap, net::SocketAddr};
 
 use anyhow::Result;
 use prometheus_client::registry::Registry;
 
-pub use self::sink::MetricsSink;
 use self::{families::Families, server::Server};
+pub use self::{
+    sink::MetricsSink,
+    workload::{WorkloadLabel, WorkloadLabels},
+};
 use crate::{
     output::{Sink, exporter::NamedCounters},
     pipeline::correlator::Role,
 };
 
-/// `--metrics-addr`, resolved by `cli`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// `--metrics-addr` and `--metrics-labels`, resolved by `cli`.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MetricsConfig {
     /// Where `/metrics` is served.
     pub addr: SocketAddr,
+    /// The workload labels the connection families carry.
+    pub labels: WorkloadLabels,
 }
 
 /// The metrics and their endpoint, serving until dropped.
@@ -44,12 +50,12 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Registers the metrics for `ports` and serves them at `addr` from the current
+    /// Registers the metrics for `ports` and serves them where `config` says from the current
     /// runtime. Fails when it cannot listen there.
-    pub async fn start(addr: SocketAddr, ports: &[u16]) -> Result<Self> {
+    pub async fn start(config: &MetricsConfig, ports: &[u16]) -> Result<Self> {
         let mut registry = Registry::with_prefix("tracer");
-        let families = Families::register(&mut registry, ports);
-        let server = server::start(addr, registry).await?;
+        let families = Families::register(&mut registry, ports, config.labels.clone());
+        let server = server::start(config.addr, registry).await?;
         eprintln!(
             "tracer: serving metrics at http://{}{}",
             server.addr,

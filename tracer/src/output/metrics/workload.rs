@@ -1,0 +1,101 @@
+//! `--metrics-labels container,pod`: the workload labels the connection families may
+//! carry, off by default (a label per container multiplies a port's series by the
+//! containers serving it). Each is read from the connection's socket's cgroup path, as
+//! the records' `container` and `pod` fields are; a connection whose cgroup names none
+//! has no such label. Names (the pod's, its namespace, the container's) need the
+//! runtime's API and are not labels yet.
+
+use crate::{
+    event::Cgroup,
+    pipeline::workload::container::{container_of, pod_of},
+    vocabulary::names,
+};
+
+/// A workload label `--metrics-labels` can add.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum WorkloadLabel {
+    /// `container_id`: the container's full id.
+    Container,
+    /// `pod_uid`: the Kubernetes pod's uid.
+    Pod,
+}
+
+names!(WorkloadLabel as "metrics label" {
+    Container => "container",
+    Pod => "pod",
+});
+
+impl WorkloadLabel {
+    /// The label's name in the exposition.
+    fn key(self) -> &'static str {
+        match self {
+            Self::Container => "container_id",
+            Self::Pod => "pod_uid",
+        }
+    }
+
+    /// Its value for a socket in the cgroup at `path`, if the path names one.
+    fn value(self, path: &str) -> Option<String> {
+        match self {
+            Self::Container => container_of(path).map(|container| container.id),
+            Self::Pod => pod_of(path).map(|pod| pod.uid),
+        }
+    }
+}
+
+/// The workload labels of one series: none, unless `--metrics-labels` asks.
+pub type Workload = Vec<(&'static str, String)>;
+
+/// The workload labels asked for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkloadLabels(pub Vec<WorkloadLabel>);
+
+impl WorkloadLabels {
+    /// The labels of a connection whose socket is in `cgroup`: each one asked for that
+    /// its cgroup path names.
+    pub fn of(&self, cgroup: Option<&Cgroup>) -> Workload {
+        let Some(path) = cgroup.and_then(|cgroup| cgroup.path.as_deref()) else {
+            return Workload::new();
+        };
+        (self.0.iter())
+            .filter_map(|label| Some((label.key(), label.value(path)?)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn labels_are_the_ones_asked_for_that_the_path_names() {
+        let id = "3f8d2a1c9b7e4f6a5d0c1b2a3948576f3f8d2a1c9b7e4f6a5d0c1b2a3948576f";
+        let uid = "6a1f0b7e-2c3d-4e5f-8a9b-0c1d2e3f4a5b";
+        let path = format!(
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{id}.scope",
+            uid.replace('-', "_")
+        );
+        let cgroup = Cgroup {
+            id: 7,
+            path: Some(Arc::from(path.as_str())),
+        };
+        let both = WorkloadLabels(vec![WorkloadLabel::Container, WorkloadLabel::Pod]);
+        assert_eq!(
+            both.of(Some(&cgroup)),
+            [("container_id", id.to_owned()), ("pod_uid", uid.to_owned())]
+        );
+        assert_eq!(
+            WorkloadLabels(vec![WorkloadLabel::Pod]).of(Some(&cgroup)),
+            [("pod_uid", uid.to_owned())]
+        );
+        assert!(WorkloadLabels::default().of(Some(&cgroup)).is_empty());
+        let service = Cgroup {
+            id: 8,
+            path: Some(Arc::from("/system.slice/nginx.service")),
+        };
+        assert!(both.of(Some(&service)).is_empty());
+        assert!(both.of(None).is_empty());
+    }
+}

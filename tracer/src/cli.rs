@@ -9,6 +9,7 @@ use std::{
     net::{IpAddr, SocketAddr},
     path::PathBuf,
     str::FromStr,
+    time::Duration,
 };
 
 use bytesize::ByteSize;
@@ -25,6 +26,7 @@ use crate::{
         FileOutput, Format, OutputConfig,
         file::Rotation,
         metrics::{MetricsConfig, WorkloadLabel, WorkloadLabels},
+        otlp::{OtlpConfig, OtlpProtocol},
     },
     pipeline::{Emit, PipelineConfig, correlator::DEFAULT_MAX_CONNECTIONS},
     vocabulary::Named,
@@ -79,7 +81,7 @@ pub enum Command {
         replay: Option<PathBuf>,
 
         #[command(flatten)]
-        trace: TraceArgs,
+        trace: Box<TraceArgs>,
     },
     /// Make a web page of a recorded trace (its JSON lines, recorded with `--emit all`): the
     /// connections by port and by peer, histograms of handshake, response and idle times,
@@ -370,6 +372,30 @@ pub struct TraceArgs {
     )]
     pub metrics_labels: Vec<WorkloadLabel>,
 
+    /// Send each connection record to an OpenTelemetry collector as an OTLP log record:
+    /// the collector's base URL (`http://localhost:4318` for OTLP/HTTP, `:4317` for gRPC).
+    /// Without it, `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_LOGS_ENDPOINT` turn
+    /// the export on; headers, timeout and TLS come from the `OTEL_EXPORTER_OTLP_*`
+    /// variables.
+    #[arg(long, value_name = "URL", env = "TRACER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
+    /// OTLP over HTTP with protobuf bodies (default, or as `OTEL_EXPORTER_OTLP_PROTOCOL`
+    /// says), or gRPC.
+    #[arg(long, value_name = "PROTOCOL", env = "TRACER_OTLP_PROTOCOL", value_parser = named::<OtlpProtocol>())]
+    pub otlp_protocol: Option<OtlpProtocol>,
+
+    /// How often the metrics are sent to the OTLP collector (as a duration: `10s`, `1m`),
+    /// and once more at exit.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "TRACER_OTLP_METRICS_INTERVAL",
+        default_value = "60s",
+        value_parser = interval
+    )]
+    pub otlp_metrics_interval: Duration,
+
     /// Turn the kernel's BPF statistics on while tracing (back as they were at exit), for
     /// what each eBPF program costs: in the metrics, and in `tracer top`'s header.
     #[arg(long, env = "TRACER_BPF_STATS", requires = "metrics_addr")]
@@ -377,6 +403,14 @@ pub struct TraceArgs {
 
     #[command(flatten)]
     pub show: OutputArgs,
+}
+
+/// A duration such as `10s` or `1m`, more than zero.
+fn interval(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text).map_err(|e| e.to_string())? {
+        Duration::ZERO => Err("the interval must be more than zero".to_owned()),
+        interval => Ok(interval),
+    }
 }
 
 /// A ring buffer size: `16M`, `64K`, `1G` or bytes; a power of two from 4 KiB (a page) to
@@ -430,6 +464,32 @@ impl TraceArgs {
         })
     }
 
+    /// The OTLP export, when `--otlp-endpoint` or the standard variables ask for it. The
+    /// protocol is `--otlp-protocol`'s, else `OTEL_EXPORTER_OTLP_PROTOCOL`'s (one tracer
+    /// does not speak, such as `http/json`, is left to the default).
+    fn otlp(&self) -> Option<OtlpConfig> {
+        let standard = [
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+        ]
+        .iter()
+        .any(|variable| std::env::var_os(variable).is_some_and(|v| !v.is_empty()));
+        if self.otlp_endpoint.is_none() && !standard {
+            return None;
+        }
+        let protocol = self.otlp_protocol.unwrap_or_else(|| {
+            std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL")
+                .ok()
+                .and_then(|name| name.parse().ok())
+                .unwrap_or(OtlpProtocol::HttpProtobuf)
+        });
+        Some(OtlpConfig {
+            endpoint: self.otlp_endpoint.clone(),
+            protocol,
+            metrics_interval: self.otlp_metrics_interval,
+        })
+    }
+
     fn resolve(self) -> TraceConfig {
         TraceConfig {
             selection: Selection {
@@ -453,6 +513,7 @@ impl TraceArgs {
                 labels: WorkloadLabels(sorted_unique(self.metrics_labels.iter().copied())),
             }),
             bpf_stats: self.bpf_stats,
+            otlp: self.otlp(),
         }
     }
 }
@@ -844,6 +905,7 @@ mod tests {
                     labels: WorkloadLabels::default(),
                 }),
                 bpf_stats: false,
+                otlp: None,
             })
         );
         let Invocation::Trace(defaults) = parse(&["-p", "1"]).unwrap().resolve() else {

@@ -35,9 +35,10 @@ use crate::{
     },
     output::{
         self, OutputConfig, Sink, StopSummary,
-        exporter::Exporters,
+        exporter::{self, Exporters},
         file::{LogFile, ReopenRequest},
         metrics::{Metrics, MetricsConfig},
+        otlp::{self, OtlpConfig, logs::OtlpLogs, metrics::OtlpMetrics},
         route,
     },
     pipeline::{
@@ -66,6 +67,8 @@ pub struct TraceConfig {
     pub metrics: Option<MetricsConfig>,
     /// Turn the kernel's BPF statistics on while tracing, for the programs' run time.
     pub bpf_stats: bool,
+    /// Send the connection records to an OpenTelemetry collector too.
+    pub otlp: Option<OtlpConfig>,
 }
 
 /// How often the wall-clock offset is resampled, losses reported and finished
@@ -263,10 +266,18 @@ async fn trace(config: TraceConfig, sink: Box<dyn Sink>, hangup: Hangup) -> Resu
     privileges::check_can_attach()?;
     let kernel = preflight::kernel_release();
     let version = preflight::check_kernel(&kernel)?;
-    let mut metrics = match &config.metrics {
-        Some(metrics) => Some(Metrics::start(metrics, ports).await?),
-        None => None,
+    let otlp_metrics = (config.otlp.as_ref())
+        .map(|otlp| OtlpMetrics::new(otlp, &kernel))
+        .transpose()?;
+    let meter = otlp_metrics.as_ref().map(OtlpMetrics::meter);
+    let mut metrics = match (&config.metrics, &meter) {
+        (None, None) => None,
+        (config, meter) => Some(Metrics::start(config.as_ref(), ports, meter.as_ref()).await?),
     };
+    if let (Some(metrics), Some(otlp)) = (&metrics, &otlp_metrics) {
+        metrics.watch_otlp_metrics(otlp.dropped());
+    }
+    let otlp_metrics = otlp_metrics.map(OtlpMetrics::spawn);
     let _run_stats = config
         .bpf_stats
         .then(program_stats::enable_run_stats)
@@ -337,11 +348,15 @@ async fn trace(config: TraceConfig, sink: Box<dyn Sink>, hangup: Hangup) -> Resu
             .contains_key(&Hook::Timewait)
             .then(sysctl::fin_timeout_ns),
     };
-    // Exporters (none yet: the OpenTelemetry exporter will be the first) start here, each
-    // on its own task: `output::exporter::spawn`, its sink in `queues`, its handle added
-    // to `exporters`.
-    let queues = Vec::new();
-    let exporters = Exporters::default();
+    // Exporters start here, each on its own task: its sink in `queues`, its handle in
+    // `exporters`.
+    let mut queues = Vec::new();
+    let mut exporters = Exporters::default();
+    if let Some(otlp) = &config.otlp {
+        let (queue, handle) = exporter::spawn(OtlpLogs::new(otlp, &kernel)?, otlp::QUEUE);
+        queues.push(queue);
+        exporters.add(handle);
+    }
     if let Some(metrics) = &metrics {
         metrics.watch_exporters(exporters.counters());
     }
@@ -407,6 +422,9 @@ async fn trace(config: TraceConfig, sink: Box<dyn Sink>, hangup: Hangup) -> Resu
     // became of everything they were offered.
     pipeline.reap_last()?;
     let exporters = exporters.finish(EXPORTER_DEADLINE).await;
+    if let Some(otlp_metrics) = otlp_metrics {
+        otlp_metrics.finish(EXPORTER_DEADLINE).await;
+    }
     Ok(pipeline.finish(StopSummary {
         events: Some(counts),
         exporters,

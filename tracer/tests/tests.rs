@@ -31,6 +31,9 @@
 //!   load.
 //! - [`metrics`]: `--metrics-addr` scraped by a real Prometheus and checked by
 //!   `promtool`. A new metric family goes here (and into its `FAMILIES`).
+//! - [`otlp`]: `--otlp-endpoint`: the records received by a test collector over HTTP and
+//!   gRPC, equal to their lines; a collector down under load, and the counts adding up.
+//!   Not run in the guests.
 //! - [`privileges`]: the tracer as an unprivileged user with the systemd unit's
 //!   capabilities, and with fewer.
 //! - [`workloads`]: the socket's cgroup on every line and record of a connection, with
@@ -52,8 +55,9 @@
 //! rotations under load, the metrics scenario, `privileges`). A new test does the same.
 //!
 //! The kernel matrix (`cargo xtask vm-test`) runs this binary in each guest: every module
-//! but `metrics`, `containers`, `fleet`, `systemd`, `top` and `report` (guests carry no
-//! Prometheus, podman, Python, systemd-nspawn, tmux or Chromium) in the first attach mode, and with the
+//! but `metrics`, `containers`, `fleet`, `systemd`, `top`, `report` and `otlp` (guests carry
+//! no Prometheus, podman, Python, systemd-nspawn, tmux or Chromium; the OTLP path does not
+//! depend on the kernel) in the first attach mode, and with the
 //! filters `state_changes:: keepalive:: stories::` in the others, since only those
 //! depend on the attach mode (`xtask/src/vm/init.sh`). A test whose outcome depends on
 //! the mode belongs in one of those three modules.
@@ -67,6 +71,7 @@ mod containers;
 mod fleet;
 mod keepalive;
 mod metrics;
+mod otlp;
 mod outcomes;
 mod privileges;
 mod replay;

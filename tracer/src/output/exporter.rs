@@ -59,9 +59,15 @@ pub trait Exporter: Send + 'static {
     fn name(&self) -> &'static str;
     /// What it is handed: events, connection records or both.
     fn wants(&self) -> Emit;
-    /// Sends one item (or batches it); an error counts the item as failed.
-    fn export(&mut self, item: Export) -> impl Future<Output = io::Result<()>> + Send;
-    /// Sends what it batched: called once the queue is empty at the end.
+    /// Items handed to [`export`](Self::export) at most at once: as many as are queued, up
+    /// to this.
+    fn batch_size(&self) -> usize {
+        1
+    }
+    /// Sends a batch of items (retrying as it sees fit); an error counts every item of the
+    /// batch as failed, success every one as exported.
+    fn export(&mut self, batch: Vec<Export>) -> impl Future<Output = io::Result<()>> + Send;
+    /// Sends what it held back: called once the queue is empty at the end.
     fn flush(&mut self) -> impl Future<Output = io::Result<()>> + Send;
 }
 
@@ -265,11 +271,19 @@ pub fn spawn<E: Exporter>(mut exporter: E, capacity: usize) -> (QueuedSink, Expo
                 }
             };
             let Some(item) = item else { break };
-            let outcome = match exporter.export(item).await {
+            let mut batch = vec![item];
+            while batch.len() < exporter.batch_size() {
+                match items.try_recv() {
+                    Ok(item) => batch.push(item),
+                    Err(_) => break,
+                }
+            }
+            let size = batch.len() as u64;
+            let outcome = match exporter.export(batch).await {
                 Ok(()) => &counters.exported,
                 Err(_) => &counters.failed,
             };
-            outcome.fetch_add(1, Ordering::Relaxed);
+            outcome.fetch_add(size, Ordering::Relaxed);
         }
         if let Err(error) = exporter.flush().await {
             eprintln!(
@@ -336,9 +350,9 @@ mod tests {
             Emit::Events
         }
 
-        async fn export(&mut self, item: Export) -> io::Result<()> {
+        async fn export(&mut self, batch: Vec<Export>) -> io::Result<()> {
             self.permits.acquire().await.expect("open").forget();
-            let Export::Event { event, .. } = item else {
+            let [Export::Event { event, .. }] = &batch[..] else {
                 panic!("handed a record it did not want");
             };
             let sock = event.meta().sock;

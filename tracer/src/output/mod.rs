@@ -8,6 +8,7 @@ pub mod file;
 pub mod flow;
 pub mod json;
 pub mod metrics;
+pub mod otlp;
 pub mod pretty;
 pub mod route;
 

@@ -227,9 +227,11 @@ mod tests {
         fn wants(&self) -> Emit {
             Emit::Events
         }
-        async fn export(&mut self, item: Export) -> io::Result<()> {
-            if let Export::Event { event, .. } = item {
-                self.push(format!("exported {}", event.meta().sock));
+        async fn export(&mut self, batch: Vec<Export>) -> io::Result<()> {
+            for item in batch {
+                if let Export::Event { event, .. } = item {
+                    self.push(format!("exported {}", event.meta().sock));
+                }
             }
             Ok(())
         }

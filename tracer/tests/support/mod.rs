@@ -19,6 +19,7 @@ pub mod capture;
 pub mod flow_graph;
 pub mod http;
 pub mod load;
+pub mod otlp;
 pub mod prometheus;
 pub mod scenario;
 pub mod sockets;

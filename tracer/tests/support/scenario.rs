@@ -67,6 +67,12 @@ impl RecordedTrace {
 
 /// Runs the scenario under tracer (stopped with SIGTERM once every record is written).
 pub fn record() -> RecordedTrace {
+    record_with(&[], || {})
+}
+
+/// [`record`], tracer run with these arguments too, and `before_stop` run once every
+/// record is written, before tracer is stopped.
+pub fn record_with(args: &[&str], before_stop: impl FnOnce()) -> RecordedTrace {
     let (port, refused_port) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tracer.json");
@@ -74,6 +80,7 @@ pub fn record() -> RecordedTrace {
         Tracer::command(&[port, refused_port])
             .arg("--output")
             .arg(&file)
+            .args(args)
             .stdout(Stdio::null())
             .spawn()
             .expect("cannot start tracer"),
@@ -106,6 +113,7 @@ pub fn record() -> RecordedTrace {
             .count()
     };
     wait_until("the five connection records", || records() == RECORDS);
+    before_stop();
     kill_process(Pid::from_raw(tracer.0.id() as i32).unwrap(), Signal::TERM).unwrap();
     assert!(wait_exit(&mut tracer.0).success());
     let recorded = RecordedTrace {

@@ -118,10 +118,11 @@ for mode in $MODES; do
                 # modules' load. The metrics tests run Prometheus and promtool, the
                 # containers tests podman, the fleet tests Python's chdb, the systemd
                 # tests systemd-nspawn, the top tests tmux and the report tests
-                # Chromium, which guests do not carry; what they check does not depend
-                # on the kernel beyond the events the other tests check in every guest.
+                # Chromium, which guests do not carry; what they (and the OTLP tests)
+                # check does not depend on the kernel beyond the events the other tests
+                # check in every guest.
                 if [ "$mode" = "$first_mode" ]; then
-                    modules=$("$test" --list 2>/dev/null | sed -n 's/^\([a-z_]*\)::.*: test$/\1/p' | sort -u | grep -v -e '^metrics$' -e '^containers$' -e '^fleet$' -e '^systemd$' -e '^top$' -e '^report$')
+                    modules=$("$test" --list 2>/dev/null | sed -n 's/^\([a-z_]*\)::.*: test$/\1/p' | sort -u | grep -v -e '^metrics$' -e '^containers$' -e '^fleet$' -e '^systemd$' -e '^top$' -e '^report$' -e '^otlp$')
                 else
                     modules="state_changes keepalive stories"
                 fi

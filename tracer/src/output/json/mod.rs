@@ -90,6 +90,79 @@ fn write_settings(object: &mut Object<'_>, settings: &KeepaliveSettings) {
     });
 }
 
+/// Writes `record`'s `connection` line (without its newline): the one definition of the
+/// record's fields, for the lines and for the exporters that carry the record.
+pub fn write_record(
+    out: &mut Vec<u8>,
+    timestamps: &mut Timestamps,
+    clock: WallClock,
+    record: &ConnectionRecord,
+    end: RecordEnd,
+) {
+    let mut line = Object::new(out);
+    let end_time = clock.to_system_time(record.end_ns);
+    line.time("ts", timestamps, end_time)
+        .name("event", "connection")
+        .name("record", end.name())
+        .time("start", timestamps, clock.to_system_time(record.start_ns))
+        .time("end", timestamps, end_time)
+        .number("conn_id", record.conn_id)
+        .hex("sock", record.sock)
+        .name("role", record.role.name())
+        .name("family", record.family.name())
+        .addr("local", record.local)
+        .addr("remote", record.remote)
+        .optional_number("netns", record.netns)
+        .optional_number("pid", record.pid)
+        .optional_text("comm", record.comm.as_deref());
+    workload(&mut line, record.cgroup.as_deref());
+    line.number("start_ns", record.start_ns)
+        .number("end_ns", record.end_ns)
+        .optional_number("handshake_us", record.handshake_us)
+        .number("duration_us", record.duration_us)
+        .objects("states", &record.states, |o, entry| {
+            write_state(o, "state", entry.state);
+            o.number("offset_us", entry.offset_us);
+        })
+        .name("close_initiator", record.close_initiator.name())
+        .name("outcome", record.outcome.name())
+        .optional_name("error", record.error.map(|e| e.to_string()).as_deref())
+        .optional_bool("fin_received", record.fin_received);
+    write_optional_state(&mut line, "handed_to_timewait", record.handed_to_timewait);
+    line.optional_object("timewait_end", record.timewait_end, |o, end| {
+        o.name("how", end.how.name())
+            .optional_number("after_us", end.after_us);
+    })
+    .number("resets_sent", record.resets_sent)
+    .number("resets_received", record.resets_received)
+    .number("retransmits", record.retransmits)
+    .object("keepalive", |o| {
+        o.number("probes_sent", record.keepalive.probes_sent)
+            .number("probes_answered", record.keepalive.probes_answered)
+            .bool("timed_out", record.keepalive.timed_out);
+    })
+    .optional_number("bytes_sent", record.bytes_sent)
+    .optional_number("bytes_received", record.bytes_received)
+    .optional_object("at_start", record.at_start, |o, then| {
+        o.number("bytes_sent", then.bytes_sent)
+            .number("bytes_received", then.bytes_received)
+            .number("retransmits", then.retransmits)
+            .number("rtt_us", then.rtt_us);
+    })
+    .optional_number("requests", record.requests)
+    .optional_number("responses", record.responses)
+    .optional_object("response_time_us", record.response_time_us, |o, times| {
+        o.number("count", times.count)
+            .number("min", times.min_us)
+            .number("max", times.max_us)
+            .number("total", times.total_us);
+    });
+    line.optional_number("unanswered_request_us", record.unanswered_request_us)
+        .optional_number("idle_before_close_us", record.idle_before_close_us)
+        .bool("observed_from_start", record.observed_from_start);
+    line.end();
+}
+
 /// Writes JSON lines to `out`; the caller flushes after each batch.
 pub struct JsonSink<W: Write> {
     out: W,
@@ -284,69 +357,7 @@ impl<W: Write> Sink for JsonSink<W> {
         record: &ConnectionRecord,
         end: RecordEnd,
     ) -> io::Result<()> {
-        let timestamps = &mut self.timestamps;
-        let mut line = Object::new(&mut self.lines);
-        let end_time = clock.to_system_time(record.end_ns);
-        line.time("ts", timestamps, end_time)
-            .name("event", "connection")
-            .name("record", end.name())
-            .time("start", timestamps, clock.to_system_time(record.start_ns))
-            .time("end", timestamps, end_time)
-            .number("conn_id", record.conn_id)
-            .hex("sock", record.sock)
-            .name("role", record.role.name())
-            .name("family", record.family.name())
-            .addr("local", record.local)
-            .addr("remote", record.remote)
-            .optional_number("netns", record.netns)
-            .optional_number("pid", record.pid)
-            .optional_text("comm", record.comm.as_deref());
-        workload(&mut line, record.cgroup.as_deref());
-        line.number("start_ns", record.start_ns)
-            .number("end_ns", record.end_ns)
-            .optional_number("handshake_us", record.handshake_us)
-            .number("duration_us", record.duration_us)
-            .objects("states", &record.states, |o, entry| {
-                write_state(o, "state", entry.state);
-                o.number("offset_us", entry.offset_us);
-            })
-            .name("close_initiator", record.close_initiator.name())
-            .name("outcome", record.outcome.name())
-            .optional_name("error", record.error.map(|e| e.to_string()).as_deref())
-            .optional_bool("fin_received", record.fin_received);
-        write_optional_state(&mut line, "handed_to_timewait", record.handed_to_timewait);
-        line.optional_object("timewait_end", record.timewait_end, |o, end| {
-            o.name("how", end.how.name())
-                .optional_number("after_us", end.after_us);
-        })
-        .number("resets_sent", record.resets_sent)
-        .number("resets_received", record.resets_received)
-        .number("retransmits", record.retransmits)
-        .object("keepalive", |o| {
-            o.number("probes_sent", record.keepalive.probes_sent)
-                .number("probes_answered", record.keepalive.probes_answered)
-                .bool("timed_out", record.keepalive.timed_out);
-        })
-        .optional_number("bytes_sent", record.bytes_sent)
-        .optional_number("bytes_received", record.bytes_received)
-        .optional_object("at_start", record.at_start, |o, then| {
-            o.number("bytes_sent", then.bytes_sent)
-                .number("bytes_received", then.bytes_received)
-                .number("retransmits", then.retransmits)
-                .number("rtt_us", then.rtt_us);
-        })
-        .optional_number("requests", record.requests)
-        .optional_number("responses", record.responses)
-        .optional_object("response_time_us", record.response_time_us, |o, times| {
-            o.number("count", times.count)
-                .number("min", times.min_us)
-                .number("max", times.max_us)
-                .number("total", times.total_us);
-        });
-        line.optional_number("unanswered_request_us", record.unanswered_request_us)
-            .optional_number("idle_before_close_us", record.idle_before_close_us)
-            .bool("observed_from_start", record.observed_from_start);
-        line.end();
+        write_record(&mut self.lines, &mut self.timestamps, clock, record, end);
         self.end_line()
     }
 

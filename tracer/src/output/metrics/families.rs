@@ -13,7 +13,7 @@ use std::{
     fmt,
     hash::Hash,
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, atomic::AtomicU64},
 };
 
 use prometheus_client::{
@@ -28,8 +28,11 @@ use prometheus_client::{
     registry::{Metric, Registry},
 };
 
+use opentelemetry::{KeyValue, metrics::Meter};
+
 use super::{
     exporters::ExporterOutcomes,
+    otel::{Attributes, HistogramBuckets, OtelFamilies},
     programs::ProgramCosts,
     workload::{Workload, WorkloadLabels},
 };
@@ -266,6 +269,97 @@ pub struct Families {
     hook_info: Family<HookLabels, Gauge>,
     program_costs: ProgramCosts,
     exporters: ExporterOutcomes,
+    /// The OpenTelemetry twins of the families, with `--otlp-endpoint`.
+    otel: Option<OtelFamilies>,
+}
+
+/// A label's attribute.
+fn attribute(key: &'static str, value: impl Into<opentelemetry::Value>) -> KeyValue {
+    KeyValue::new(key, value)
+}
+
+/// `labels` followed by the workload's.
+fn with_workload(mut labels: Vec<KeyValue>, workload: &Workload) -> Vec<KeyValue> {
+    labels.extend(
+        workload
+            .iter()
+            .map(|(key, value)| attribute(key, value.clone())),
+    );
+    labels
+}
+
+impl Attributes for PortRole {
+    fn attributes(&self) -> Vec<KeyValue> {
+        let labels = vec![
+            attribute("port", i64::from(self.port)),
+            attribute("role", self.role),
+        ];
+        with_workload(labels, &self.workload)
+    }
+}
+
+impl Attributes for ConnectionLabels {
+    fn attributes(&self) -> Vec<KeyValue> {
+        let labels = vec![
+            attribute("port", i64::from(self.port)),
+            attribute("role", self.role),
+            attribute("close_initiator", self.close_initiator),
+        ];
+        with_workload(labels, &self.workload)
+    }
+}
+
+impl Attributes for FailureLabels {
+    fn attributes(&self) -> Vec<KeyValue> {
+        let labels = vec![
+            attribute("port", i64::from(self.port)),
+            attribute("role", self.role),
+            attribute("outcome", self.outcome),
+        ];
+        with_workload(labels, &self.workload)
+    }
+}
+
+impl Attributes for ResetLabels {
+    fn attributes(&self) -> Vec<KeyValue> {
+        let labels = vec![
+            attribute("port", i64::from(self.port)),
+            attribute("direction", self.direction),
+            attribute("reason", self.reason.clone()),
+        ];
+        with_workload(labels, &self.workload)
+    }
+}
+
+impl Attributes for PortLabel {
+    fn attributes(&self) -> Vec<KeyValue> {
+        with_workload(
+            vec![attribute("port", i64::from(self.port))],
+            &self.workload,
+        )
+    }
+}
+
+impl Attributes for ProbeLabels {
+    fn attributes(&self) -> Vec<KeyValue> {
+        let labels = vec![
+            attribute("port", i64::from(self.port)),
+            attribute("outcome", self.outcome),
+        ];
+        with_workload(labels, &self.workload)
+    }
+}
+
+impl Attributes for KindLabel {
+    fn attributes(&self) -> Vec<KeyValue> {
+        vec![attribute("kind", self.kind)]
+    }
+}
+
+impl Attributes for RecordLabel {
+    fn attributes(&self) -> Vec<KeyValue> {
+        vec![attribute("record", self.record)]
+    }
 }
 
 /// `tracer_resets_total`'s reason when the kernel gives none (received resets, kernels
@@ -280,7 +374,12 @@ impl Families {
     /// Registers every family with `registry` (prefixed `tracer_`) for `ports`, with a
     /// zero series for every label set known in advance (so that the first increment of a
     /// counter shows in `rate()` and `increase()`).
-    pub fn register(registry: &mut Registry, ports: &[u16], workload: WorkloadLabels) -> Self {
+    pub fn register(
+        registry: &mut Registry,
+        ports: &[u16],
+        workload: WorkloadLabels,
+        meter: Option<&Meter>,
+    ) -> Self {
         let mut ports = ports.to_vec();
         ports.sort_unstable();
         let r = registry;
@@ -406,11 +505,28 @@ impl Families {
             ),
             program_costs: ProgramCosts::default(),
             exporters: ExporterOutcomes::default(),
+            otel: meter.map(|meter| {
+                let buckets = HistogramBuckets {
+                    handshake: HANDSHAKE_BUCKETS,
+                    duration: DURATION_BUCKETS,
+                    idle: IDLE_BUCKETS,
+                    requests: REQUEST_BUCKETS,
+                    response: RESPONSE_BUCKETS,
+                };
+                OtelFamilies::new(meter, buckets)
+            }),
         };
         r.register_collector(Box::new(families.program_costs.clone()));
         r.register_collector(Box::new(families.exporters.clone()));
         families.zero_series();
         families
+    }
+
+    /// Updates the OpenTelemetry twins, when there are.
+    fn otel(&self, update: impl FnOnce(&OtelFamilies)) {
+        if let Some(otel) = &self.otel {
+            update(otel);
+        }
     }
 
     fn zero_series(&self) {
@@ -502,6 +618,7 @@ impl Families {
     pub fn event(&self, event: &TraceEvent) {
         let kind = event.name();
         self.events.get_or_create(&KindLabel { kind }).inc();
+        self.otel(|o| o.events.add(1, &KindLabel { kind }.attributes()));
         let meta = event.meta();
         let port = self.ports.matched(meta.local, meta.remote);
         let workload = || self.workload.of(meta.cgroup.as_ref());
@@ -516,6 +633,7 @@ impl Families {
                     workload: workload(),
                 };
                 self.resets.get_or_create(&labels).inc();
+                self.otel(|o| o.resets.add(1, &labels.attributes()));
             }
             TraceEvent::Retransmit(_) => {
                 let labels = PortLabel {
@@ -523,6 +641,7 @@ impl Families {
                     workload: workload(),
                 };
                 self.retransmits.get_or_create(&labels).inc();
+                self.otel(|o| o.retransmits.add(1, &labels.attributes()));
             }
             _ => {}
         }
@@ -535,9 +654,9 @@ impl Families {
         let role = record.role.name();
         let close_initiator = record.close_initiator.name();
         let workload = self.workload.of(record.cgroup.as_deref());
-        self.records
-            .get_or_create(&RecordLabel { record: end.name() })
-            .inc();
+        let record_label = RecordLabel { record: end.name() };
+        self.records.get_or_create(&record_label).inc();
+        self.otel(|o| o.records.add(1, &record_label.attributes()));
         let labels = ConnectionLabels {
             port,
             role,
@@ -545,6 +664,7 @@ impl Families {
             workload: workload.clone(),
         };
         self.connections.get_or_create(&labels).inc();
+        self.otel(|o| o.connections.add(1, &labels.attributes()));
         if record.outcome.failed() {
             let outcome = record.outcome.name();
             let labels = FailureLabels {
@@ -554,28 +674,33 @@ impl Families {
                 workload: workload.clone(),
             };
             self.failures.get_or_create(&labels).inc();
+            self.otel(|o| o.failures.add(1, &labels.attributes()));
         }
         let series = PortRole {
             port,
             role,
             workload: workload.clone(),
         };
+        let observe = |histograms: &Histograms,
+                       twin: fn(&OtelFamilies) -> &opentelemetry::metrics::Histogram<f64>,
+                       value: f64| {
+            histograms.get_or_create(&series).observe(value);
+            self.otel(|o| twin(o).record(value, &series.attributes()));
+        };
         if let Some(us) = record.handshake_us {
-            self.handshake.get_or_create(&series).observe(seconds(us));
+            observe(&self.handshake, |o| &o.handshake, seconds(us));
         }
         if end == RecordEnd::Closed {
-            self.duration
-                .get_or_create(&series)
-                .observe(seconds(record.duration_us));
+            observe(&self.duration, |o| &o.duration, seconds(record.duration_us));
             if let Some(us) = record.idle_before_close_us {
-                self.idle_before_close
-                    .get_or_create(&series)
-                    .observe(seconds(us));
+                observe(
+                    &self.idle_before_close,
+                    |o| &o.idle_before_close,
+                    seconds(us),
+                );
             }
             if let Some(requests) = record.requests {
-                self.requests
-                    .get_or_create(&series)
-                    .observe(requests.into());
+                observe(&self.requests, |o| &o.requests, requests.into());
             }
         }
         let keepalive = record.keepalive;
@@ -589,6 +714,9 @@ impl Families {
             self.keepalive_probes
                 .get_or_create(&labels)
                 .inc_by(count.into());
+            if count > 0 {
+                self.otel(|o| o.keepalive_probes.add(count.into(), &labels.attributes()));
+            }
         };
         probes(ProbeFate::Answered, keepalive.probes_answered);
         probes(
@@ -598,9 +726,9 @@ impl Families {
                 .saturating_sub(keepalive.probes_answered),
         );
         if keepalive.timed_out {
-            self.keepalive_timeouts
-                .get_or_create(&PortLabel { port, workload })
-                .inc();
+            let labels = PortLabel { port, workload };
+            self.keepalive_timeouts.get_or_create(&labels).inc();
+            self.otel(|o| o.keepalive_timeouts.add(1, &labels.attributes()));
         }
     }
 
@@ -611,17 +739,19 @@ impl Families {
             role: response.role.name(),
             workload: Workload::new(),
         };
-        self.response
-            .get_or_create(&series)
-            .observe(seconds(response.micros));
+        let value = seconds(response.micros);
+        self.response.get_or_create(&series).observe(value);
+        self.otel(|o| o.response.record(value, &series.attributes()));
     }
 
     pub fn lost(&self, count: u64) {
         self.events_lost.inc_by(count);
+        self.otel(|o| o.events_lost.add(count, &[]));
     }
 
     pub fn undecodable(&self, count: u64) {
         self.undecodable.inc_by(count);
+        self.otel(|o| o.undecodable.add(count, &[]));
     }
 
     /// The connections open now, as (role, local end, remote end).
@@ -665,6 +795,11 @@ impl Families {
     pub fn exporters(&self, exporters: Vec<NamedCounters>) {
         self.exporters.watch(exporters);
     }
+
+    /// Reports the OTLP metrics collections not delivered.
+    pub fn otlp_metrics(&self, dropped: Arc<AtomicU64>) {
+        self.exporters.watch_otlp_metrics(dropped);
+    }
 }
 
 #[cfg(test)]
@@ -683,7 +818,8 @@ mod tests {
     #[test]
     fn samples_become_series_by_traced_port() {
         let mut registry = Registry::with_prefix("tracer");
-        let families = Families::register(&mut registry, &[8191, 80], WorkloadLabels::default());
+        let families =
+            Families::register(&mut registry, &[8191, 80], WorkloadLabels::default(), None);
         let ends = |local: &str, remote: &str| (local.parse().unwrap(), remote.parse().unwrap());
         let (client_local, client_remote) = ends("127.0.0.1:41000", "127.0.0.1:8191");
         let (server_local, server_remote) = ends("[::1]:80", "[::1]:41001");
@@ -720,7 +856,8 @@ mod tests {
     #[test]
     fn time_wait_counts_become_a_gauge_by_traced_port() {
         let mut registry = Registry::with_prefix("tracer");
-        let families = Families::register(&mut registry, &[8191, 80], WorkloadLabels::default());
+        let families =
+            Families::register(&mut registry, &[8191, 80], WorkloadLabels::default(), None);
         let text = exposition(&registry);
         assert!(
             text.contains("# TYPE tracer_time_wait_sockets gauge\n"),
@@ -760,7 +897,7 @@ mod tests {
     fn a_range_of_ports_declares_series_as_they_are_seen() {
         let mut registry = Registry::with_prefix("tracer");
         let ports: Vec<u16> = (8000..=8100).collect();
-        let families = Families::register(&mut registry, &ports, WorkloadLabels::default());
+        let families = Families::register(&mut registry, &ports, WorkloadLabels::default(), None);
         let text = exposition(&registry);
         assert!(!text.contains("port=\"8000\""), "{text}");
         assert!(
@@ -801,7 +938,7 @@ mod tests {
     #[test]
     fn exporter_outcomes_are_declared_then_counted() {
         let mut registry = Registry::with_prefix("tracer");
-        let families = Families::register(&mut registry, &[8191], WorkloadLabels::default());
+        let families = Families::register(&mut registry, &[8191], WorkloadLabels::default(), None);
         let family = "# TYPE tracer_exporter_items_total counter\n";
         assert!(exposition(&registry).contains(family));
         families.exporters(vec![("otlp", Arc::default())]);

@@ -12,14 +12,20 @@
 
 mod exporters;
 mod families;
+mod otel;
 mod programs;
 mod server;
 mod sink;
 mod workload;
 
-use std::{collections::BTreeMap, net::SocketAddr};
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    sync::{Arc, atomic::AtomicU64},
+};
 
 use anyhow::Result;
+use opentelemetry::metrics::Meter;
 use prometheus_client::registry::Registry;
 
 use self::{families::Families, server::Server};
@@ -41,26 +47,39 @@ pub struct MetricsConfig {
     pub labels: WorkloadLabels,
 }
 
-/// The metrics and their endpoint, serving until dropped.
+/// The metrics, and their endpoint serving until dropped.
 pub struct Metrics {
     families: Families,
-    _server: Server,
+    /// `None` when only an OTLP exporter reads the metrics.
+    _server: Option<Server>,
     /// The TIME_WAIT sockets could not be counted once; said once.
     time_wait_error_reported: bool,
 }
 
 impl Metrics {
-    /// Registers the metrics for `ports` and serves them where `config` says from the current
-    /// runtime. Fails when it cannot listen there.
-    pub async fn start(config: &MetricsConfig, ports: &[u16]) -> Result<Self> {
+    /// Registers the metrics for `ports`, served where `config` says from the current
+    /// runtime (fails when it cannot listen there), and recorded through `meter` too for
+    /// an OTLP exporter.
+    pub async fn start(
+        config: Option<&MetricsConfig>,
+        ports: &[u16],
+        meter: Option<&Meter>,
+    ) -> Result<Self> {
         let mut registry = Registry::with_prefix("tracer");
-        let families = Families::register(&mut registry, ports, config.labels.clone());
-        let server = server::start(config.addr, registry).await?;
-        eprintln!(
-            "tracer: serving metrics at http://{}{}",
-            server.addr,
-            server::PATH
-        );
+        let labels = config.map(|c| c.labels.clone()).unwrap_or_default();
+        let families = Families::register(&mut registry, ports, labels, meter);
+        let server = match config {
+            Some(config) => {
+                let server = server::start(config.addr, registry).await?;
+                eprintln!(
+                    "tracer: serving metrics at http://{}{}",
+                    server.addr,
+                    server::PATH
+                );
+                Some(server)
+            }
+            None => None,
+        };
         Ok(Self {
             families,
             _server: server,
@@ -76,6 +95,11 @@ impl Metrics {
     /// Reports the outcomes of the items offered to each exporter.
     pub fn watch_exporters(&self, exporters: Vec<NamedCounters>) {
         self.families.exporters(exporters);
+    }
+
+    /// Reports the OTLP metrics collections not delivered.
+    pub fn watch_otlp_metrics(&self, dropped: Arc<AtomicU64>) {
+        self.families.otlp_metrics(dropped);
     }
 
     /// Samples what no event says: the connections open now, as (role, local end, remote

@@ -1,0 +1,55 @@
+//! `--otlp-endpoint URL`: each connection record sent as an OpenTelemetry log record
+//! ([`logs::OtlpLogs`]) to a collector or a vendor's endpoint, over OTLP/HTTP (protobuf)
+//! or OTLP/gRPC, with the `opentelemetry-otlp` crate's exporter. It runs as one of the
+//! pipeline's exporters (`output::exporter`): behind a bounded queue, on a task of its
+//! own, so a slow or absent collector never stalls the ring buffer's reader; what it
+//! could not deliver is counted (`tracer_exporter_items_total{exporter="otlp"}`,
+//! `tracer_stop`'s `exporters`).
+//!
+//! The endpoint is a base URL, as `OTEL_EXPORTER_OTLP_ENDPOINT` is: over HTTP the logs go
+//! to its `/v1/logs`. Without `--otlp-endpoint` the standard variables decide
+//! (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_LOGS_ENDPOINT`), and export is on
+//! when one of them is set; headers, timeout, compression and TLS certificates are read
+//! by the crate from the `OTEL_EXPORTER_OTLP_*` variables of the specification.
+
+mod attributes;
+pub mod logs;
+pub mod metrics;
+
+use std::time::Duration;
+
+use crate::vocabulary::names;
+
+/// How the records travel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// OTLP/HTTP with protobuf bodies (the specification's default).
+    HttpProtobuf,
+    /// OTLP/gRPC.
+    Grpc,
+}
+
+names!(OtlpProtocol as "OTLP protocol" {
+    HttpProtobuf => "http/protobuf",
+    Grpc => "grpc",
+});
+
+/// The OTLP export, resolved by `cli`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OtlpConfig {
+    /// The collector's base URL; `None` to take the standard variables'.
+    pub endpoint: Option<String>,
+    pub protocol: OtlpProtocol,
+    /// How often the metrics are sent.
+    pub metrics_interval: Duration,
+}
+
+/// Records waiting for the exporter at most; beyond, they are dropped and counted.
+pub const QUEUE: usize = 8192;
+
+/// Records sent in one request at most.
+pub const BATCH: usize = 512;
+
+/// How long the exporter tries to deliver a batch before it gives up on it: the first
+/// retry after 500 ms, each next after twice as long.
+pub const RETRY_FOR: Duration = Duration::from_secs(16);

@@ -5,23 +5,11 @@
 //! that breaks one fails here; the answers are checked against the records. Not run in
 //! the kernel matrix's guests (no Python there).
 
-use std::{
-    collections::BTreeMap,
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::{collections::BTreeMap, net::SocketAddr, process::Command};
 
 use serde_json::Value;
 
-use crate::support::{scenario, shared};
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .into()
-}
+use crate::support::{scenario, shared, workspace};
 
 /// The IP address of an `ADDRESS:PORT` field, as the table's `remote_ip` column has it.
 fn ip(end: &Value) -> String {

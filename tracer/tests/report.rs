@@ -6,25 +6,12 @@
 //! `target/test-artifacts/report.png`. Not run in the kernel matrix's guests (no browser
 //! there).
 
-use std::{
-    collections::BTreeMap,
-    fs,
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::{collections::BTreeMap, fs, net::SocketAddr, path::Path, process::Command};
 
 use scraper::{ElementRef, Html, Selector};
 use serde_json::Value;
 
-use crate::support::{scenario, shared, tracer_bin};
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .into()
-}
+use crate::support::{scenario, shared, tracer_bin, workspace};
 
 /// What Chromium gives back for `url`: the DOM after the page's script ran, and what it
 /// logged.

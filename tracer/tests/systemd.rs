@@ -15,17 +15,12 @@ use std::{
 
 use serde_json::Value;
 
-use crate::support::{exclusive, free_port, lines_of, tracer_bin, wait_for_start, wait_until};
+use crate::support::{
+    exclusive, free_port, lines_of, tracer_bin, wait_for_start, wait_until, workspace,
+};
 
 /// The root file system `cargo xtask setup` makes.
 const ROOTFS: &str = "target/deploy-tools/debian-bookworm-systemd.tar";
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .into()
-}
 
 /// A Debian system booted by systemd-nspawn; powered off and removed when dropped.
 struct Machine {

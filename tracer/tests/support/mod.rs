@@ -49,6 +49,14 @@ pub fn exclusive() -> RwLockWriteGuard<'static, ()> {
     MACHINE.write().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The workspace's root: where `target/` and `docs/` are.
+pub fn workspace() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .into()
+}
+
 /// The tracer binary: `TRACER_BIN` when set (the VM suite), else the one cargo built.
 pub fn tracer_bin() -> PathBuf {
     std::env::var_os("TRACER_BIN")

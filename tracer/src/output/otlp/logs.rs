@@ -16,13 +16,13 @@ use opentelemetry::{
     InstrumentationScope,
     logs::{LogRecord as _, Logger as _, LoggerProvider as _, Severity},
 };
-use opentelemetry_otlp::{LogExporter, Protocol, WithExportConfig as _};
+use opentelemetry_otlp::LogExporter;
 use opentelemetry_sdk::logs::{
     LogBatch, LogExporter as _, SdkLogRecord, SdkLogger, SdkLoggerProvider,
 };
 use serde_json::Value;
 
-use super::{BATCH, OtlpConfig, OtlpProtocol, RETRY_FOR, attributes};
+use super::{BATCH, OtlpConfig, RETRY_FOR, attributes, build_exporter};
 use crate::{
     clock::WallClock,
     output::{
@@ -50,24 +50,7 @@ pub struct OtlpLogs {
 impl OtlpLogs {
     /// The exporter `config` asks for, its resource naming this host and `kernel`.
     pub fn new(config: &OtlpConfig, kernel: &str) -> Result<Self> {
-        let builder = LogExporter::builder();
-        let exporter = match config.protocol {
-            OtlpProtocol::HttpProtobuf => {
-                let mut http = builder.with_http().with_protocol(Protocol::HttpBinary);
-                if let Some(endpoint) = &config.endpoint {
-                    http =
-                        http.with_endpoint(format!("{}/v1/logs", endpoint.trim_end_matches('/')));
-                }
-                http.build()
-            }
-            OtlpProtocol::Grpc => {
-                let mut grpc = builder.with_tonic();
-                if let Some(endpoint) = &config.endpoint {
-                    grpc = grpc.with_endpoint(endpoint.clone());
-                }
-                grpc.build()
-            }
-        };
+        let exporter = build_exporter!(LogExporter::builder(), config, "/v1/logs");
         let mut exporter = exporter.context("cannot make the OTLP exporter")?;
         exporter.set_resource(&attributes::resource(kernel));
         let provider = SdkLoggerProvider::builder().build();

@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use opentelemetry::metrics::{Meter, MeterProvider as _};
-use opentelemetry_otlp::{MetricExporter, Protocol, WithExportConfig as _};
+use opentelemetry_otlp::MetricExporter;
 use opentelemetry_sdk::{
     error::OTelSdkResult,
     metrics::{
@@ -26,7 +26,7 @@ use opentelemetry_sdk::{
 };
 use tokio::{sync::oneshot, task::JoinHandle};
 
-use super::{OtlpConfig, OtlpProtocol, attributes};
+use super::{OtlpConfig, attributes, build_exporter};
 
 /// The manual reader, shared by the meter provider (which registers it) and the task
 /// that collects from it.
@@ -74,23 +74,7 @@ pub struct OtlpMetrics {
 impl OtlpMetrics {
     pub fn new(config: &OtlpConfig, kernel: &str) -> Result<Self> {
         let builder = MetricExporter::builder().with_temporality(Temporality::Cumulative);
-        let exporter = match config.protocol {
-            OtlpProtocol::HttpProtobuf => {
-                let mut http = builder.with_http().with_protocol(Protocol::HttpBinary);
-                if let Some(endpoint) = &config.endpoint {
-                    let url = format!("{}/v1/metrics", endpoint.trim_end_matches('/'));
-                    http = http.with_endpoint(url);
-                }
-                http.build()
-            }
-            OtlpProtocol::Grpc => {
-                let mut grpc = builder.with_tonic();
-                if let Some(endpoint) = &config.endpoint {
-                    grpc = grpc.with_endpoint(endpoint.clone());
-                }
-                grpc.build()
-            }
-        };
+        let exporter = build_exporter!(builder, config, "/v1/metrics");
         let exporter = exporter.context("cannot make the OTLP metrics exporter")?;
         let reader = SharedReader(Arc::new(
             ManualReader::builder()

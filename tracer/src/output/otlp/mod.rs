@@ -16,6 +16,35 @@ mod attributes;
 pub mod logs;
 pub mod metrics;
 
+/// Builds one signal's `opentelemetry-otlp` exporter from its builder (`LogExporter::
+/// builder()`, ...) as an [`OtlpConfig`] asks: over HTTP to the endpoint's `path`
+/// (`/v1/logs`), or over gRPC to the endpoint; without an endpoint, to the standard
+/// variables' (the crate reads them). A macro: each signal's builder is a type of its own.
+macro_rules! build_exporter {
+    ($builder:expr, $config:expr, $path:literal) => {{
+        use opentelemetry_otlp::{Protocol, WithExportConfig as _};
+        let config: &$crate::output::otlp::OtlpConfig = $config;
+        match config.protocol {
+            $crate::output::otlp::OtlpProtocol::HttpProtobuf => {
+                let mut http = $builder.with_http().with_protocol(Protocol::HttpBinary);
+                if let Some(endpoint) = &config.endpoint {
+                    let url = format!("{}{}", endpoint.trim_end_matches('/'), $path);
+                    http = http.with_endpoint(url);
+                }
+                http.build()
+            }
+            $crate::output::otlp::OtlpProtocol::Grpc => {
+                let mut grpc = $builder.with_tonic();
+                if let Some(endpoint) = &config.endpoint {
+                    grpc = grpc.with_endpoint(endpoint.clone());
+                }
+                grpc.build()
+            }
+        }
+    }};
+}
+use build_exporter;
+
 use std::time::Duration;
 
 use crate::vocabulary::names;

@@ -10,7 +10,7 @@ use std::{
 };
 
 use crate::support::{
-    HelperProcess, PacketDrop, Tracer,
+    DEADLINE, HelperProcess, PacketDrop, Tracer,
     capture::{Capture, Wire, epoch_ns, wire_tolerance_ns},
     flow_graph, free_port,
     http::{HttpClient, ServerConfig, request, serve, start_server},
@@ -76,6 +76,33 @@ pub(crate) fn record(tracer: &mut Tracer, local: SocketAddr, remote: SocketAddr)
             && l["local"] == local.to_string()
             && l["remote"] == remote.to_string()
     })
+}
+
+/// [`record`], or `None` when it did not come and tracer reported events lost (the kernel
+/// skipped a program already running on that CPU, or the ring was full): tracer said so,
+/// and a record missing its events cannot be held to the wire.
+fn record_unless_lost(tracer: &mut Tracer, local: SocketAddr, remote: SocketAddr) -> Option<Value> {
+    let wanted = |l: &Value| {
+        l["event"] == "connection"
+            && l["local"] == local.to_string()
+            && l["remote"] == remote.to_string()
+    };
+    if let Ok(record) = tracer.line_within(DEADLINE, wanted) {
+        return Some(record);
+    }
+    let lost: Vec<&Value> = tracer
+        .seen
+        .iter()
+        .filter(|l| l["event"] == "lost")
+        .collect();
+    assert!(
+        !lost.is_empty(),
+        "no record of {local} -> {remote} within {DEADLINE:?}, and nothing reported lost\nlines: {:#?}\nstderr: {}",
+        tracer.seen,
+        tracer.stderr()
+    );
+    eprintln!("excused: no record of {local} -> {remote}; tracer reported {lost:?}");
+    None
 }
 
 fn states(record: &Value) -> Vec<&str> {
@@ -308,8 +335,15 @@ fn killed_server_while_request_hangs() {
         "{second:?}"
     );
 
-    let server_side = record(&mut tracer, server, local);
-    let client_side = record(&mut tracer, local, server);
+    // Killing the server closes its sockets while segments arrive: under emulation the
+    // kernel has been seen to skip a state-change program already running on that CPU
+    // (fentry, 6.1), which tracer reports as lost.
+    let (Some(server_side), Some(client_side)) = (
+        record_unless_lost(&mut tracer, server, local),
+        record_unless_lost(&mut tracer, local, server),
+    ) else {
+        return;
+    };
     assert_eq!(server_side["close_initiator"], "local", "{server_side:#}");
     assert_eq!(client_side["close_initiator"], "remote", "{client_side:#}");
     // The request the process never answered, and how long it waited.

@@ -1,9 +1,9 @@
 //! The metric families, registered once with their help text and buckets, and what fills
 //! them: connection records, events, and what the daemon samples each second (open
 //! connections, the programs' cost) or every few seconds (TIME_WAIT sockets). Every family is declared in every scrape from the
-//! start, observed or not, so dashboards and alerts find it. Labels are the traced `port` a
-//! connection matched and its `role`, never addresses, pids or sockets: the number of series
-//! is bounded by the ports traced. With more than [`DECLARED_PORTS`] ports (a range), the
+//! start, observed or not, so dashboards and alerts find it. Their labels (`labels`) keep
+//! the number of series bounded by the ports traced. With more than [`DECLARED_PORTS`]
+//! ports (a range), the
 //! per-port series appear with a port's first connection instead of at start, so a range of
 //! thousands of ports does not declare tens of thousands of zeros. docs/metrics.md lists the
 //! families.
@@ -28,11 +28,15 @@ use prometheus_client::{
     registry::{Metric, Registry},
 };
 
-use opentelemetry::{KeyValue, metrics::Meter};
+use opentelemetry::metrics::Meter;
 
 use super::{
     exporters::ExporterOutcomes,
-    otel::{Attributes, HistogramBuckets, OtelFamilies},
+    labels::{
+        BuildLabels, ConnectionLabels, FailureLabels, HookLabels, KindLabel, PortLabel, PortRole,
+        ProbeLabels, RecordLabel, ResetLabels,
+    },
+    otel::{Attributes as _, HistogramBuckets, OtelFamilies},
     programs::ProgramCosts,
     workload::{Workload, WorkloadLabels},
 };
@@ -119,84 +123,6 @@ impl MetricConstructor<Histogram> for Buckets {
 
 type Histograms = Family<PortRole, Histogram, Buckets>;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
-struct PortRole {
-    port: u16,
-    role: &'static str,
-    /// `--metrics-labels`: none unless asked for.
-    #[prometheus(flatten)]
-    workload: Workload,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ConnectionLabels {
-    port: u16,
-    role: &'static str,
-    close_initiator: &'static str,
-    /// `--metrics-labels`: none unless asked for.
-    #[prometheus(flatten)]
-    workload: Workload,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct FailureLabels {
-    port: u16,
-    role: &'static str,
-    outcome: &'static str,
-    /// `--metrics-labels`: none unless asked for.
-    #[prometheus(flatten)]
-    workload: Workload,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResetLabels {
-    port: u16,
-    direction: &'static str,
-    reason: String,
-    /// `--metrics-labels`: none unless asked for.
-    #[prometheus(flatten)]
-    workload: Workload,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
-struct PortLabel {
-    port: u16,
-    /// `--metrics-labels`: none unless asked for.
-    #[prometheus(flatten)]
-    workload: Workload,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ProbeLabels {
-    port: u16,
-    outcome: &'static str,
-    /// `--metrics-labels`: none unless asked for.
-    #[prometheus(flatten)]
-    workload: Workload,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct KindLabel {
-    kind: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RecordLabel {
-    record: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct BuildLabels {
-    version: &'static str,
-    kernel: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct HookLabels {
-    hook: &'static str,
-    mechanism: &'static str,
-}
-
 /// A family declared (`# HELP`, `# TYPE`) in every scrape, also before its first series:
 /// prometheus-client leaves empty families out, as Go's client does, and would hide a
 /// family until its first observation.
@@ -271,95 +197,6 @@ pub struct Families {
     exporters: ExporterOutcomes,
     /// The OpenTelemetry twins of the families, with `--otlp-endpoint`.
     otel: Option<OtelFamilies>,
-}
-
-/// A label's attribute.
-fn attribute(key: &'static str, value: impl Into<opentelemetry::Value>) -> KeyValue {
-    KeyValue::new(key, value)
-}
-
-/// `labels` followed by the workload's.
-fn with_workload(mut labels: Vec<KeyValue>, workload: &Workload) -> Vec<KeyValue> {
-    labels.extend(
-        workload
-            .iter()
-            .map(|(key, value)| attribute(key, value.clone())),
-    );
-    labels
-}
-
-impl Attributes for PortRole {
-    fn attributes(&self) -> Vec<KeyValue> {
-        let labels = vec![
-            attribute("port", i64::from(self.port)),
-            attribute("role", self.role),
-        ];
-        with_workload(labels, &self.workload)
-    }
-}
-
-impl Attributes for ConnectionLabels {
-    fn attributes(&self) -> Vec<KeyValue> {
-        let labels = vec![
-            attribute("port", i64::from(self.port)),
-            attribute("role", self.role),
-            attribute("close_initiator", self.close_initiator),
-        ];
-        with_workload(labels, &self.workload)
-    }
-}
-
-impl Attributes for FailureLabels {
-    fn attributes(&self) -> Vec<KeyValue> {
-        let labels = vec![
-            attribute("port", i64::from(self.port)),
-            attribute("role", self.role),
-            attribute("outcome", self.outcome),
-        ];
-        with_workload(labels, &self.workload)
-    }
-}
-
-impl Attributes for ResetLabels {
-    fn attributes(&self) -> Vec<KeyValue> {
-        let labels = vec![
-            attribute("port", i64::from(self.port)),
-            attribute("direction", self.direction),
-            attribute("reason", self.reason.clone()),
-        ];
-        with_workload(labels, &self.workload)
-    }
-}
-
-impl Attributes for PortLabel {
-    fn attributes(&self) -> Vec<KeyValue> {
-        with_workload(
-            vec![attribute("port", i64::from(self.port))],
-            &self.workload,
-        )
-    }
-}
-
-impl Attributes for ProbeLabels {
-    fn attributes(&self) -> Vec<KeyValue> {
-        let labels = vec![
-            attribute("port", i64::from(self.port)),
-            attribute("outcome", self.outcome),
-        ];
-        with_workload(labels, &self.workload)
-    }
-}
-
-impl Attributes for KindLabel {
-    fn attributes(&self) -> Vec<KeyValue> {
-        vec![attribute("kind", self.kind)]
-    }
-}
-
-impl Attributes for RecordLabel {
-    fn attributes(&self) -> Vec<KeyValue> {
-        vec![attribute("record", self.record)]
-    }
 }
 
 /// `tracer_resets_total`'s reason when the kernel gives none (received resets, kernels

@@ -12,6 +12,7 @@
 
 mod exporters;
 mod families;
+mod labels;
 mod otel;
 mod programs;
 mod server;

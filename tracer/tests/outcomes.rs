@@ -52,6 +52,10 @@ fn set_tcp_option(fd: &impl AsRawFd, option: i32, name: &str, value: i32) {
 
 /// A TCP socket to `server` whose kernel sends the SYN `1 + syn_retries` times.
 fn connecting_socket(flags: SocketFlags, syn_retries: i32) -> OwnedFd {
+    // Close-on-exec, as std's sockets are: a process another test starts meanwhile would
+    // otherwise inherit it and keep it open past its `drop` (seen: a connect "abandoned"
+    // that went on sending SYNs).
+    let flags = flags | SocketFlags::CLOEXEC;
     let fd =
         rustix::net::socket_with(AddressFamily::INET, SocketType::STREAM, flags, None).unwrap();
     set_tcp_option(&fd, libc::TCP_SYNCNT, "TCP_SYNCNT", syn_retries);
@@ -208,7 +212,13 @@ fn a_reset_before_the_servers_handshake_completes_is_a_handshake_reset() {
     let _acks_lost = PacketDrop::new(&format!(
         "tcp dport {port} tcp flags & (fin | syn | rst | ack) == ack"
     ));
-    let client = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+    let client = rustix::net::socket_with(
+        AddressFamily::INET,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .unwrap();
     // Connects with the data in the SYN, and returns once the SYN-ACK came.
     let request = b"GET / HTTP/1.1\r\n\r\n";
     let sent = rustix::net::sendto(

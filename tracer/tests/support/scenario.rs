@@ -11,7 +11,7 @@ use std::{
 };
 
 use rustix::{
-    net::{AddressFamily, SocketType, bind, connect, socket, sockopt},
+    net::{AddressFamily, SocketFlags, SocketType, bind, connect, socket_with, sockopt},
     process::{Pid, Signal, kill_process},
 };
 use serde_json::Value;
@@ -38,7 +38,14 @@ impl Drop for KilledOnDrop {
 
 /// A TCP connection to `server` from the loopback address `from`.
 fn connect_from(from: [u8; 4], server: SocketAddr) -> TcpStream {
-    let fd = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+    // Close-on-exec, so no process started meanwhile keeps it open.
+    let fd = socket_with(
+        AddressFamily::INET,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .unwrap();
     bind(&fd, &SocketAddr::from((from, 0))).unwrap();
     connect(&fd, &server).unwrap();
     TcpStream::from(fd)

@@ -71,23 +71,23 @@ fn assert_agrees_with(wire: &Wire, lines: &[Value], records: &[&Value]) {
 
 /// The `connection` record of the socket at `local` -> `remote`.
 pub(crate) fn record(tracer: &mut Tracer, local: SocketAddr, remote: SocketAddr) -> Value {
-    tracer.wait_for("a connection record", |l| {
+    tracer.wait_for("a connection record", is_record(local, remote))
+}
+
+/// Whether a line is the `connection` record of the socket at `local` -> `remote`.
+fn is_record(local: SocketAddr, remote: SocketAddr) -> impl Fn(&Value) -> bool {
+    move |l| {
         l["event"] == "connection"
             && l["local"] == local.to_string()
             && l["remote"] == remote.to_string()
-    })
+    }
 }
 
 /// [`record`], or `None` when it did not come and tracer reported events lost (the kernel
 /// skipped a program already running on that CPU, or the ring was full): tracer said so,
 /// and a record missing its events cannot be held to the wire.
 fn record_unless_lost(tracer: &mut Tracer, local: SocketAddr, remote: SocketAddr) -> Option<Value> {
-    let wanted = |l: &Value| {
-        l["event"] == "connection"
-            && l["local"] == local.to_string()
-            && l["remote"] == remote.to_string()
-    };
-    if let Ok(record) = tracer.line_within(DEADLINE, wanted) {
+    if let Ok(record) = tracer.line_within(DEADLINE, is_record(local, remote)) {
         return Some(record);
     }
     let lost: Vec<&Value> = tracer

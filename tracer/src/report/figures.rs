@@ -11,7 +11,7 @@ use std::{
 use super::collect::Collected;
 use crate::{
     kernel::selector::matched_port,
-    pipeline::correlator::{CloseInitiator, ConnectionRecord},
+    pipeline::correlator::{Closes, ConnectionRecord},
 };
 
 /// One group's counts.
@@ -20,9 +20,8 @@ pub struct Group {
     pub connections: u64,
     /// Connections whose outcome is a failure, by outcome.
     pub failures: BTreeMap<&'static str, u64>,
-    pub closed_local: u64,
-    pub closed_remote: u64,
-    pub closed_simultaneous: u64,
+    /// Closed by a FIN of this host, of the peer, of both.
+    pub closed: Closes,
     pub resets_sent: u64,
     pub resets_received: u64,
     pub retransmits: u64,
@@ -37,12 +36,7 @@ impl Group {
         if record.outcome.failed() {
             *self.failures.entry(record.outcome.name()).or_default() += 1;
         }
-        match record.close_initiator {
-            CloseInitiator::Local => self.closed_local += 1,
-            CloseInitiator::Remote => self.closed_remote += 1,
-            CloseInitiator::Simultaneous => self.closed_simultaneous += 1,
-            _ => {}
-        }
+        self.closed.count(record.close_initiator);
         self.resets_sent += u64::from(record.resets_sent);
         self.resets_received += u64::from(record.resets_received);
         self.retransmits += u64::from(record.retransmits);

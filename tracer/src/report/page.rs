@@ -87,7 +87,7 @@ fn group_row(name: String, group: &Group, searchable: bool) -> Markup {
             td { (name) }
             td.connections { (group.connections) }
             td.failed title=(failures.join(", ")) { (group.failed()) }
-            td { (group.closed_local) "/" (group.closed_remote) "/" (group.closed_simultaneous) }
+            td { (group.closed.local) "/" (group.closed.remote) "/" (group.closed.simultaneous) }
             td.resets { (group.resets_sent) "/" (group.resets_received) }
             td { (group.retransmits) }
             td { (group.requests) }

@@ -20,7 +20,7 @@ use crate::{
     output::{RecordEnd, Sink, StopSummary},
     pipeline::workload::container::container_of,
     pipeline::{
-        correlator::{CloseInitiator, ConnectionRecord, ResponseTime},
+        correlator::{Closes, ConnectionRecord, ResponseTime},
         reader::LossCause,
     },
     vocabulary::{following, names},
@@ -73,27 +73,6 @@ impl Grouping {
 
     fn index(self) -> usize {
         self as usize
-    }
-}
-
-/// How connections closed, as the view's columns count them.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Closes {
-    pub local: u64,
-    pub remote: u64,
-    pub simultaneous: u64,
-    /// Resets, keepalive timeouts, aborts: every other end.
-    pub other: u64,
-}
-
-impl Closes {
-    fn count(&mut self, initiator: CloseInitiator) {
-        match initiator {
-            CloseInitiator::Local => self.local += 1,
-            CloseInitiator::Remote => self.remote += 1,
-            CloseInitiator::Simultaneous => self.simultaneous += 1,
-            _ => self.other += 1,
-        }
     }
 }
 

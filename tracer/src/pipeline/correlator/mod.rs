@@ -132,7 +132,7 @@ pub use self::{
     keepalive::{ProbeFate, probe_fate},
     outcome::Outcome,
     record::{
-        AtStart, CloseInitiator, ConnectionRecord, Family, KEPT_EVENTS, KeepaliveCounts,
+        AtStart, CloseInitiator, Closes, ConnectionRecord, Family, KEPT_EVENTS, KeepaliveCounts,
         ResponseTimes, Role, StateEntry, TimewaitEndRecord,
     },
 };

@@ -61,6 +61,28 @@ names!(CloseInitiator as "close initiator" {
     Unknown => "unknown",
 });
 
+/// Connections counted by how they closed: by a FIN of this host, of the peer, of both
+/// at once, or any other way (resets, keepalive timeouts, aborts), as `tracer top` and
+/// `tracer report` count them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Closes {
+    pub local: u64,
+    pub remote: u64,
+    pub simultaneous: u64,
+    pub other: u64,
+}
+
+impl Closes {
+    pub fn count(&mut self, initiator: CloseInitiator) {
+        match initiator {
+            CloseInitiator::Local => self.local += 1,
+            CloseInitiator::Remote => self.remote += 1,
+            CloseInitiator::Simultaneous => self.simultaneous += 1,
+            _ => self.other += 1,
+        }
+    }
+}
+
 /// A state entered, `offset_us` after the record's start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StateEntry {

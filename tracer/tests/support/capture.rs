@@ -244,9 +244,11 @@ pub struct Direction {
     /// The FIN's sequence number.
     fin_seq: Option<u32>,
     /// This side's FIN, as last sent (a retransmission is the copy that arrived), did not
-    /// acknowledge the other's FIN: the other side received it in FIN_WAIT1, went to
-    /// CLOSING, and reports a simultaneous close.
+    /// acknowledge the other's FIN: this side closed before it had taken the other's FIN
+    /// in (on loopback, one still in its backlog while `close` held the socket).
     fin_crossed: bool,
+    /// The acknowledgment the last copy of this side's FIN carried.
+    last_fin_ack: Option<u32>,
     pub resets: u32,
     pub first_reset_ns: Option<u64>,
     /// The peer acknowledged this side's FIN with a segment of its own (no data, no
@@ -384,6 +386,7 @@ impl WireConnection {
             }
             direction.fin_crossed =
                 peer_fin.is_some_and(|fin| (segment.ack.wrapping_sub(fin) as i32) <= 0);
+            direction.last_fin_ack = segment.ack_flag.then_some(segment.ack);
         }
         if direction
             .next_seq
@@ -520,9 +523,13 @@ impl WireConnection {
         };
         match (first_dir.fin_ns, first_dir.first_reset_ns) {
             (Some(fin), reset) if reset.is_none_or(|r| fin < r) => {
-                // The kernel's FIN_WAIT1 -> CLOSING: the peer's FIN arrived before it had
-                // acknowledged this side's.
-                if theirs.fin_crossed {
+                // The kernel's FIN_WAIT1 -> CLOSING: a FIN arrived that did not
+                // acknowledge this side's. Either the peer closed before this side's FIN
+                // reached it, or this side closed before taking in the peer's FIN (which
+                // then, sent earlier, cannot acknowledge this side's): the FINs crossed,
+                // and both kernels see it so.
+                let acks_mine = |ack: Option<u32>| matches!((ack, mine.fin_seq), (Some(ack), Some(fin)) if (ack.wrapping_sub(fin) as i32) > 0);
+                if theirs.fin_crossed || (mine.fin_crossed && !acks_mine(theirs.last_fin_ack)) {
                     "simultaneous"
                 } else if first_is_mine {
                     "local"

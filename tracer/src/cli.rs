@@ -26,7 +26,10 @@ use crate::{
         FileOutput, Format, OutputConfig,
         file::Rotation,
         metrics::{MetricsConfig, WorkloadLabel, WorkloadLabels},
-        otlp::{OtlpConfig, OtlpProtocol},
+        otlp::{
+            OtlpConfig, OtlpProtocol,
+            tls::{TlsFile, TlsFiles},
+        },
     },
     pipeline::{Emit, PipelineConfig, correlator::DEFAULT_MAX_CONNECTIONS},
     vocabulary::Named,
@@ -376,7 +379,8 @@ pub struct TraceArgs {
     /// the collector's base URL (`http://localhost:4318` for OTLP/HTTP, `:4317` for gRPC).
     /// Without it, `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_LOGS_ENDPOINT` turn
     /// the export on; headers, timeout and TLS come from the `OTEL_EXPORTER_OTLP_*`
-    /// variables.
+    /// variables (`_HEADERS`, `_TIMEOUT`, `_COMPRESSION`, `_CERTIFICATE`,
+    /// `_CLIENT_CERTIFICATE`, `_CLIENT_KEY`, and each per signal: `_LOGS_*`, `_METRICS_*`).
     #[arg(long, value_name = "URL", env = "TRACER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
 
@@ -487,6 +491,8 @@ impl TraceArgs {
             endpoint: self.otlp_endpoint.clone(),
             protocol,
             metrics_interval: self.otlp_metrics_interval,
+            logs_tls: otlp_tls_files("LOGS"),
+            metrics_tls: otlp_tls_files("METRICS"),
         })
     }
 
@@ -515,6 +521,30 @@ impl TraceArgs {
             bpf_stats: self.bpf_stats,
             otlp: self.otlp(),
         }
+    }
+}
+
+/// One signal's TLS files from the specification's variables: the signal's own
+/// (`OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE`) before the general one.
+fn otlp_tls_files(signal: &str) -> TlsFiles {
+    let file = |name: &str| {
+        [
+            format!("OTEL_EXPORTER_OTLP_{signal}_{name}"),
+            format!("OTEL_EXPORTER_OTLP_{name}"),
+        ]
+        .into_iter()
+        .find_map(|variable| {
+            let path = std::env::var_os(&variable).filter(|path| !path.is_empty())?;
+            Some(TlsFile {
+                variable,
+                path: path.into(),
+            })
+        })
+    };
+    TlsFiles {
+        certificate: file("CERTIFICATE"),
+        client_certificate: file("CLIENT_CERTIFICATE"),
+        client_key: file("CLIENT_KEY"),
     }
 }
 

@@ -266,8 +266,13 @@ async fn trace(config: TraceConfig, sink: Box<dyn Sink>, hangup: Hangup) -> Resu
     privileges::check_can_attach()?;
     let kernel = preflight::kernel_release();
     let version = preflight::check_kernel(&kernel)?;
+    // The exporters are made before anything is attached: a configuration they refuse
+    // (a TLS file unreadable) stops tracer in one line, before it says it is tracing.
     let otlp_metrics = (config.otlp.as_ref())
         .map(|otlp| OtlpMetrics::new(otlp, &kernel))
+        .transpose()?;
+    let otlp_logs = (config.otlp.as_ref())
+        .map(|otlp| OtlpLogs::new(otlp, &kernel))
         .transpose()?;
     let meter = otlp_metrics.as_ref().map(OtlpMetrics::meter);
     let mut metrics = match (&config.metrics, &meter) {
@@ -352,8 +357,8 @@ async fn trace(config: TraceConfig, sink: Box<dyn Sink>, hangup: Hangup) -> Resu
     // `exporters`.
     let mut queues = Vec::new();
     let mut exporters = Exporters::default();
-    if let Some(otlp) = &config.otlp {
-        let (queue, handle) = exporter::spawn(OtlpLogs::new(otlp, &kernel)?, otlp::QUEUE);
+    if let Some(otlp_logs) = otlp_logs {
+        let (queue, handle) = exporter::spawn(otlp_logs, otlp::QUEUE);
         queues.push(queue);
         exporters.add(handle);
     }

@@ -3,7 +3,8 @@
 //! opentelemetry-proto's messages) over HTTP and over gRPC. Each record arrives once,
 //! its body equal to the record's JSON line, its attributes and resource as documented;
 //! a collector down for 10 s under load loses nothing silently: delivered and dropped add
-//! up to the records written. Not run in the kernel matrix's guests: what it checks does
+//! up to the records written. Over TLS, with the specification's certificate and header
+//! variables, to a collector that requires a client certificate. Not run in the kernel matrix's guests: what it checks does
 //! not depend on the kernel beyond the records the other tests check there.
 
 use std::{
@@ -14,14 +15,17 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value as Any};
+use opentelemetry_proto::tonic::{
+    common::v1::{AnyValue, KeyValue, any_value::Value as Any},
+    metrics::v1::{NumberDataPoint, number_data_point},
+};
 use rustix::process::{Pid, Signal, kill_process};
 use serde_json::{Map, Value};
 
 use crate::support::{
     Tracer, exclusive, free_port, lines_of,
     load::Load,
-    otlp::{Collector, ReceivedLog, Transport},
+    otlp::{Collector, Pki, ReceivedLog, Transport},
     scenario, shared, wait_exit, wait_for_start, wait_until,
 };
 
@@ -150,6 +154,88 @@ fn records_arrive_as_log_records_over_http_and_grpc() {
     }
 }
 
+/// Over TLS to a collector with a private CA that requires a client certificate, both
+/// given by the specification's variables (`OTEL_EXPORTER_OTLP_CERTIFICATE`,
+/// `_CLIENT_CERTIFICATE`, `_CLIENT_KEY`), and headers by `OTEL_EXPORTER_OTLP_HEADERS`
+/// (values URL-encoded, as the specification says): over HTTP and gRPC, every record
+/// arrives as it does in the clear, the metrics arrive too, and every request carries
+/// the headers.
+#[test]
+fn records_and_metrics_arrive_over_tls_with_a_client_certificate_and_headers() {
+    let _machine = shared();
+    let pki = Pki::new();
+    let mut env = pki.variables();
+    env.push((
+        "OTEL_EXPORTER_OTLP_HEADERS".into(),
+        "authorization=Bearer%20s3cret,x-tenant=blue".into(),
+    ));
+    for (transport, protocol) in [
+        (Transport::Http, "http/protobuf"),
+        (Transport::Grpc, "grpc"),
+    ] {
+        let collector = Collector::start_tls(transport, &pki);
+        let endpoint = collector.endpoint();
+        assert!(endpoint.starts_with("https://"), "{endpoint}");
+        let args = [
+            "--otlp-endpoint",
+            &endpoint,
+            "--otlp-protocol",
+            protocol,
+            "--otlp-metrics-interval",
+            "1s",
+        ];
+        let trace = scenario::record_with_env(&args, &env, || {});
+        check_logs(&trace.lines, &collector.logs());
+        assert!(!collector.metrics().is_empty(), "{protocol}: no metrics");
+        let headers = collector.headers();
+        assert!(headers.len() >= 2, "{protocol}: {headers:?}");
+        for request in &headers {
+            let header = |name: &str| request.get(name).map(String::as_str);
+            assert_eq!(header("authorization"), Some("Bearer s3cret"), "{protocol}");
+            assert_eq!(header("x-tenant"), Some("blue"), "{protocol}");
+        }
+    }
+}
+
+/// A TLS file that cannot be read stops tracer at start, in one line naming the variable
+/// and the file; so does a client certificate without its key.
+#[test]
+fn an_unreadable_tls_file_is_named_in_one_line() {
+    let _machine = shared();
+    let pki = Pki::new();
+    let missing = pki.dir.path().join("missing.pem");
+    let client = pki.dir.path().join("client.pem");
+    let cases = [
+        (
+            "OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE",
+            missing.display().to_string(),
+            "cannot read OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+            client.display().to_string(),
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE is set without its pair",
+        ),
+    ];
+    for protocol in ["http/protobuf", "grpc"] {
+        for (variable, value, says) in &cases {
+            let output = Tracer::command(&[free_port("127.0.0.1")])
+                .args(["--otlp-endpoint", "https://127.0.0.1:4318"])
+                .args(["--otlp-protocol", protocol])
+                .env(variable, value)
+                .output()
+                .unwrap();
+            assert!(!output.status.success(), "{protocol} {variable}");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+            assert!(stderr.contains(says), "{protocol}: {stderr}");
+            if *variable == "OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE" {
+                assert!(stderr.contains(value.as_str()), "the file named: {stderr}");
+            }
+        }
+    }
+}
+
 /// A collector down for 10 s while connections churn: the exporter's queue fills and
 /// drops, its batch is tried again; once the collector is back, delivery resumes. What
 /// the collector received is what tracer counts exported, and exported plus dropped
@@ -253,8 +339,18 @@ fn labels(list: &[KeyValue]) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// A data point's number, integer or not.
+fn number(point: &NumberDataPoint) -> f64 {
+    match point.value {
+        Some(number_data_point::Value::AsInt(i)) => i as f64,
+        Some(number_data_point::Value::AsDouble(d)) => d,
+        None => f64::NAN,
+    }
+}
+
 /// The metrics sent over OTLP equal the Prometheus scrape of the same run: every
-/// counter series (its value by its labels) and every histogram's count and sum, the
+/// counter series (its value by its labels), every sampled gauge's series and every
+/// histogram's count and sum, the
 /// last collection sent at exit against a scrape after the last record.
 #[test]
 fn metrics_over_otlp_equal_the_prometheus_scrape() {
@@ -285,7 +381,13 @@ fn metrics_equal_the_scrape(transport: Transport, protocol: &str) {
     ];
     let mut scrape = String::new();
     scenario::record_with(&args, || {
-        scrape = crate::support::prometheus::scrape(prometheus, None).1;
+        // Once every record is written, the open connections' next sample is 0 each, and
+        // stays so: a scrape from then on agrees with the collection sent at exit.
+        wait_until("no connection sampled open", || {
+            scrape = crate::support::prometheus::scrape(prometheus, None).1;
+            (samples(&scrape).iter())
+                .all(|(name, _, value)| name != "tracer_open_connections" || *value == 0.0)
+        });
     });
     let requests = collector.metrics();
     assert!(
@@ -322,25 +424,58 @@ fn metrics_equal_the_scrape(transport: Transport, protocol: &str) {
         };
         assert_eq!(sum.aggregation_temporality, 2, "cumulative");
         let sent: BTreeMap<BTreeMap<String, String>, f64> = (sum.data_points.iter())
-            .map(|p| {
-                let value = match p.value {
-                    Some(
-                        opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsInt(i),
-                    ) => i as f64,
-                    Some(
-                        opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsDouble(
-                            d,
-                        ),
-                    ) => d,
-                    None => f64::NAN,
-                };
-                (labels(&p.attributes), value)
-            })
+            .map(|p| (labels(&p.attributes), number(p)))
             .filter(|(_, value)| *value != 0.0)
             .collect();
         let scraped = series(prometheus);
         assert!(!scraped.is_empty(), "{prometheus} counted nothing");
         assert_eq!(sent, scraped, "{protocol}: {otel} against {prometheus}");
+    }
+    // The programs' costs, as the kernel counts them: the same programs, and each count
+    // sent at exit at least the one scraped (the kernel's counters only grow, and a
+    // sample may come between the scrape and the exit).
+    for (prometheus, otel) in [
+        ("tracer_bpf_runs_total", "tracer.bpf.runs"),
+        ("tracer_bpf_run_seconds_total", "tracer.bpf.run_time"),
+    ] {
+        let Some(Data::Sum(sum)) = metrics.get(otel) else {
+            panic!("no sum {otel} in {:#?}", metrics.keys());
+        };
+        assert!(sum.is_monotonic, "{otel}");
+        let sent: BTreeMap<BTreeMap<String, String>, f64> = (sum.data_points.iter())
+            .map(|p| (labels(&p.attributes), number(p)))
+            .collect();
+        let scraped: BTreeMap<BTreeMap<String, String>, f64> = (samples.iter())
+            .filter(|(name, ..)| name == prometheus)
+            .map(|(_, labels, value)| (labels.clone(), *value))
+            .collect();
+        assert!(!scraped.is_empty(), "no {prometheus} series");
+        assert_eq!(
+            sent.keys().collect::<Vec<_>>(),
+            scraped.keys().collect::<Vec<_>>(),
+            "{protocol}: {otel}'s programs"
+        );
+        for (program, value) in &scraped {
+            assert!(sent[program] >= *value, "{protocol}: {otel} {program:?}");
+        }
+    }
+    // The sampled gauges: every series, 0 included (each is declared at 0 on both sides).
+    for (prometheus, otel) in [
+        ("tracer_open_connections", "tracer.connections.open"),
+        ("tracer_time_wait_sockets", "tracer.time_wait.sockets"),
+    ] {
+        let Some(Data::Gauge(gauge)) = metrics.get(otel) else {
+            panic!("no gauge {otel} in {:#?}", metrics.keys());
+        };
+        let sent: BTreeMap<BTreeMap<String, String>, f64> = (gauge.data_points.iter())
+            .map(|p| (labels(&p.attributes), number(p)))
+            .filter(|(_, value)| *value != 0.0)
+            .collect();
+        assert_eq!(
+            sent,
+            series(prometheus),
+            "{protocol}: {otel} against {prometheus}"
+        );
     }
     for (prometheus, otel) in [
         ("tracer_handshake_seconds", "tracer.handshake.duration"),

@@ -3,9 +3,11 @@
 //! `MetricsService/Export`), decodes the real requests with opentelemetry-proto's
 //! messages, and keeps every log record with its resource, and every metrics request. It can
 //! be stopped (its port closed) and started again on the same port, as a collector that
-//! restarts.
+//! restarts. It can listen with TLS ([`Pki`]: a CA of its own, and a client certificate
+//! it requires), and it keeps each request's headers.
 
 use std::{
+    collections::BTreeMap,
     convert::Infallible,
     net::{SocketAddr, TcpListener as StdListener},
     sync::{Arc, Mutex},
@@ -30,7 +32,17 @@ use opentelemetry_proto::tonic::{
     logs::v1::LogRecord,
 };
 use prost::Message as _;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use tokio::{net::TcpListener, sync::oneshot};
+use tokio_rustls::{
+    TlsAcceptor,
+    rustls::{
+        RootCertStore, ServerConfig,
+        crypto::aws_lc_rs,
+        pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _},
+        server::WebPkiClientVerifier,
+    },
+};
 
 /// A log record as received, with its resource's attributes.
 #[derive(Clone, Debug)]
@@ -44,9 +56,112 @@ pub struct ReceivedLog {
 pub struct Inbox {
     logs: Vec<ReceivedLog>,
     metrics: Vec<ExportMetricsServiceRequest>,
+    /// Each request's headers (gRPC's metadata), names in lower case.
+    headers: Vec<Headers>,
 }
 
+pub type Headers = BTreeMap<String, String>;
+
 type Received = Arc<Mutex<Inbox>>;
+
+fn keep_headers(received: &Received, headers: &hyper::HeaderMap) {
+    let headers = (headers.iter())
+        .map(|(name, value)| {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            (name.as_str().to_owned(), value)
+        })
+        .collect();
+    received.lock().unwrap().headers.push(headers);
+}
+
+/// A CA, the collector's certificate it signed (for `127.0.0.1` and `localhost`), and a
+/// client's, all PEM, written into a directory for tracer's `OTEL_EXPORTER_OTLP_*`
+/// variables to name.
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+    ca: String,
+    server: (String, String),
+}
+
+impl Pki {
+    pub fn new() -> Self {
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        let signed = |names: &[&str]| {
+            let key = KeyPair::generate().unwrap();
+            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            let params = CertificateParams::new(names).unwrap();
+            let certificate = params.signed_by(&key, &ca).unwrap();
+            (certificate.pem(), key.serialize_pem())
+        };
+        let server = signed(&["127.0.0.1", "localhost"]);
+        let client = signed(&["tracer"]);
+        let dir = tempfile::tempdir().unwrap();
+        for (name, pem) in [
+            ("ca.pem", &ca.pem()),
+            ("client.pem", &client.0),
+            ("client.key", &client.1),
+        ] {
+            std::fs::write(dir.path().join(name), pem).unwrap();
+        }
+        Self {
+            dir,
+            ca: ca.pem(),
+            server,
+        }
+    }
+
+    /// The variables that give tracer the CA and its client certificate.
+    pub fn variables(&self) -> Vec<(String, String)> {
+        let path = |name: &str| self.dir.path().join(name).display().to_string();
+        vec![
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE".into(), path("ca.pem")),
+            (
+                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE".into(),
+                path("client.pem"),
+            ),
+            ("OTEL_EXPORTER_OTLP_CLIENT_KEY".into(), path("client.key")),
+        ]
+    }
+
+    /// The collector's TLS over HTTP: its certificate, and a client's signed by the CA
+    /// required.
+    fn server_config(&self) -> Arc<ServerConfig> {
+        let provider = Arc::new(aws_lc_rs::default_provider());
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(self.ca.as_bytes()).unwrap())
+            .unwrap();
+        let clients = WebPkiClientVerifier::builder_with_provider(roots.into(), provider.clone())
+            .build()
+            .unwrap();
+        let certificate = CertificateDer::from_pem_slice(self.server.0.as_bytes()).unwrap();
+        let key = PrivateKeyDer::from_pem_slice(self.server.1.as_bytes()).unwrap();
+        let config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(clients)
+            .with_single_cert(vec![certificate], key)
+            .unwrap();
+        Arc::new(config)
+    }
+
+    /// The same over gRPC, as tonic takes it.
+    fn grpc_config(&self) -> tonic::transport::ServerTlsConfig {
+        use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+        ServerTlsConfig::new()
+            .identity(Identity::from_pem(&self.server.0, &self.server.1))
+            .client_ca_root(Certificate::from_pem(&self.ca))
+    }
+}
+
+/// How the collector listens: in the clear, or with TLS.
+#[derive(Clone)]
+enum Security {
+    Plain,
+    Tls(Arc<ServerConfig>, tonic::transport::ServerTlsConfig),
+}
 
 fn keep_metrics(received: &Received, request: ExportMetricsServiceRequest) {
     received.lock().unwrap().metrics.push(request);
@@ -85,6 +200,7 @@ impl LogsService for Grpc {
         &self,
         request: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        keep_headers(&self.0, &request.metadata().clone().into_headers());
         keep(&self.0, request.into_inner());
         Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
     }
@@ -96,6 +212,7 @@ impl MetricsService for Grpc {
         &self,
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        keep_headers(&self.0, &request.metadata().clone().into_headers());
         keep_metrics(&self.0, request.into_inner());
         Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
     }
@@ -106,6 +223,7 @@ async fn http(
     request: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = request.uri().path().to_owned();
+    keep_headers(&received, request.headers());
     let body = request.into_body().collect().await.unwrap().to_bytes();
     let answer = match path.as_str() {
         "/v1/logs" => {
@@ -137,6 +255,7 @@ async fn http(
 pub struct Collector {
     pub addr: SocketAddr,
     transport: Transport,
+    security: Security,
     received: Received,
     running: Option<(oneshot::Sender<()>, thread::JoinHandle<()>)>,
 }
@@ -144,6 +263,19 @@ pub struct Collector {
 impl Collector {
     /// A collector on a free loopback port.
     pub fn start(transport: Transport) -> Self {
+        Self::listen(transport, Security::Plain)
+    }
+
+    /// A collector that speaks TLS with `pki`'s certificate and requires a client
+    /// certificate `pki`'s CA signed.
+    pub fn start_tls(transport: Transport, pki: &Pki) -> Self {
+        Self::listen(
+            transport,
+            Security::Tls(pki.server_config(), pki.grpc_config()),
+        )
+    }
+
+    fn listen(transport: Transport, security: Security) -> Self {
         let addr = StdListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -151,6 +283,7 @@ impl Collector {
         let mut collector = Self {
             addr,
             transport,
+            security,
             received: Received::default(),
             running: None,
         };
@@ -160,7 +293,15 @@ impl Collector {
 
     /// The URL tracer's `--otlp-endpoint` takes.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.security {
+            Security::Plain => format!("http://{}", self.addr),
+            Security::Tls(..) => format!("https://{}", self.addr),
+        }
+    }
+
+    /// Each request's headers so far.
+    pub fn headers(&self) -> Vec<Headers> {
+        self.received.lock().unwrap().headers.clone()
     }
 
     /// Every log record received so far.
@@ -187,6 +328,7 @@ impl Collector {
         listener.set_nonblocking(true).unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let (received, transport) = (self.received.clone(), self.transport);
+        let security = self.security.clone();
         let thread = thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -197,7 +339,11 @@ impl Collector {
                 match transport {
                     Transport::Grpc => {
                         let incoming = tonic::transport::server::TcpIncoming::from(listener);
-                        tonic::transport::Server::builder()
+                        let mut server = tonic::transport::Server::builder();
+                        if let Security::Tls(_, config) = security {
+                            server = server.tls_config(config).unwrap();
+                        }
+                        server
                             .add_service(LogsServiceServer::new(Grpc(received.clone())))
                             .add_service(MetricsServiceServer::new(Grpc(received)))
                             .serve_with_incoming_shutdown(incoming, async {
@@ -214,11 +360,25 @@ impl Collector {
                                 _ = &mut stopped => break,
                             };
                             let received = received.clone();
+                            let security = security.clone();
                             tokio::spawn(async move {
                                 let service = service_fn(move |r| http(received.clone(), r));
-                                let _ = http1::Builder::new()
-                                    .serve_connection(TokioIo::new(stream), service)
-                                    .await;
+                                let http1 = http1::Builder::new();
+                                let _ = match security {
+                                    Security::Plain => {
+                                        http1.serve_connection(TokioIo::new(stream), service).await
+                                    }
+                                    Security::Tls(config, _) => {
+                                        // A handshake refused (no client certificate) ends
+                                        // the connection: no request is kept.
+                                        let Ok(stream) =
+                                            TlsAcceptor::from(config).accept(stream).await
+                                        else {
+                                            return;
+                                        };
+                                        http1.serve_connection(TokioIo::new(stream), service).await
+                                    }
+                                };
                             });
                         }
                     }

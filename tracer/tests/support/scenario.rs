@@ -80,6 +80,15 @@ pub fn record() -> RecordedTrace {
 /// [`record`], tracer run with these arguments too, and `before_stop` run once every
 /// record is written, before tracer is stopped.
 pub fn record_with(args: &[&str], before_stop: impl FnOnce()) -> RecordedTrace {
+    record_with_env(args, &[], before_stop)
+}
+
+/// [`record_with`], tracer given these environment variables too.
+pub fn record_with_env(
+    args: &[&str],
+    env: &[(String, String)],
+    before_stop: impl FnOnce(),
+) -> RecordedTrace {
     let (port, refused_port) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tracer.json");
@@ -88,6 +97,7 @@ pub fn record_with(args: &[&str], before_stop: impl FnOnce()) -> RecordedTrace {
             .arg("--output")
             .arg(&file)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .spawn()
             .expect("cannot start tracer"),

@@ -36,7 +36,7 @@ use super::{
         BuildLabels, ConnectionLabels, FailureLabels, HookLabels, KindLabel, PortLabel, PortRole,
         ProbeLabels, RecordLabel, ResetLabels,
     },
-    otel::{Attributes as _, HistogramBuckets, OtelFamilies},
+    otel::{Attributes, HistogramBuckets, OtelFamilies},
     programs::ProgramCosts,
     workload::{Workload, WorkloadLabels},
 };
@@ -95,17 +95,33 @@ impl<L: Clone + Ord + Hash + EncodeLabelSet + fmt::Debug + Send + Sync + 'static
         }
     }
 
-    fn declare(&self, labels: L) {
+    /// A series at 0 before its first sample, in the twin too.
+    fn declare(&self, labels: L, otel: Option<&opentelemetry::metrics::Gauge<i64>>)
+    where
+        L: Attributes,
+    {
+        if let Some(gauge) = otel {
+            gauge.record(0, &labels.attributes());
+        }
         self.family.get_or_create_owned(&labels);
     }
 
-    fn set(&self, sample: BTreeMap<L, i64>) {
+    /// Sets each series of `sample`, and to 0 those sampled before and not now; the
+    /// OpenTelemetry twin, when there is one, the same.
+    fn set(&self, sample: BTreeMap<L, i64>, otel: Option<&opentelemetry::metrics::Gauge<i64>>)
+    where
+        L: Attributes,
+    {
         let mut sampled = self.sampled.lock().unwrap_or_else(|e| e.into_inner());
-        for gone in sampled.iter().filter(|labels| !sample.contains_key(labels)) {
-            self.family.get_or_create(gone).set(0);
-        }
-        for (labels, value) in &sample {
-            self.family.get_or_create(labels).set(*value);
+        let gone = sampled.iter().filter(|labels| !sample.contains_key(labels));
+        for (labels, value) in gone
+            .map(|labels| (labels, 0))
+            .chain(sample.iter().map(|(l, v)| (l, *v)))
+        {
+            self.family.get_or_create(labels).set(value);
+            if let Some(gauge) = otel {
+                gauge.record(value, &labels.attributes());
+            }
         }
         *sampled = sample.into_keys().collect();
     }
@@ -354,6 +370,9 @@ impl Families {
             }),
         };
         r.register_collector(Box::new(families.program_costs.clone()));
+        if let Some(meter) = meter {
+            families.program_costs.observe(meter);
+        }
         r.register_collector(Box::new(families.exporters.clone()));
         families.zero_series();
         families
@@ -401,14 +420,17 @@ impl Families {
                 workload: Workload::new(),
             };
             self.retransmits.get_or_create_owned(&port_label);
-            self.time_wait_sockets.declare(port_label.clone());
+            let otel = self.otel.as_ref();
+            (self.time_wait_sockets)
+                .declare(port_label.clone(), otel.map(|o| &o.time_wait_sockets));
             for connection_role in Role::ALL {
                 let role = connection_role.name();
-                self.open_connections.declare(PortRole {
+                let labels = PortRole {
                     port,
                     role,
                     workload: Workload::new(),
-                });
+                };
+                (self.open_connections).declare(labels, otel.map(|o| &o.open_connections));
             }
             self.keepalive_timeouts.get_or_create_owned(&port_label);
             for fate in ProbeFate::ALL {
@@ -604,7 +626,8 @@ impl Families {
                 })
                 .or_default() += 1;
         }
-        self.open_connections.set(counts);
+        let otel = self.otel.as_ref().map(|o| &o.open_connections);
+        self.open_connections.set(counts, otel);
     }
 
     /// The TIME_WAIT sockets of each traced port now (ports without any left out).
@@ -620,6 +643,7 @@ impl Families {
                     (labels, i64::try_from(count).unwrap_or(i64::MAX))
                 })
                 .collect(),
+            self.otel.as_ref().map(|o| &o.time_wait_sockets),
         );
     }
 

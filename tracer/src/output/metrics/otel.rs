@@ -7,7 +7,7 @@
 
 use opentelemetry::{
     KeyValue,
-    metrics::{Counter, Histogram, Meter},
+    metrics::{Counter, Gauge, Histogram, Meter},
 };
 
 /// A label set's attributes: each label, named and valued as in the exposition.
@@ -33,6 +33,8 @@ pub struct OtelFamilies {
     pub events_lost: Counter<u64>,
     pub records: Counter<u64>,
     pub undecodable: Counter<u64>,
+    pub open_connections: Gauge<i64>,
+    pub time_wait_sockets: Gauge<i64>,
 }
 
 fn counter(
@@ -43,6 +45,14 @@ fn counter(
 ) -> Counter<u64> {
     meter
         .u64_counter(name)
+        .with_unit(unit)
+        .with_description(help)
+        .build()
+}
+
+fn gauge(meter: &Meter, name: &'static str, unit: &'static str, help: &'static str) -> Gauge<i64> {
+    meter
+        .i64_gauge(name)
         .with_unit(unit)
         .with_description(help)
         .build()
@@ -169,6 +179,18 @@ impl OtelFamilies {
                 "tracer.undecodable",
                 "{record}",
                 "Records from the kernel that could not be decoded",
+            ),
+            open_connections: gauge(
+                meter,
+                "tracer.connections.open",
+                "{connection}",
+                "Connections open now, by traced port and role",
+            ),
+            time_wait_sockets: gauge(
+                meter,
+                "tracer.time_wait.sockets",
+                "{socket}",
+                "Sockets in TIME_WAIT with a traced port, by traced port",
             ),
         }
     }

@@ -1,13 +1,15 @@
 //! `tracer_bpf_run_seconds_total` and `tracer_bpf_runs_total`: the kernel's own counts of
 //! the eBPF programs' runs and run time, as the daemon last sampled them (see
 //! `kernel::program_stats`), written as they are at each scrape: the kernel's counters are
-//! the counters, nothing is added up here.
+//! the counters, nothing is added up here. Over OTLP the same sample is read at each
+//! collection ([`ProgramCosts::observe`]).
 
 use std::{
     fmt,
     sync::{Arc, Mutex, PoisonError},
 };
 
+use opentelemetry::{KeyValue, metrics::Meter};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeCounterValue, EncodeMetric},
@@ -23,6 +25,43 @@ pub struct ProgramCosts(Arc<Mutex<Costs>>);
 impl ProgramCosts {
     pub fn set(&self, costs: Costs) {
         *self.0.lock().unwrap_or_else(PoisonError::into_inner) = costs;
+    }
+
+    /// Each program's stats as last sampled.
+    fn each(&self, mut each: impl FnMut(&'static str, &ProgramStats)) {
+        let costs = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        for (program, stats) in costs.iter() {
+            each(program, stats);
+        }
+    }
+
+    /// The same counters as OpenTelemetry observable counters (`tracer.bpf.run_time`,
+    /// `tracer.bpf.runs`, attribute `program`), read from the last sample at each
+    /// collection.
+    pub fn observe(&self, meter: &Meter) {
+        let costs = self.clone();
+        meter
+            .f64_observable_counter("tracer.bpf.run_time")
+            .with_unit("s")
+            .with_description("Time the kernel spent running each of tracer's eBPF programs")
+            .with_callback(move |observer| {
+                costs.each(|program, stats| {
+                    let seconds = stats.run_time_ns as f64 / 1e9;
+                    observer.observe(seconds, &[KeyValue::new("program", program)]);
+                });
+            })
+            .build();
+        let costs = self.clone();
+        meter
+            .u64_observable_counter("tracer.bpf.runs")
+            .with_unit("{run}")
+            .with_description("Runs of each of tracer's eBPF programs")
+            .with_callback(move |observer| {
+                costs.each(|program, stats| {
+                    observer.observe(stats.run_count, &[KeyValue::new("program", program)]);
+                });
+            })
+            .build();
     }
 }
 

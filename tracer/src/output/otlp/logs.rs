@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use opentelemetry::{
     InstrumentationScope,
     logs::{LogRecord as _, Logger as _, LoggerProvider as _, Severity},
@@ -50,8 +50,8 @@ pub struct OtlpLogs {
 impl OtlpLogs {
     /// The exporter `config` asks for, its resource naming this host and `kernel`.
     pub fn new(config: &OtlpConfig, kernel: &str) -> Result<Self> {
-        let exporter = build_exporter!(LogExporter::builder(), config, "/v1/logs");
-        let mut exporter = exporter.context("cannot make the OTLP exporter")?;
+        let mut exporter =
+            build_exporter!(LogExporter::builder(), config, &config.logs_tls, "/v1/logs")?;
         exporter.set_resource(&attributes::resource(kernel));
         let provider = SdkLoggerProvider::builder().build();
         let logger = provider.logger("tracer");

@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use opentelemetry::metrics::{Meter, MeterProvider as _};
 use opentelemetry_otlp::MetricExporter;
 use opentelemetry_sdk::{
@@ -74,8 +74,7 @@ pub struct OtlpMetrics {
 impl OtlpMetrics {
     pub fn new(config: &OtlpConfig, kernel: &str) -> Result<Self> {
         let builder = MetricExporter::builder().with_temporality(Temporality::Cumulative);
-        let exporter = build_exporter!(builder, config, "/v1/metrics");
-        let exporter = exporter.context("cannot make the OTLP metrics exporter")?;
+        let exporter = build_exporter!(builder, config, &config.metrics_tls, "/v1/metrics")?;
         let reader = SharedReader(Arc::new(
             ManualReader::builder()
                 .with_temporality(Temporality::Cumulative)

@@ -31,7 +31,11 @@ use crate::{
             tls::{TlsFile, TlsFiles},
         },
     },
-    pipeline::{Emit, PipelineConfig, correlator::DEFAULT_MAX_CONNECTIONS},
+    pipeline::{
+        Emit, PipelineConfig,
+        correlator::DEFAULT_MAX_CONNECTIONS,
+        workload::cri::{CriSocket, PodName},
+    },
     vocabulary::Named,
 };
 
@@ -245,6 +249,32 @@ impl FromStr for ContainerId {
     }
 }
 
+/// A pod as `--pod` takes it: `NAMESPACE/NAME`.
+fn pod_name(text: &str) -> Result<PodName, String> {
+    match text.trim().split_once('/') {
+        Some((namespace, name))
+            if !namespace.is_empty() && !name.is_empty() && !name.contains('/') =>
+        {
+            Ok(PodName {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            })
+        }
+        _ => Err(format!(
+            "{text:?} is not a pod: NAMESPACE/NAME, as `kubectl get pods -A` shows them"
+        )),
+    }
+}
+
+/// `--cri-socket`: a path, or `none`.
+fn cri_socket(text: &str) -> Result<CriSocket, String> {
+    match text {
+        "none" => Ok(CriSocket::Off),
+        "" => Err("give a socket's path, or none".to_owned()),
+        path => Ok(CriSocket::At(path.into())),
+    }
+}
+
 /// `values`, sorted, without repeats: how every repeatable option is resolved.
 fn sorted_unique<T: Ord>(values: impl IntoIterator<Item = T>) -> Vec<T> {
     let mut values: Vec<T> = values.into_iter().collect();
@@ -300,6 +330,25 @@ pub struct TraceArgs {
         num_args = 1
     )]
     pub container: Vec<ContainerId>,
+
+    /// Trace only the connections of this Kubernetes pod (as --cgroup its cgroup, so its
+    /// containers that start later too): NAMESPACE/NAME, found through the container
+    /// runtime's CRI API (--cri-socket); repeat for several.
+    #[arg(
+        long = "pod",
+        value_name = "NAMESPACE/NAME",
+        env = "TRACER_POD",
+        value_delimiter = ',',
+        num_args = 1,
+        value_parser = pod_name
+    )]
+    pub pod: Vec<PodName>,
+
+    /// The container runtime's CRI socket, asked for the names of the containers and pods
+    /// of the records (`container.name`, `pod.namespace`, `pod.name`) and for --pod:
+    /// default, containerd's or CRI-O's where present; `none` to ask none.
+    #[arg(long, value_name = "PATH", env = "TRACER_CRI_SOCKET", value_parser = cri_socket)]
+    pub cri_socket: Option<CriSocket>,
 
     /// Trace only the connections whose local or remote address is in this network: a
     /// CIDR (`10.0.0.0/8`, `fd00::/8`) or one address; repeat, or separate with commas,
@@ -502,8 +551,10 @@ impl TraceArgs {
                 ports: self.ports(),
                 cgroups: self.cgroups(),
                 containers: self.containers(),
+                pods: sorted_unique(self.pod.iter().cloned()),
                 nets: self.nets(),
             },
+            cri: self.cri_socket.clone().unwrap_or_default(),
             attach: self.attach,
             ring_buffer_bytes: self.ring_buffer_size,
             pipeline: self.show.pipeline(),
@@ -911,8 +962,10 @@ mod tests {
                     ports: vec![80, 8191],
                     cgroups: Vec::new(),
                     containers: Vec::new(),
+                    pods: Vec::new(),
                     nets: Vec::new(),
                 },
+                cri: CriSocket::Auto,
                 attach: AttachMode::Auto,
                 ring_buffer_bytes: 16 << 20,
                 pipeline: PipelineConfig {

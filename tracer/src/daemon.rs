@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use aya::maps::{MapData, RingBuf};
 use tokio::{
     io::{Interest, unix::AsyncFd},
@@ -50,6 +50,7 @@ use crate::{
         workload::{
             CgroupPaths,
             cgroups::{cgroup2_mount, process_cgroup, within},
+            cri::{Cri, CriNames, CriSocket},
         },
     },
 };
@@ -69,6 +70,8 @@ pub struct TraceConfig {
     pub bpf_stats: bool,
     /// Send the connection records to an OpenTelemetry collector too.
     pub otlp: Option<OtlpConfig>,
+    /// The container runtime asked for workload names and pods.
+    pub cri: CriSocket,
 }
 
 /// How often the wall-clock offset is resampled, losses reported and finished
@@ -262,7 +265,21 @@ fn block_on(tracing: impl Future<Output = Result<()>>) -> Result<()> {
 
 async fn trace(config: TraceConfig, sink: Box<dyn Sink>, hangup: Hangup) -> Result<()> {
     let ports = &config.selection.ports;
-    let cgroup_rule = CgroupRule::find(&config.selection)?;
+    let (cri_names, cri_said) = match Cri::choose(&config.cri).await? {
+        Some(cri) => {
+            let said = format!("{} ({})", cri.socket.display(), cri.runtime);
+            (Some(CriNames::spawn(cri).await?), Some(said))
+        }
+        None => (None, None),
+    };
+    let pod_uids = match (&cri_names, config.selection.pods.as_slice()) {
+        (_, []) => Vec::new(),
+        (Some(names), pods) => names.pod_uids(pods)?,
+        (None, _) => bail!(
+            "--pod needs the container runtime's CRI API to find a pod, and no CRI socket answers (--cri-socket)"
+        ),
+    };
+    let cgroup_rule = CgroupRule::find(&config.selection, &pod_uids)?;
     privileges::check_can_attach()?;
     let kernel = preflight::kernel_release();
     let version = preflight::check_kernel(&kernel)?;
@@ -302,6 +319,9 @@ async fn trace(config: TraceConfig, sink: Box<dyn Sink>, hangup: Hangup) -> Resu
     } = attach::attach(config.attach, options)?;
     config.selection.fill_nets(&mut ebpf)?;
     let mut cgroups = CgroupPaths::new(cgroup2_mount());
+    if let Some(names) = cri_names {
+        cgroups = cgroups.with_cri(names);
+    }
     let open_at_start = open_at_start(
         &config.selection,
         cgroup_rule.as_ref().map(CgroupRule::paths),
@@ -345,6 +365,9 @@ async fn trace(config: TraceConfig, sink: Box<dyn Sink>, hangup: Hangup) -> Resu
     );
     for (hook, why) in &plan.unsupported {
         eprintln!("tracer: warning: no {hook} events on this kernel ({why})");
+    }
+    if let Some(cri) = cri_said {
+        eprintln!("tracer: container and pod names from the CRI at {cri}");
     }
     let traced = Traced {
         data_turns: plan.attach.contains_key(&Hook::Data),

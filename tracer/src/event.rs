@@ -186,6 +186,38 @@ pub struct Cgroup {
     pub id: u64,
     /// `None` when it could not be resolved (a cgroup removed before it was looked up).
     pub path: Option<Arc<str>>,
+    /// What the container runtime (its CRI API) names the workload of this cgroup: `None`
+    /// without a runtime to ask, or when it does not know the cgroup's container or pod.
+    pub names: Option<Arc<WorkloadNames>>,
+}
+
+impl Cgroup {
+    /// A cgroup by its id and path, its names not (yet) asked.
+    pub fn new(id: u64, path: Option<Arc<str>>) -> Self {
+        Self {
+            id,
+            path,
+            names: None,
+        }
+    }
+}
+
+/// A pod's names, from the CRI.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodNames {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+/// The names of a cgroup's workload, as far as the container runtime knows them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkloadNames {
+    /// The container's name (as in the pod's spec, `kubectl get pod` shows it).
+    pub container: Option<String>,
+    /// The runtime that runs the container (`containerd`, `cri-o`), when it was found.
+    pub runtime: Option<&'static str>,
+    pub pod: Option<PodNames>,
 }
 
 /// Fields every event has.

@@ -102,10 +102,10 @@ fn cgroup(value: &Value) -> Result<Option<Cgroup>> {
     if value.is_null() {
         return Ok(None);
     }
-    Ok(Some(Cgroup {
-        id: value["id"].as_u64().context("bad cgroup id")?,
-        path: value["path"].as_str().map(Into::into),
-    }))
+    Ok(Some(Cgroup::new(
+        value["id"].as_u64().context("bad cgroup id")?,
+        value["path"].as_str().map(Into::into),
+    )))
 }
 
 fn meta(line: &Value) -> Result<EventMeta> {
@@ -390,10 +390,10 @@ mod tests {
                 pid: 42,
                 comm: "a \"b\"".into(),
             }),
-            cgroup: Some(Cgroup {
-                id: 4242,
-                path: Some("/system.slice/a \"b\".scope".into()),
-            }),
+            cgroup: Some(Cgroup::new(
+                4242,
+                Some("/system.slice/a \"b\".scope".into()),
+            )),
             local: "127.0.0.1:8191".parse().unwrap(),
             remote: "[::ffff:127.0.0.1]:5".parse().unwrap(),
         };

@@ -20,6 +20,8 @@
 //!   tracing started, the bound on open records).
 //! - [`containers`]: real containers (podman): the container on each record,
 //!   `--container`, and tracer's own image run as the DaemonSet runs it. Not run in the kernel matrix's guests (no container runtime there).
+//! - [`pods`]: pods run through a real CRI (containerd): the names of each record's
+//!   container and pod, and `--pod`. Not run in the kernel matrix's guests.
 //! - [`fleet`]: the records loaded into the real ClickHouse engine (chdb) by the table of
 //!   docs/deploy.md, and its queries answered from them. Not run in the kernel matrix's
 //!   guests (no Python there).
@@ -73,6 +75,7 @@ mod keepalive;
 mod metrics;
 mod otlp;
 mod outcomes;
+mod pods;
 mod privileges;
 mod replay;
 mod report;

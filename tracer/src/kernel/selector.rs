@@ -36,7 +36,8 @@ use tracer_common::{
 
 use crate::pipeline::workload::{
     cgroups::{all_paths, cgroup2_mount},
-    container::container_cgroup,
+    container::{container_cgroup, pod_cgroup},
+    cri::PodName,
 };
 
 /// Which connections to trace: all its rules must match.
@@ -48,8 +49,10 @@ pub struct Selection {
     /// mount, as the `cgroup` field prints them) or below one...
     pub cgroups: Vec<String>,
     /// ...or the cgroup of one of these containers (ids, or their first 12 or more hex
-    /// digits), found by its path at start.
+    /// digits), found by its path at start...
     pub containers: Vec<String>,
+    /// ...or the cgroup of one of these pods, found by the container runtime (CRI).
+    pub pods: Vec<PodName>,
     /// When not empty, its local or remote address must be in one of these networks.
     pub nets: Vec<IpNet>,
 }
@@ -75,7 +78,7 @@ pub struct SelectorGlobals {
 impl Selection {
     /// Whether the socket's cgroup decides too.
     pub fn has_cgroup_rule(&self) -> bool {
-        !(self.cgroups.is_empty() && self.containers.is_empty())
+        !(self.cgroups.is_empty() && self.containers.is_empty() && self.pods.is_empty())
     }
 
     pub fn globals(&self) -> SelectorGlobals {
@@ -145,15 +148,18 @@ pub struct CgroupRule {
 }
 
 impl CgroupRule {
-    /// The cgroup rule of `selection`, its containers found by their cgroups' paths;
-    /// `None` without one. Every path and container must be there now: a typo should not
-    /// trace nothing in silence.
-    pub fn find(selection: &Selection) -> Result<Option<Self>> {
+    /// The cgroup rule of `selection`, its containers found by their cgroups' paths, its
+    /// pods by their uids (`pod_uids`, in the order of `selection.pods`, which the
+    /// runtime gave); `None` without one. Every path, container and pod must be there
+    /// now: a typo should not trace nothing in silence.
+    pub fn find(selection: &Selection, pod_uids: &[String]) -> Result<Option<Self>> {
         if !selection.has_cgroup_rule() {
             return Ok(None);
         }
         let mount = cgroup2_mount().ok_or_else(|| {
-            anyhow!("--cgroup and --container need cgroup v2, and this host has no cgroup2 mount")
+            anyhow!(
+                "--cgroup, --container and --pod need cgroup v2, and this host has no cgroup2 mount"
+            )
         })?;
         for path in &selection.cgroups {
             id_of(&mount, path).with_context(|| {
@@ -161,11 +167,17 @@ impl CgroupRule {
             })?;
         }
         let mut paths = selection.cgroups.clone();
-        if !selection.containers.is_empty() {
+        if !(selection.containers.is_empty() && pod_uids.is_empty()) {
             let all = all_paths(&mount);
             for id in &selection.containers {
                 let path =
                     container_cgroup(id, &all).map_err(|why| anyhow!("{why} (--container)"))?;
+                paths.push(path.to_owned());
+            }
+            for (pod, uid) in selection.pods.iter().zip(pod_uids) {
+                let path = pod_cgroup(uid, &all).ok_or_else(|| {
+                    anyhow!("the pod {pod} (uid {uid}) has no cgroup on this host (--pod)")
+                })?;
                 paths.push(path.to_owned());
             }
         }

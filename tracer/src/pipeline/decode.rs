@@ -74,10 +74,7 @@ fn meta(header: &raw::EventHeader, endpoints: &raw::Endpoints) -> Result<EventMe
         boot_ns: header.timestamp_ns,
         sock: header.sock,
         process,
-        cgroup: (header.cgroup_id != 0).then_some(Cgroup {
-            id: header.cgroup_id,
-            path: None,
-        }),
+        cgroup: (header.cgroup_id != 0).then_some(Cgroup::new(header.cgroup_id, None)),
         local: SocketAddr::new(
             ip(endpoints.family, &endpoints.local_addr)?,
             endpoints.local_port,
@@ -449,13 +446,7 @@ mod tests {
             .in_cgroup(7777)
             .header(EventKind::StateChange, 0, AT);
         let decoded = decode(&record(&event)).unwrap();
-        assert_eq!(
-            decoded.meta().cgroup,
-            Some(Cgroup {
-                id: 7777,
-                path: None
-            })
-        );
+        assert_eq!(decoded.meta().cgroup, Some(Cgroup::new(7777, None)));
         let none = decode(&record(&v4_state_change(0))).unwrap();
         assert_eq!(none.meta().cgroup, None);
     }

@@ -55,6 +55,13 @@ fn workload(cgroup: Option<&Cgroup>) -> String {
     let Some(path) = cgroup.and_then(|cgroup| cgroup.path.as_deref()) else {
         return NO_PROCESS.to_owned();
     };
+    // Named by the runtime: the pod and the container, as `kubectl` shows them.
+    if let Some(names) = cgroup.and_then(|cgroup| cgroup.names.as_deref())
+        && let Some(pod) = &names.pod
+    {
+        let container = names.container.as_deref().unwrap_or("-");
+        return format!("{}/{} {container}", pod.namespace, pod.name);
+    }
     match container_of(path) {
         Some(container) => format!(
             "{} {}",

@@ -16,6 +16,7 @@ use std::{
 };
 
 pub mod capture;
+pub mod cri;
 pub mod flow_graph;
 pub mod http;
 pub mod load;

@@ -122,7 +122,7 @@ for mode in $MODES; do
                 # check does not depend on the kernel beyond the events the other tests
                 # check in every guest.
                 if [ "$mode" = "$first_mode" ]; then
-                    modules=$("$test" --list 2>/dev/null | sed -n 's/^\([a-z_]*\)::.*: test$/\1/p' | sort -u | grep -v -e '^metrics$' -e '^containers$' -e '^fleet$' -e '^systemd$' -e '^top$' -e '^report$' -e '^otlp$')
+                    modules=$("$test" --list 2>/dev/null | sed -n 's/^\([a-z_]*\)::.*: test$/\1/p' | sort -u | grep -v -e '^metrics$' -e '^containers$' -e '^fleet$' -e '^systemd$' -e '^top$' -e '^report$' -e '^otlp$' -e '^pods$')
                 else
                     modules="state_changes keepalive stories"
                 fi

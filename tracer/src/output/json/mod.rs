@@ -401,17 +401,25 @@ fn cgroup(line: &mut Object<'_>, cgroup: Option<&Cgroup>) {
     });
 }
 
-/// A record's `cgroup`, and the `container` and `pod` its path names (`null` when none).
+/// A record's `cgroup`, and the `container` and `pod` its path names (`null` when none),
+/// with their names when the runtime gave them.
 fn workload(line: &mut Object<'_>, cgroup_of: Option<&Cgroup>) {
     cgroup(line, cgroup_of);
     let path = cgroup_of.and_then(|c| c.path.as_deref());
+    let names = cgroup_of.and_then(|c| c.names.as_deref());
+    let pod_names = names.and_then(|n| n.pod.as_ref());
     line.optional_object("container", path.and_then(container_of), |o, container| {
         o.text("id", &container.id)
-            .optional_text("runtime", container.runtime)
-            .null("name");
+            .optional_text(
+                "runtime",
+                container.runtime.or(names.and_then(|n| n.runtime)),
+            )
+            .optional_text("name", names.and_then(|n| n.container.as_deref()));
     })
     .optional_object("pod", path.and_then(pod_of), |o, pod| {
-        o.text("uid", &pod.uid).null("namespace").null("name");
+        o.text("uid", &pod.uid)
+            .optional_text("namespace", pod_names.map(|p| p.namespace.as_str()))
+            .optional_text("name", pod_names.map(|p| p.name.as_str()));
     });
 }
 
@@ -451,10 +459,10 @@ mod tests {
     fn renders_the_documented_state_change_line() {
         let owner = process(1234, "curl");
         let socket = Side {
-            cgroup: Some(Cgroup {
-                id: 4242,
-                path: Some("/user.slice/user-1000.slice/session-2.scope".into()),
-            }),
+            cgroup: Some(Cgroup::new(
+                4242,
+                Some("/user.slice/user-1000.slice/session-2.scope".into()),
+            )),
             ..side("127.0.0.1:43014", "127.0.0.1:8191")
         };
         let event = socket.state_by(0, SynSent, Established, owner);
@@ -612,10 +620,10 @@ mod tests {
     #[test]
     fn renders_the_documented_connection_line() {
         let client = Side {
-            cgroup: Some(Cgroup {
-                id: 4243,
-                path: Some(format!("/libpod_parent/libpod-{CONTAINER}").into()),
-            }),
+            cgroup: Some(Cgroup::new(
+                4243,
+                Some(format!("/libpod_parent/libpod-{CONTAINER}").into()),
+            )),
             ..Side::client(SOCK, 49320)
         };
         let at = |ns, old, new| client.state_by(ns, old, new, curl());

@@ -77,10 +77,7 @@ mod tests {
             "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{id}.scope",
             uid.replace('-', "_")
         );
-        let cgroup = Cgroup {
-            id: 7,
-            path: Some(Arc::from(path.as_str())),
-        };
+        let cgroup = Cgroup::new(7, Some(Arc::from(path.as_str())));
         let both = WorkloadLabels(vec![WorkloadLabel::Container, WorkloadLabel::Pod]);
         assert_eq!(
             both.of(Some(&cgroup)),
@@ -91,10 +88,7 @@ mod tests {
             [("pod_uid", uid.to_owned())]
         );
         assert!(WorkloadLabels::default().of(Some(&cgroup)).is_empty());
-        let service = Cgroup {
-            id: 8,
-            path: Some(Arc::from("/system.slice/nginx.service")),
-        };
+        let service = Cgroup::new(8, Some(Arc::from("/system.slice/nginx.service")));
         assert!(both.of(Some(&service)).is_empty());
         assert!(both.of(None).is_empty());
     }

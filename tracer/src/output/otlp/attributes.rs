@@ -70,6 +70,15 @@ pub fn of(record: &ConnectionRecord) -> Vec<(&'static str, AnyValue)> {
             attributes.push(("k8s.pod.uid", text(pod.uid)));
         }
     }
+    if let Some(names) = record.cgroup.as_ref().and_then(|c| c.names.as_deref()) {
+        if let Some(container) = &names.container {
+            attributes.push(("k8s.container.name", text(container.clone())));
+        }
+        if let Some(pod) = &names.pod {
+            attributes.push(("k8s.pod.name", text(pod.name.clone())));
+            attributes.push(("k8s.namespace.name", text(pod.namespace.clone())));
+        }
+    }
     attributes
 }
 

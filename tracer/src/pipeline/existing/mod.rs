@@ -113,7 +113,7 @@ pub fn connections(ports: &[u16], boot_ns: u64) -> Result<OpenAtStart> {
                 boot_ns,
                 sock: 0,
                 process: owners.by_inode.get(&socket.inode).cloned(),
-                cgroup: socket.cgroup_id.map(|id| Cgroup { id, path: None }),
+                cgroup: socket.cgroup_id.map(|id| Cgroup::new(id, None)),
                 local: socket.local,
                 remote: socket.remote,
             },

@@ -4,6 +4,8 @@
 //! the cache starts a new walk, at most one per [`WALK_EVERY`], so a burst of new
 //! cgroups (a node starting pods) costs one walk and cannot stall the ring buffer's
 //! reader. An id still unknown after a walk (its cgroup already removed) has no path.
+//! With a container runtime to ask ([`CriNames`]), each cgroup's workload names are
+//! looked up once per snapshot of the runtime's, and cached beside its path.
 
 use std::{
     collections::HashMap,
@@ -14,7 +16,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::event::{Cgroup, TraceEvent};
+use super::{
+    container::{container_of, pod_of},
+    cri::{CriNames, Snapshot},
+};
+use crate::event::{Cgroup, TraceEvent, WorkloadNames};
 
 /// The least time between two walks of the cgroup tree.
 pub const WALK_EVERY: Duration = Duration::from_millis(200);
@@ -109,11 +115,20 @@ fn unescape(field: &str) -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out).into_owned())
 }
 
-/// Cgroup ids to their paths under the cgroup2 mount (`/` for its root).
+/// Cgroup ids to their paths under the cgroup2 mount (`/` for its root), and to their
+/// workloads' names when a runtime is asked.
 pub struct CgroupPaths {
     root: Option<PathBuf>,
     paths: HashMap<u64, Arc<str>>,
     last_walk: Option<Instant>,
+    cri: Option<Cri>,
+}
+
+/// The runtime's names: its last snapshot, and each cgroup's names in it.
+struct Cri {
+    names: CriNames,
+    snapshot: Arc<Snapshot>,
+    of: HashMap<u64, Option<Arc<WorkloadNames>>>,
 }
 
 impl CgroupPaths {
@@ -123,15 +138,33 @@ impl CgroupPaths {
             root,
             paths: HashMap::new(),
             last_walk: None,
+            cri: None,
         }
     }
 
-    /// Gives `event`'s cgroup its path, when known.
+    /// Names each cgroup's workload too, from `names`' snapshots.
+    pub fn with_cri(mut self, mut names: CriNames) -> Self {
+        let (snapshot, _) = names.latest();
+        self.cri = Some(Cri {
+            names,
+            snapshot,
+            of: HashMap::new(),
+        });
+        self
+    }
+
+    /// Gives `event`'s cgroup its path and names, when known.
     pub fn resolve(&mut self, event: &mut TraceEvent) {
-        if let Some(cgroup) = &mut event.meta_mut().cgroup
-            && cgroup.path.is_none()
-        {
+        let Some(cgroup) = &mut event.meta_mut().cgroup else {
+            return;
+        };
+        if cgroup.path.is_none() {
             cgroup.path = self.path(cgroup.id, Instant::now());
+        }
+        if cgroup.names.is_none()
+            && let Some(cri) = &mut self.cri
+        {
+            cgroup.names = cri.names(cgroup.id, cgroup.path.as_deref());
         }
     }
 
@@ -157,6 +190,38 @@ impl CgroupPaths {
     }
 }
 
+impl Cri {
+    /// The names of cgroup `id` at `path` in the runtime's last snapshot. A container the
+    /// snapshot does not have asks for a new one (it may have just started).
+    fn names(&mut self, id: u64, path: Option<&str>) -> Option<Arc<WorkloadNames>> {
+        let (latest, changed) = self.names.latest();
+        if changed {
+            self.snapshot = latest;
+            self.of.clear();
+        }
+        if let Some(names) = self.of.get(&id) {
+            return names.clone();
+        }
+        // Not cached without a path: the next walk may find it.
+        let path = path?;
+        let container = container_of(path);
+        let pod = pod_of(path);
+        let id_of_container = container.as_ref().map(|c| c.id.as_str());
+        let names = self
+            .snapshot
+            .names(id_of_container, pod.as_ref().map(|p| p.uid.as_str()));
+        if id_of_container.is_some_and(|c| !self.snapshot.has_container(c)) {
+            self.names.ask();
+        }
+        let names = (names != WorkloadNames::default()).then(|| Arc::new(names));
+        if self.of.len() >= CACHED {
+            self.of.clear();
+        }
+        self.of.insert(id, names.clone());
+        names
+    }
+}
+
 /// The cgroup (v2) of process `pid`, from `/proc/PID/cgroup`, with its id under `mount`:
 /// for the connections found open at start, whose sockets' own the dump does not give.
 pub fn process_cgroup(pid: u32, mount: &Path) -> Option<Cgroup> {
@@ -165,10 +230,7 @@ pub fn process_cgroup(pid: u32, mount: &Path) -> Option<Cgroup> {
     let id = fs::metadata(mount.join(path.trim_start_matches('/')))
         .ok()?
         .ino();
-    Some(Cgroup {
-        id,
-        path: Some(path.into()),
-    })
+    Some(Cgroup::new(id, Some(path.into())))
 }
 
 /// Whether the cgroup at `path` is one of `selected` or below one.

@@ -99,6 +99,14 @@ pub fn container_cgroup<'p>(id: &str, paths: &'p [impl AsRef<str>]) -> Result<&'
     }
 }
 
+/// The cgroup of the pod `uid` among `paths`: the shallowest naming it (its containers'
+/// are below).
+pub fn pod_cgroup<'p>(uid: &str, paths: &'p [impl AsRef<str>]) -> Option<&'p str> {
+    (paths.iter().map(AsRef::as_ref))
+        .filter(|path| pod_of(path).is_some_and(|pod| pod.uid == uid))
+        .min_by_key(|path| path.matches('/').count())
+}
+
 /// The pod of the cgroup at `path`.
 pub fn pod_of(path: &str) -> Option<Pod> {
     if !path.split('/').any(|c| c.starts_with("kubepods")) {

@@ -5,6 +5,7 @@
 
 pub mod cgroups;
 pub mod container;
+pub mod cri;
 
 pub use self::{
     cgroups::CgroupPaths,

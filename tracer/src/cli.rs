@@ -412,8 +412,9 @@ pub struct TraceArgs {
 
     /// Label the connection metrics with the workload too: `container` (the container's
     /// id, `container_id`) and `pod` (the Kubernetes pod's uid, `pod_uid`), read from the
-    /// socket's cgroup; comma-separated. Off by default: each container served multiplies
-    /// a port's series.
+    /// socket's cgroup, and `namespace`, `pod_name` (`pod`) and `container_name`
+    /// (`container`), as the container runtime's CRI API names them; comma-separated. Off
+    /// by default: each container served multiplies a port's series.
     #[arg(
         long,
         value_name = "LABELS",
@@ -920,7 +921,7 @@ mod tests {
             ]))
         );
         assert_eq!(
-            labels(&[&addr[..], &["--metrics-labels", "namespace"]].concat()),
+            labels(&[&addr[..], &["--metrics-labels", "deployment"]].concat()),
             Err(ErrorKind::InvalidValue)
         );
         assert_eq!(

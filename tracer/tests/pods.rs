@@ -42,8 +42,11 @@ fn records_name_the_pod_and_container_the_runtime_gives() {
     let _machine = shared();
     let mut containerd = Containerd::start();
     let port = free_port("127.0.0.1");
+    let metrics: SocketAddr = ([127, 0, 0, 1], free_port("127.0.0.1")).into();
     let mut command = Tracer::command(&[port]);
     command.arg("--cri-socket").arg(containerd.socket());
+    command.args(["--metrics-addr", &metrics.to_string()]);
+    command.args(["--metrics-labels", "namespace,pod_name,container_name"]);
     let mut tracer = Tracer::spawn(command);
     let command = httpd(port);
     let command: Vec<&str> = command.iter().map(String::as_str).collect();
@@ -76,6 +79,22 @@ fn records_name_the_pod_and_container_the_runtime_gives() {
         format!("/kubepods/besteffort/pod{}/{}", pod.uid, pod.container_id),
         "the kubelet's cgroupfs layout"
     );
+    // The metrics of that record carry the names as labels.
+    let scrape = crate::support::prometheus::scrape(metrics, None).1;
+    let labels = ["namespace=\"shop\"", "pod=\"web\"", "container=\"httpd\""];
+    let named_series = scrape.lines().find(|line| {
+        line.starts_with("tracer_connections_total{")
+            && line.contains("role=\"server\"")
+            && labels.iter().all(|label| line.contains(label))
+    });
+    let count: f64 = named_series
+        .unwrap_or_else(|| panic!("no named series in\n{scrape}"))
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(count >= 1.0, "{named_series:?}");
     // The client's record (the test's own process): no container, no pod.
     let (_, lines) = tracer.stop();
     let client = lines

@@ -1,12 +1,12 @@
-//! `--metrics-labels container,pod`: the workload labels the connection families may
+//! `--metrics-labels container,pod,...`: the workload labels the connection families may
 //! carry, off by default (a label per container multiplies a port's series by the
-//! containers serving it). Each is read from the connection's socket's cgroup path, as
-//! the records' `container` and `pod` fields are; a connection whose cgroup names none
-//! has no such label. Names (the pod's, its namespace, the container's) need the
-//! runtime's API and are not labels yet.
+//! containers serving it). The ids are read from the connection's socket's cgroup path,
+//! the names from what the container runtime said of it (its CRI API), as the records'
+//! `container` and `pod` fields are; a connection whose cgroup names none has no such
+//! label.
 
 use crate::{
-    event::Cgroup,
+    event::{Cgroup, WorkloadNames},
     pipeline::workload::container::{container_of, pod_of},
     vocabulary::names,
 };
@@ -18,11 +18,20 @@ pub enum WorkloadLabel {
     Container,
     /// `pod_uid`: the Kubernetes pod's uid.
     Pod,
+    /// `namespace`: the pod's namespace.
+    Namespace,
+    /// `pod`: the pod's name.
+    PodName,
+    /// `container`: the container's name.
+    ContainerName,
 }
 
 names!(WorkloadLabel as "metrics label" {
     Container => "container",
     Pod => "pod",
+    Namespace => "namespace",
+    PodName => "pod_name",
+    ContainerName => "container_name",
 });
 
 impl WorkloadLabel {
@@ -31,14 +40,22 @@ impl WorkloadLabel {
         match self {
             Self::Container => "container_id",
             Self::Pod => "pod_uid",
+            Self::Namespace => "namespace",
+            Self::PodName => "pod",
+            Self::ContainerName => "container",
         }
     }
 
-    /// Its value for a socket in the cgroup at `path`, if the path names one.
-    fn value(self, path: &str) -> Option<String> {
+    /// Its value for a socket in the cgroup at `path`, which the runtime named `names`,
+    /// if they say it.
+    fn value(self, path: &str, names: Option<&WorkloadNames>) -> Option<String> {
+        let pod = names.and_then(|names| names.pod.as_ref());
         match self {
             Self::Container => container_of(path).map(|container| container.id),
             Self::Pod => pod_of(path).map(|pod| pod.uid),
+            Self::Namespace => pod.map(|pod| pod.namespace.clone()),
+            Self::PodName => pod.map(|pod| pod.name.clone()),
+            Self::ContainerName => names.and_then(|names| names.container.clone()),
         }
     }
 }
@@ -57,8 +74,9 @@ impl WorkloadLabels {
         let Some(path) = cgroup.and_then(|cgroup| cgroup.path.as_deref()) else {
             return Workload::new();
         };
+        let names = cgroup.and_then(|cgroup| cgroup.names.as_deref());
         (self.0.iter())
-            .filter_map(|label| Some((label.key(), label.value(path)?)))
+            .filter_map(|label| Some((label.key(), label.value(path, names)?)))
             .collect()
     }
 }
@@ -91,5 +109,34 @@ mod tests {
         let service = Cgroup::new(8, Some(Arc::from("/system.slice/nginx.service")));
         assert!(both.of(Some(&service)).is_empty());
         assert!(both.of(None).is_empty());
+    }
+
+    #[test]
+    fn name_labels_are_what_the_runtime_said() {
+        let path = "/kubepods/besteffort/pod6a1f0b7e-2c3d-4e5f-8a9b-0c1d2e3f4a5b/3f8d2a1c9b7e4f6a5d0c1b2a3948576f3f8d2a1c9b7e4f6a5d0c1b2a3948576f";
+        let names = WorkloadLabels(vec![
+            WorkloadLabel::Namespace,
+            WorkloadLabel::PodName,
+            WorkloadLabel::ContainerName,
+        ]);
+        let mut cgroup = Cgroup::new(7, Some(Arc::from(path)));
+        assert!(names.of(Some(&cgroup)).is_empty(), "not named: no labels");
+        cgroup.names = Some(Arc::new(WorkloadNames {
+            container: Some("httpd".into()),
+            runtime: Some("containerd"),
+            pod: Some(crate::event::PodNames {
+                uid: "6a1f0b7e-2c3d-4e5f-8a9b-0c1d2e3f4a5b".into(),
+                namespace: "shop".into(),
+                name: "web".into(),
+            }),
+        }));
+        assert_eq!(
+            names.of(Some(&cgroup)),
+            [
+                ("namespace", "shop".to_owned()),
+                ("pod", "web".to_owned()),
+                ("container", "httpd".to_owned())
+            ]
+        );
     }
 }

@@ -23,6 +23,11 @@ impl PortFilter {
         words: [0; PORTS_WORDS],
     };
 
+    /// Every port: the ports of a workload selection without `--port`.
+    pub const ALL: Self = Self {
+        words: [u64::MAX; PORTS_WORDS],
+    };
+
     /// Where `port`'s bit is: the index of its word, and the bit within that word. The
     /// programs read that one word themselves (volatile, so the compiler cannot fold the
     /// placeholder global), so this is all the filter's layout there is to share.

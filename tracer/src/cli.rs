@@ -78,13 +78,16 @@ pub enum Command {
     /// address, process or workload (keys: g group by, s sort by, Enter drill down, Esc
     /// back, q quit). Takes the same options as a trace, but writes no lines.
     #[command(
-        mut_arg("port", |port| port.required(false).required_unless_present("replay")),
+        mut_arg("port", |port| {
+            port.required(false)
+                .required_unless_present_any(["replay", "cgroup", "container", "pod"])
+        }),
         mut_arg("bpf_stats", |stats| stats.requires(Resettable::<Id>::Reset))
     )]
     Top {
         /// Show a recorded trace (tracer's JSON lines) instead, at the pace it was recorded:
         /// + and - double and halve the speed, space pauses.
-        #[arg(long, value_name = "FILE", conflicts_with_all = ["port", "cgroup", "container", "net"])]
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["port", "cgroup", "container", "pod", "net"])]
         replay: Option<PathBuf>,
 
         #[command(flatten)]
@@ -294,13 +297,15 @@ fn file_size(text: &str) -> Result<u64, String> {
 #[derive(Debug, Args)]
 pub struct TraceArgs {
     /// Trace TCP connections with this local or remote port, or a port in this range
-    /// (`8000-8100`); repeat, or separate several with commas or spaces.
+    /// (`8000-8100`); repeat, or separate several with commas or spaces. Without it, a
+    /// workload selector (--cgroup, --container, --pod) traces every port of its
+    /// workloads.
     #[arg(
         long = "port",
         short = 'p',
         value_name = "PORT",
         env = "TRACER_PORT",
-        required = true
+        required_unless_present_any = ["cgroup", "container", "pod"]
     )]
     pub port: Vec<PortList>,
 
@@ -661,6 +666,23 @@ mod tests {
         let cli = parse(&["--port", "8191", "-p", "80", "--port", "8191"]).unwrap();
         assert_eq!(cli.trace.ports(), vec![80, 8191]);
         assert_eq!(cli.trace.attach, AttachMode::Auto);
+    }
+
+    #[test]
+    fn a_workload_selector_alone_traces_every_port() {
+        for workload in [
+            &["--cgroup", "/a"][..],
+            &["--pod", "ns/web"],
+            &["--container", "3f8d2a1c9b7e"],
+        ] {
+            let cli = parse(workload).unwrap();
+            assert!(cli.trace.ports().is_empty(), "{workload:?}");
+        }
+        assert_eq!(
+            parse(&["--net", "10.0.0.0/8"]).unwrap_err().kind(),
+            ErrorKind::MissingRequiredArgument,
+            "a network is not a workload"
+        );
     }
 
     #[test]

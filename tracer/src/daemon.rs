@@ -358,9 +358,12 @@ async fn trace(config: TraceConfig, sink: Box<dyn Sink>, hangup: Hangup) -> Resu
         )
         .collect();
     let port_list: Vec<String> = ports.iter().map(u16::to_string).collect();
+    let traced = match port_list.as_slice() {
+        [] => "every TCP port of the selected workloads".to_owned(),
+        listed => format!("TCP port(s) {}", listed.join(", ")),
+    };
     eprintln!(
-        "tracer: tracing TCP port(s) {} on kernel {kernel} ({})",
-        port_list.join(", "),
+        "tracer: tracing {traced} on kernel {kernel} ({})",
         hooks.join(", ")
     );
     for (hook, why) in &plan.unsupported {

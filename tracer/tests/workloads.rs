@@ -254,6 +254,49 @@ fn a_cgroup_selection_traces_that_cgroup_only() {
     assert!(events.len() >= 4, "{events:#?}");
 }
 
+/// `--cgroup A` without `--port`: every port of A's workloads is traced (two servers in
+/// A on two ports), nothing of B's; `tracer_start` lists no ports (every one).
+#[test]
+fn a_workload_without_ports_is_traced_on_every_port() {
+    let _machine = shared();
+    let root = cgroup2_root();
+    let name = |n: &str| format!("tracer-test-{}-every-{n}", std::process::id());
+    let (a, b) = (
+        TestCgroup::new(&root, &name("a")),
+        TestCgroup::new(&root, &name("b")),
+    );
+    let ports = [
+        free_port("127.0.0.1"),
+        free_port("127.0.0.1"),
+        free_port("127.0.0.1"),
+    ];
+    let mut command = Tracer::command(&[]);
+    command.args(["--cgroup", &a.path]);
+    let mut tracer = Tracer::spawn(command);
+    let servers = [a.server(ports[0]), a.server(ports[1]), b.server(ports[2])];
+    let clients = ports.map(exchange);
+    for (port, client) in ports.iter().zip(&clients).take(2) {
+        let record = tracer.wait_for("the record of A's server", |l| {
+            l["event"] == "connection" && l["remote"] == client.to_string()
+        });
+        assert_eq!(record["role"], "server", "{record:#}");
+        assert_eq!(record["cgroup"]["path"], a.path.as_str(), "{record:#}");
+        let local: SocketAddr = record["local"].as_str().unwrap().parse().unwrap();
+        assert_eq!(local.port(), *port);
+    }
+    drop(servers);
+    let (_, lines) = tracer.stop();
+    assert_eq!(lines[0]["event"], "tracer_start");
+    assert_eq!(lines[0]["ports"], serde_json::json!([]), "{}", lines[0]);
+    let b_port = format!(":{}", ports[2]);
+    for line in &lines {
+        for end in ["local", "remote"] {
+            let end = line[end].as_str().unwrap_or_default();
+            assert!(!end.ends_with(&b_port), "B's traffic: {line}");
+        }
+    }
+}
+
 /// A connection open before tracing, its server's socket made in cgroup A, the server
 /// process then moved to cgroup B, its client in the test's own: found at start, the
 /// server's end takes its socket's cgroup (A, as the kernel's events for it say), not its

@@ -43,7 +43,8 @@ use crate::pipeline::workload::{
 /// Which connections to trace: all its rules must match.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Selection {
-    /// A connection is traced when its local or remote port is one of these.
+    /// A connection is traced when its local or remote port is one of these (sorted);
+    /// every port when empty, which only a workload rule allows.
     pub ports: Vec<u16>,
     /// When not empty, its socket's cgroup must be one of these (paths from the cgroup2
     /// mount, as the `cgroup` field prints them) or below one...
@@ -57,11 +58,20 @@ pub struct Selection {
     pub nets: Vec<IpNet>,
 }
 
+/// Whether `port` is traced, `ports` sorted (every port when empty).
+pub fn traces_port(ports: &[u16], port: u16) -> bool {
+    ports.is_empty() || ports.binary_search(&port).is_ok()
+}
+
 /// The traced port a connection matched, `ports` sorted: its local port if traced, else
 /// its remote one (the kernel reports only connections with a traced port). What the
-/// metrics label, and what `tracer top` and `tracer report` group by.
+/// metrics label, and what `tracer top` and `tracer report` group by. When every port is
+/// traced, the lower of the two: the service's, next to a client's ephemeral port (Linux
+/// takes those from 32768 up), so a client's connections do not make a group each.
 pub fn matched_port(ports: &[u16], local: SocketAddr, remote: SocketAddr) -> u16 {
-    if ports.binary_search(&local.port()).is_ok() {
+    if ports.is_empty() {
+        local.port().min(remote.port())
+    } else if ports.binary_search(&local.port()).is_ok() {
         local.port()
     } else {
         remote.port()
@@ -83,7 +93,11 @@ impl Selection {
 
     pub fn globals(&self) -> SelectorGlobals {
         SelectorGlobals {
-            port_filter: PortFilter::with_ports(&self.ports),
+            port_filter: if self.ports.is_empty() {
+                PortFilter::ALL
+            } else {
+                PortFilter::with_ports(&self.ports)
+            },
             rules: SelectorRules {
                 cgroups: u8::from(self.has_cgroup_rule()),
                 nets: u8::from(!self.nets.is_empty()),

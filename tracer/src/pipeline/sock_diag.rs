@@ -89,9 +89,13 @@ pub fn each_tcp_socket(
 
 /// The number of TIME_WAIT sockets of this network namespace for each traced port of
 /// `ports` (sorted) that has any. A socket counts for the traced port it matched, as the
-/// metrics' `port` label: its local port if traced, else its remote port.
+/// metrics' `port` label: its local port if traced, else its remote port. None when every
+/// port is traced (a workload's): a TIME_WAIT socket has no cgroup to tell whose it is.
 pub fn time_wait_counts(ports: &[u16]) -> Result<BTreeMap<u16, u64>> {
     let mut counts: BTreeMap<u16, u64> = BTreeMap::new();
+    if ports.is_empty() {
+        return Ok(counts);
+    }
     each_tcp_socket(StateFlags::TIME_WAIT, Detail::Ends, |socket| {
         let matched = [socket.local.port(), socket.remote.port()]
             .into_iter()

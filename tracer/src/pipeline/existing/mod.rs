@@ -30,7 +30,10 @@ use std::{
 use anyhow::Result;
 
 use super::sock_diag::{self, Detail, DiagSocket, StateFlags};
-use crate::event::{Cgroup, EventMeta, Existing, TcpState};
+use crate::{
+    event::{Cgroup, EventMeta, Existing, TcpState},
+    kernel::selector::traces_port,
+};
 
 /// How long looking for the sockets' owners may take at most.
 const OWNER_SEARCH: Duration = Duration::from_secs(2);
@@ -52,8 +55,8 @@ fn traced_sockets(ports: &[u16]) -> Result<Vec<DiagSocket>> {
     let mut found = Vec::new();
     sock_diag::each_tcp_socket(wanted_states(), Detail::Counters, |socket| {
         let traced = [socket.local.port(), socket.remote.port()]
-            .iter()
-            .any(|port| ports.binary_search(port).is_ok());
+            .into_iter()
+            .any(|port| traces_port(ports, port));
         // The kernel already left these out; kept here so the filter stands on its own.
         if traced && socket.state != TcpState::TimeWait {
             found.push(socket);

@@ -12,7 +12,10 @@ use crate::{
         attach::{self, AttachMode, Hook, Mechanism},
         btf, preflight, privileges, tracefs,
     },
-    pipeline::workload::cgroups::CgroupLayout,
+    pipeline::workload::{
+        cgroups::CgroupLayout,
+        cri::{Cri, CriSocket},
+    },
 };
 
 #[derive(Serialize)]
@@ -22,6 +25,55 @@ struct MechanismReport {
     chosen: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     why_not: Option<String>,
+}
+
+/// A CRI socket, and what answered there.
+#[derive(Serialize)]
+struct CriReport {
+    socket: String,
+    /// `containerd 1.6.20`, when it answered the CRI API.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    runtime: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problem: Option<String>,
+}
+
+impl CriReport {
+    /// Asks the runtime at `socket`'s path for its version.
+    fn ask(socket: &CriSocket) -> Option<Self> {
+        let path = socket.path()?;
+        let answer = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|runtime| runtime.block_on(Cri::connect(&path)));
+        let (runtime, problem) = match answer {
+            Ok(cri) => (Some(cri.runtime), None),
+            Err(error) => (None, Some(format!("{error:#}"))),
+        };
+        Some(Self {
+            socket: path.display().to_string(),
+            runtime,
+            problem,
+        })
+    }
+
+    fn describe(report: Option<&Self>) -> String {
+        const WITHOUT: &str = "containers by id, pods by uid, no --pod";
+        match report {
+            None => format!("no CRI socket: {WITHOUT}"),
+            Some(report) => match (&report.runtime, &report.problem) {
+                (Some(runtime), _) => format!(
+                    "{runtime} at {}: pod and container names, --pod",
+                    report.socket
+                ),
+                (None, problem) => {
+                    let problem = problem.as_deref().unwrap_or("no answer");
+                    format!("{problem}: {WITHOUT}")
+                }
+            },
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -36,6 +88,8 @@ struct Report {
     fentry: bool,
     /// How cgroups are mounted: what workload attribution resolves here.
     cgroups: CgroupLayout,
+    /// The container runtime asked for pod and container names; `None` without a socket.
+    cri: Option<CriReport>,
     hooks: BTreeMap<Hook, Vec<MechanismReport>>,
     /// Tracing runs when every hook this mode requires can attach.
     can_trace: bool,
@@ -43,7 +97,7 @@ struct Report {
     problem: Option<String>,
 }
 
-fn report(mode: AttachMode) -> Report {
+fn report(mode: AttachMode, cri: &CriSocket) -> Report {
     let kernel = preflight::kernel_release();
     let mut report = Report {
         attach: mode,
@@ -53,6 +107,7 @@ fn report(mode: AttachMode) -> Report {
         kprobes: false,
         fentry: false,
         cgroups: CgroupLayout::of_this_host(),
+        cri: CriReport::ask(cri),
         hooks: BTreeMap::new(),
         can_trace: false,
         problem: None,
@@ -114,6 +169,7 @@ fn write_human(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(out, "kprobes  {}", yes_no(report.kprobes))?;
     writeln!(out, "fentry   {}", yes_no(report.fentry))?;
     writeln!(out, "cgroups  {}", report.cgroups.describe())?;
+    writeln!(out, "cri      {}", CriReport::describe(report.cri.as_ref()))?;
     for (hook, mechanisms) in &report.hooks {
         writeln!(out, "{hook}:")?;
         for m in mechanisms {
@@ -137,8 +193,8 @@ fn write_human(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
 }
 
 /// Prints the report for `mode`; `Ok(false)` when tracing cannot run here in that mode.
-pub fn run(json: bool, mode: AttachMode) -> Result<bool> {
-    let report = report(mode);
+pub fn run(json: bool, mode: AttachMode, cri: &CriSocket) -> Result<bool> {
+    let report = report(mode, cri);
     let mut out = std::io::stdout().lock();
     if json {
         serde_json::to_writer_pretty(&mut out, &report)?;

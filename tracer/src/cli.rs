@@ -73,6 +73,11 @@ pub enum Command {
         /// Report what this mode would attach (exit 0 when it can trace).
         #[arg(long, env = "TRACER_ATTACH", default_value_t = AttachMode::Auto, value_parser = named::<AttachMode>())]
         attach: AttachMode,
+
+        /// The container runtime's CRI socket to report on (default: containerd's or
+        /// CRI-O's where present).
+        #[arg(long, value_name = "PATH", env = "TRACER_CRI_SOCKET", value_parser = cri_socket)]
+        cri_socket: Option<CriSocket>,
     },
     /// Show the traced connections live on this terminal, grouped by port, remote
     /// address, process or workload (keys: g group by, s sort by, Enter drill down, Esc
@@ -615,7 +620,11 @@ pub enum Invocation {
     /// `tracer top --replay FILE`.
     TopReplay(PathBuf),
     /// `tracer check`.
-    Check { json: bool, attach: AttachMode },
+    Check {
+        json: bool,
+        attach: AttachMode,
+        cri: CriSocket,
+    },
     /// `tracer report FILE`.
     Report {
         file: PathBuf,
@@ -632,7 +641,15 @@ pub enum Invocation {
 impl Cli {
     pub fn resolve(self) -> Invocation {
         match self.command {
-            Some(Command::Check { json, attach }) => Invocation::Check { json, attach },
+            Some(Command::Check {
+                json,
+                attach,
+                cri_socket,
+            }) => Invocation::Check {
+                json,
+                attach,
+                cri: cri_socket.unwrap_or_default(),
+            },
             Some(Command::Top {
                 replay: Some(file), ..
             }) => Invocation::TopReplay(file),
@@ -720,7 +737,8 @@ mod tests {
             parse(&["check", "--json"]).unwrap().command,
             Some(Command::Check {
                 json: true,
-                attach: AttachMode::Auto
+                attach: AttachMode::Auto,
+                cri_socket: None,
             })
         ));
         let Some(Command::Replay { file, output }) = parse(&[

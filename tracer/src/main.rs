@@ -19,8 +19,8 @@ fn main() -> ExitCode {
     let invocation = Cli::parse().resolve();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let config = match invocation {
-        Invocation::Check { json, attach } => {
-            return match check::run(json, attach) {
+        Invocation::Check { json, attach, cri } => {
+            return match check::run(json, attach, &cri) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
                 Err(error) => fail(&error),

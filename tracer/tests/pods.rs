@@ -159,6 +159,33 @@ fn a_pod_selection_keeps_to_the_pod() {
     }
 }
 
+/// `tracer check` names the runtime that answers at the CRI socket, and says why one
+/// does not.
+#[test]
+fn check_reports_the_runtime() {
+    let _machine = shared();
+    let containerd = Containerd::start();
+    let check = |socket: &std::path::Path| -> Value {
+        let output = std::process::Command::new(crate::support::tracer_bin())
+            .args(["check", "--json", "--cri-socket"])
+            .arg(socket)
+            .output()
+            .unwrap();
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let report = check(&containerd.socket());
+    let runtime = report["cri"]["runtime"].as_str().unwrap_or_default();
+    assert!(runtime.starts_with("containerd "), "{report:#}");
+    let missing = containerd.socket().with_file_name("no.sock");
+    let report = check(&missing);
+    assert_eq!(report["cri"]["runtime"], Value::Null, "{report:#}");
+    let problem = report["cri"]["problem"].as_str().unwrap_or_default();
+    assert!(
+        problem.contains("cannot connect to the CRI socket"),
+        "{report:#}"
+    );
+}
+
 /// A pod the runtime does not have, and `--pod` with no runtime to ask: each refused at
 /// start in one line that says why.
 #[test]

@@ -57,6 +57,20 @@ pub enum CriSocket {
     Off,
 }
 
+impl CriSocket {
+    /// The socket to ask: the one given, or the first of [`DEFAULT_SOCKETS`] present.
+    pub fn path(&self) -> Option<PathBuf> {
+        match self {
+            Self::Off => None,
+            Self::At(path) => Some(path.clone()),
+            Self::Auto => DEFAULT_SOCKETS
+                .iter()
+                .map(PathBuf::from)
+                .find(|path| path.exists()),
+        }
+    }
+}
+
 /// A pod by its namespace and name, as `--pod` takes it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PodName {
@@ -160,11 +174,10 @@ impl Cri {
             CriSocket::Off => Ok(None),
             CriSocket::At(path) => Self::connect(path).await.map(Some),
             CriSocket::Auto => {
-                let found = DEFAULT_SOCKETS.iter().map(Path::new).find(|p| p.exists());
-                let Some(path) = found else {
+                let Some(path) = CriSocket::Auto.path() else {
                     return Ok(None);
                 };
-                match Self::connect(path).await {
+                match Self::connect(&path).await {
                     Ok(cri) => Ok(Some(cri)),
                     Err(error) => {
                         eprintln!(

@@ -11,7 +11,6 @@
 
 use std::{
     fs,
-    io::{Read, Write},
     net::{SocketAddr, TcpStream},
     os::unix::fs::symlink,
     process::{Command, Stdio},
@@ -20,7 +19,9 @@ use std::{
 
 use serde_json::Value;
 
-use crate::support::{Tracer, free_port, lines_of, prometheus, shared, wait_for_start, wait_until};
+use crate::support::{
+    Tracer, free_port, http::pong, lines_of, prometheus, shared, wait_for_start, wait_until,
+};
 
 /// The image, imported once per test process.
 const IMAGE: &str = "localhost/tracer-test-busybox:latest";
@@ -115,13 +116,7 @@ impl Container {
 
     /// One HTTP request through the published port: the client's end, when answered.
     fn request(&self) -> Option<SocketAddr> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.host_port)).ok()?;
-        stream.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).ok()?;
-        answer
-            .contains("pong")
-            .then(|| stream.local_addr().unwrap())
+        pong(self.host_port)
     }
 
     /// The cgroup path of its process, as podman made it.

@@ -26,7 +26,7 @@ use crate::support::{
     Tracer, exclusive, free_port, lines_of,
     load::Load,
     otlp::{Collector, Pki, ReceivedLog, Transport},
-    scenario, shared, wait_exit, wait_for_start, wait_until,
+    refusal, scenario, shared, wait_exit, wait_for_start, wait_until,
 };
 
 /// An OTLP value as JSON, for comparing with the record's line.
@@ -219,15 +219,12 @@ fn an_unreadable_tls_file_is_named_in_one_line() {
     ];
     for protocol in ["http/protobuf", "grpc"] {
         for (variable, value, says) in &cases {
-            let output = Tracer::command(&[free_port("127.0.0.1")])
-                .args(["--otlp-endpoint", "https://127.0.0.1:4318"])
-                .args(["--otlp-protocol", protocol])
-                .env(variable, value)
-                .output()
-                .unwrap();
-            assert!(!output.status.success(), "{protocol} {variable}");
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+            let stderr = refusal(
+                Tracer::command(&[free_port("127.0.0.1")])
+                    .args(["--otlp-endpoint", "https://127.0.0.1:4318"])
+                    .args(["--otlp-protocol", protocol])
+                    .env(variable, value),
+            );
             assert!(stderr.contains(says), "{protocol}: {stderr}");
             if *variable == "OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE" {
                 assert!(stderr.contains(value.as_str()), "the file named: {stderr}");

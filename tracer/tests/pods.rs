@@ -14,18 +14,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::support::{Tracer, cri::Containerd, free_port, shared, wait_until};
-
-/// One HTTP request to the pod's server at `port`: the client's end, once answered.
-fn request(port: u16) -> Option<SocketAddr> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    answer
-        .contains("pong")
-        .then(|| stream.local_addr().unwrap())
-}
+use crate::support::{Tracer, cri::Containerd, free_port, http::pong, refusal, shared, wait_until};
 
 fn httpd(port: u16) -> Vec<String> {
     let listen = format!("127.0.0.1:{port}");
@@ -51,13 +40,13 @@ fn records_name_the_pod_and_container_the_runtime_gives() {
     let command = httpd(port);
     let command: Vec<&str> = command.iter().map(String::as_str).collect();
     let pod = containerd.run_pod("shop", "web", "httpd", &command);
-    wait_until("the pod's server", || request(port).is_some());
+    wait_until("the pod's server", || pong(port).is_some());
     // The first connections may come before the runtime's snapshot has the pod: their
     // records have the ids and no names. Not a wait: each try is a new connection.
     let named = |record: &Value| record["pod"]["name"] == "web";
     let mut record = Value::Null;
     wait_until("a record with the pod's names", || {
-        let client = request(port).expect("the pod answers");
+        let client = pong(port).expect("the pod answers");
         record = tracer.wait_for("the server's record", |l| {
             l["event"] == "connection" && l["role"] == "server" && l["remote"] == client.to_string()
         });
@@ -119,7 +108,7 @@ fn a_pod_selection_keeps_to_the_pod() {
     let command: Vec<&str> = command.iter().map(String::as_str).collect();
     let pod = containerd.run_pod("shop", "web", "httpd", &command);
     containerd.run_pod("shop", "db", "httpd", &["/bin/sleep", "1000000"]);
-    wait_until("the pod's server", || request(port).is_some());
+    wait_until("the pod's server", || pong(port).is_some());
     let outside = TcpListener::bind(("127.0.0.1", outside_port)).unwrap();
     let echo = thread::spawn(move || {
         let (mut stream, _) = outside.accept().unwrap();
@@ -134,7 +123,7 @@ fn a_pod_selection_keeps_to_the_pod() {
     stream.write_all(b"x").unwrap();
     drop(stream);
     echo.join().unwrap();
-    let client = request(port).expect("the pod answers");
+    let client = pong(port).expect("the pod answers");
     let record = tracer.wait_for("the pod's server's record", |l| {
         l["event"] == "connection" && l["remote"] == client.to_string()
     });
@@ -204,13 +193,7 @@ fn a_pod_that_is_not_there_is_refused_in_one_line() {
         ),
     ];
     for (args, says) in cases {
-        let output = Tracer::command(&[free_port("127.0.0.1")])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(!output.status.success(), "{args:?}");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        let stderr = refusal(Tracer::command(&[free_port("127.0.0.1")]).args(args));
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
 }

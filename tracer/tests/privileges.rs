@@ -13,12 +13,13 @@ use std::{
     net::SocketAddr,
     os::unix::fs::PermissionsExt as _,
     path::PathBuf,
-    process::{Command, Output},
+    process::Command,
 };
 
 use crate::support::{
     Tracer, exclusive, free_port, is_event,
     prometheus::scrape,
+    refusal,
     sockets::{connected_pair, keepalive_pair},
     tracer_bin,
 };
@@ -197,16 +198,6 @@ fn traces_unprivileged_with_the_units_capabilities_and_then_holds_none() {
     );
     let (status, _) = tracer.stop();
     assert!(status.success(), "{status}");
-}
-
-/// Runs the tracer as nobody with `capabilities`, expecting it to refuse: returns its
-/// one line of stderr.
-fn refusal(command: &mut Command) -> String {
-    let Output { status, stderr, .. } = command.output().unwrap();
-    assert!(!status.success());
-    let stderr = String::from_utf8(stderr).unwrap();
-    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-    stderr
 }
 
 #[test]

@@ -179,3 +179,15 @@ impl HttpClient {
         Ok(body)
     }
 }
+
+/// One HTTP/1.0 request to a busybox server on loopback `port` whose page says `pong`
+/// (the containers' and pods' servers): the client's end, once answered.
+pub fn pong(port: u16) -> Option<SocketAddr> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    answer
+        .contains("pong")
+        .then(|| stream.local_addr().unwrap())
+}

@@ -417,3 +417,13 @@ impl Drop for PacketDrop {
         nft(&format!("delete table inet {}\n", self.table));
     }
 }
+
+/// Runs `command`, expecting tracer to refuse: a failure exit and one line of stderr,
+/// which it returns.
+pub fn refusal(command: &mut Command) -> String {
+    let output = command.output().unwrap();
+    assert!(!output.status.success(), "{command:?} succeeded");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    stderr
+}

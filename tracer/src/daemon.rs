@@ -299,7 +299,7 @@ async fn trace(config: TraceConfig, sink: Box<dyn Sink>, hangup: Hangup) -> Resu
     if let (Some(metrics), Some(otlp)) = (&metrics, &otlp_metrics) {
         metrics.watch_otlp_metrics(otlp.dropped());
     }
-    let otlp_metrics = otlp_metrics.map(OtlpMetrics::spawn);
+    let otlp_metrics = otlp_metrics.map(OtlpMetrics::spawn).transpose()?;
     let _run_stats = config
         .bpf_stats
         .then(program_stats::enable_run_stats)
@@ -384,7 +384,7 @@ async fn trace(config: TraceConfig, sink: Box<dyn Sink>, hangup: Hangup) -> Resu
     let mut queues = Vec::new();
     let mut exporters = Exporters::default();
     if let Some(otlp_logs) = otlp_logs {
-        let (queue, handle) = exporter::spawn(otlp_logs, otlp::QUEUE);
+        let (queue, handle) = exporter::spawn(otlp_logs, otlp::QUEUE)?;
         queues.push(queue);
         exporters.add(handle);
     }

@@ -1,7 +1,10 @@
 //! Exporters: sinks that talk to a network (a collector, a vendor's endpoint). Each runs
 //! on a task of its own behind a bounded queue, so a slow or absent peer never stalls the
 //! ring buffer's reader: the pipeline hands a [`QueuedSink`] owned copies of what it
-//! produces and never waits; when the queue is full the copy is dropped and counted.
+//! produces and never waits; when the queue is full the copy is dropped and counted. The
+//! tasks run on a thread of their own ([`runtime`]): building and encoding requests costs
+//! more than tracing the connections they tell of (measured in docs/performance.md), and
+//! on the reader's thread it would slow the reader.
 //! Every item offered to an exporter ends in exactly one [`ExportOutcome`], counted in
 //! `tracer_exporter_items_total{exporter,outcome}` and in `tracer_stop`'s `exporters`.
 //!
@@ -13,7 +16,7 @@ use std::{
     future::Future,
     io,
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -21,6 +24,7 @@ use std::{
 
 use serde::Serialize;
 use tokio::{
+    runtime::Runtime,
     sync::{mpsc, oneshot},
     task::JoinHandle,
 };
@@ -247,7 +251,27 @@ impl ExporterHandle {
 
 /// Runs `exporter` on a task of its own behind a queue of `capacity` items: the sink to
 /// give the pipeline, and the handle to finish it with.
-pub fn spawn<E: Exporter>(mut exporter: E, capacity: usize) -> (QueuedSink, ExporterHandle) {
+/// The exporters' runtime: one worker thread, `tracer-export`, beside the reader's. Made
+/// on first use, it lives as long as the process. Their clients (an HTTP client's
+/// connections, a gRPC channel's worker) are made in its context too, so their tasks run
+/// there as well.
+pub fn runtime() -> io::Result<&'static Runtime> {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    if let Some(runtime) = RUNTIME.get() {
+        return Ok(runtime);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("tracer-export")
+        .enable_all()
+        .build()?;
+    Ok(RUNTIME.get_or_init(|| runtime))
+}
+
+pub fn spawn<E: Exporter>(
+    mut exporter: E,
+    capacity: usize,
+) -> io::Result<(QueuedSink, ExporterHandle)> {
     let (queue, mut items) = mpsc::channel(capacity.max(1));
     let (finish, mut finishing) = oneshot::channel();
     let counters = Arc::new(ExportCounters::default());
@@ -258,7 +282,7 @@ pub fn spawn<E: Exporter>(mut exporter: E, capacity: usize) -> (QueuedSink, Expo
     };
     let name = exporter.name();
     let task_counters = counters.clone();
-    let task = tokio::spawn(async move {
+    let task = runtime()?.spawn(async move {
         let counters = task_counters;
         loop {
             let item = tokio::select! {
@@ -297,7 +321,7 @@ pub fn spawn<E: Exporter>(mut exporter: E, capacity: usize) -> (QueuedSink, Expo
         finish,
         task,
     };
-    (sink, handle)
+    Ok((sink, handle))
 }
 
 /// The running exporters.
@@ -391,7 +415,7 @@ mod tests {
             permits: gate.permits.clone(),
             taken: gate.taken.clone(),
         };
-        let (sink, handle) = spawn(gate, capacity);
+        let (sink, handle) = spawn(gate, capacity).unwrap();
         (sink, handle, view)
     }
 

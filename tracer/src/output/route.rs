@@ -264,7 +264,7 @@ mod tests {
         drop(sink);
 
         let exported = Seen::default();
-        let (queue, handle) = exporter::spawn(exported.clone(), 8);
+        let (queue, handle) = exporter::spawn(exported.clone(), 8).unwrap();
         let (emit, mut sink) = route(
             Box::new(lines.clone()),
             Emit::Connections,

@@ -27,7 +27,7 @@ use crate::{
     clock::WallClock,
     output::{
         RecordEnd,
-        exporter::{Export, Exporter},
+        exporter::{self, Export, Exporter},
         json::{line::Timestamps, write_record},
     },
     pipeline::{Emit, correlator::ConnectionRecord},
@@ -50,8 +50,11 @@ pub struct OtlpLogs {
 impl OtlpLogs {
     /// The exporter `config` asks for, its resource naming this host and `kernel`.
     pub fn new(config: &OtlpConfig, kernel: &str) -> Result<Self> {
-        let mut exporter =
-            build_exporter!(LogExporter::builder(), config, &config.logs_tls, "/v1/logs")?;
+        // Made in the exporters' runtime: the client's tasks run there.
+        let mut exporter = {
+            let _exporters = exporter::runtime()?.enter();
+            build_exporter!(LogExporter::builder(), config, &config.logs_tls, "/v1/logs")?
+        };
         exporter.set_resource(&attributes::resource(kernel));
         let provider = SdkLoggerProvider::builder().build();
         let logger = provider.logger("tracer");

@@ -6,7 +6,7 @@
 //! (`tracer_otlp_dropped_total{signal="metrics"}`).
 
 use std::{
-    fmt,
+    fmt, io,
     sync::{
         Arc, Weak,
         atomic::{AtomicU64, Ordering},
@@ -27,6 +27,7 @@ use opentelemetry_sdk::{
 use tokio::{sync::oneshot, task::JoinHandle};
 
 use super::{OtlpConfig, attributes, build_exporter};
+use crate::output::exporter;
 
 /// The manual reader, shared by the meter provider (which registers it) and the task
 /// that collects from it.
@@ -74,7 +75,11 @@ pub struct OtlpMetrics {
 impl OtlpMetrics {
     pub fn new(config: &OtlpConfig, kernel: &str) -> Result<Self> {
         let builder = MetricExporter::builder().with_temporality(Temporality::Cumulative);
-        let exporter = build_exporter!(builder, config, &config.metrics_tls, "/v1/metrics")?;
+        // Made in the exporters' runtime: the client's tasks run there.
+        let exporter = {
+            let _exporters = exporter::runtime()?.enter();
+            build_exporter!(builder, config, &config.metrics_tls, "/v1/metrics")?
+        };
         let reader = SharedReader(Arc::new(
             ManualReader::builder()
                 .with_temporality(Temporality::Cumulative)
@@ -114,11 +119,11 @@ impl OtlpMetrics {
         }
     }
 
-    /// Sends a collection every interval on a task of the current runtime, and a last one
-    /// when the returned handle finishes.
-    pub fn spawn(self) -> OtlpMetricsTask {
+    /// Sends a collection every interval on a task of the exporters' runtime, and a last
+    /// one when the returned handle finishes.
+    pub fn spawn(self) -> io::Result<OtlpMetricsTask> {
         let (finish, mut finishing) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
+        let task = exporter::runtime()?.spawn(async move {
             let mut ticks = tokio::time::interval(self.interval);
             ticks.tick().await;
             loop {
@@ -129,7 +134,7 @@ impl OtlpMetrics {
             }
             self.send().await;
         });
-        OtlpMetricsTask { finish, task }
+        Ok(OtlpMetricsTask { finish, task })
     }
 }
 

@@ -144,7 +144,7 @@ impl CgroupPaths {
 
     /// Names each cgroup's workload too, from `names`' snapshots.
     pub fn with_cri(mut self, mut names: CriNames) -> Self {
-        let (snapshot, _) = names.latest();
+        let snapshot = names.latest();
         self.cri = Some(Cri {
             names,
             snapshot,
@@ -194,9 +194,8 @@ impl Cri {
     /// The names of cgroup `id` at `path` in the runtime's last snapshot. A container the
     /// snapshot does not have asks for a new one (it may have just started).
     fn names(&mut self, id: u64, path: Option<&str>) -> Option<Arc<WorkloadNames>> {
-        let (latest, changed) = self.names.latest();
-        if changed {
-            self.snapshot = latest;
+        if self.names.changed() {
+            self.snapshot = self.names.latest();
             self.of.clear();
         }
         if let Some(names) = self.of.get(&id) {

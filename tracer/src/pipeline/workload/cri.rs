@@ -282,11 +282,15 @@ impl CriNames {
         Ok(Self { snapshots, wanted })
     }
 
-    /// The last snapshot, and whether it is newer than the one `seen` last (which then
-    /// becomes this one).
-    pub fn latest(&mut self) -> (Arc<Snapshot>, bool) {
-        let changed = self.snapshots.has_changed().unwrap_or(false);
-        (Arc::clone(&self.snapshots.borrow_and_update()), changed)
+    /// The last snapshot, which becomes the one seen last.
+    pub fn latest(&mut self) -> Arc<Snapshot> {
+        Arc::clone(&self.snapshots.borrow_and_update())
+    }
+
+    /// Whether a snapshot newer than the one seen last was made: one atomic read, for
+    /// the reader to ask at every event.
+    pub fn changed(&self) -> bool {
+        self.snapshots.has_changed().unwrap_or(false)
     }
 
     /// The uid of each of `pods`, in the last snapshot: an error names one it does not

@@ -31,11 +31,17 @@ struct MechanismReport {
 #[derive(Serialize)]
 struct CriReport {
     socket: String,
-    /// `containerd 1.6.20`, when it answered the CRI API.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    runtime: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    problem: Option<String>,
+    #[serde(flatten)]
+    answer: CriAnswer,
+}
+
+/// What the socket said: a runtime's name and version (`containerd 1.6.20`), or why
+/// nothing answered the CRI API.
+#[derive(Serialize)]
+#[serde(rename_all = "snake_case")]
+enum CriAnswer {
+    Runtime(String),
+    Problem(String),
 }
 
 impl CriReport {
@@ -47,31 +53,24 @@ impl CriReport {
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|runtime| runtime.block_on(Cri::connect(&path)));
-        let (runtime, problem) = match answer {
-            Ok(cri) => (Some(cri.runtime), None),
-            Err(error) => (None, Some(format!("{error:#}"))),
+        let answer = match answer {
+            Ok(cri) => CriAnswer::Runtime(cri.runtime),
+            Err(error) => CriAnswer::Problem(format!("{error:#}")),
         };
         Some(Self {
             socket: path.display().to_string(),
-            runtime,
-            problem,
+            answer,
         })
     }
 
     fn describe(report: Option<&Self>) -> String {
         const WITHOUT: &str = "containers by id, pods by uid, no --pod";
-        match report {
+        match report.map(|report| (&report.socket, &report.answer)) {
             None => format!("no CRI socket: {WITHOUT}"),
-            Some(report) => match (&report.runtime, &report.problem) {
-                (Some(runtime), _) => format!(
-                    "{runtime} at {}: pod and container names, --pod",
-                    report.socket
-                ),
-                (None, problem) => {
-                    let problem = problem.as_deref().unwrap_or("no answer");
-                    format!("{problem}: {WITHOUT}")
-                }
-            },
+            Some((socket, CriAnswer::Runtime(runtime))) => {
+                format!("{runtime} at {socket}: pod and container names, --pod")
+            }
+            Some((_, CriAnswer::Problem(problem))) => format!("{problem}: {WITHOUT}"),
         }
     }
 }

@@ -13,6 +13,9 @@ pub enum EventKind {
     Close = 7,
     Accepted = 8,
     TimewaitEnd = 9,
+    /// The application's data through a TLS library changed direction ([`crate::DataTurn`]).
+    TlsTurn = 10,
+    TlsHandshake = 11,
 }
 
 impl EventKind {
@@ -27,6 +30,8 @@ impl EventKind {
             7 => Self::Close,
             8 => Self::Accepted,
             9 => Self::TimewaitEnd,
+            10 => Self::TlsTurn,
+            11 => Self::TlsHandshake,
             _ => return None,
         })
     }

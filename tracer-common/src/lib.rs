@@ -22,6 +22,7 @@ pub mod ring;
 pub mod selector;
 pub mod state_change;
 pub mod timewait;
+pub mod tls;
 
 pub use accept::Accepted;
 pub use data::{DATA_RECEIVED, DATA_SENT, DataTurn};
@@ -44,3 +45,4 @@ pub use state_change::{
     CLOSE_ALL_ACKED, CLOSE_FIN_RECEIVED, Close, NO_DATA, NO_STATE, StateChange, TCP_CLOSE,
 };
 pub use timewait::{TIMEWAIT_PEER_DATA, TIMEWAIT_PEER_FIN, TIMEWAIT_PEER_RESET, TimewaitEnd};
+pub use tls::{TLS_OPENSSL, TlsHandshake};

@@ -41,3 +41,12 @@ pub const TCP_TIMEWAIT_STATE_PROCESS_KPROBE: &str = "tcp_timewait_state_process_
 
 // Accept.
 pub const INET_CSK_ACCEPT_KRETPROBE: &str = "inet_csk_accept_kretprobe";
+
+// TLS libraries (uprobes, attached per library file).
+pub const SSL_HANDSHAKE_ENTRY: &str = "ssl_handshake_entry";
+pub const SSL_READ_ENTRY: &str = "ssl_read_entry";
+pub const SSL_WRITE_ENTRY: &str = "ssl_write_entry";
+pub const SSL_READ_EX_ENTRY: &str = "ssl_read_ex_entry";
+pub const SSL_WRITE_EX_ENTRY: &str = "ssl_write_ex_entry";
+pub const SSL_CALL_RETURN: &str = "ssl_call_return";
+pub const SSL_FREE_ENTRY: &str = "ssl_free_entry";

@@ -37,9 +37,11 @@ use aya_ebpf::{
 use tracer_common::{DATA_RECEIVED, DATA_SENT, DataTurn, EventKind, NO_DATA};
 
 use crate::{
+    context::in_process_context,
     kernel::{self, Sock, is_tcp, read_uint},
     output::{EventSocket, emit, emit_at},
     selector::{Candidate, select},
+    tls,
 };
 
 /// `TCPHDR_FIN`.
@@ -201,6 +203,11 @@ fn send_under_way(sock: &Sock, ports: (u16, u16), activity: &mut Activity, now: 
 #[inline(always)]
 fn traced_data(sock: &Sock, ports: (u16, u16), seen: Seen) {
     let sk = sock.sk;
+    // A send or read by the application: inside a TLS library's call, its session's
+    // socket is this one.
+    if !matches!(seen, Seen::Segment { .. }) && in_process_context() {
+        tls::learn(sk);
+    }
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let Some(activity) = ACTIVITY.get_ptr_mut(sk) else {

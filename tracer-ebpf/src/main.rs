@@ -25,6 +25,7 @@ mod retransmit;
 mod selector;
 mod state_change;
 mod timewait;
+mod tls;
 
 #[cfg(not(test))]
 #[panic_handler]

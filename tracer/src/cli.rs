@@ -21,7 +21,10 @@ use ipnet::IpNet;
 
 use crate::{
     daemon::TraceConfig,
-    kernel::{attach::AttachMode, selector::Selection},
+    kernel::{
+        attach::{AttachMode, TlsMode},
+        selector::Selection,
+    },
     output::{
         FileOutput, Format, OutputConfig,
         file::Rotation,
@@ -377,6 +380,12 @@ pub struct TraceArgs {
     #[arg(long, env = "TRACER_ATTACH", default_value_t = AttachMode::Auto, value_parser = named::<AttachMode>())]
     pub attach: AttachMode,
 
+    /// Hook the TLS libraries (OpenSSL's libssl) the host's processes use, so a TLS
+    /// connection's requests are the application's (auto), or count its encrypted
+    /// records (off).
+    #[arg(long, env = "TRACER_TLS", default_value_t = TlsMode::Auto, value_parser = named::<TlsMode>())]
+    pub tls: TlsMode,
+
     /// Append to FILE instead of writing to standard output; SIGHUP reopens it (after
     /// logrotate renamed it).
     #[arg(long, short = 'o', value_name = "FILE", env = "TRACER_OUTPUT")]
@@ -567,6 +576,7 @@ impl TraceArgs {
             },
             cri: self.cri_socket.clone().unwrap_or_default(),
             attach: self.attach,
+            tls: self.tls,
             ring_buffer_bytes: self.ring_buffer_size,
             pipeline: self.show.pipeline(),
             output: OutputConfig {
@@ -1008,6 +1018,7 @@ mod tests {
                 },
                 cri: CriSocket::Auto,
                 attach: AttachMode::Auto,
+                tls: TlsMode::Auto,
                 ring_buffer_bytes: 16 << 20,
                 pipeline: PipelineConfig {
                     emit: Emit::Connections,

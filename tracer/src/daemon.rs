@@ -27,7 +27,7 @@ use crate::{
     clock::{self, WallClock},
     event::{Existing, TcpState, TraceEvent},
     kernel::{
-        attach::{self, AttachMode, Hook, LoadOptions, Probes},
+        attach::{self, AttachMode, Hook, LoadOptions, Probes, TlsMode},
         preflight, privileges,
         program_stats::{self, Programs},
         selector::{CgroupRule, Selection},
@@ -61,6 +61,8 @@ pub struct TraceConfig {
     /// Which connections are traced.
     pub selection: Selection,
     pub attach: AttachMode,
+    /// Whether TLS libraries are hooked.
+    pub tls: TlsMode,
     /// The kernel's ring buffer: a power of two, a multiple of the page size.
     pub ring_buffer_bytes: u32,
     pub pipeline: PipelineConfig,
@@ -308,6 +310,7 @@ async fn trace(config: TraceConfig, sink: Box<dyn Sink>, hangup: Hangup) -> Resu
     let options = LoadOptions {
         selection: &config.selection,
         ring_buffer_bytes: config.ring_buffer_bytes,
+        tls: config.tls,
     };
     let Probes {
         events,

@@ -374,6 +374,28 @@ pub struct DataTurn {
     pub direction: Direction,
 }
 
+/// The TLS library whose calls tracer saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsLibrary {
+    /// OpenSSL's `libssl`.
+    OpenSsl,
+}
+
+names!(TlsLibrary as "TLS library" {
+    OpenSsl => "openssl",
+});
+
+/// A TLS library finished the handshake of the connection (`meta.boot_ns`: the
+/// handshake call that succeeded returned).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsHandshake {
+    pub meta: EventMeta,
+    pub library: TlsLibrary,
+    /// From the first handshake call's entry to the return that finished it,
+    /// microseconds; `None` when the start was not seen.
+    pub handshake_us: Option<u64>,
+}
+
 /// What the kernel's `tcp_sock` says about a connection as it closes (the kernel sends
 /// it with the state change to CLOSE, which follows it).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -474,6 +496,9 @@ pub enum TraceEvent {
     KeepaliveProbe(Keepalive),
     KeepaliveTimeout(Keepalive),
     DataTurn(DataTurn),
+    /// The application's data through a TLS library changed direction.
+    TlsTurn(DataTurn),
+    TlsHandshake(TlsHandshake),
     Summary(ConnectionSummary),
     Accepted(Accepted),
     Existing(Existing),
@@ -490,6 +515,8 @@ pub enum EventKind {
     KeepaliveProbe,
     KeepaliveTimeout,
     DataTurn,
+    TlsTurn,
+    TlsHandshake,
     Summary,
     Accepted,
     Existing,
@@ -503,6 +530,8 @@ names!(EventKind as "event" {
     KeepaliveProbe => "keepalive_probe",
     KeepaliveTimeout => "keepalive_timeout",
     DataTurn => "data_turn",
+    TlsTurn => "tls_turn",
+    TlsHandshake => "tls_handshake",
     Summary => "close_summary",
     Accepted => "accepted",
     Existing => "existing",
@@ -519,6 +548,8 @@ macro_rules! meta_of {
             | TraceEvent::KeepaliveProbe(Keepalive { meta, .. })
             | TraceEvent::KeepaliveTimeout(Keepalive { meta, .. })
             | TraceEvent::DataTurn(DataTurn { meta, .. })
+            | TraceEvent::TlsTurn(DataTurn { meta, .. })
+            | TraceEvent::TlsHandshake(TlsHandshake { meta, .. })
             | TraceEvent::Summary(ConnectionSummary { meta, .. })
             | TraceEvent::Accepted(Accepted { meta })
             | TraceEvent::Existing(Existing { meta, .. })
@@ -536,6 +567,8 @@ impl TraceEvent {
             Self::KeepaliveProbe(_) => EventKind::KeepaliveProbe,
             Self::KeepaliveTimeout(_) => EventKind::KeepaliveTimeout,
             Self::DataTurn(_) => EventKind::DataTurn,
+            Self::TlsTurn(_) => EventKind::TlsTurn,
+            Self::TlsHandshake(_) => EventKind::TlsHandshake,
             Self::Summary(_) => EventKind::Summary,
             Self::Accepted(_) => EventKind::Accepted,
             Self::Existing(_) => EventKind::Existing,

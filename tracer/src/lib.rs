@@ -16,6 +16,8 @@
 //! by the two views, and [`vocabulary`] spells every name the output carries. [`cli`] resolves the command line
 //! into each stage's plain configuration: nothing below it sees the parser. `fixture`
 //! (hidden) builds the inputs of the unit tests and the bench; the daemon does not use it.
+// The documented connection line's test spells the whole line in one `json!`.
+#![cfg_attr(test, recursion_limit = "256")]
 
 pub mod check;
 pub mod cli;

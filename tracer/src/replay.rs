@@ -28,7 +28,7 @@ use crate::{
     event::{
         Accepted, Cgroup, ConnectionSummary, DataTurn, EventKind, EventMeta, Existing,
         HandshakeSample, Keepalive, KeepaliveSettings, Process, Reset, Retransmit, StateChange,
-        TcpCounters, TcpFlag, TcpState, TimewaitEnd, TraceEvent,
+        TcpCounters, TcpFlag, TcpState, TimewaitEnd, TlsHandshake, TraceEvent,
     },
     kernel::{attach::Hook, sysctl::DEFAULT_FIN_TIMEOUT_NS},
     output::{self, Format, Sink, StopSummary},
@@ -198,6 +198,15 @@ fn event(line: &Value) -> Result<Option<TraceEvent>> {
             meta: meta(line)?,
             direction: named(line, "direction")?,
         }),
+        EventKind::TlsTurn => TraceEvent::TlsTurn(DataTurn {
+            meta: meta(line)?,
+            direction: named(line, "direction")?,
+        }),
+        EventKind::TlsHandshake => TraceEvent::TlsHandshake(TlsHandshake {
+            meta: meta(line)?,
+            library: named(line, "library")?,
+            handshake_us: line["handshake_us"].as_u64(),
+        }),
         EventKind::Summary => TraceEvent::Summary(ConnectionSummary {
             meta: meta(line)?,
             bytes_acked: u64_field(line, "bytes_acked")?,
@@ -362,7 +371,7 @@ pub fn feed<S: Sink>(
 mod tests {
     use super::*;
     use crate::{
-        event::{Direction, PeerEnd, RetransmitKind},
+        event::{Direction, PeerEnd, RetransmitKind, TlsLibrary},
         output::{Sink, json::JsonSink},
     };
 
@@ -554,6 +563,20 @@ mod tests {
                 last_data_ns: None,
             }),
             TraceEvent::Accepted(Accepted { meta: meta(8) }),
+            TraceEvent::TlsTurn(DataTurn {
+                meta: meta(9),
+                direction: Direction::Received,
+            }),
+            TraceEvent::TlsHandshake(TlsHandshake {
+                meta: meta(9),
+                library: TlsLibrary::OpenSsl,
+                handshake_us: Some(1_250),
+            }),
+            TraceEvent::TlsHandshake(TlsHandshake {
+                meta: meta(9),
+                library: TlsLibrary::OpenSsl,
+                handshake_us: None,
+            }),
         ]);
         let kinds: Vec<EventKind> = EventKind::ALL
             .iter()

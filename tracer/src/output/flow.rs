@@ -97,6 +97,9 @@ pub fn lines(record: &ConnectionRecord, count: usize) -> Vec<Line> {
     // Whether the peer's FIN had arrived, from the close summary (sent just before CLOSE):
     // a FIN is drawn only when one came.
     let mut fin_received: Option<bool> = None;
+    let tls = events
+        .iter()
+        .any(|event| matches!(event, TraceEvent::TlsTurn(_) | TraceEvent::TlsHandshake(_)));
     for (index, event) in events.iter().take(count).enumerate() {
         let at = event.meta().boot_ns.saturating_sub(record.start_ns);
         match event {
@@ -207,7 +210,26 @@ pub fn lines(record: &ConnectionRecord, count: usize) -> Vec<Line> {
                 at,
                 format!("keepalive timeout after {} probes", timeout.probe),
             )),
-            TraceEvent::DataTurn(turn) => {
+            // On a TLS connection the socket's bursts are the library's records, the
+            // handshake's among them: the application's turns are the TLS turns.
+            TraceEvent::DataTurn(turn) if tls => {
+                let direction = match turn.direction {
+                    Direction::Sent => Out,
+                    Direction::Received => In,
+                };
+                lines.push(Line::arrow(at, direction, "TLS records", Data));
+            }
+            TraceEvent::TlsHandshake(handshake) => {
+                let took = handshake
+                    .handshake_us
+                    .map(|us| format!(" in {}", ms(us)))
+                    .unwrap_or_default();
+                lines.push(Line::note(
+                    at,
+                    format!("{} TLS handshake done{took}", handshake.library),
+                ));
+            }
+            TraceEvent::DataTurn(turn) | TraceEvent::TlsTurn(turn) => {
                 let (direction, request) = match (record.role, turn.direction) {
                     (Role::Client, Direction::Sent) => (Out, true),
                     (Role::Client, Direction::Received) => (In, false),

@@ -130,6 +130,11 @@ fn describe(event: &TraceEvent) -> String {
             )
         }
         TraceEvent::DataTurn(turn) => format!("data {}", turn.direction),
+        TraceEvent::TlsTurn(turn) => format!("TLS data {}", turn.direction),
+        TraceEvent::TlsHandshake(handshake) => match handshake.handshake_us {
+            Some(us) => format!("{} TLS handshake done in {us} us", handshake.library),
+            None => format!("{} TLS handshake done", handshake.library),
+        },
         TraceEvent::Summary(summary) => {
             let error = summary
                 .error

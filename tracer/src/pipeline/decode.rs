@@ -13,7 +13,7 @@ use tracer_common as raw;
 use crate::event::{
     Accepted, Cgroup, ConnectionSummary, DataTurn, Direction, EventMeta, HandshakeSample,
     Keepalive, KeepaliveSettings, PeerEnd, Process, Reset, Retransmit, RetransmitKind, SocketError,
-    StateChange, TcpFlag, TcpState, TimewaitEnd, TraceEvent,
+    StateChange, TcpFlag, TcpState, TimewaitEnd, TlsHandshake, TlsLibrary, TraceEvent,
 };
 use crate::kernel::units::KernelUnits;
 
@@ -152,15 +152,29 @@ impl Decoder {
             len: record.len(),
         };
         Ok(Decoded::from(match kind {
-            raw::EventKind::DataTurn => {
+            raw::EventKind::DataTurn | raw::EventKind::TlsTurn => {
                 let event: raw::Event<raw::DataTurn> = read(record).ok_or(truncated)?;
-                TraceEvent::DataTurn(DataTurn {
+                let turn = DataTurn {
                     meta: meta(&event.header, &event.payload.endpoints)?,
                     direction: if event.payload.direction == raw::DATA_RECEIVED {
                         Direction::Received
                     } else {
                         Direction::Sent
                     },
+                };
+                match kind {
+                    raw::EventKind::TlsTurn => TraceEvent::TlsTurn(turn),
+                    _ => TraceEvent::DataTurn(turn),
+                }
+            }
+            raw::EventKind::TlsHandshake => {
+                let event: raw::Event<raw::TlsHandshake> = read(record).ok_or(truncated)?;
+                let (started, ended) = (event.payload.started_ns, event.header.timestamp_ns);
+                TraceEvent::TlsHandshake(TlsHandshake {
+                    meta: meta(&event.header, &event.payload.endpoints)?,
+                    // The only library the programs hook.
+                    library: TlsLibrary::OpenSsl,
+                    handshake_us: (started != 0).then(|| ended.saturating_sub(started) / 1_000),
                 })
             }
             raw::EventKind::Close => {
@@ -639,7 +653,8 @@ mod tests {
                 EventKind::KeepaliveProbe | EventKind::KeepaliveTimeout => {
                     size_of::<Event<raw::Keepalive>>()
                 }
-                EventKind::DataTurn => size_of::<Event<raw::DataTurn>>(),
+                EventKind::DataTurn | EventKind::TlsTurn => size_of::<Event<raw::DataTurn>>(),
+                EventKind::TlsHandshake => size_of::<Event<raw::TlsHandshake>>(),
                 EventKind::Close => size_of::<Event<raw::Close>>(),
                 EventKind::Accepted => size_of::<Event<raw::Accepted>>(),
                 EventKind::TimewaitEnd => size_of::<Event<raw::TimewaitEnd>>(),

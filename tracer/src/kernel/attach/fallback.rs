@@ -18,6 +18,7 @@ use super::{
     catalogue::{AttachMode, Hook, Mechanism, Program, SOFTIRQ_TRACKING},
     facts::{KernelFacts, describe},
     load::{LoadOptions, load},
+    tls::{self, TlsPlan},
 };
 use crate::kernel::{selector::Selection, units::KernelUnits};
 
@@ -27,6 +28,8 @@ pub struct AttachPlan {
     pub attach: BTreeMap<Hook, Mechanism>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub unsupported: BTreeMap<Hook, String>,
+    /// The TLS libraries hooked.
+    pub tls: TlsPlan,
 }
 
 fn attach_program(ebpf: &mut Ebpf, btf: Option<&Btf>, program: Program) -> Result<()> {
@@ -205,6 +208,8 @@ pub fn attach(mode: AttachMode, options: LoadOptions) -> Result<Probes> {
         }
     }
 
+    plan.tls = tls::attach(&mut ebpf, options.tls)?;
+
     let events = RingBuf::try_from(
         ebpf.take_map(EVENTS_MAP)
             .context("the eBPF object has no ring buffer")?,
@@ -217,10 +222,12 @@ pub fn attach(mode: AttachMode, options: LoadOptions) -> Result<Probes> {
         .attach
         .iter()
         .flat_map(|(hook, mechanism)| hook.programs(*mechanism))
-        .chain(SOFTIRQ_TRACKING);
+        .chain(SOFTIRQ_TRACKING)
+        .map(|program| program.name());
+    let tls_programs = tls::PROGRAMS.iter().filter(|_| !plan.tls.libraries.is_empty());
     let programs = attached
-        .map(|program| {
-            let name = program.name();
+        .chain(tls_programs.copied())
+        .map(|name| {
             let fd = ebpf
                 .program(name)
                 .with_context(|| format!("the eBPF object has no program {name}"))?
@@ -250,6 +257,7 @@ pub fn probe_all() -> Result<BTreeMap<Hook, Vec<Availability>>> {
     let options = LoadOptions {
         selection: &Selection::default(),
         ring_buffer_bytes: MIN_RING_BYTES,
+        tls: tls::TlsMode::Off,
     };
     let mut ebpf = load(&facts, options)?;
     let mut report = BTreeMap::new();

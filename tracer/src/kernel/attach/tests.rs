@@ -8,7 +8,9 @@ use aya_obj::{Object, ProgramSection};
 use super::{
     catalogue::{Hook, Program, SOFTIRQ_TRACKING},
     load::EBPF_OBJECT,
+    tls,
 };
+use tracer_common::programs as name;
 
 /// The kind of program as the object's section names it, as the catalogue says it.
 fn kind_in_catalogue(program: Program) -> &'static str {
@@ -30,6 +32,8 @@ fn kind_in_object(section: &ProgramSection) -> &'static str {
         ProgramSection::KRetProbe => "kretprobe",
         ProgramSection::FEntry { .. } => "fentry",
         ProgramSection::FExit { .. } => "fexit",
+        ProgramSection::UProbe { .. } => "uprobe",
+        ProgramSection::URetProbe { .. } => "uretprobe",
         _ => "another kind",
     }
 }
@@ -41,10 +45,18 @@ fn catalogue() -> BTreeMap<&'static str, &'static str> {
             .iter()
             .flat_map(move |&mechanism| hook.programs(mechanism))
     });
+    let tls = tls::PROGRAMS.iter().map(|&program| {
+        let kind = match program {
+            name::SSL_CALL_RETURN => "uretprobe",
+            _ => "uprobe",
+        };
+        (program, kind)
+    });
     SOFTIRQ_TRACKING
         .iter()
         .chain(hooks)
         .map(|&program| (program.name(), kind_in_catalogue(program)))
+        .chain(tls)
         .collect()
 }
 

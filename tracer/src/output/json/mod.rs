@@ -159,6 +159,10 @@ pub fn write_record(
     });
     line.optional_number("unanswered_request_us", record.unanswered_request_us)
         .optional_number("idle_before_close_us", record.idle_before_close_us)
+        .optional_object("tls", record.tls, |o, tls| {
+            o.name("library", tls.library.name())
+                .optional_number("handshake_us", tls.handshake_us);
+        })
         .bool("observed_from_start", record.observed_from_start);
     line.end();
 }
@@ -322,9 +326,15 @@ impl<W: Write> Sink for JsonSink<W> {
             TraceEvent::KeepaliveTimeout(timeout) => {
                 self.keepalive(clock, event.name(), "probes_sent", timeout)
             }
-            TraceEvent::DataTurn(turn) => {
+            TraceEvent::DataTurn(turn) | TraceEvent::TlsTurn(turn) => {
                 self.event_line(clock, event.name(), &turn.meta, |line| {
                     line.name("direction", turn.direction.name());
+                })
+            }
+            TraceEvent::TlsHandshake(handshake) => {
+                self.event_line(clock, event.name(), &handshake.meta, |line| {
+                    line.name("library", handshake.library.name())
+                        .optional_number("handshake_us", handshake.handshake_us);
                 })
             }
             TraceEvent::Summary(summary) => self.summary(clock, event.name(), summary),
@@ -692,6 +702,7 @@ mod tests {
                 "response_time_us": null,
                 "unanswered_request_us": null,
                 "idle_before_close_us": null,
+                "tls": null,
                 "observed_from_start": true
             }),
             "{text}"

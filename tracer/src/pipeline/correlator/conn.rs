@@ -10,7 +10,7 @@ use std::{
 
 use super::{
     close::CloseFacts,
-    exchanges::Exchanges,
+    exchanges::{Exchanges, Layer},
     keepalive::Probes,
     lifecycle::{Handshake, Offset, States},
     outcome::{Ending, Outcome, outcome},
@@ -294,10 +294,20 @@ impl Conn {
             TraceEvent::KeepaliveProbe(_) => {}
             TraceEvent::KeepaliveTimeout(_) => self.close.keepalive_timeout(ns),
             TraceEvent::DataTurn(turn) => {
+                let closing = self.close.started();
                 return self
                     .exchanges
-                    .turn(self.role, turn.direction, ns, self.close.started());
+                    .turn(self.role, turn.direction, Layer::Socket, ns, closing);
             }
+            TraceEvent::TlsTurn(turn) => {
+                let closing = self.close.started();
+                return self
+                    .exchanges
+                    .turn(self.role, turn.direction, Layer::Tls, ns, closing);
+            }
+            TraceEvent::TlsHandshake(handshake) => self
+                .exchanges
+                .tls_handshake(handshake.library, handshake.handshake_us),
             TraceEvent::Summary(summary) => self.summary(summary),
             TraceEvent::Accepted(accepted) => {
                 self.offer_owner(accepted.meta.process.as_ref(), OwnerRank::Direct, processes)
@@ -457,6 +467,7 @@ impl Conn {
             unanswered_request_us: exchanges
                 .and_then(|e| e.unanswered_for_us(close_started.unwrap_or(end))),
             idle_before_close_us,
+            tls: self.exchanges.tls(),
             observed_from_start: self.observed_from_start,
             events: kept.events,
             events_omitted: kept.omitted,

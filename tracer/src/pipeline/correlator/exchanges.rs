@@ -8,6 +8,13 @@
 //! answer; on a client, that plus the network). Pipelined requests are one burst, so one
 //! request. A request still waiting when the connection closes was never answered; how
 //! long it waited is kept.
+//!
+//! On a connection a TLS library carries, the socket's bursts are the library's records
+//! (the handshake's among them), not the application's requests: from the first sign of
+//! the library (its handshake, or the application's first data through it) only the
+//! application's turns through the library count ([`Layer::Tls`]), and what the
+//! socket's turns had counted before is dropped (the handshake's bursts, or the
+//! application's own seen a second time).
 
 use std::num::NonZeroU64;
 
@@ -15,7 +22,23 @@ use super::{
     close::nonzero,
     record::{ResponseTimes, Role},
 };
-use crate::event::Direction;
+use crate::event::{Direction, TlsLibrary};
+
+/// Which turns a turn is: the socket's data, or the application's through a TLS library.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Layer {
+    Socket,
+    Tls,
+}
+
+/// What a TLS library showed of the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TlsSeen {
+    pub library: TlsLibrary,
+    /// From the first handshake call to the one that finished it; `None` when the
+    /// handshake was not seen (before tracing, or its socket learnt later).
+    pub handshake_us: Option<u32>,
+}
 
 /// The data turns of one connection, seen from one side.
 #[derive(Clone, Copy, Debug, Default)]
@@ -30,6 +53,25 @@ pub(super) struct Exchanges {
     total_us: u64,
     /// The latest data activity before the close started.
     last_data_ns: Option<NonZeroU64>,
+    /// Set once a TLS library showed the connection: its turns count, the socket's not.
+    tls: TlsMark,
+}
+
+/// [`TlsSeen`] in the four bytes the struct had spare (see `memory_per_connection`): 0
+/// for none, 1 for a TLS connection whose handshake was not seen, `2 + us` for one whose
+/// handshake took `us`. OpenSSL is the only library hooked, so the library is implied.
+#[derive(Clone, Copy, Debug, Default)]
+struct TlsMark(u32);
+
+impl TlsMark {
+    const NO_HANDSHAKE: u32 = 1;
+
+    fn get(self) -> Option<TlsSeen> {
+        (self.0 != 0).then(|| TlsSeen {
+            library: TlsLibrary::OpenSsl,
+            handshake_us: self.0.checked_sub(2),
+        })
+    }
 }
 
 impl Exchanges {
@@ -40,6 +82,7 @@ impl Exchanges {
         &mut self,
         role: Role,
         direction: Direction,
+        layer: Layer,
         ns: u64,
         closing: bool,
     ) -> Option<u64> {
@@ -49,6 +92,11 @@ impl Exchanges {
         };
         if !closing {
             self.data_activity(ns);
+        }
+        match (layer, self.tls.get()) {
+            (Layer::Socket, Some(_)) => return None,
+            (Layer::Tls, None) => self.tls_seen(),
+            _ => {}
         }
         if direction == to_server {
             self.requests = self.requests.saturating_add(1);
@@ -67,6 +115,30 @@ impl Exchanges {
         self.total_us += u64::from(us);
         self.answered = self.answered.saturating_add(1);
         Some(u64::from(us))
+    }
+
+    /// A TLS library finished the connection's handshake, taking `handshake_us`.
+    pub(super) fn tls_handshake(&mut self, library: TlsLibrary, handshake_us: Option<u64>) {
+        let TlsLibrary::OpenSsl = library;
+        self.tls_seen();
+        if let Some(us) = handshake_us {
+            self.tls = TlsMark(u32::try_from(us).unwrap_or(u32::MAX - 2).saturating_add(2));
+        }
+    }
+
+    /// The connection is the library's from now: what the socket's turns counted goes.
+    fn tls_seen(&mut self) {
+        if self.tls.get().is_none() {
+            *self = Self {
+                last_data_ns: self.last_data_ns,
+                tls: TlsMark(TlsMark::NO_HANDSHAKE),
+                ..Self::default()
+            };
+        }
+    }
+
+    pub(super) fn tls(&self) -> Option<TlsSeen> {
+        self.tls.get()
     }
 
     /// Data moved at `ns` before the close started (the close summary's last activity).

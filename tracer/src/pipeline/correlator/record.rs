@@ -4,7 +4,7 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
-use super::outcome::Outcome;
+use super::{exchanges::TlsSeen, outcome::Outcome};
 use crate::{
     event::{Cgroup, PeerEnd, SocketError, TcpState, TraceEvent},
     vocabulary::names,
@@ -180,6 +180,9 @@ pub struct ConnectionRecord {
     /// A request left waiting when the connection closed: how long it had waited.
     pub unanswered_request_us: Option<u64>,
     pub idle_before_close_us: Option<u64>,
+    /// A TLS library carried the connection: `requests` and the rest are the
+    /// application's through it.
+    pub tls: Option<TlsSeen>,
     pub observed_from_start: bool,
     /// The record's events, when [`CorrelatorConfig::keep_events`](super::CorrelatorConfig::keep_events); at most
     /// [`KEPT_EVENTS`], the first half and the last.

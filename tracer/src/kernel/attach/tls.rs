@@ -1,0 +1,212 @@
+//! The TLS hook: uprobes on OpenSSL's `libssl`, so a TLS connection's requests are the
+//! application's, not its encrypted records (see the eBPF side's `tls`).
+//!
+//! Attached per library *file*: the kernel keeps a uprobe on the file's inode, so every
+//! process that maps it, now or later, runs the programs. The files are those processes
+//! map when tracing starts (their `/proc/PID/maps`, reached through `/proc/PID/root`, so
+//! a container's own copy is found too) and the host's usual library directories. A
+//! library file that appears later (a container started from another image) is not
+//! hooked: tracer drops the capabilities to attach anything once it is tracing.
+
+use std::{
+    collections::BTreeSet,
+    fs,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, Result};
+use aya::{
+    Ebpf,
+    programs::{UProbe, uprobe::UProbeScope},
+};
+use serde::Serialize;
+use tracer_common::programs as name;
+
+use super::facts::describe;
+use crate::vocabulary::names;
+
+/// `--tls`: whether TLS libraries are hooked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Every `libssl` file found at start.
+    Auto,
+    Off,
+}
+
+names!(TlsMode as "TLS mode" {
+    Auto => "auto",
+    Off => "off",
+});
+
+/// The entry programs, by the library function each is attached to; every one but
+/// `SSL_free` also gets the return program.
+const ENTRIES: &[(&str, &str)] = &[
+    ("SSL_do_handshake", name::SSL_HANDSHAKE_ENTRY),
+    ("SSL_connect", name::SSL_HANDSHAKE_ENTRY),
+    ("SSL_accept", name::SSL_HANDSHAKE_ENTRY),
+    ("SSL_read", name::SSL_READ_ENTRY),
+    ("SSL_read_ex", name::SSL_READ_ENTRY),
+    ("SSL_write", name::SSL_WRITE_ENTRY),
+    ("SSL_write_ex", name::SSL_WRITE_ENTRY),
+    ("SSL_free", name::SSL_FREE_ENTRY),
+];
+
+/// Every TLS program, for the catalogue's check against the eBPF object and for the
+/// programs' kernel costs.
+pub const PROGRAMS: &[&str] = &[
+    name::SSL_HANDSHAKE_ENTRY,
+    name::SSL_READ_ENTRY,
+    name::SSL_WRITE_ENTRY,
+    name::SSL_FREE_ENTRY,
+    name::SSL_CALL_RETURN,
+];
+
+/// The directories a distribution keeps its shared libraries in.
+const LIBRARY_DIRS: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/usr/lib64",
+    "/usr/lib",
+    "/lib/x86_64-linux-gnu",
+    "/lib/aarch64-linux-gnu",
+    "/lib64",
+    "/lib",
+];
+
+/// What the TLS hook attached to, and what it could not.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TlsPlan {
+    /// The `libssl` files hooked, as tracer found them.
+    pub libraries: Vec<String>,
+    /// Files that could not be hooked, each with why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unhooked: Vec<Unhooked>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Unhooked {
+    pub library: String,
+    pub why: String,
+}
+
+/// Whether `file_name` is OpenSSL's `libssl` (`libssl.so.3`, `libssl.so.1.1`).
+fn is_libssl(file_name: &str) -> bool {
+    file_name.starts_with("libssl.so.")
+}
+
+/// The `libssl` files processes map now, and those in the usual directories, one path
+/// per file (a file is known by its device and inode: `/lib` and `/usr/lib` are often
+/// one directory).
+fn libraries() -> Vec<PathBuf> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    for dir in LIBRARY_DIRS {
+        let Ok(entries) = fs::read_dir(dir) else {
+            continue;
+        };
+        candidates.extend(
+            entries
+                .flatten()
+                .filter(|entry| entry.file_name().to_str().is_some_and(is_libssl))
+                .map(|entry| entry.path()),
+        );
+    }
+    candidates.extend(mapped_libraries());
+    let mut seen = BTreeSet::new();
+    candidates
+        .into_iter()
+        .filter(|path| {
+            fs::metadata(path).is_ok_and(|meta| meta.is_file() && seen.insert((meta.dev(), meta.ino())))
+        })
+        .collect()
+}
+
+/// The `libssl` files mapped by running processes, each through its process's root.
+fn mapped_libraries() -> Vec<PathBuf> {
+    let Ok(processes) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found = BTreeSet::new();
+    for process in processes.flatten() {
+        let pid = process.file_name();
+        if !pid.to_str().is_some_and(|pid| pid.bytes().all(|b| b.is_ascii_digit())) {
+            continue;
+        }
+        // A process gone meanwhile, or one we may not read: nothing to add.
+        let Ok(maps) = fs::read_to_string(process.path().join("maps")) else {
+            continue;
+        };
+        for path in maps.lines().filter_map(|line| line.split_whitespace().nth(5)) {
+            let library = Path::new(path);
+            if library
+                .file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(is_libssl)
+            {
+                let inside = library.strip_prefix("/").unwrap_or(library);
+                found.insert(process.path().join("root").join(inside));
+            }
+        }
+    }
+    found.into_iter().collect()
+}
+
+/// Loads the TLS programs and attaches them to every `libssl` found; a library that
+/// cannot be hooked (no such symbols: a build without them) is reported in the plan.
+pub(super) fn attach(ebpf: &mut Ebpf, mode: TlsMode) -> Result<TlsPlan> {
+    let mut plan = TlsPlan::default();
+    if mode == TlsMode::Off {
+        return Ok(plan);
+    }
+    for program in PROGRAMS {
+        uprobe(ebpf, program)?
+            .load()
+            .with_context(|| format!("the kernel refused the {program} program"))?;
+    }
+    for library in libraries() {
+        let shown = library.display().to_string();
+        match attach_library(ebpf, &library) {
+            Ok(()) => plan.libraries.push(shown),
+            Err(error) => plan.unhooked.push(Unhooked {
+                library: shown,
+                why: describe(error),
+            }),
+        }
+    }
+    Ok(plan)
+}
+
+fn uprobe<'a>(ebpf: &'a mut Ebpf, program: &str) -> Result<&'a mut UProbe> {
+    let found = ebpf
+        .program_mut(program)
+        .with_context(|| format!("the eBPF object has no program {program}"))?;
+    Ok(found.try_into()?)
+}
+
+/// Attaches every entry and return program to `library`, or none: a library is hooked
+/// whole (a return without its entry, or the reverse, would count nothing right).
+fn attach_library(ebpf: &mut Ebpf, library: &Path) -> Result<()> {
+    let mut links = Vec::new();
+    let attached = ENTRIES.iter().try_for_each(|&(function, program)| {
+        let mut attach = |program: &str| -> Result<()> {
+            let link = uprobe(ebpf, program)?
+                .attach(function, library, UProbeScope::AllProcesses)
+                .with_context(|| format!("cannot attach a uprobe to {function}"))?;
+            links.push((program.to_owned(), link));
+            Ok(())
+        };
+        attach(program)?;
+        if program != name::SSL_FREE_ENTRY {
+            attach(name::SSL_CALL_RETURN)?;
+        }
+        Ok(())
+    });
+    if attached.is_err() {
+        for (program, link) in links {
+            if let Ok(probe) = uprobe(ebpf, &program) {
+                let _ = probe.detach(link);
+            }
+        }
+    }
+    attached
+}

@@ -85,5 +85,6 @@ mod rotation;
 mod state_changes;
 mod stories;
 mod systemd;
+mod tls;
 mod top;
 mod workloads;

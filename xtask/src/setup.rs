@@ -21,7 +21,8 @@ use crate::{run, toolchain, workspace_root};
 /// captures the traffic the records are compared with; util-linux's setpriv and unshare
 /// run the tracer unprivileged; podman with runc (this host's hybrid cgroups refuse
 /// crun), the CNI plugins its port publishing uses and busybox-static (the image's only
-/// program) run real containers; containerd runs pods through its CRI API. And one the
+/// program) run real containers; containerd runs pods through its CRI API; nginx and curl
+/// speak TLS through OpenSSL, and tshark decrypts their capture with the key log. And one the
 /// build needs: protobuf-compiler, whose `protoc` turns the CRI API's definition into
 /// tracer's client (the k8s-cri crate's build script).
 const TEST_PACKAGES: &[&str] = &[
@@ -37,6 +38,9 @@ const TEST_PACKAGES: &[&str] = &[
     "containernetworking-plugins",
     "iptables",
     "busybox-static",
+    "nginx",
+    "curl",
+    "tshark",
 ];
 
 /// Debian packages only the test suite's other checks use: systemd-analyze verifies the

@@ -122,9 +122,23 @@ impl Capture {
         }
     }
 
+    /// [`Capture::finish`], keeping a copy of the capture at `copy` (for another reader
+    /// of pcap files, such as tshark).
+    pub fn finish_keeping(mut self, copy: &std::path::Path) -> Wire {
+        self.stop();
+        std::fs::copy(&self.file, copy).expect("cannot copy the capture");
+        Wire::read(self.packets())
+    }
+
     /// Waits until tcpdump has written every packet so far (a datagram to the marker
     /// port shows up in the file), stops it and reads the capture.
     pub fn finish(mut self) -> Wire {
+        self.stop();
+        Wire::read(self.packets())
+    }
+
+    /// Waits until tcpdump has written every packet so far, and stops it.
+    fn stop(&mut self) {
         let marker = self.marker.local_addr().unwrap();
         self.marker.send_to(b"end", marker).unwrap();
         let deadline = Instant::now() + DEADLINE;
@@ -138,7 +152,6 @@ impl Capture {
         let pid = Pid::from_raw(self.child.id() as i32).expect("tcpdump's pid");
         kill_process(pid, Signal::INT).expect("cannot stop tcpdump");
         self.child.wait().unwrap();
-        Wire::read(self.packets())
     }
 
     /// The packets written so far, with their times.

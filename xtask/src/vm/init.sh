@@ -20,6 +20,9 @@ export RUST_BACKTRACE=1
 # guests check the same facts exactly (bytes, resets, probes, requests) and the times
 # to within 100 ms.
 export TRACER_TEST_WIRE_TOLERANCE_US=100000
+# Guests carry nginx and curl but not tshark (nor Python): the TLS tests check the
+# handshake time against the capture on the host only.
+export TRACER_TEST_NO_TSHARK=1
 
 # tcpdump (`-Z root`, the tests' packet captures) looks its user up.
 echo 'root:x:0:0:root:/root:/bin/sh' > /etc/passwd
@@ -127,7 +130,11 @@ for mode in $MODES; do
                     modules="state_changes keepalive stories"
                 fi
                 for module in $modules; do
-                    run_tests "$test" "$binary/$module" "$module::"
+                    case "$module" in
+                        # Python's client: no Python here.
+                        tls) run_tests "$test" "$binary/$module" "$module::" --skip python ;;
+                        *) run_tests "$test" "$binary/$module" "$module::" ;;
+                    esac
                 done
                 ;;
             *)

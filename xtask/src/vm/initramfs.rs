@@ -35,6 +35,9 @@ const GUEST_TOOLS: &[&str] = &[
     "/usr/bin/setpriv",
     "/usr/bin/unshare",
     "/usr/bin/pahole",
+    // The TLS tests' server and client (their libssl is the library the uprobes hook).
+    "/usr/sbin/nginx",
+    "/usr/bin/curl",
 ];
 
 pub(super) struct Binaries {

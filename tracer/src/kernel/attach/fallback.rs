@@ -208,7 +208,8 @@ pub fn attach(mode: AttachMode, options: LoadOptions) -> Result<Probes> {
         }
     }
 
-    plan.tls = tls::attach(&mut ebpf, options.tls)?;
+    let with_data = plan.attach.contains_key(&Hook::Data);
+    plan.tls = tls::attach(&mut ebpf, options.tls, with_data)?;
 
     let events = RingBuf::try_from(
         ebpf.take_map(EVENTS_MAP)
@@ -224,7 +225,9 @@ pub fn attach(mode: AttachMode, options: LoadOptions) -> Result<Probes> {
         .flat_map(|(hook, mechanism)| hook.programs(*mechanism))
         .chain(SOFTIRQ_TRACKING)
         .map(|program| program.name());
-    let tls_programs = tls::PROGRAMS.iter().filter(|_| !plan.tls.libraries.is_empty());
+    let tls_programs = tls::PROGRAMS
+        .iter()
+        .filter(|_| !plan.tls.libraries.is_empty());
     let programs = attached
         .chain(tls_programs.copied())
         .map(|name| {

@@ -8,9 +8,9 @@ mod catalogue;
 mod facts;
 mod fallback;
 mod load;
-mod tls;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 pub use catalogue::{AttachMode, Hook, Mechanism, misses_are_lost_events};
 pub use fallback::{AttachPlan, Availability, Probes, attach, probe_all};

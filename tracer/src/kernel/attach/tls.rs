@@ -82,6 +82,9 @@ pub struct TlsPlan {
     /// Files that could not be hooked, each with why.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unhooked: Vec<Unhooked>,
+    /// Why no library was hooked at all, when the hook could not work here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unsupported: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -116,7 +119,8 @@ fn libraries() -> Vec<PathBuf> {
     candidates
         .into_iter()
         .filter(|path| {
-            fs::metadata(path).is_ok_and(|meta| meta.is_file() && seen.insert((meta.dev(), meta.ino())))
+            fs::metadata(path)
+                .is_ok_and(|meta| meta.is_file() && seen.insert((meta.dev(), meta.ino())))
         })
         .collect()
 }
@@ -129,14 +133,20 @@ fn mapped_libraries() -> Vec<PathBuf> {
     let mut found = BTreeSet::new();
     for process in processes.flatten() {
         let pid = process.file_name();
-        if !pid.to_str().is_some_and(|pid| pid.bytes().all(|b| b.is_ascii_digit())) {
+        if !pid
+            .to_str()
+            .is_some_and(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+        {
             continue;
         }
         // A process gone meanwhile, or one we may not read: nothing to add.
         let Ok(maps) = fs::read_to_string(process.path().join("maps")) else {
             continue;
         };
-        for path in maps.lines().filter_map(|line| line.split_whitespace().nth(5)) {
+        for path in maps
+            .lines()
+            .filter_map(|line| line.split_whitespace().nth(5))
+        {
             let library = Path::new(path);
             if library
                 .file_name()
@@ -152,10 +162,18 @@ fn mapped_libraries() -> Vec<PathBuf> {
 }
 
 /// Loads the TLS programs and attaches them to every `libssl` found; a library that
-/// cannot be hooked (no such symbols: a build without them) is reported in the plan.
-pub(super) fn attach(ebpf: &mut Ebpf, mode: TlsMode) -> Result<TlsPlan> {
+/// cannot be hooked (no such symbols: a build without them) is reported in the plan. The
+/// programs learn a call's socket from the data hook (`with_data`): without it, nothing
+/// is hooked and the plan says why.
+pub(super) fn attach(ebpf: &mut Ebpf, mode: TlsMode, with_data: bool) -> Result<TlsPlan> {
     let mut plan = TlsPlan::default();
     if mode == TlsMode::Off {
+        return Ok(plan);
+    }
+    if !with_data {
+        plan.unsupported = Some(
+            "the data hook, which ties a library call to its socket, is not attached".to_owned(),
+        );
         return Ok(plan);
     }
     for program in PROGRAMS {

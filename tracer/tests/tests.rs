@@ -47,6 +47,9 @@
 //! - [`report`]: `tracer report` of a recorded trace, loaded by headless Chromium: the
 //!   DOM's counts against the records, the search, a silent console, a screenshot. Not
 //!   run in the guests.
+//! - [`tls`]: TLS through OpenSSL (nginx, curl, Python's `ssl`, TLS 1.2 and 1.3): the
+//!   application's requests on each record and the handshake against a capture
+//!   decrypted by tshark. In the guests with curl only, the handshake not decrypted.
 //! - [`support`]: what the tests share: starting the tracer and reading its lines,
 //!   connected sockets, nftables packet drops, a packet capture, an HTTP server and
 //!   client, a load generator, Prometheus, a recorded scenario.
@@ -60,9 +63,9 @@
 //! but `metrics`, `containers`, `fleet`, `systemd`, `top`, `report` and `otlp` (guests carry
 //! no Prometheus, podman, Python, systemd-nspawn, tmux or Chromium; the OTLP path does not
 //! depend on the kernel) in the first attach mode, and with the
-//! filters `state_changes:: keepalive:: stories::` in the others, since only those
+//! filters `state_changes:: keepalive:: stories:: tls::` in the others, since only those
 //! depend on the attach mode (`xtask/src/vm/init.sh`). A test whose outcome depends on
-//! the mode belongs in one of those three modules.
+//! the mode belongs in one of those four modules.
 
 mod support;
 

@@ -338,6 +338,12 @@ pub fn summary(record: &ConnectionRecord) -> String {
     if let Some(handshake) = record.handshake_us {
         parts.push(format!("handshake {}", ms(handshake)));
     }
+    if let Some(tls) = record.tls {
+        parts.push(match tls.handshake_us {
+            Some(us) => format!("TLS ({}), its handshake {}", tls.library, ms(u64::from(us))),
+            None => format!("TLS ({})", tls.library),
+        });
+    }
     if let (Some(requests), Some(responses)) = (record.requests, record.responses) {
         let plural = |n: u32, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
         parts.push(format!(

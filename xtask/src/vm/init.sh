@@ -105,7 +105,8 @@ for mode in $MODES; do
     for test in /opt/tracer/tests/*; do
         binary=${test##*/}
         # Only the hooks with several mechanisms (state changes, keepalive, data) differ
-        # between modes: their tests run in every mode, the rest once per kernel. Of the
+        # between modes: their tests run in every mode (TLS's too: its uprobes learn a
+        # call's socket from the data hook), the rest once per kernel. Of the
         # unit tests, those that read the running kernel (tracefs, BTF, kallsyms,
         # sock_diag, its version); the others are pure logic, already run on the host.
         # libtest runs the tests whose path contains any of the filters.
@@ -127,7 +128,7 @@ for mode in $MODES; do
                 if [ "$mode" = "$first_mode" ]; then
                     modules=$("$test" --list 2>/dev/null | sed -n 's/^\([a-z_]*\)::.*: test$/\1/p' | sort -u | grep -v -e '^metrics$' -e '^containers$' -e '^fleet$' -e '^systemd$' -e '^top$' -e '^report$' -e '^otlp$' -e '^pods$')
                 else
-                    modules="state_changes keepalive stories"
+                    modules="state_changes keepalive stories tls"
                 fi
                 for module in $modules; do
                     case "$module" in

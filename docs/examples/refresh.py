@@ -9,7 +9,8 @@ from pathlib import Path
 
 root = Path(__file__).resolve().parents[2]
 tracer = sys.argv[1] if len(sys.argv) > 1 else str(root / "target/debug/tracer")
-traces = [root / "docs/examples/trace.jsonl", root / "tracer/tests/golden/trace.jsonl"]
+traces = [root / "docs/examples/trace.jsonl", root / "docs/examples/tls-trace.jsonl",
+          root / "tracer/tests/golden/trace.jsonl"]
 
 
 def replay(trace, *args):

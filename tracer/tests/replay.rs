@@ -207,6 +207,8 @@ fn replay_text(text: &str, args: &[&str]) -> String {
 
 /// The trace docs/events.md takes its examples from (with the golden trace).
 const DOCS_TRACE: &str = include_str!("../../docs/examples/trace.jsonl");
+/// nginx over TLS and curl's two requests, for the TLS examples.
+const DOCS_TLS_TRACE: &str = include_str!("../../docs/examples/tls-trace.jsonl");
 const EVENTS_DOC: &str = include_str!("../../docs/events.md");
 
 /// Every example line of docs/events.md is a line of one of the two recorded traces or
@@ -217,7 +219,7 @@ const EVENTS_DOC: &str = include_str!("../../docs/events.md");
 fn the_docs_examples_are_what_tracer_prints() {
     let _machine = shared();
     let mut printed: Vec<String> = Vec::new();
-    for trace in [DOCS_TRACE, GOLDEN_TRACE] {
+    for trace in [DOCS_TRACE, DOCS_TLS_TRACE, GOLDEN_TRACE] {
         printed.extend(trace.lines().map(str::to_owned));
         printed.extend(replay_text(trace, &[]).lines().map(str::to_owned));
     }

@@ -184,3 +184,65 @@ fn bytes_are_payload_without_syn_and_fin() {
         (Some(69), Some(0))
     );
 }
+
+#[test]
+fn over_tls_the_applications_turns_count_not_the_handshakes_records() {
+    // curl's two requests over TLS 1.3, as nginx's socket and library show them.
+    let s = Side::server(0xb, 49320);
+    let mut events = vec![s.state(MS, Listen, SynRecv), s.established(MS, Some(20), 0)];
+    // The handshake's records: ClientHello in, ServerHello.. out, Finished in.
+    events.extend([
+        s.turn(2 * MS, Direction::Received),
+        s.turn(2 * MS + 400 * US, Direction::Sent),
+        s.turn(3 * MS, Direction::Received),
+        s.tls_handshake(3 * MS + 100 * US, Some(1_050)),
+        // The session tickets, then each request and response (socket and library).
+        s.turn(3 * MS + 120 * US, Direction::Sent),
+    ]);
+    for request in 0..2 {
+        let t = (10 + request * 10) * MS;
+        events.extend([
+            s.turn(t, Direction::Received),
+            s.tls_turn(t + 20 * US, Direction::Received),
+            s.tls_turn(t + 60 * US, Direction::Sent),
+            s.turn(t + 70 * US, Direction::Sent),
+        ]);
+    }
+    events.extend([
+        s.state(40 * MS, Established, CloseWait),
+        s.state(40 * MS + 10 * US, CloseWait, LastAck),
+        s.state(40 * MS + 50 * US, LastAck, Close),
+    ]);
+    let record = one(&events);
+    assert_eq!((record.requests, record.responses), (Some(2), Some(2)));
+    let times = record.response_time_us.unwrap();
+    assert_eq!((times.count, times.min_us, times.max_us), (2, 40, 40));
+    let tls = record.tls.unwrap();
+    assert_eq!(
+        (tls.library, tls.handshake_us),
+        (TlsLibrary::OpenSsl, Some(1_050))
+    );
+    // The last data is the socket's, whichever layer turned.
+    assert_eq!(record.idle_before_close_us, Some(40_000 - 20_070));
+}
+
+#[test]
+fn a_session_met_after_its_handshake_counts_from_its_first_application_data() {
+    // Tracing started after the handshake: the library shows itself with data.
+    let s = Side::server(0xb, 49320);
+    let record = one(&[
+        s.state(MS, Listen, SynRecv),
+        s.established(MS, Some(20), 0),
+        s.turn(10 * MS, Direction::Received),
+        s.tls_turn(10 * MS + 20 * US, Direction::Received),
+        s.tls_turn(10 * MS + 90 * US, Direction::Sent),
+        s.turn(10 * MS + 95 * US, Direction::Sent),
+        s.state(20 * MS, Established, CloseWait),
+        s.state(20 * MS + 10 * US, CloseWait, LastAck),
+        s.state(20 * MS + 50 * US, LastAck, Close),
+    ]);
+    assert_eq!((record.requests, record.responses), (Some(1), Some(1)));
+    assert_eq!(record.response_time_us.unwrap().max_us, 70);
+    let tls = record.tls.unwrap();
+    assert_eq!(tls.handshake_us, None);
+}

@@ -11,7 +11,7 @@ mod table;
 mod timewait;
 
 use super::*;
-use crate::event::Direction;
+use crate::event::{Direction, TlsLibrary};
 use crate::fixture::events::{MS, SERVER_PORT, Side, Totals, US, curl, process};
 use crate::fixture::loopback;
 use TcpState::*;

@@ -8,13 +8,13 @@ use crate::Endpoints;
 /// `TlsHandshake::library`: OpenSSL's `libssl`.
 pub const TLS_OPENSSL: u8 = 1;
 
-/// The library finished a handshake on the socket: the header's time is its end (the
-/// handshake function returned success).
+/// The library finished a handshake on the socket (the handshake function returned
+/// success): the header's time is the socket's last data before that return.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TlsHandshake {
     pub endpoints: Endpoints,
-    /// Boot clock, nanoseconds: the first handshake call's entry for this session.
+    /// Boot clock, nanoseconds: the socket's first data of the handshake.
     pub started_ns: u64,
     /// A `TLS_*` library.
     pub library: u8,

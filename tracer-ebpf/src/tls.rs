@@ -14,7 +14,10 @@
 //! Like the socket's data hooks, only a change of direction of the application's data is
 //! an event (a TLS turn): a write turns as the application starts it (the call's entry),
 //! a read as the library returns it. The handshake is reported once, when a handshake
-//! call returns success, from the first handshake call's entry.
+//! call returns success, timed by the socket as the wire sees it: from the first data the
+//! handshake calls moved (the ClientHello sent, or its arrival) to the last (the last
+//! message this side sent, or the arrival of the last it read), so neither the library's
+//! work before its first message nor a late wake-up of the process counts.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, generated::bpf_ktime_get_boot_ns},
@@ -66,8 +69,11 @@ pub struct SessionKey {
 #[derive(Clone, Copy)]
 pub struct Session {
     pub sk: u64,
-    /// The first handshake call's entry, 0 when the handshake was not seen.
+    /// The handshake's first data on the socket (the ClientHello sent, or arrived), 0
+    /// when the handshake was not seen.
     pub handshake_started_ns: u64,
+    /// The latest data the handshake calls moved (sent then, or that arrived then).
+    pub handshake_last_ns: u64,
     /// `DATA_SENT`, `DATA_RECEIVED` or `NO_DIRECTION`: the application data's last.
     pub direction: u8,
     /// The handshake was reported (or not seen: a session learnt in a data call).
@@ -117,10 +123,11 @@ fn enter(ctx: &ProbeContext, kind: u8) {
     let _ = SSL_CALLS.insert(thread, call, 0);
 }
 
-/// The data hooks saw this thread move data on the traced socket `sk`: if it is inside a
-/// library call, that call's session is `sk`'s.
+/// The data hooks saw this thread move data on the traced socket `sk` (data sent at
+/// `io_ns`, or read that arrived then): if it is inside a library call, that call's
+/// session is `sk`'s, and inside a handshake call, the handshake's data went then.
 #[inline(always)]
-pub fn learn(sk: u64) {
+pub fn learn(sk: u64, io_ns: u64) {
     let thread = bpf_get_current_pid_tgid();
     // SAFETY: copied out at once.
     let Some(call) = (unsafe { SSL_CALLS.get(thread) }).copied() else {
@@ -130,15 +137,21 @@ pub fn learn(sk: u64) {
         tgid: thread >> 32,
         ssl: call.ssl,
     };
+    let handshake = call.kind == CALL_HANDSHAKE;
     if let Some(session) = TLS_SESSIONS.get_ptr_mut(key) {
-        // SAFETY: the map's value; the session's socket changes only with its fd.
-        unsafe { (*session).sk = sk };
+        // SAFETY: the map's value, used by one thread at a time (OpenSSL's rule for an
+        // `SSL *`); the session's socket changes only with its fd.
+        let session = unsafe { &mut *session };
+        session.sk = sk;
+        if handshake && session.handshake_done == 0 {
+            session.handshake_last_ns = io_ns;
+        }
         return;
     }
-    let handshake = call.kind == CALL_HANDSHAKE;
     let session = Session {
         sk,
-        handshake_started_ns: if handshake { call.started_ns } else { 0 },
+        handshake_started_ns: if handshake { io_ns } else { 0 },
+        handshake_last_ns: io_ns,
         direction: NO_DIRECTION,
         handshake_done: u8::from(!handshake),
         _pad: [0; 6],
@@ -226,7 +239,12 @@ pub fn ssl_call_return(ctx: RetProbeContext) -> u32 {
                     _pad: [0; 7],
                 })
             };
-            report(EventKind::TlsHandshake, sk, handshake, now());
+            report(
+                EventKind::TlsHandshake,
+                sk,
+                handshake,
+                session.handshake_last_ns,
+            );
         }
         return 0;
     }

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::{
     kernel::{
-        attach::{self, AttachMode, Hook, Mechanism},
+        attach::{self, AttachMode, Hook, Mechanism, TlsPlan},
         btf, preflight, privileges, tracefs,
     },
     pipeline::workload::{
@@ -89,6 +89,8 @@ struct Report {
     cgroups: CgroupLayout,
     /// The container runtime asked for pod and container names; `None` without a socket.
     cri: Option<CriReport>,
+    /// The TLS libraries `--tls auto` would hook here; `None` when it could not be tried.
+    tls: Option<TlsPlan>,
     hooks: BTreeMap<Hook, Vec<MechanismReport>>,
     /// Tracing runs when every hook this mode requires can attach.
     can_trace: bool,
@@ -107,6 +109,7 @@ fn report(mode: AttachMode, cri: &CriSocket) -> Report {
         fentry: false,
         cgroups: CgroupLayout::of_this_host(),
         cri: CriReport::ask(cri),
+        tls: None,
         hooks: BTreeMap::new(),
         can_trace: false,
         problem: None,
@@ -122,6 +125,10 @@ fn report(mode: AttachMode, cri: &CriSocket) -> Report {
         }
     };
     report.can_trace = true;
+    report.tls = Some(attach::probe_tls().unwrap_or_else(|error| TlsPlan {
+        unsupported: Some(format!("{error:#}")),
+        ..TlsPlan::default()
+    }));
     for (hook, mechanisms) in results {
         // The first available mechanism in the order this mode tries them.
         let chosen = hook.candidates(mode).into_iter().find(|candidate| {
@@ -169,6 +176,9 @@ fn write_human(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(out, "fentry   {}", yes_no(report.fentry))?;
     writeln!(out, "cgroups  {}", report.cgroups.describe())?;
     writeln!(out, "cri      {}", CriReport::describe(report.cri.as_ref()))?;
+    if let Some(tls) = &report.tls {
+        writeln!(out, "tls      {}", tls.describe())?;
+    }
     for (hook, mechanisms) in &report.hooks {
         writeln!(out, "{hook}:")?;
         for m in mechanisms {

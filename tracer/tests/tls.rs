@@ -3,8 +3,10 @@
 //! 1.2 and 1.3. Each record's `requests` and `responses` must be the application's on
 //! both sides (the handshake's records would add two or three more), and its
 //! `tls.handshake_us` must agree with the capture of the same traffic, decrypted by
-//! tshark with the clients' key log (`SSLKEYLOGFILE`): from the ClientHello to the last
-//! Finished on the wire, within the wire tolerance.
+//! tshark with the clients' key log (`SSLKEYLOGFILE`), within the wire tolerance: from
+//! the ClientHello to the last handshake message the side's library took part in before
+//! it returned, the last Finished for a client, the last handshake message for a server
+//! (a TLS 1.3 server sends its session tickets before its handshake call returns).
 //!
 //! The kernel matrix's guests carry nginx and curl but neither Python nor tshark: there
 //! the curl tests run (`TRACER_TEST_NO_TSHARK` set by the guest's init), the handshake
@@ -24,7 +26,7 @@ use serde_json::Value;
 use crate::support::{
     DEADLINE, Tracer,
     capture::{Capture, wire_tolerance_ns},
-    free_port, shared,
+    free_port, shared, tracer_bin,
 };
 
 /// A TLS version, as nginx's `ssl_protocols` and the clients name it.
@@ -190,9 +192,18 @@ with context.wrap_socket(socket.create_connection(("127.0.0.1", {port}))) as tls
     assert!(output.status.success(), "python: {output:?}");
 }
 
-/// Per client port: the ClientHello's time and the last Finished's, from the capture
-/// decrypted with the key log.
-fn wire_handshakes(capture: &Path, keys: &Path) -> Vec<(u16, u64, u64)> {
+/// A handshake on the wire: the client's port, the ClientHello's time, the last
+/// Finished's and the last handshake message's.
+#[derive(Debug)]
+struct WireHandshake {
+    client_port: u16,
+    hello: u64,
+    finished: u64,
+    last: u64,
+}
+
+/// The capture's handshakes, decrypted with the key log.
+fn wire_handshakes(capture: &Path, keys: &Path) -> Vec<WireHandshake> {
     let output = Command::new("tshark")
         .arg("-r")
         .arg(capture)
@@ -211,7 +222,7 @@ fn wire_handshakes(capture: &Path, keys: &Path) -> Vec<(u16, u64, u64)> {
         .output()
         .expect("cannot run tshark (install tshark)");
     assert!(output.status.success(), "tshark: {output:?}");
-    let mut handshakes: Vec<(u16, u64, u64)> = Vec::new();
+    let mut handshakes: Vec<WireHandshake> = Vec::new();
     for line in String::from_utf8(output.stdout).unwrap().lines() {
         let fields: Vec<&str> = line.split('\t').collect();
         let [time, source, destination, types] = fields[..] else {
@@ -226,12 +237,18 @@ fn wire_handshakes(capture: &Path, keys: &Path) -> Vec<(u16, u64, u64)> {
         // The client's port is the ephemeral one, above the server's test port.
         let client = source.max(destination);
         if types.contains(&"1") {
-            handshakes.push((client, ns, 0));
+            handshakes.push(WireHandshake {
+                client_port: client,
+                hello: ns,
+                finished: 0,
+                last: ns,
+            });
         }
-        if types.contains(&"20")
-            && let Some(handshake) = handshakes.iter_mut().find(|h| h.0 == client)
-        {
-            handshake.2 = ns;
+        if let Some(handshake) = handshakes.iter_mut().find(|h| h.client_port == client) {
+            handshake.last = ns;
+            if types.contains(&"20") {
+                handshake.finished = ns;
+            }
         }
     }
     handshakes
@@ -301,14 +318,21 @@ fn check(version: Version, client: fn(&Nginx, Version), requests: u64) {
         .parse::<SocketAddr>()
         .unwrap()
         .port();
-        let &(_, hello, finished) = handshakes
+        let wire = handshakes
             .iter()
-            .find(|h| h.0 == client_port)
+            .find(|h| h.client_port == client_port)
             .unwrap_or_else(|| {
                 panic!("no handshake on the wire for {client_port}: {handshakes:?}")
             });
-        assert!(finished > hello, "no Finished decrypted: {handshakes:?}");
-        let wire_us = (finished - hello) / 1_000;
+        assert!(
+            wire.finished > wire.hello,
+            "no Finished decrypted: {handshakes:?}"
+        );
+        let end = match record["role"].as_str() {
+            Some("client") => wire.finished,
+            _ => wire.last,
+        };
+        let wire_us = (end - wire.hello) / 1_000;
         let tolerance_us = wire_tolerance_ns() / 1_000;
         eprintln!(
             "{version:?} {}: handshake {handshake_us} us, the wire's {wire_us} us",
@@ -339,4 +363,45 @@ fn python_over_tls13_counts_its_three_requests() {
 #[test]
 fn python_over_tls12_counts_its_three_requests() {
     check(Version::Tls12, python, 3);
+}
+
+/// `tracer check` names the library file nginx maps (the same file, whatever path
+/// reaches it: `/lib` and `/usr/lib` are often one directory).
+#[test]
+fn check_names_the_library_nginx_uses() {
+    use std::os::unix::fs::MetadataExt;
+    let _machine = shared();
+    let ldd = Command::new("ldd")
+        .arg(nginx())
+        .output()
+        .expect("cannot run ldd");
+    let listed = String::from_utf8(ldd.stdout).unwrap();
+    let libssl = listed
+        .lines()
+        .find_map(|line| {
+            line.split_once("libssl.so")?
+                .1
+                .split_once("=> ")?
+                .1
+                .split_whitespace()
+                .next()
+        })
+        .unwrap_or_else(|| panic!("nginx maps no libssl: {listed}"));
+    let inode = |path: &str| fs::metadata(path).map(|meta| (meta.dev(), meta.ino())).ok();
+    let output = Command::new(tracer_bin())
+        .args(["check", "--json"])
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let libraries = report["tls"]["libraries"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        libraries
+            .iter()
+            .any(|library| inode(library.as_str().unwrap()) == inode(libssl)),
+        "check does not name {libssl}: {}",
+        report["tls"]
+    );
 }

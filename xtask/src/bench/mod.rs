@@ -7,12 +7,13 @@
 //! tcpstates one-liner taking turns ([`observer`]), interleaved round by round because
 //! these machines are noisy; then the kernel's own statistics ([`bpf_stats`]) of each
 //! eBPF program with the traced port under load, and with another port under load (what
-//! untraced traffic costs). Figures to record go to docs/performance.md by hand, with the
-//! date and the machine.
+//! untraced traffic costs). Then the TLS hook's cost under an HTTPS load ([`tls`]).
+//! Figures to record go to docs/performance.md by hand, with the date and the machine.
 
 mod bpf_stats;
 mod load;
 mod observer;
+mod tls;
 
 use std::{
     collections::BTreeMap,
@@ -33,7 +34,9 @@ use self::{
 use crate::{cargo, run, setup};
 
 /// Debian packages the overhead part compares with or reads statistics through.
-const BENCH_PACKAGES: &[&str] = &["bpftool", "tcpdump", "bpftrace", "iproute2"];
+const BENCH_PACKAGES: &[&str] = &[
+    "bpftool", "tcpdump", "bpftrace", "iproute2", "nginx", "curl", "openssl",
+];
 
 /// The churn's server port and a port nobody sends to (the untraced measurement), both
 /// outside the ephemeral range the benchmark sets.
@@ -55,6 +58,9 @@ pub struct BenchArgs {
     /// Only the overhead part (skip the userspace pipeline benchmark).
     #[arg(long)]
     overhead_only: bool,
+    /// Only the TLS hook's cost under an HTTPS load.
+    #[arg(long, conflicts_with = "overhead_only")]
+    tls_only: bool,
     /// Extra tracer arguments for the tracer rounds (e.g. `--ring-buffer-size 64K`).
     #[arg(long = "tracer-arg", allow_hyphen_values = true)]
     tracer_args: Vec<String>,
@@ -65,12 +71,15 @@ pub struct BenchArgs {
 
 pub fn bench(args: &BenchArgs) -> Result<()> {
     setup::ensure()?;
-    if !args.overhead_only {
+    if !args.overhead_only && !args.tls_only {
         run(cargo()?.args(["bench", "--package", "tracer", "--bench", "pipeline"]))?;
     }
     setup::ensure_packages(BENCH_PACKAGES)?;
     let tracer = crate::build()?;
-    overhead(args, &tracer)
+    if !args.tls_only {
+        overhead(args, &tracer)?;
+    }
+    tls::overhead(args, &tracer)
 }
 
 /// Sets sysctls for the run and restores them when dropped.

@@ -282,3 +282,16 @@ pub fn probe_all() -> Result<BTreeMap<Hook, Vec<Availability>>> {
     }
     Ok(report)
 }
+
+/// For `tracer check`: which TLS library files the TLS hook would attach to here, each
+/// attached and detached again.
+pub fn probe_tls() -> Result<TlsPlan> {
+    let facts = KernelFacts::gather()?;
+    let options = LoadOptions {
+        selection: &Selection::default(),
+        ring_buffer_bytes: MIN_RING_BYTES,
+        tls: tls::TlsMode::Auto,
+    };
+    let mut ebpf = load(&facts, options)?;
+    tls::attach(&mut ebpf, options.tls, true)
+}

@@ -13,6 +13,6 @@ mod tests;
 mod tls;
 
 pub use catalogue::{AttachMode, Hook, Mechanism, misses_are_lost_events};
-pub use fallback::{AttachPlan, Availability, Probes, attach, probe_all};
+pub use fallback::{AttachPlan, Availability, Probes, attach, probe_all, probe_tls};
 pub use load::LoadOptions;
 pub use tls::{TlsMode, TlsPlan};

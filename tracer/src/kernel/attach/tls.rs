@@ -93,6 +93,31 @@ pub struct Unhooked {
     pub why: String,
 }
 
+impl TlsPlan {
+    /// One line for `tracer check`.
+    pub fn describe(&self) -> String {
+        if let Some(why) = &self.unsupported {
+            return format!("not hooked: {why}");
+        }
+        let mut parts: Vec<String> = Vec::new();
+        if !self.libraries.is_empty() {
+            parts.push(format!(
+                "uprobes attach to OpenSSL in {}",
+                self.libraries.join(", ")
+            ));
+        }
+        parts.extend(
+            self.unhooked
+                .iter()
+                .map(|unhooked| format!("{} not hooked: {}", unhooked.library, unhooked.why)),
+        );
+        if parts.is_empty() {
+            return "no libssl found: TLS connections count their encrypted records".to_owned();
+        }
+        parts.join("; ")
+    }
+}
+
 /// Whether `file_name` is OpenSSL's `libssl` (`libssl.so.3`, `libssl.so.1.1`).
 fn is_libssl(file_name: &str) -> bool {
     file_name.starts_with("libssl.so.")

@@ -365,28 +365,19 @@ fn python_over_tls12_counts_its_three_requests() {
     check(Version::Tls12, python, 3);
 }
 
-/// `tracer check` names the library file nginx maps (the same file, whatever path
-/// reaches it: `/lib` and `/usr/lib` are often one directory).
+/// `tracer check` names the library file a running nginx maps (the same file, whatever
+/// path reaches it: `/lib` and `/usr/lib` are often one directory).
 #[test]
 fn check_names_the_library_nginx_uses() {
     use std::os::unix::fs::MetadataExt;
     let _machine = shared();
-    let ldd = Command::new("ldd")
-        .arg(nginx())
-        .output()
-        .expect("cannot run ldd");
-    let listed = String::from_utf8(ldd.stdout).unwrap();
-    let libssl = listed
+    let nginx = Nginx::start(free_port("127.0.0.1"), Version::Tls13);
+    let maps = fs::read_to_string(format!("/proc/{}/maps", nginx.child.id())).unwrap();
+    let libssl = maps
         .lines()
-        .find_map(|line| {
-            line.split_once("libssl.so")?
-                .1
-                .split_once("=> ")?
-                .1
-                .split_whitespace()
-                .next()
-        })
-        .unwrap_or_else(|| panic!("nginx maps no libssl: {listed}"));
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .find(|path| path.contains("/libssl.so"))
+        .unwrap_or_else(|| panic!("nginx maps no libssl: {maps}"));
     let inode = |path: &str| fs::metadata(path).map(|meta| (meta.dev(), meta.ino())).ok();
     let output = Command::new(tracer_bin())
         .args(["check", "--json"])

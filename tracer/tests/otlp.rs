@@ -30,7 +30,7 @@ use crate::support::{
 };
 
 /// An OTLP value as JSON, for comparing with the record's line.
-fn json(value: &AnyValue) -> Value {
+pub(crate) fn json(value: &AnyValue) -> Value {
     match value.value.as_ref() {
         None => Value::Null,
         Some(Any::StringValue(s)) => Value::from(s.clone()),
@@ -44,7 +44,7 @@ fn json(value: &AnyValue) -> Value {
     }
 }
 
-fn attributes(list: &[KeyValue]) -> Map<String, Value> {
+pub(crate) fn attributes(list: &[KeyValue]) -> Map<String, Value> {
     list.iter()
         .map(|kv| (kv.key.clone(), kv.value.as_ref().map_or(Value::Null, json)))
         .collect()

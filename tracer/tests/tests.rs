@@ -49,7 +49,8 @@
 //!   run in the guests.
 //! - [`tls`]: TLS through OpenSSL (nginx, curl, Python's `ssl`, TLS 1.2 and 1.3): the
 //!   application's requests on each record and the handshake against a capture
-//!   decrypted by tshark. In the guests with curl only, the handshake not decrypted.
+//!   decrypted by tshark, and the records' TLS attributes over OTLP. In the guests with
+//!   curl only, the handshake not decrypted.
 //! - [`support`]: what the tests share: starting the tracer and reading its lines,
 //!   connected sockets, nftables packet drops, a packet capture, an HTTP server and
 //!   client, a load generator, Prometheus, a recorded scenario.

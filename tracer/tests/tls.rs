@@ -6,7 +6,9 @@
 //! tshark with the clients' key log (`SSLKEYLOGFILE`), within the wire tolerance: from
 //! the ClientHello to the last handshake message the side's library took part in before
 //! it returned, the last Finished for a client, the last handshake message for a server
-//! (a TLS 1.3 server sends its session tickets before its handshake call returns).
+//! (a TLS 1.3 server sends its session tickets before its handshake call returns). On
+//! the host the records also go to an OTLP collector, whose log records must say the
+//! same of TLS.
 //!
 //! The kernel matrix's guests carry nginx and curl but neither Python nor tshark: there
 //! the curl tests run (`TRACER_TEST_NO_TSHARK` set by the guest's init), the handshake
@@ -27,6 +29,10 @@ use crate::support::{
     DEADLINE, Tracer,
     capture::{Capture, wire_tolerance_ns},
     free_port, shared, tracer_bin,
+};
+use crate::{
+    otlp::{attributes, json},
+    support::otlp::{Collector, Transport},
 };
 
 /// A TLS version, as nginx's `ssl_protocols` and the clients name it.
@@ -261,7 +267,13 @@ fn check(version: Version, client: fn(&Nginx, Version), requests: u64) {
     let port = free_port("127.0.0.1");
     let nginx = Nginx::start(port, version);
     // nginx is started before tracer, the client after: the library's uprobes reach both.
-    let mut tracer = Tracer::start(&[port]);
+    // On the host the records also go to an OTLP collector, for their TLS attributes.
+    let collector = with_tshark().then(|| Collector::start(Transport::Http));
+    let mut command = Tracer::command(&[port]);
+    if let Some(collector) = &collector {
+        command.args(["--otlp-endpoint", &collector.endpoint()]);
+    }
+    let mut tracer = Tracer::spawn(command);
     let capture = Capture::start(port);
     client(&nginx, version);
     let records: Vec<Value> = ["server", "client"]
@@ -341,6 +353,30 @@ fn check(version: Version, client: fn(&Nginx, Version), requests: u64) {
         assert!(
             handshake_us.abs_diff(wire_us) <= tolerance_us,
             "handshake {handshake_us} us, the wire's {wire_us} us (tolerance {tolerance_us}): {what}"
+        );
+    }
+    let Some(collector) = collector else {
+        return;
+    };
+    let (status, _) = tracer.stop();
+    assert!(status.success(), "{status}");
+    // Each record's log record says what the record's `tls` says.
+    let logs = collector.logs();
+    for record in &records {
+        let log = logs
+            .iter()
+            .find(|log| json(log.record.body.as_ref().unwrap())["conn_id"] == record["conn_id"])
+            .unwrap_or_else(|| panic!("no log record of {record}"));
+        let attributes = attributes(&log.record.attributes);
+        assert_eq!(attributes["tls.established"], true, "{attributes:?}");
+        assert_eq!(attributes["tcp.tls_library"], "openssl", "{attributes:?}");
+        assert_eq!(
+            attributes["tcp.tls_handshake_us"], record["tls"]["handshake_us"],
+            "{attributes:?}"
+        );
+        assert_eq!(
+            attributes["tcp.requests"], record["requests"],
+            "{attributes:?}"
         );
     }
 }

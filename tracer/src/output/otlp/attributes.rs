@@ -56,6 +56,17 @@ pub fn of(record: &ConnectionRecord) -> Vec<(&'static str, AnyValue)> {
             .into_iter()
             .filter_map(|(key, value)| Some((key, int(value?)))),
     );
+    if let Some(tls) = record.tls {
+        // The conventions' `tls.established`: the handshake was seen to succeed.
+        attributes.push((
+            "tls.established",
+            AnyValue::Boolean(tls.handshake_us.is_some()),
+        ));
+        attributes.push(("tcp.tls_library", text(tls.library.name().to_owned())));
+        if let Some(us) = tls.handshake_us {
+            attributes.push(("tcp.tls_handshake_us", int(us.into())));
+        }
+    }
     if let Some(comm) = &record.comm {
         attributes.push(("process.executable.name", text(comm.clone())));
     }

@@ -52,7 +52,7 @@ pub struct SslCall {
     /// A `CALL_*`.
     pub kind: u8,
     /// Calls of the library into itself through an exported function (`SSL_connect`
-    /// calls `SSL_do_handshake`): their returns are not the outer call's.
+    /// and `SSL_accept` call `SSL_do_handshake`): their returns are not the outer call's.
     pub depth: u8,
     pub _pad: [u8; 6],
 }
@@ -107,12 +107,13 @@ fn enter(ctx: &ProbeContext, kind: u8) {
     if let Some(call) = SSL_CALLS.get_ptr_mut(thread) {
         // SAFETY: this thread's entry, updated in place by this thread only.
         let call = unsafe { &mut *call };
-        if call.ssl == ssl {
+        // Only the handshake functions call each other through their exported names.
+        if call.ssl == ssl && call.kind == CALL_HANDSHAKE && kind == CALL_HANDSHAKE {
             call.depth = call.depth.saturating_add(1);
             return;
         }
     }
-    // Another session's call that never returned is replaced.
+    // Any other call still kept never returned (its thread left it another way): replaced.
     let call = SslCall {
         ssl,
         started_ns: now(),

@@ -380,8 +380,9 @@ pub struct TraceArgs {
     #[arg(long, env = "TRACER_ATTACH", default_value_t = AttachMode::Auto, value_parser = named::<AttachMode>())]
     pub attach: AttachMode,
 
-    /// Hook the TLS libraries (OpenSSL's libssl) the host's processes use, so a TLS
-    /// connection's requests are the application's (auto), or count its encrypted
+    /// Hook OpenSSL's libssl so a TLS connection's requests are the application's: in the
+    /// processes holding a traced socket at start (auto), in every process using it, those
+    /// started later too, each paying for its calls (all), or nowhere: count the encrypted
     /// records (off).
     #[arg(long, env = "TRACER_TLS", default_value_t = TlsMode::Auto, value_parser = named::<TlsMode>())]
     pub tls: TlsMode,

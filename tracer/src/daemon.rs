@@ -9,7 +9,7 @@
 //! with one flush of the output.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     io,
     os::fd::AsRawFd,
     time::{Duration, Instant},
@@ -182,13 +182,24 @@ fn watch<T: AsRawFd>(map: T) -> io::Result<AsyncFd<T>> {
 /// Each connection takes its socket's cgroup (sock_diag gives its id, 5.7+), resolved to a
 /// path by `cgroups`, or else its owner's; under a cgroup rule (`selected`) only those in
 /// a selected cgroup are kept. The net rule applies as in the kernel.
+/// The connections open at start that the selection traces, and, with `holders`, the
+/// processes holding a traced socket (in the selected cgroups, when some are).
 fn open_at_start(
     selection: &Selection,
     selected: Option<&[String]>,
     cgroups: &mut CgroupPaths,
-) -> Vec<Existing> {
-    match existing::connections(&selection.ports, clock::boot_now_ns()) {
+    holders: bool,
+) -> (Vec<Existing>, BTreeSet<u32>) {
+    match existing::connections(&selection.ports, clock::boot_now_ns(), holders) {
         Ok(open) => {
+            let mut holders = open.holders;
+            if let (Some(selected), Some(mount)) = (selected, cgroup2_mount()) {
+                holders.retain(|&pid| {
+                    process_cgroup(pid, &mount)
+                        .and_then(|cgroup| cgroup.path)
+                        .is_some_and(|path| within(&path, selected))
+                });
+            }
             for warning in &open.warnings {
                 eprintln!("tracer: warning: {warning}");
             }
@@ -221,13 +232,13 @@ fn open_at_start(
                     path.is_some_and(|path| within(path, selected))
                 });
             }
-            connections
+            (connections, holders)
         }
         Err(error) => {
             eprintln!(
                 "tracer: warning: cannot read the connections already open ({error:#}): they will have no connection record"
             );
-            Vec::new()
+            (Vec::new(), BTreeSet::new())
         }
     }
 }
@@ -310,8 +321,20 @@ async fn trace(config: TraceConfig, sink: Box<dyn Sink>, hangup: Hangup) -> Resu
     let options = LoadOptions {
         selection: &config.selection,
         ring_buffer_bytes: config.ring_buffer_bytes,
-        tls: config.tls,
     };
+    let mut probes = attach::attach(config.attach, options)?;
+    config.selection.fill_nets(&mut probes.ebpf)?;
+    let mut cgroups = CgroupPaths::new(cgroup2_mount());
+    if let Some(names) = cri_names {
+        cgroups = cgroups.with_cri(names);
+    }
+    let (open_at_start, holders) = open_at_start(
+        &config.selection,
+        cgroup_rule.as_ref().map(CgroupRule::paths),
+        &mut cgroups,
+        config.tls == TlsMode::Auto,
+    );
+    probes.attach_tls(config.tls, &holders)?;
     let Probes {
         events,
         counts,
@@ -319,17 +342,7 @@ async fn trace(config: TraceConfig, sink: Box<dyn Sink>, hangup: Hangup) -> Resu
         plan,
         units,
         mut ebpf,
-    } = attach::attach(config.attach, options)?;
-    config.selection.fill_nets(&mut ebpf)?;
-    let mut cgroups = CgroupPaths::new(cgroup2_mount());
-    if let Some(names) = cri_names {
-        cgroups = cgroups.with_cri(names);
-    }
-    let open_at_start = open_at_start(
-        &config.selection,
-        cgroup_rule.as_ref().map(CgroupRule::paths),
-        &mut cgroups,
-    );
+    } = probes;
     let mut selected_cgroups = cgroup_rule.map(|rule| rule.fill(&mut ebpf)).transpose()?;
     privileges::drop_all(version)?;
     let mut ring = Ring {

@@ -10,6 +10,10 @@
 //! the host the records also go to an OTLP collector, whose log records must say the
 //! same of TLS.
 //!
+//! The tests of both clients hook every process using the library (`--tls all`: the
+//! clients start after tracer); one test checks the default, which hooks only the
+//! processes holding a traced socket at start.
+//!
 //! The kernel matrix's guests carry nginx and curl but neither Python nor tshark: there
 //! the curl tests run (`TRACER_TEST_NO_TSHARK` set by the guest's init), the handshake
 //! time checked only to lie within the connection.
@@ -23,6 +27,7 @@ use std::{
 };
 
 use rcgen::{CertificateParams, KeyPair};
+use rustix::process::{Pid, Signal, kill_process};
 use serde_json::Value;
 
 use crate::support::{
@@ -136,8 +141,11 @@ impl Nginx {
 }
 
 impl Drop for Nginx {
+    /// SIGTERM, which the master passes on to its workers (SIGKILL would leave them).
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        if let Some(pid) = Pid::from_raw(self.child.id() as i32) {
+            let _ = kill_process(pid, Signal::TERM);
+        }
         let _ = self.child.wait();
     }
 }
@@ -260,6 +268,43 @@ fn wire_handshakes(capture: &Path, keys: &Path) -> Vec<WireHandshake> {
     handshakes
 }
 
+/// By default (`--tls auto`) the library is hooked only in the processes that hold a
+/// traced socket when tracing starts: nginx, listening before tracer, counts curl's two
+/// requests; curl, started after, is not hooked, and its record counts the socket's
+/// bursts (the handshake's among them) with no `tls`.
+#[test]
+fn by_default_only_the_processes_holding_traced_sockets_are_hooked() {
+    let _machine = shared();
+    let port = free_port("127.0.0.1");
+    let nginx = Nginx::start(port, Version::Tls13);
+    let mut tracer = Tracer::start(&[port]);
+    let start = tracer.wait_for("tracer_start", |line| line["event"] == "tracer_start");
+    if start["unsupported"]["data"].is_string() {
+        assert!(start["tls"]["unsupported"].is_string(), "{start}");
+        return;
+    }
+    let hooked = start["tls"]["processes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        hooked.contains(&Value::from(nginx.child.id())),
+        "nginx ({}) not hooked: {start}",
+        nginx.child.id()
+    );
+    curl(&nginx, Version::Tls13);
+    let server = tracer.wait_for("the server's record", |line| {
+        line["event"] == "connection" && line["role"] == "server"
+    });
+    let client = tracer.wait_for("the client's record", |line| {
+        line["event"] == "connection" && line["role"] == "client"
+    });
+    assert_eq!(server["tls"]["library"], "openssl", "{server}");
+    assert_eq!(server["requests"], 2, "{server}");
+    assert_eq!(client["tls"], Value::Null, "{client}");
+    assert!(client["requests"].as_u64().unwrap() > 2, "{client}");
+}
+
 /// Runs `client` against nginx over `version` and checks both sides' records: each
 /// side's requests and responses are `requests`, its handshake the wire's.
 fn check(version: Version, client: fn(&Nginx, Version), requests: u64) {
@@ -270,6 +315,7 @@ fn check(version: Version, client: fn(&Nginx, Version), requests: u64) {
     // On the host the records also go to an OTLP collector, for their TLS attributes.
     let collector = with_tshark().then(|| Collector::start(Transport::Http));
     let mut command = Tracer::command(&[port]);
+    command.args(["--tls", "all"]);
     if let Some(collector) = &collector {
         command.args(["--otlp-endpoint", &collector.endpoint()]);
     }

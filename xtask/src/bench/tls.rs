@@ -1,15 +1,15 @@
-//! What the TLS hook costs. Its uprobes are on the library file, so every process using
-//! OpenSSL's `libssl` traps into them, traced or not. The load: HTTPS through OpenSSL on
+//! What the TLS hook costs. A uprobe traps into the kernel at every call of its function
+//! in every process it is installed in: with `--tls all` every process using OpenSSL's
+//! `libssl`, with `--tls auto` only those holding a traced socket at start. The load: HTTPS through OpenSSL on
 //! both ends, nginx and curl clients making requests on keep-alive connections as fast as
-//! they go. The rounds, interleaved: no tracer; tracer on another port with `--tls off`
-//! and with `--tls auto` (the load untraced: what any process using the library pays);
-//! tracer on the load's port with `--tls auto` (traced). Then the kernel's statistics of
-//! the TLS programs, untraced and traced.
+//! they go. The rounds, interleaved: no tracer; tracer on another port with `--tls off`,
+//! `auto` and `all` (the load untraced: with `all`, what any process using the library
+//! pays); tracer on the load's port with `--tls auto` and `all` (traced). Then the
+//! kernel's statistics of the TLS programs.
 
 use std::{
     collections::BTreeMap,
     fs,
-    io::Read as _,
     net::TcpStream,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -26,9 +26,6 @@ use super::{
 
 /// The HTTPS load's port, outside the ephemeral range the benchmark sets.
 const TLS_PORT: u16 = 61003;
-
-/// Requests each curl asks for: more than it makes in a round (it is stopped first).
-const URLS: &str = "[1-100000000]";
 
 /// nginx serving HTTPS on [`TLS_PORT`] from `dir`, with a self-signed certificate.
 struct Nginx(Child);
@@ -97,51 +94,35 @@ impl Nginx {
 }
 
 impl Drop for Nginx {
+    /// SIGTERM, which the master passes on to its workers (SIGKILL would leave them).
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        // SAFETY: kill(2) on the child this value owns, not yet reaped.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
         let _ = self.0.wait();
     }
 }
 
-/// `clients` curls making requests for `seconds`: requests answered per second.
-fn load(clients: usize, seconds: u64) -> Result<f64> {
-    let url = format!("https://127.0.0.1:{TLS_PORT}/{URLS}");
-    let mut curls = Vec::new();
-    let mut counters = Vec::new();
-    for _ in 0..clients {
-        let mut child = Command::new("curl")
-            .args(["-sk", "--http1.1", "-o", "/dev/null", "-w", "\\n", &url])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot run curl")?;
-        let mut stdout = child.stdout.take().expect("stdout is piped");
-        // One line per answered request.
-        counters.push(thread::spawn(move || {
-            let mut buffer = [0u8; 4096];
-            let mut lines = 0u64;
-            while let Ok(n @ 1..) = stdout.read(&mut buffer) {
-                lines += buffer[..n].iter().filter(|&&b| b == b'\n').count() as u64;
-            }
-            lines
-        }));
-        curls.push(child);
-    }
+/// `clients` curls each making `requests` on keep-alive connections: requests answered
+/// per second, from the first start to the last exit.
+fn load(clients: usize, requests: u64) -> Result<f64> {
+    let url = format!("https://127.0.0.1:{TLS_PORT}/[1-{requests}]");
     let started = Instant::now();
-    // The round's length is what is measured: a timed load, not a wait for an event.
-    thread::sleep(Duration::from_secs(seconds));
-    for curl in &mut curls {
-        let _ = curl.kill();
-    }
-    let elapsed = started.elapsed();
+    let curls = (0..clients)
+        .map(|_| {
+            Command::new("curl")
+                .args(["-sSfk", "--http1.1", "-o", "/dev/null", &url])
+                .stdout(Stdio::null())
+                .spawn()
+                .context("cannot run curl")
+        })
+        .collect::<Result<Vec<_>>>()?;
     for mut curl in curls {
-        let _ = curl.wait();
+        let status = curl.wait()?;
+        if !status.success() {
+            bail!("curl failed: {status}");
+        }
     }
-    let requests: u64 = counters
-        .into_iter()
-        .map(|counter| counter.join().unwrap_or(0))
-        .sum();
-    Ok(requests as f64 / elapsed.as_secs_f64())
+    Ok((clients as u64 * requests) as f64 / started.elapsed().as_secs_f64())
 }
 
 /// Tracer with `--tls MODE` on `port`.
@@ -153,13 +134,13 @@ fn tracer(mode: &str) -> Observer {
     }
 }
 
-/// One round of `observer` watching `port`: requests per second, and the TLS programs'
-/// kernel statistics when `stats`.
+/// One round of `observer` watching `port` (`clients` each making `requests`): requests
+/// per second, and the TLS programs' kernel statistics when `stats`.
 fn measure(
     observer: &Observer,
     tracer_binary: &Path,
     port: u16,
-    args: &BenchArgs,
+    (clients, requests): (usize, u64),
     stats: bool,
 ) -> Result<(f64, BTreeMap<String, bpf_stats::ProgramRuns>)> {
     let output: PathBuf = work_dir()?.join("tls-observer.out");
@@ -169,7 +150,7 @@ fn measure(
         (true, Some(pid)) => bpf_stats::snapshot(pid)?,
         _ => BTreeMap::new(),
     };
-    let rate = load(args.threads, args.seconds)?;
+    let rate = load(clients, requests)?;
     let programs = match (stats, running.pid()) {
         (true, Some(pid)) => bpf_stats::delta(&before, &bpf_stats::snapshot(pid)?),
         _ => BTreeMap::new(),
@@ -184,7 +165,9 @@ pub fn overhead(args: &BenchArgs, tracer_binary: &Path) -> Result<()> {
         (Observer::None, OTHER_PORT),
         (tracer("off"), OTHER_PORT),
         (tracer("auto"), OTHER_PORT),
+        (tracer("all"), OTHER_PORT),
         (tracer("auto"), TLS_PORT),
+        (tracer("all"), TLS_PORT),
     ];
     let label = |(observer, port): &(Observer, u16)| match observer {
         Observer::None => "no tracer".to_owned(),
@@ -192,16 +175,24 @@ pub fn overhead(args: &BenchArgs, tracer_binary: &Path) -> Result<()> {
         _ => format!("{}, the load untraced", observer.name()),
     };
     println!(
-        "bench: HTTPS through OpenSSL on 127.0.0.1:{TLS_PORT} (nginx, {} curl clients), {} s rounds",
-        args.threads, args.seconds
+        "bench: HTTPS through OpenSSL on 127.0.0.1:{TLS_PORT} (nginx, {} curl clients)",
+        args.threads
     );
-    load(args.threads, 1)?;
+    // Requests per client for a round of about `seconds` without a tracer.
+    let warm = load(args.threads, 2_000)?;
+    let requests = (warm / args.threads as f64 * args.seconds as f64).max(1_000.0) as u64;
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); observers.len()];
     for round in 0..args.rounds as usize {
         for i in 0..observers.len() {
             let index = (i + round) % observers.len();
             let (observer, port) = &observers[index];
-            let (rate, _) = measure(observer, tracer_binary, *port, args, false)?;
+            let (rate, _) = measure(
+                observer,
+                tracer_binary,
+                *port,
+                (args.threads, requests),
+                false,
+            )?;
             println!(
                 "bench: round {} {:<48} {rate:>8.0} requests/s",
                 round + 1,
@@ -224,13 +215,18 @@ pub fn overhead(args: &BenchArgs, tracer_binary: &Path) -> Result<()> {
     }
     println!();
     let _stats = bpf_stats::StatsEnabled::on()?;
-    for (what, port) in [("untraced", OTHER_PORT), ("traced", TLS_PORT)] {
-        let (_, programs) = measure(&tracer("auto"), tracer_binary, port, args, true)?;
+    for (mode, what, port) in [
+        ("all", "untraced", OTHER_PORT),
+        ("auto", "traced", TLS_PORT),
+        ("all", "traced", TLS_PORT),
+    ] {
+        let load = (args.threads, requests);
+        let (_, programs) = measure(&tracer(mode), tracer_binary, port, load, true)?;
         let tls: BTreeMap<_, _> = programs
             .into_iter()
             .filter(|(name, _)| name.starts_with("ssl_"))
             .collect();
-        print_programs(&format!("tracer --tls auto, the HTTPS load {what}"), &tls);
+        print_programs(&format!("tracer --tls {mode}, the HTTPS load {what}"), &tls);
     }
     Ok(())
 }

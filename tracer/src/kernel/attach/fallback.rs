@@ -3,7 +3,7 @@
 //! (`--attach kprobe`) uses that mechanism for every hook that has it and the tracepoint
 //! for the others; if the kernel cannot do it, that is an error naming what is missing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
@@ -18,7 +18,7 @@ use super::{
     catalogue::{AttachMode, Hook, Mechanism, Program, SOFTIRQ_TRACKING},
     facts::{KernelFacts, describe},
     load::{LoadOptions, load},
-    tls::{self, TlsPlan},
+    tls::{self, TlsMode, TlsPlan},
 };
 use crate::kernel::{selector::Selection, units::KernelUnits};
 
@@ -208,9 +208,6 @@ pub fn attach(mode: AttachMode, options: LoadOptions) -> Result<Probes> {
         }
     }
 
-    let with_data = plan.attach.contains_key(&Hook::Data);
-    plan.tls = tls::attach(&mut ebpf, options.tls, with_data)?;
-
     let events = RingBuf::try_from(
         ebpf.take_map(EVENTS_MAP)
             .context("the eBPF object has no ring buffer")?,
@@ -225,20 +222,8 @@ pub fn attach(mode: AttachMode, options: LoadOptions) -> Result<Probes> {
         .flat_map(|(hook, mechanism)| hook.programs(*mechanism))
         .chain(SOFTIRQ_TRACKING)
         .map(|program| program.name());
-    let tls_programs = tls::PROGRAMS
-        .iter()
-        .filter(|_| !plan.tls.libraries.is_empty());
     let programs = attached
-        .chain(tls_programs.copied())
-        .map(|name| {
-            let fd = ebpf
-                .program(name)
-                .with_context(|| format!("the eBPF object has no program {name}"))?
-                .fd()?
-                .try_clone()
-                .with_context(|| format!("cannot keep the {name} program open"))?;
-            Ok((name, fd))
-        })
+        .map(|name| program_fd(&ebpf, name))
         .collect::<Result<_>>()?;
     Ok(Probes {
         events,
@@ -248,6 +233,33 @@ pub fn attach(mode: AttachMode, options: LoadOptions) -> Result<Probes> {
         units: facts.units,
         ebpf,
     })
+}
+
+/// `program`'s own file descriptor, so its kernel counts stay readable after the object
+/// is dropped.
+fn program_fd(ebpf: &Ebpf, name: &'static str) -> Result<(&'static str, ProgramFd)> {
+    let fd = ebpf
+        .program(name)
+        .with_context(|| format!("the eBPF object has no program {name}"))?
+        .fd()?
+        .try_clone()
+        .with_context(|| format!("cannot keep the {name} program open"))?;
+    Ok((name, fd))
+}
+
+impl Probes {
+    /// Attaches the TLS hook as `mode` says (`holders`: the processes holding a traced
+    /// socket, for `auto`), once the data hook is attached, and adds it to the plan.
+    pub fn attach_tls(&mut self, mode: TlsMode, holders: &BTreeSet<u32>) -> Result<()> {
+        let with_data = self.plan.attach.contains_key(&Hook::Data);
+        self.plan.tls = tls::attach(&mut self.ebpf, mode, with_data, holders)?;
+        if !self.plan.tls.libraries.is_empty() {
+            for name in tls::PROGRAMS {
+                self.programs.push(program_fd(&self.ebpf, name)?);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Whether a mechanism can carry a hook here, or why not.
@@ -260,7 +272,6 @@ pub fn probe_all() -> Result<BTreeMap<Hook, Vec<Availability>>> {
     let options = LoadOptions {
         selection: &Selection::default(),
         ring_buffer_bytes: MIN_RING_BYTES,
-        tls: tls::TlsMode::Off,
     };
     let mut ebpf = load(&facts, options)?;
     let mut report = BTreeMap::new();
@@ -283,15 +294,14 @@ pub fn probe_all() -> Result<BTreeMap<Hook, Vec<Availability>>> {
     Ok(report)
 }
 
-/// For `tracer check`: which TLS library files the TLS hook would attach to here, each
+/// For `tracer check`: which TLS library files `--tls all` would attach to here, each
 /// attached and detached again.
 pub fn probe_tls() -> Result<TlsPlan> {
     let facts = KernelFacts::gather()?;
     let options = LoadOptions {
         selection: &Selection::default(),
         ring_buffer_bytes: MIN_RING_BYTES,
-        tls: tls::TlsMode::Auto,
     };
     let mut ebpf = load(&facts, options)?;
-    tls::attach(&mut ebpf, options.tls, true)
+    tls::attach(&mut ebpf, TlsMode::All, true, &BTreeSet::new())
 }

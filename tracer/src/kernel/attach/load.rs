@@ -6,7 +6,7 @@ use anyhow::{Result, anyhow};
 use aya::{Ebpf, EbpfError, EbpfLoader, maps::MapError};
 use tracer_common::{EVENTS_MAP, RingConfig, TracepointLayout, globals};
 
-use super::{facts::KernelFacts, tls::TlsMode};
+use super::facts::KernelFacts;
 use crate::kernel::{privileges, selector::Selection};
 
 /// The eBPF object built by `build.rs`, embedded so the binary is self-contained.
@@ -20,8 +20,6 @@ pub struct LoadOptions<'a> {
     pub selection: &'a Selection,
     /// The ring buffer's size: a power of two, a multiple of the page size.
     pub ring_buffer_bytes: u32,
-    /// Whether TLS libraries are hooked.
-    pub tls: TlsMode,
 }
 
 /// The programs wake the daemon once this fraction of the ring buffer waits to be read

@@ -1,16 +1,23 @@
 //! The TLS hook: uprobes on OpenSSL's `libssl`, so a TLS connection's requests are the
 //! application's, not its encrypted records (see the eBPF side's `tls`).
 //!
-//! Attached per library *file*: the kernel keeps a uprobe on the file's inode, so every
-//! process that maps it, now or later, runs the programs. The files are those processes
-//! map when tracing starts (their `/proc/PID/maps`, reached through `/proc/PID/root`, so
-//! a container's own copy is found too) and the host's usual library directories. A
-//! library file that appears later (a container started from another image) is not
-//! hooked: tracer drops the capabilities to attach anything once it is tracing.
+//! A uprobe costs a trap into the kernel at every call of the hooked function in every
+//! process it is installed in, traced or not (docs/performance.md has the figures). So
+//! by default (`--tls auto`) they are installed only in the processes that hold a socket
+//! of the traced ports when tracing starts (the servers, and the clients connected then),
+//! each in the `libssl` it maps: other processes pay nothing. `--tls all` attaches per
+//! library *file* instead, and the kernel then keeps the uprobe for every process that
+//! maps it, now or later: clients started after tracer are seen too, and every process
+//! using the library pays. The files are those processes map when tracing starts (their
+//! `/proc/PID/maps`, reached through `/proc/PID/root`, so a container's own copy is found
+//! too) and the host's usual library directories. Neither mode follows what starts later
+//! with a library file not hooked (or, in `auto`, a new process): tracer gives up the
+//! capabilities to attach anything once it is tracing.
 
 use std::{
     collections::BTreeSet,
     fs,
+    num::NonZeroU32,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
 };
@@ -26,16 +33,19 @@ use tracer_common::programs as name;
 use super::facts::describe;
 use crate::vocabulary::names;
 
-/// `--tls`: whether TLS libraries are hooked.
+/// `--tls`: which processes' TLS library is hooked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TlsMode {
-    /// Every `libssl` file found at start.
+    /// The processes holding a traced socket at start.
     Auto,
+    /// Every process mapping a `libssl` file found at start, those started later too.
+    All,
     Off,
 }
 
 names!(TlsMode as "TLS mode" {
     Auto => "auto",
+    All => "all",
     Off => "off",
 });
 
@@ -79,6 +89,10 @@ const LIBRARY_DIRS: &[&str] = &[
 pub struct TlsPlan {
     /// The `libssl` files hooked, as tracer found them.
     pub libraries: Vec<String>,
+    /// In `auto` mode, the processes hooked (each in the libraries it maps); `None` when
+    /// every process mapping a library is (`all`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub processes: Option<Vec<u32>>,
     /// Files that could not be hooked, each with why.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unhooked: Vec<Unhooked>,
@@ -155,42 +169,44 @@ fn mapped_libraries() -> Vec<PathBuf> {
     let Ok(processes) = fs::read_dir("/proc") else {
         return Vec::new();
     };
-    let mut found = BTreeSet::new();
-    for process in processes.flatten() {
-        let pid = process.file_name();
-        if !pid
-            .to_str()
-            .is_some_and(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
-        {
-            continue;
-        }
-        // A process gone meanwhile, or one we may not read: nothing to add.
-        let Ok(maps) = fs::read_to_string(process.path().join("maps")) else {
-            continue;
-        };
-        for path in maps
-            .lines()
-            .filter_map(|line| line.split_whitespace().nth(5))
-        {
-            let library = Path::new(path);
-            if library
-                .file_name()
-                .and_then(|name| name.to_str())
-                .is_some_and(is_libssl)
-            {
-                let inside = library.strip_prefix("/").unwrap_or(library);
-                found.insert(process.path().join("root").join(inside));
-            }
-        }
-    }
+    let pids = processes
+        .flatten()
+        .filter_map(|process| process.file_name().to_str()?.parse::<u32>().ok());
+    let found: BTreeSet<PathBuf> = pids.flat_map(libraries_of).collect();
     found.into_iter().collect()
 }
 
-/// Loads the TLS programs and attaches them to every `libssl` found; a library that
-/// cannot be hooked (no such symbols: a build without them) is reported in the plan. The
-/// programs learn a call's socket from the data hook (`with_data`): without it, nothing
-/// is hooked and the plan says why.
-pub(super) fn attach(ebpf: &mut Ebpf, mode: TlsMode, with_data: bool) -> Result<TlsPlan> {
+/// The `libssl` files process `pid` maps, through its root; none when it is gone or may
+/// not be read.
+fn libraries_of(pid: u32) -> BTreeSet<PathBuf> {
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    let Ok(maps) = fs::read_to_string(format!("/proc/{pid}/maps")) else {
+        return BTreeSet::new();
+    };
+    maps.lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .map(Path::new)
+        .filter(|library| {
+            library
+                .file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(is_libssl)
+        })
+        .map(|library| root.join(library.strip_prefix("/").unwrap_or(library)))
+        .collect()
+}
+
+/// Loads the TLS programs and attaches them as `mode` says: in `auto`, in each process of
+/// `holders` (those holding a traced socket at start) that maps a `libssl`; in `all`, to
+/// every `libssl` file found. A library that cannot be hooked (no such symbols: a build
+/// without them) is reported in the plan. The programs learn a call's socket from the
+/// data hook (`with_data`): without it, nothing is hooked and the plan says why.
+pub(super) fn attach(
+    ebpf: &mut Ebpf,
+    mode: TlsMode,
+    with_data: bool,
+    holders: &BTreeSet<u32>,
+) -> Result<TlsPlan> {
     let mut plan = TlsPlan::default();
     if mode == TlsMode::Off {
         return Ok(plan);
@@ -206,16 +222,50 @@ pub(super) fn attach(ebpf: &mut Ebpf, mode: TlsMode, with_data: bool) -> Result<
             .load()
             .with_context(|| format!("the kernel refused the {program} program"))?;
     }
-    for library in libraries() {
-        let shown = library.display().to_string();
-        match attach_library(ebpf, &library) {
-            Ok(()) => plan.libraries.push(shown),
+    let targets: Vec<(PathBuf, UProbeScope)> = match mode {
+        TlsMode::All => libraries()
+            .into_iter()
+            .map(|library| (library, UProbeScope::AllProcesses))
+            .collect(),
+        _ => holders
+            .iter()
+            .filter_map(|&pid| Some((pid, NonZeroU32::new(pid)?)))
+            .flat_map(|(pid, scope)| {
+                libraries_of(pid)
+                    .into_iter()
+                    .map(move |library| (library, UProbeScope::OneProcess(scope)))
+            })
+            .collect(),
+    };
+    let mut libraries = BTreeSet::new();
+    let mut processes = BTreeSet::new();
+    for (library, scope) in targets {
+        // A process's library as the process names it (inside its root).
+        let shown = match scope {
+            UProbeScope::OneProcess(pid) => {
+                let root = PathBuf::from(format!("/proc/{pid}/root"));
+                Path::new("/")
+                    .join(library.strip_prefix(&root).unwrap_or(&library))
+                    .display()
+                    .to_string()
+            }
+            _ => library.display().to_string(),
+        };
+        match attach_library(ebpf, &library, scope) {
+            Ok(()) => {
+                if let UProbeScope::OneProcess(pid) = scope {
+                    processes.insert(pid.get());
+                }
+                libraries.insert(shown);
+            }
             Err(error) => plan.unhooked.push(Unhooked {
                 library: shown,
                 why: describe(error),
             }),
         }
     }
+    plan.libraries = libraries.into_iter().collect();
+    plan.processes = (mode == TlsMode::Auto).then(|| processes.into_iter().collect());
     Ok(plan)
 }
 
@@ -226,14 +276,15 @@ fn uprobe<'a>(ebpf: &'a mut Ebpf, program: &str) -> Result<&'a mut UProbe> {
     Ok(found.try_into()?)
 }
 
-/// Attaches every entry and return program to `library`, or none: a library is hooked
-/// whole (a return without its entry, or the reverse, would count nothing right).
-fn attach_library(ebpf: &mut Ebpf, library: &Path) -> Result<()> {
+/// Attaches every entry and return program to `library` for `scope`, or none: a library
+/// is hooked whole (a return without its entry, or the reverse, would count nothing
+/// right).
+fn attach_library(ebpf: &mut Ebpf, library: &Path, scope: UProbeScope) -> Result<()> {
     let mut links = Vec::new();
     let attached = ENTRIES.iter().try_for_each(|&(function, program)| {
         let mut attach = |program: &str| -> Result<()> {
             let link = uprobe(ebpf, program)?
-                .attach(function, library, UProbeScope::AllProcesses)
+                .attach(function, library, scope)
                 .with_context(|| format!("cannot attach a uprobe to {function}"))?;
             links.push((program.to_owned(), link));
             Ok(())

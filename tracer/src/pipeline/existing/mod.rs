@@ -23,7 +23,7 @@ pub mod netns;
 pub mod owners;
 
 use std::{
-    collections::HashSet,
+    collections::{BTreeSet, HashSet},
     time::{Duration, Instant},
 };
 
@@ -47,6 +47,8 @@ fn wanted_states() -> StateFlags {
 #[derive(Debug, Default)]
 pub struct OpenAtStart {
     pub connections: Vec<Existing>,
+    /// Every process holding one of them (listeners included), when asked for.
+    pub holders: BTreeSet<u32>,
     pub warnings: Vec<String>,
 }
 
@@ -66,9 +68,10 @@ fn traced_sockets(ports: &[u16]) -> Result<Vec<DiagSocket>> {
 }
 
 /// Listeners and open TCP connections with a local or remote port in `ports` (sorted; TIME_WAIT
-/// sockets excluded), in every network namespace, stamped `boot_ns`: the listeners first.
-/// Fails only when tracer's own namespace cannot be read.
-pub fn connections(ports: &[u16], boot_ns: u64) -> Result<OpenAtStart> {
+/// sockets excluded), in every network namespace, stamped `boot_ns`: the listeners first;
+/// with `holders`, every process holding one. Fails only when tracer's own namespace
+/// cannot be read.
+pub fn connections(ports: &[u16], boot_ns: u64, holders: bool) -> Result<OpenAtStart> {
     let namespaces = netns::all()?;
     let mut found = Vec::new();
     let mut not_entered = (0, None);
@@ -87,8 +90,11 @@ pub fn connections(ports: &[u16], boot_ns: u64) -> Result<OpenAtStart> {
         .map(|(_, socket)| socket.inode)
         .filter(|&inode| inode != 0)
         .collect();
-    let owners = owners::find(&inodes, Instant::now() + OWNER_SEARCH);
-    let mut open = OpenAtStart::default();
+    let owners = owners::find(&inodes, Instant::now() + OWNER_SEARCH, holders);
+    let mut open = OpenAtStart {
+        holders: owners.holders,
+        ..OpenAtStart::default()
+    };
     if let (count, Some(error)) = not_entered {
         open.warnings.push(format!(
             "cannot read the connections open at start in {count} of {} network namespaces ({error:#}; entering one takes CAP_SYS_ADMIN): they will have no connection record",
@@ -150,7 +156,10 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         let client = TcpStream::connect(("127.0.0.1", port)).unwrap();
         let (_server, _) = listener.accept().unwrap();
-        let found = connections(&[port], 7).unwrap().connections;
+        let open = connections(&[port], 7, true).unwrap();
+        // This process holds all three sockets.
+        assert_eq!(open.holders, BTreeSet::from([std::process::id()]));
+        let found = open.connections;
         let (local, remote) = (client.local_addr().unwrap(), client.peer_addr().unwrap());
         let ends: Vec<_> = found
             .iter()
@@ -205,7 +214,7 @@ mod tests {
             assert!(Instant::now() < deadline, "no TIME_WAIT socket on {port}");
             thread::sleep(Duration::from_millis(20));
         }
-        let found = connections(&[port], 0).unwrap().connections;
+        let found = connections(&[port], 0, false).unwrap().connections;
         assert!(
             found.iter().all(|e| e.state == TcpState::Listen),
             "only the listener: {found:?}"

@@ -3,10 +3,11 @@
 //! process's descriptors are read once, lowest pid first, until each socket has an
 //! owner or the time allowed runs out: a host with many processes and descriptors must
 //! not hold up the start of tracing. A socket several processes hold (a listener shared
-//! by a server's workers) gets the lowest pid, usually the one that opened it.
+//! by a server's workers) gets the lowest pid, usually the one that opened it; every
+//! process holding one is listed too when asked for (for `--tls auto`).
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
     fs,
     time::Instant,
 };
@@ -17,6 +18,9 @@ use crate::event::Process;
 #[derive(Debug, Default)]
 pub struct Owners {
     pub by_inode: HashMap<u32, Process>,
+    /// Every process holding one of the sockets (a listener's workers too), when asked
+    /// for: the processes whose TLS library `--tls auto` hooks.
+    pub holders: BTreeSet<u32>,
     /// The time allowed ran out before every process was read.
     pub cut_short: bool,
 }
@@ -29,10 +33,11 @@ fn socket_inode(link: &str) -> Option<u32> {
         .ok()
 }
 
-/// The processes holding the sockets `inodes`, read until `deadline`. Processes whose
-/// descriptors this process may not read (another user's, without CAP_SYS_PTRACE) are
-/// passed over: their sockets keep no owner.
-pub fn find(inodes: &HashSet<u32>, deadline: Instant) -> Owners {
+/// The processes holding the sockets `inodes`, read until `deadline`; with `all_holders`,
+/// every process is read (not only until each socket has an owner) for `holders`.
+/// Processes whose descriptors this process may not read (another user's, without
+/// CAP_SYS_PTRACE) are passed over: their sockets keep no owner.
+pub fn find(inodes: &HashSet<u32>, deadline: Instant, all_holders: bool) -> Owners {
     let mut owners = Owners::default();
     let Ok(entries) = fs::read_dir("/proc") else {
         return owners;
@@ -42,7 +47,7 @@ pub fn find(inodes: &HashSet<u32>, deadline: Instant) -> Owners {
         .collect();
     pids.sort_unstable();
     for pid in pids {
-        if owners.by_inode.len() == inodes.len() {
+        if owners.by_inode.len() == inodes.len() && !all_holders {
             break;
         }
         if Instant::now() >= deadline {
@@ -60,6 +65,9 @@ pub fn find(inodes: &HashSet<u32>, deadline: Instant) -> Owners {
             else {
                 continue;
             };
+            if inodes.contains(&inode) && all_holders {
+                owners.holders.insert(pid);
+            }
             if inodes.contains(&inode) && !owners.by_inode.contains_key(&inode) {
                 let comm = comm.get_or_insert_with(|| {
                     fs::read_to_string(format!("/proc/{pid}/comm"))
@@ -100,7 +108,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let inodes = HashSet::from([inode_of(&listener), inode_of(&client)]);
-        let owners = find(&inodes, Instant::now() + Duration::from_secs(30));
+        let owners = find(&inodes, Instant::now() + Duration::from_secs(30), true);
         let me = Process {
             pid: std::process::id(),
             comm: fs::read_to_string("/proc/self/comm")
@@ -112,11 +120,12 @@ mod tests {
         for inode in &inodes {
             assert_eq!(owners.by_inode.get(inode), Some(&me), "{owners:?}");
         }
+        assert_eq!(owners.holders, BTreeSet::from([me.pid]));
     }
 
     #[test]
     fn stops_when_the_time_allowed_ran_out() {
-        let owners = find(&HashSet::from([1]), Instant::now());
+        let owners = find(&HashSet::from([1]), Instant::now(), false);
         assert!(owners.cut_short && owners.by_inode.is_empty(), "{owners:?}");
     }
 

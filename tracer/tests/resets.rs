@@ -100,8 +100,8 @@ fn closing_with_unread_data_sends_a_reset() {
 #[test]
 fn a_listeners_reset_names_the_peer_it_answers() {
     let _machine = shared();
-    let port = free_port("127.0.0.1");
-    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let listener = crate::support::listen_on_free_port("127.0.0.1");
+    let port = listener.local_addr().unwrap().port();
     let mut tracer = Tracer::start(&[port]);
     let (mut client, accepted) = crate::support::sockets::pair(&listener);
     let (client_addr, server_addr) = (client.local_addr().unwrap(), client.peer_addr().unwrap());

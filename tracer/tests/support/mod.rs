@@ -95,6 +95,22 @@ pub fn free_port(ip: &str) -> u16 {
     panic!("no free port in {TEST_PORTS:?} on {ip}");
 }
 
+/// A listener on a port [`free_port`] gives, for a test that listens before tracing:
+/// another is tried when the port was taken between the check and this bind (seen once
+/// in a guest of the kernel matrix).
+pub fn listen_on_free_port(ip: &str) -> TcpListener {
+    let mut tries = 0;
+    loop {
+        match TcpListener::bind((ip, free_port(ip))) {
+            Ok(listener) => return listener,
+            Err(error) if error.kind() == std::io::ErrorKind::AddrInUse && tries < 10 => {
+                tries += 1;
+            }
+            Err(error) => panic!("cannot listen on {ip}: {error}"),
+        }
+    }
+}
+
 pub struct Tracer {
     child: Child,
     lines: Receiver<Value>,

@@ -108,12 +108,21 @@ pub fn connections(ports: &[u16], boot_ns: u64, holders: bool) -> Result<OpenAtS
         ));
     }
     if owners.cut_short {
-        open.warnings.push(format!(
-            "looking for the processes holding the connections open at start took over {} s: {} of {} have no pid",
-            OWNER_SEARCH.as_secs(),
-            inodes.len() - owners.by_inode.len(),
-            inodes.len()
-        ));
+        // With `holders` the search goes on after every socket has an owner: then only
+        // the holders' list is short (the processes `--tls auto` hooks).
+        let without = inodes.len() - owners.by_inode.len();
+        open.warnings.push(if without > 0 {
+            format!(
+                "looking for the processes holding the connections open at start took over {} s: {without} of {} have no pid",
+                OWNER_SEARCH.as_secs(),
+                inodes.len()
+            )
+        } else {
+            format!(
+                "looking for every process holding a traced socket took over {} s: some may not have their TLS library hooked",
+                OWNER_SEARCH.as_secs()
+            )
+        });
     }
     open.connections = found
         .into_iter()

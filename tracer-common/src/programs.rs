@@ -50,3 +50,6 @@ pub const SSL_READ_EX_ENTRY: &str = "ssl_read_ex_entry";
 pub const SSL_WRITE_EX_ENTRY: &str = "ssl_write_ex_entry";
 pub const SSL_CALL_RETURN: &str = "ssl_call_return";
 pub const SSL_FREE_ENTRY: &str = "ssl_free_entry";
+
+// The benchmark's floor (`cargo xtask bench`): never attached by the daemon.
+pub const FLOOR: &str = "floor";

@@ -16,6 +16,7 @@
 mod accept;
 mod context;
 mod data;
+mod floor;
 mod keepalive;
 mod kernel;
 mod output;

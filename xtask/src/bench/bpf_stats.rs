@@ -61,6 +61,23 @@ fn program_ids(pid: u32) -> Result<Vec<u64>> {
 /// The programs process `pid` holds, by name.
 pub fn snapshot(pid: u32) -> Result<BTreeMap<String, ProgramRuns>> {
     let ids = program_ids(pid)?;
+    Ok(programs()?
+        .into_iter()
+        .filter(|(id, _, _)| ids.contains(id))
+        .map(|(_, name, runs)| (name, runs))
+        .collect())
+}
+
+/// The runs of the programs `ids` names, by the names it gives them.
+pub fn runs(ids: &BTreeMap<u64, String>) -> Result<BTreeMap<String, ProgramRuns>> {
+    Ok(programs()?
+        .into_iter()
+        .filter_map(|(id, _, runs)| Some((ids.get(&id)?.clone(), runs)))
+        .collect())
+}
+
+/// Every BPF program loaded: id, name and runs.
+fn programs() -> Result<Vec<(u64, String, ProgramRuns)>> {
     let output = Command::new("bpftool")
         .args(["prog", "show", "--json"])
         .output()
@@ -74,17 +91,17 @@ pub fn snapshot(pid: u32) -> Result<BTreeMap<String, ProgramRuns>> {
     let programs: Vec<Value> = serde_json::from_slice(&output.stdout)?;
     Ok(programs
         .iter()
-        .filter(|program| program["id"].as_u64().is_some_and(|id| ids.contains(&id)))
-        .map(|program| {
+        .filter_map(|program| {
             let field = |name: &str| program[name].as_u64().unwrap_or(0);
-            (
+            Some((
+                program["id"].as_u64()?,
                 program["name"].as_str().unwrap_or("?").to_owned(),
                 ProgramRuns {
                     run_time_ns: field("run_time_ns"),
                     run_cnt: field("run_cnt"),
                     recursion_misses: field("recursion_misses"),
                 },
-            )
+            ))
         })
         .collect())
 }

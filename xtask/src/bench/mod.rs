@@ -11,6 +11,7 @@
 //! Figures to record go to docs/performance.md by hand, with the date and the machine.
 
 mod bpf_stats;
+mod floor;
 mod load;
 mod observer;
 mod tls;
@@ -28,6 +29,7 @@ use clap::Args;
 
 use self::{
     bpf_stats::{ProgramRuns, StatsEnabled},
+    floor::Floor,
     load::{ChurnServer, Churned, churn},
     observer::{Observer, TracerOutput},
 };
@@ -161,21 +163,26 @@ fn measure(
     tracer: &Path,
     traced_port: u16,
     args: &BenchArgs,
-    stats: bool,
+    stats: Option<&Floor>,
 ) -> Result<(Round, BTreeMap<String, ProgramRuns>)> {
     let output = work_dir()?.join("observer.out");
     let _ = fs::remove_file(&output);
     let running = observer::start(observer, tracer, traced_port, &output)?;
-    let before = match (stats, running.pid()) {
-        (true, Some(pid)) => bpf_stats::snapshot(pid)?,
-        _ => BTreeMap::new(),
+    // The observer's programs, and the floor's beside them.
+    let snapshot = || -> Result<BTreeMap<String, ProgramRuns>> {
+        match (stats, running.pid()) {
+            (Some(floor), Some(pid)) => {
+                let mut programs = bpf_stats::snapshot(pid)?;
+                programs.extend(floor.snapshot()?);
+                Ok(programs)
+            }
+            _ => Ok(BTreeMap::new()),
+        }
     };
+    let before = snapshot()?;
     let churned = churn(PORT, args.threads, Duration::from_secs(args.seconds));
     await_quiet(PORT)?;
-    let programs = match (stats, running.pid()) {
-        (true, Some(pid)) => bpf_stats::delta(&before, &bpf_stats::snapshot(pid)?),
-        _ => BTreeMap::new(),
-    };
+    let programs = bpf_stats::delta(&before, &snapshot()?);
     let cpu = running.stop()?;
     let tracer = matches!(observer, Observer::Tracer { .. })
         .then(|| TracerOutput::read(&output))
@@ -243,7 +250,7 @@ fn overhead(args: &BenchArgs, tracer: &Path) -> Result<()> {
         // Each round starts with another observer, so none always runs first.
         for i in 0..observers.len() {
             let index = (i + round) % observers.len();
-            let (measured, _) = measure(&observers[index], tracer, PORT, args, false)?;
+            let (measured, _) = measure(&observers[index], tracer, PORT, args, None)?;
             println!(
                 "bench: round {} {:<24} {:>8.0} connections/s ({} failed)",
                 round + 1,
@@ -271,6 +278,7 @@ fn overhead(args: &BenchArgs, tracer: &Path) -> Result<()> {
         own_cgroup()?,
     ];
     let _stats = StatsEnabled::on()?;
+    let floor = Floor::attach()?;
     for (what, port, extra) in [
         ("traced port", PORT, &[][..]),
         (
@@ -285,10 +293,10 @@ fn overhead(args: &BenchArgs, tracer: &Path) -> Result<()> {
             &rules[..],
         ),
     ] {
-        let (_, programs) = measure(&all(extra), tracer, port, args, true)?;
+        let (_, programs) = measure(&all(extra), tracer, port, args, Some(&floor))?;
         print_programs(&format!("tracer all, {what}"), &programs);
     }
-    let (_, programs) = measure(&Observer::Bpftrace, tracer, PORT, args, true)?;
+    let (_, programs) = measure(&Observer::Bpftrace, tracer, PORT, args, Some(&floor))?;
     print_programs("bpftrace tcpstates, traced port", &programs);
     Ok(())
 }
@@ -368,15 +376,26 @@ fn received(output: &TracerOutput) -> u64 {
         .unwrap_or(output.events)
 }
 
+/// Each program's runs, beside the floor on its tracepoint where there is one.
 fn print_programs(title: &str, programs: &BTreeMap<String, ProgramRuns>) {
+    let ns = |runs: &ProgramRuns| runs.ns_per_run().unwrap_or(f64::NAN);
     println!("{title}:");
-    println!("| program | runs | ns per run | recursion misses |");
-    println!("|---|---|---|---|");
-    for (name, runs) in programs {
+    println!(
+        "| program | runs | ns per run | floor: empty program, ns per run | above the floor | recursion misses |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (name, runs) in programs.iter().filter(|(name, _)| !Floor::is_floor(name)) {
+        let (floor, above) = match programs.get(&Floor::name(name)) {
+            Some(floor) => (
+                format!("{:.0}", ns(floor)),
+                format!("{:+.0}", ns(runs) - ns(floor)),
+            ),
+            None => (String::new(), String::new()),
+        };
         println!(
-            "| {name} | {} | {:.0} | {} |",
+            "| {name} | {} | {:.0} | {floor} | {above} | {} |",
             runs.run_cnt,
-            runs.ns_per_run().unwrap_or(f64::NAN),
+            ns(runs),
             runs.recursion_misses
         );
     }

@@ -205,16 +205,19 @@ fn traced_data(sock: &Sock, ports: (u16, u16), seen: Seen) {
     let sk = sock.sk;
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_boot_ns() };
+    let activity = ACTIVITY.get_ptr_mut(sk);
     // A send or read by the application: inside a TLS library's call, its session's
     // socket is this one. What is read arrived at the socket's last data (`tcp_probe`).
     if !matches!(seen, Seen::Segment { .. }) && in_process_context() {
-        let io_ns = match (seen, last_data_ns(sk)) {
-            (Seen::Read, arrived) if arrived != NO_DATA => arrived,
+        // SAFETY: the map's value, read once.
+        let arrived = activity.map_or(NO_DATA, |activity| unsafe { (*activity).last_ns });
+        let io_ns = match seen {
+            Seen::Read if arrived != NO_DATA => arrived,
             _ => now,
         };
         tls::learn(sk, io_ns);
     }
-    let Some(activity) = ACTIVITY.get_ptr_mut(sk) else {
+    let Some(activity) = activity else {
         return first_data(sock, ports, seen, now);
     };
     // SAFETY: the map's value, updated in place (a racing update from another CPU can
@@ -318,13 +321,6 @@ fn first_data(sock: &Sock, ports: (u16, u16), seen: Seen, now: u64) {
         0,
     );
     turn(sock, ports, direction, None);
-}
-
-/// When the socket last moved data (sent, or arrived), or `NO_DATA`.
-#[inline(always)]
-pub fn last_data_ns(sk: u64) -> u64 {
-    // SAFETY: copied out at once.
-    unsafe { ACTIVITY.get(sk) }.map_or(NO_DATA, |activity| activity.last_ns)
 }
 
 /// The socket's last data time, forgetting the socket (it is closing).

@@ -12,7 +12,7 @@ use std::{
 use crate::support::{
     HelperProcess, Tracer,
     capture::{Capture, epoch_ns},
-    free_port,
+    free_port, listen_on_free_port,
     prometheus::{poll_until, scrape},
     shared,
     sockets::pair,
@@ -28,8 +28,8 @@ fn close(client: TcpStream, mut server: TcpStream) {
 #[test]
 fn connections_open_before_tracing_get_records() {
     let _machine = shared();
-    let port = free_port("127.0.0.1");
-    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let listener = listen_on_free_port("127.0.0.1");
+    let port = listener.local_addr().unwrap().port();
     let (mut client, mut server) = pair(&listener);
     let local = client.local_addr().unwrap().to_string();
     let mut tracer = Tracer::start(&[port]);
@@ -319,8 +319,8 @@ fn time_wait_gauge(addr: SocketAddr, port: u16) -> (Option<f64>, String) {
 #[test]
 fn time_wait_sockets_are_counted_not_listed() {
     let _machine = shared();
-    let port = free_port("127.0.0.1");
-    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let listener = listen_on_free_port("127.0.0.1");
+    let port = listener.local_addr().unwrap().port();
     // The side that closes first holds TIME_WAIT (60 s): twice the server (its local port
     // is the traced one), once the client (its remote port).
     for server_first in [true, true, false] {

@@ -2,12 +2,11 @@
 
 use std::{
     io::{ErrorKind, Read},
-    net::TcpListener,
     time::{Duration, Instant},
 };
 
 use crate::support::{
-    PacketDrop, Tracer, exclusive, free_port, is_event,
+    PacketDrop, Tracer, exclusive, free_port, is_event, listen_on_free_port,
     load::Load,
     shared,
     sockets::{keepalive_pair, pair, probe_every_second},
@@ -94,8 +93,8 @@ fn every_keepalive_timeout_arrives_under_load() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(15);
-    let port = free_port("127.0.0.1");
-    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let listener = listen_on_free_port("127.0.0.1");
+    let port = listener.local_addr().unwrap().port();
     let mut tracer = Tracer::start(&[port]);
     let load = Load::start(free_port("127.0.0.1"), 2);
     let mut slowest = Duration::ZERO;
